@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install slurmserve with Dynamo's frontend and mock engine into a virtual environment (default .venv).
+#   ./install.sh          what the local demo needs
+#   ./install.sh --test   plus the test tools
+# Idempotent: run it again to update. VENV=/path and PYTHON=python3.x choose where and with what.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+extras=dynamo
+[ "${1:-}" = "--test" ] && extras=dynamo,test
+
+[ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+# ai-dynamo 1.6.1 cannot be installed with its declared dependencies (its `aisimulate` dependency
+# downloads from a vendor index, and it pins a certifi newer than PyPI serves). The frontend and the
+# mock engine need only the runtime and a few libraries: the `dynamo` extra of slurmserve lists them.
+"${pip[@]}" --no-deps ai-dynamo==1.6.1
+"${pip[@]}" --editable ".[$extras]"
+echo "slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"

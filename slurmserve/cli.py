@@ -1,0 +1,203 @@
+"""The `slurmserve` command: parse, call deploy/render, print. Bad input exits 2, a failed deployment 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import deploy
+from .errors import DeploymentFailed, UserError
+from .recipe import builtin_recipe_names, load_recipe
+from .render import render_script
+from .runs import list_runs, open_run
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Disaggregated LLM serving on Slurm, SSH hosts and this machine.")
+console = Console(soft_wrap=True)  # long lines (URLs, curl commands) stay copyable
+errors = Console(stderr=True, soft_wrap=True)  # one paragraph; the terminal wraps it
+
+RecipeOption = typer.Option(..., "--recipe", help="A built-in recipe name or a recipe file")
+HostsOption = typer.Option(None, "--hosts", help="Hosts file (default: this machine)")
+SetOption = typer.Option([], "--set", help="Override a recipe field: --set decode.replicas=2")
+STATE_STYLE = {"ready": "green", "starting": "yellow", "pending": "dim", "failed": "red", "stopped": "dim", "degraded": "yellow"}
+
+
+def clean_errors(command):
+    """Bad input: one paragraph, exit 2, no traceback. A deployment that failed: exit 1."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+        except DeploymentFailed as error:
+            errors.print(f"[bold red]deployment failed:[/] {error}", highlight=False)
+            raise typer.Exit(1) from None
+    return wrapper
+
+
+def placement_table(plan) -> Table:
+    table = Table(title=f"{plan.recipe} ({plan.engine}, {plan.mode}) on {plan.backend}: run {plan.run_name}")
+    for column in ("process", "role", "node", "leaf", "GPUs", "ports", "after"):
+        table.add_column(column)
+    switch_of = {node.name: node.switch or "" for node in plan.nodes}
+    for process in plan.processes:
+        table.add_row(
+            process.name, process.role, ",".join(process.nodes), ",".join(switch_of[n] for n in process.nodes),
+            ",".join(map(str, process.gpus)) or "-", " ".join(f"{k}={v}" for k, v in process.ports.items()),
+            ",".join(process.after) or "-")
+    table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
+    return table
+
+
+@app.command()
+@clean_errors
+def recipes(as_json: bool = typer.Option(False, "--json")):
+    """List the built-in recipes."""
+    catalogue = [load_recipe(name) for name in builtin_recipe_names()]
+    if as_json:
+        print(json.dumps([{"name": r.name, "engine": r.engine, "mode": r.mode, "model": r.model.repo, "description": r.description} for r in catalogue], indent=2))
+        return
+    table = Table("name", "engine", "mode", "workers", "model")
+    for recipe in catalogue:
+        workers = ", ".join(f"{spec.replicas}x {role} TP{spec.tensor_parallel}" for role, spec in recipe.worker_roles())
+        table.add_row(recipe.name, recipe.engine, recipe.mode, workers, recipe.model.repo)
+    console.print(table)
+
+
+@app.command()
+@clean_errors
+def plan(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: list[str] = SetOption, as_json: bool = typer.Option(False, "--json")):
+    """Show where every process would run: node, GPUs, ports (--json: the plan itself)."""
+    the_plan = deploy.plan_for(deploy.load_inputs(recipe, hosts, set_))
+    if as_json:
+        print(the_plan.model_dump_json(indent=2))
+    else:
+        console.print(placement_table(the_plan))
+
+
+@app.command()
+@clean_errors
+def render(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: list[str] = SetOption,
+           out: Path = typer.Option(..., "--out", help="Folder to write the scripts, plan.json and engine YAMLs to"),
+           force: bool = typer.Option(False, "--force", help="Replace files already in --out")):
+    """Write the deployment's script(s), plan and engine configs to a folder, without running anything."""
+    out = out.resolve()
+    the_plan = deploy.plan_for(deploy.load_inputs(recipe, hosts, set_), run_dir=str(out))
+    for path in deploy.render_to(the_plan, out, force):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+@clean_errors
+def submit(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: list[str] = SetOption,
+           name: Optional[str] = typer.Option(None, "--name", help="Run name (default: recipe-date-time-random)"),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print the script that would run; start nothing"),
+           no_wait: bool = typer.Option(False, "--no-wait", help="Return once started, without waiting for readiness"),
+           timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve")):
+    """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input)."""
+    inputs = deploy.load_inputs(recipe, hosts, set_)
+    if dry_run:
+        print(render_script(deploy.plan_for(inputs, name)), end="")
+        return
+    with console.status("starting..."):
+        submitted = deploy.submit(inputs, name, wait=not no_wait, timeout=timeout)
+    run, the_plan = submitted.run, submitted.plan
+    if submitted.sample is None:
+        console.print(f"run [bold]{run.name}[/] started; follow it with: slurmserve status {run.name} --watch")
+        return
+    choice = submitted.sample["choices"][0]
+    text = choice["message"].get("content") or "(no text: the mock engine generates random token ids)"
+    console.print(f"run [bold]{run.name}[/] is ready at [bold]{the_plan.endpoint}[/] (model {the_plan.model})")
+    console.print(f"sample completion: {submitted.sample['usage']['completion_tokens']} tokens, "
+                  f"finish_reason {choice.get('finish_reason')}: {text}", highlight=False)
+    console.print(f"try: curl {the_plan.endpoint}/v1/chat/completions -H 'Content-Type: application/json' "
+                  f"-d '{{\"model\": \"{the_plan.model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}], \"max_tokens\": 32}}'")
+    console.print(f"status: slurmserve status {run.name}    logs: slurmserve logs {run.name} frontend    stop: slurmserve cancel {run.name}")
+
+
+def status_table(run_name: str) -> tuple[Table, dict]:
+    run = open_run(run_name)
+    states = deploy.process_states(run)
+    verdict = deploy.verdict(run, states)
+    table = Table("process", "role", "node", "GPUs", "ports", "state",
+                  title=f"run {run.name}: [{STATE_STYLE[verdict]}]{verdict}[/]", caption=f"endpoint {run.plan().endpoint}")
+    for s in states:
+        table.add_row(s.name, s.role, ",".join(s.nodes), ",".join(map(str, s.gpus)) or "-",
+                      " ".join(f"{k}={v}" for k, v in s.ports.items()), f"[{STATE_STYLE[s.state]}]{s.state}[/]")
+    report = {"run": run.name, "verdict": verdict, "endpoint": run.plan().endpoint, "processes": [vars(s) for s in states]}
+    return table, report
+
+
+@app.command()
+@clean_errors
+def status(run: Optional[str] = typer.Argument(None), as_json: bool = typer.Option(False, "--json"),
+           watch: bool = typer.Option(False, "--watch", help="Redraw every 2 s until interrupted")):
+    """Show a run's processes and their state (no RUN: list the runs)."""
+    if run is None:
+        runs = [(r.name, deploy.verdict(r, deploy.process_states(r)), r.plan()) for r in list_runs()]
+        if as_json:
+            print(json.dumps([{"run": n, "verdict": v, "recipe": p.recipe, "backend": p.backend, "endpoint": p.endpoint} for n, v, p in runs], indent=2))
+            return
+        table = Table("run", "recipe", "backend", "state", "endpoint")
+        for name, verdict, the_plan in runs:
+            table.add_row(name, the_plan.recipe, the_plan.backend, f"[{STATE_STYLE[verdict]}]{verdict}[/]", the_plan.endpoint)
+        console.print(table)
+        return
+    if as_json:
+        print(json.dumps(status_table(run)[1], indent=2))
+        return
+    if not watch:
+        console.print(status_table(run)[0])
+        return
+    with Live(status_table(run)[0], console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(status_table(run)[0], refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+@clean_errors
+def logs(run: str, process: Optional[str] = typer.Argument(None, help="Process name (default: every process, last lines)"),
+         follow: bool = typer.Option(False, "--follow", "-f")):
+    """Show a process's log (--follow: keep printing as it grows)."""
+    the_run = open_run(run)
+    if process is None:
+        for each in the_run.plan().processes:
+            path = the_run.path / each.log
+            console.rule(each.name)
+            print("\n".join(path.read_text(errors="replace").splitlines()[-20:]) if path.exists() else "(no log yet)")
+        return
+    path = the_run.log_path(process)
+    if not path.exists():
+        raise UserError(f"run {run}: process {process} has no log yet ({path})")
+    with open(path, errors="replace") as log:
+        sys.stdout.write(log.read())
+        while follow:
+            chunk = log.read()
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+            if not chunk:
+                time.sleep(0.5)
+
+
+@app.command()
+@clean_errors
+def cancel(run: str):
+    """Stop every process of a run and check that none is left."""
+    leftovers = deploy.cancel(open_run(run))
+    if leftovers:
+        raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")
+    console.print(f"run {run} cancelled; no process left")

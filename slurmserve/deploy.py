@@ -1,0 +1,167 @@
+"""What the CLI verbs do, above the backends: build a plan, submit it, report on it, tear it down."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .backends import backend_for
+from .errors import DeploymentFailed, UserError
+from .health import completion_works, chat_completion, http_ok, model_listed, wait_until, workers_seen
+from .hosts import Hosts, default_hosts, load_hosts
+from .plan import PORT_BLOCKS, Plan, default_port_block, make_plan
+from .recipe import Recipe, load_recipe
+from .render import rendered_files, write_files
+from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
+
+# Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
+FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
+
+
+@dataclass
+class Inputs:
+    recipe: Recipe
+    hosts: Hosts
+
+
+def load_inputs(recipe: str, hosts: str | None, assignments: list[str]) -> Inputs:
+    return Inputs(load_recipe(recipe, assignments), load_hosts(hosts) if hosts else default_hosts())
+
+
+def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = None, avoid_live_runs: bool = False) -> Plan:
+    """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
+    name = run_name or new_run_name(inputs.recipe.name)
+    directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
+    python = inputs.hosts.python or sys.executable
+    plan = make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python)
+    if not avoid_live_runs:
+        return plan
+    taken = {run.plan().port_block for run in live_runs() if {n.name for n in run.plan().nodes} & {n.name for n in plan.nodes}}
+    for step in range(PORT_BLOCKS):
+        block = (default_port_block(name) + step) % PORT_BLOCKS
+        if block not in taken:
+            return make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, port_block=block)
+    raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
+
+
+def render_to(plan: Plan, out: Path, force: bool) -> list[Path]:
+    return write_files(rendered_files(plan), out, overwrite=force)
+
+
+def save_inputs(run: RunDir, inputs: Inputs) -> None:
+    """The resolved recipe and hosts, so the run can be understood (and re-planned) from its folder alone."""
+    for name, model in (("recipe.yaml", inputs.recipe), ("hosts.yaml", inputs.hosts)):
+        (run.path / name).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
+
+
+def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> str | None:
+    """Wait until the frontend sees every planned worker, lists the model and completes a request.
+
+    Returns None when serving, else what was still missing at the deadline.
+    """
+    expected = {}
+    for role, count in plan.workers_expected.items():
+        component = FRONTEND_COMPONENT_OF_ROLE[role]
+        expected[component] = expected.get(component, 0) + count
+    checks = [
+        ("frontend answering", lambda: http_ok(f"{plan.endpoint}/health")),
+        ("workers registered with the frontend", lambda: all(workers_seen(plan.endpoint)[c] >= n for c, n in expected.items())),
+        (f"model {plan.model} listed", lambda: model_listed(plan.endpoint, plan.model)),
+        ("a completion with generated tokens", lambda: completion_works(plan.endpoint, plan.model)),
+    ]
+    deadline = time.monotonic() + timeout
+    for label, check in checks:
+        if not wait_until(check, max(0.0, deadline - time.monotonic()), still_worth_waiting):
+            return label
+    return None
+
+
+@dataclass
+class Submitted:
+    run: RunDir
+    plan: Plan
+    sample: dict | None  # a completion, when submit waited for readiness
+
+
+def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> Submitted:
+    plan = plan_for(inputs, run_name, avoid_live_runs=True)
+    backend = backend_for(plan.backend)
+    backend.preflight(plan)
+    run = create_run(plan)
+    save_inputs(run, inputs)
+    write_files(rendered_files(plan), run.path, overwrite=True)
+    run.record("submitted")
+    try:
+        backend.launch(plan, run, wait=wait)
+    except DeploymentFailed:
+        run.record("failed")
+        raise
+    if not wait:
+        return Submitted(run, plan, None)
+
+    def none_died() -> bool:
+        return all(backend.process_alive(run, p.name) is not False for p in plan.processes)
+
+    missing = wait_serving(plan, timeout, none_died)
+    if missing:
+        dead = [p.name for p in plan.processes if backend.process_alive(run, p.name) is False]
+        leftovers = backend.stop(run)
+        run.record("failed", waiting_for=missing, dead=dead)
+        reason = f"process(es) {', '.join(dead)} exited" if dead else f"not ready within {timeout:g} s"
+        raise DeploymentFailed(
+            f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
+            + (f" except {', '.join(leftovers)}" if leftovers else "") + f". Logs: {run.path / 'logs'}"
+        )
+    run.record("ready", endpoint=plan.endpoint)
+    return Submitted(run, plan, chat_completion(plan.endpoint, plan.model))
+
+
+@dataclass
+class ProcessState:
+    name: str
+    role: str
+    nodes: list[str]
+    gpus: list[int]
+    ports: dict[str, int]
+    state: str  # pending | starting | ready | failed | stopped
+
+
+def process_states(run: RunDir) -> list[ProcessState]:
+    plan = run.plan()
+    backend = backend_for(plan.backend)
+    cancelled = run.cancelled
+    states = []
+    for process in plan.processes:
+        alive = backend.process_alive(run, process.name)
+        if alive is None:
+            state = "stopped" if cancelled else "pending"
+        elif not alive:
+            state = "stopped" if cancelled else "failed"
+        else:
+            state = "ready" if process.ready_url is None or http_ok(process.ready_url) else "starting"
+        states.append(ProcessState(process.name, process.role, process.nodes, process.gpus, process.ports, state))
+    return states
+
+
+def verdict(run: RunDir, states: list[ProcessState]) -> str:
+    """One word for the whole run: ready, starting, degraded (a worker down), failed, or stopped."""
+    kinds = {state.state for state in states}
+    if run.cancelled or kinds <= {"stopped"}:
+        return "stopped"
+    if kinds == {"ready"}:
+        return "ready"
+    if "failed" not in kinds:
+        return "starting"
+    control_failed = any(s.state == "failed" and s.role in ("etcd", "nats", "frontend") for s in states)
+    nothing_alive = kinds <= {"failed", "pending"}
+    return "failed" if control_failed or nothing_alive else "degraded"
+
+
+def cancel(run: RunDir) -> list[str]:
+    leftovers = backend_for(run.plan().backend).stop(run)
+    run.record("cancelled", leftovers=leftovers)
+    return leftovers

@@ -1,0 +1,67 @@
+"""Probes of a running deployment: readiness URLs, the frontend's view of its workers, a real completion."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+
+PROBE_TIMEOUT_S = 2.0
+POLL_INTERVAL_S = 0.1
+
+
+def http_ok(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, still_worth_waiting: Callable[[], bool] = lambda: True) -> bool:
+    """Poll `check` until it holds (True), the deadline passes, or waiting became pointless (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        if not still_worth_waiting():
+            return False
+        time.sleep(POLL_INTERVAL_S)
+    return False
+
+
+def workers_seen(endpoint: str) -> Counter:
+    """Worker instances the frontend knows, per Dynamo component (prefill, backend=decode/agg)."""
+    try:
+        instances = httpx.get(f"{endpoint}/health", timeout=PROBE_TIMEOUT_S).json().get("instances", [])
+    except (httpx.HTTPError, ValueError):
+        return Counter()
+    return Counter(instance.get("component") for instance in instances if instance.get("endpoint") == "generate")
+
+
+def model_listed(endpoint: str, model: str) -> bool:
+    try:
+        listed = httpx.get(f"{endpoint}/v1/models", timeout=PROBE_TIMEOUT_S).json().get("data", [])
+    except (httpx.HTTPError, ValueError):
+        return False
+    return any(entry.get("id") == model for entry in listed)
+
+
+def chat_completion(endpoint: str, model: str, prompt: str = "Say hello.", max_tokens: int = 16, timeout: float = 30.0) -> dict:
+    """One real completion through the frontend; raises httpx.HTTPError when it does not answer 200."""
+    response = httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "stream": False},
+        timeout=timeout,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def completion_works(endpoint: str, model: str) -> bool:
+    """The canary: a completion that returns 200 with at least one generated token."""
+    try:
+        return chat_completion(endpoint, model, timeout=10.0).get("usage", {}).get("completion_tokens", 0) > 0
+    except (httpx.HTTPError, ValueError):
+        return False

@@ -1,0 +1,295 @@
+"""The planner: (recipe, hosts, run identity) -> Plan. Pure and deterministic: no I/O, no clock.
+
+A Plan says everything a backend needs: each process's node(s), GPUs, ports, env, command line,
+what it waits for and how to probe it ready. Backends and templates only read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel
+
+from .errors import UserError
+from .hosts import Hosts, Node, SlurmSpec, concrete_nodes
+from .placement import Placement, place_workers
+from .recipe import Recipe, WorkerSpec
+from .resources import builtin_model_dir
+
+Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg"]
+
+# Each deployment owns a block of ports on every node it touches, chosen from its run name, so
+# deployments sharing nodes do not collide; submit moves a run to another block if a live run holds it.
+# The range ends below 32768: Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit number, and
+# Linux hands out ephemeral ports from 32768 up.
+PORT_RANGE_START = 10000
+PORT_RANGE_END = 32000
+PORT_BLOCK_SIZE = 32
+PORT_BLOCKS = (PORT_RANGE_END - PORT_RANGE_START) // PORT_BLOCK_SIZE
+WORKER_ROLES = ("prefill", "decode", "agg")
+MOCKER_READY_TIMEOUT_S = 120
+MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
+
+
+class PlanNode(BaseModel):
+    name: str
+    address: str
+    gpus: int
+    switch: str | None = None
+
+
+class Process(BaseModel):
+    name: str
+    role: Role
+    replica: int | None = None
+    nodes: list[str]
+    gpus: list[int] = []
+    ports: dict[str, int] = {}
+    env: dict[str, str] = {}
+    command: list[str]
+    after: list[str] = []
+    ready_url: str | None = None  # HTTP 200 here means the process is ready
+    ready_timeout_s: int = 120
+    tasks: int = 1  # MPI ranks of the worker (one world across its nodes); 1 for everything else
+    log: str  # relative to the run directory
+
+    @property
+    def is_worker(self) -> bool:
+        return self.role in WORKER_ROLES
+
+
+class EngineFile(BaseModel):
+    """An engine YAML copied into the run directory with the recipe's parallelism written over it."""
+
+    path: str  # relative to the run directory
+    source: str
+    overrides: dict[str, int] = {}
+
+
+class Plan(BaseModel):
+    recipe: str
+    backend: Literal["slurm", "ssh", "local"]
+    run_name: str
+    run_dir: str
+    engine: Literal["trtllm", "mocker"]
+    mode: Literal["agg", "disagg"]
+    model: str  # the served model name
+    discovery: Literal["etcd", "file"]
+    endpoint: str
+    port_block: int
+    python: str
+    nodes: list[PlanNode]
+    processes: list[Process]
+    workers_expected: dict[str, int]
+    engine_files: list[EngineFile] = []
+    slurm: SlurmSpec | None = None
+
+    def process(self, name: str) -> Process:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise UserError(f"run {self.run_name} has no process {name!r} (it has {', '.join(p.name for p in self.processes)})")
+
+    def stages(self) -> list[list[Process]]:
+        """Processes grouped so that each group depends only on earlier ones: the start order."""
+        done: set[str] = set()
+        remaining = list(self.processes)
+        stages = []
+        while remaining:
+            stage = [p for p in remaining if set(p.after) <= done]
+            stages.append(stage)
+            done |= {p.name for p in stage}
+            remaining = [p for p in remaining if p.name not in done]
+        return stages
+
+
+def node_scratch(run_name: str) -> str:
+    """A node-local folder for a run's data (etcd on network storage hits Raft timeouts)."""
+    return f"/tmp/slurmserve-{run_name}"
+
+
+def default_port_block(run_name: str) -> int:
+    return int(hashlib.sha256(run_name.encode()).hexdigest(), 16) % PORT_BLOCKS
+
+
+class _PortAllocator:
+    """Hands out ports from the deployment's block, per node; ports the recipe fixes are kept out of it."""
+
+    def __init__(self, block: int, reserved: set[int]):
+        self.base = PORT_RANGE_START + block * PORT_BLOCK_SIZE
+        self.reserved = reserved
+        self.next_offset: dict[str, int] = {}
+
+    def take(self, node: str) -> int:
+        offset = self.next_offset.get(node, 0)
+        while self.base + offset in self.reserved:
+            offset += 1
+        if offset >= PORT_BLOCK_SIZE:
+            raise UserError(f"node {node}: more than {PORT_BLOCK_SIZE} ports needed on one node; use fewer, larger workers")
+        self.next_offset[node] = offset + 1
+        return self.base + offset
+
+
+def choose_discovery(recipe: Recipe, hosts: Hosts, used_nodes: list[Node]) -> Literal["etcd", "file"]:
+    if recipe.discovery != "auto":
+        if recipe.discovery == "file" and len(used_nodes) > 1:
+            raise UserError("discovery: file discovery works on one host only (inotify); this deployment spans several nodes, use etcd")
+        return recipe.discovery
+    return "file" if hosts.backend == "local" and len(used_nodes) == 1 else "etcd"
+
+
+def model_location(recipe: Recipe, hosts: Hosts) -> tuple[str, dict[str, str]]:
+    """The --model-path a worker gets, and the env it needs to read it."""
+    if recipe.engine == "mocker":
+        return recipe.mocker.model_path or str(builtin_model_dir("tiny-mock")), {}
+    repo = recipe.model.repo
+    if repo.startswith("builtin:"):
+        return str(builtin_model_dir(repo.removeprefix("builtin:"))), {}
+    if repo.startswith(("/", "~", ".")):
+        return repo, {}
+    if hosts.model_cache is None:
+        return repo, {}
+    env = {"HF_HOME": hosts.model_cache}
+    if recipe.model.revision is None:
+        return repo, env
+    # A pinned snapshot on the shared filesystem: every rank reads it, none downloads.
+    snapshot = f"{hosts.model_cache}/hub/models--{repo.replace('/', '--')}/snapshots/{recipe.model.revision}"
+    return snapshot, env | {"HF_HUB_OFFLINE": "1"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def engine_args(args: dict) -> list[str]:
+    """max_num_tokens: 20000 -> --max-num-tokens 20000; true -> a bare flag; false -> left out."""
+    rendered = []
+    for key, value in args.items():
+        if value is True:
+            rendered.append(flag(key))
+        elif value is not False:
+            rendered += [flag(key), str(value)]
+    return rendered
+
+
+def plane_flags(recipe: Recipe) -> list[str]:
+    """Explicit, since Dynamo's defaults differ between components and discovery backends."""
+    return ["--request-plane", recipe.request_plane, "--event-plane", recipe.event_plane]
+
+
+def worker_command(recipe: Recipe, role: str, spec: WorkerSpec, python: str, model_path: str, engine_file: str | None, multi_node: bool) -> list[str]:
+    if recipe.engine == "mocker":
+        return [python, "-m", "dynamo.mocker", "--model-path", model_path, "--model-name", recipe.model.name,
+                "--speedup-ratio", f"{recipe.mocker.speedup_ratio:g}", "--disaggregation-mode", role, *plane_flags(recipe)]
+    command = [python, "-m", "dynamo.trtllm", "--model", model_path, "--served-model-name", recipe.model.name, *plane_flags(recipe)]
+    if engine_file:
+        command += ["--extra-engine-args", engine_file]
+    if recipe.mode == "disagg":
+        command += ["--disaggregation-mode", role]
+    if recipe.parsers.reasoning:
+        command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
+    if recipe.parsers.tool_call:
+        command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
+    command += engine_args(spec.args) + spec.extra_args
+    # One MPI world across nodes: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
+    return ["trtllm-llmapi-launch", *command] if multi_node else command
+
+
+def advertise_env(address: str) -> dict[str, str]:
+    """Unset, Dynamo advertises the machine's resolved IP: wrong on multi-homed nodes."""
+    return {name: address for name in ("DYN_TCP_RPC_HOST", "DYN_TCP_RESPONSE_STREAM_HOST", "DYN_EVENT_PLANE_HOST", "DYN_SYSTEM_HOST")}
+
+
+def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, python: str, port_block: int | None = None) -> Plan:
+    nodes = concrete_nodes(hosts)
+    placements = place_workers(recipe.worker_roles(), nodes)
+    used = sorted({index for placement in placements for index in placement.nodes})
+    head = nodes[used[0]]
+    used_nodes = [nodes[index] for index in used]
+    discovery = choose_discovery(recipe, hosts, used_nodes)
+    block = default_port_block(run_name) if port_block is None else port_block
+    fixed_http = recipe.frontend.http_port
+    ports = _PortAllocator(block, {fixed_http} if fixed_http else set())
+    logs = PurePosixPath("logs")
+
+    control: list[Process] = []
+    # Logs go to files, not terminals: no colour codes in them.
+    dynamo_env = {"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env}
+    if discovery == "etcd":
+        client, peer = ports.take(head.name), ports.take(head.name)
+        data_dir = f"{node_scratch(run_name)}/etcd"
+        control.append(Process(
+            name="etcd", role="etcd", nodes=[head.name], ports={"client": client, "peer": peer},
+            command=["etcd", "--name", "etcd", "--data-dir", data_dir,
+                     "--listen-client-urls", f"http://{head.address}:{client}", "--advertise-client-urls", f"http://{head.address}:{client}",
+                     "--listen-peer-urls", f"http://{head.address}:{peer}", "--initial-advertise-peer-urls", f"http://{head.address}:{peer}",
+                     "--initial-cluster", f"etcd=http://{head.address}:{peer}"],
+            ready_url=f"http://{head.address}:{client}/health", log=str(logs / "etcd.log")))
+        dynamo_env |= {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": f"http://{head.address}:{client}"}
+    else:
+        dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{run_dir}/discovery"}
+    if recipe.needs_nats:
+        client, monitor = ports.take(head.name), ports.take(head.name)
+        control.append(Process(
+            name="nats", role="nats", nodes=[head.name], ports={"client": client, "monitor": monitor},
+            command=["nats-server", "-js", "-a", head.address, "-p", str(client), "-m", str(monitor),
+                     "-sd", f"{node_scratch(run_name)}/nats"],
+            ready_url=f"http://{head.address}:{monitor}/healthz", log=str(logs / "nats.log")))
+        dynamo_env["NATS_SERVER"] = f"nats://{head.address}:{client}"
+    control_names = [process.name for process in control]
+
+    model_path, model_env = model_location(recipe, hosts)
+    engine_files = []
+    workers = []
+    for placement in placements:
+        spec: WorkerSpec = getattr(recipe, placement.role)
+        name = f"{placement.role}-{placement.replica}"
+        leader = nodes[placement.nodes[0]]
+        multi_node = len(placement.nodes) > 1
+        engine_file = None
+        if recipe.engine == "trtllm" and spec.engine_config:
+            engine_file = f"{run_dir}/engine/{placement.role}.yaml"
+            if placement.replica == 0:
+                engine_files.append(EngineFile(path=f"engine/{placement.role}.yaml", source=spec.engine_config, overrides={
+                    "tensor_parallel_size": spec.tensor_parallel, "pipeline_parallel_size": spec.pipeline_parallel,
+                    "moe_expert_parallel_size": spec.expert_parallel}))
+        # Both fixed: an ephemeral request-plane port could land in another deployment's block.
+        system_port, rpc_port = ports.take(leader.name), ports.take(leader.name)
+        env = dynamo_env | model_env | spec.env | advertise_env(leader.address) | {
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
+            "DYN_SYSTEM_PORT": str(system_port),
+            "DYN_TCP_RPC_PORT": str(rpc_port),
+            "DYN_HEALTH_CHECK_ENABLED": "true",
+        }
+        workers.append(Process(
+            name=name, role=placement.role, replica=placement.replica,
+            nodes=[nodes[index].name for index in placement.nodes], gpus=list(placement.gpus),
+            ports={"system": system_port, "rpc": rpc_port}, env=env,
+            command=worker_command(recipe, placement.role, spec, python, model_path, engine_file, multi_node),
+            after=control_names, ready_url=f"http://{leader.address}:{system_port}/health",
+            ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
+            tasks=spec.gpus if multi_node and recipe.engine == "trtllm" else 1,
+            log=str(logs / f"{name}.log")))
+
+    http_port = fixed_http or ports.take(head.name)
+    response_port = ports.take(head.name)
+    frontend = Process(
+        name="frontend", role="frontend", nodes=[head.name], ports={"http": http_port, "response_stream": response_port},
+        env=dynamo_env | advertise_env(head.address) | {"DYN_TCP_RESPONSE_STREAM_PORT": str(response_port)},
+        command=[python, "-m", "dynamo.frontend", "--http-host", head.address, "--http-port", str(http_port),
+                 "--router-mode", recipe.frontend.router_mode, *plane_flags(recipe), *recipe.frontend.extra_args],
+        after=[worker.name for worker in workers] or control_names,
+        ready_url=f"http://{head.address}:{http_port}/health", log=str(logs / "frontend.log"))
+
+    return Plan(
+        recipe=recipe.name, backend=hosts.backend, run_name=run_name, run_dir=run_dir, engine=recipe.engine,
+        mode=recipe.mode, model=recipe.model.name, discovery=discovery,
+        endpoint=f"http://{head.address}:{http_port}", port_block=block, python=python,
+        nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch) for n in used_nodes],
+        processes=[*control, *workers, frontend],
+        workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
+        engine_files=engine_files,
+        slurm=hosts.slurm if hosts.backend == "slurm" else None,
+    )

@@ -1,0 +1,52 @@
+"""Local process bookkeeping: is a PID alive, end a process group we started (never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from .health import wait_until
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs. Reads /proc, since `kill -0` also says yes to an unreaped zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return fields[0] not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs (not zombies) whose process group is `pgid`: what is left of a process we started with setsid."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
+    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL what is left; returns survivors."""
+    def signal_all(signum: int) -> None:
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, signum)
+            except ProcessLookupError:
+                pass
+
+    def survivors() -> list[int]:
+        return [pid for pgid in pgids for pid in group_members(pgid)]
+
+    signal_all(signal.SIGTERM)
+    if not wait_until(lambda: not survivors(), grace_s):
+        signal_all(signal.SIGKILL)
+        wait_until(lambda: not survivors(), grace_s)
+    return survivors()

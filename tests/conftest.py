@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slurmserve.hosts import load_hosts
+from slurmserve.plan import make_plan
+from slurmserve.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTS = REPO / "hosts"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own run registry: nothing reads or writes the user's ~/.slurmserve."""
+    monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / "slurmserve-home"))
+
+
+def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **kwargs):
+    return make_plan(load_recipe(recipe, list(sets)), load_hosts(HOSTS / hosts), run_name=run_name,
+                     run_dir=f"/runs/{run_name}", python="/usr/bin/python3", **kwargs)

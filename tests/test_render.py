@@ -1,0 +1,108 @@
+"""Rendering: every built-in recipe on every example hosts file gives valid bash; golden sbatch text."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurmserve.errors import UserError
+from slurmserve.hosts import concrete_nodes, load_hosts
+from slurmserve.plan import make_plan
+from slurmserve.recipe import load_recipe
+from slurmserve.recipe import builtin_recipe_names
+from slurmserve.render import env_command, render_script, rendered_files, write_files
+
+from .conftest import HOSTS, plan_of
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = os.environ.get("SLURMSERVE_UPDATE_GOLDEN") == "1"
+SHELLCHECK = shutil.which("shellcheck")
+EXAMPLE_HOSTS = sorted(path.name for path in HOSTS.glob("*.yaml"))
+
+
+def fits(recipe: str, hosts: str) -> bool:
+    """Recipes whose workers need more GPUs than a hosts file has are expected to fail there."""
+    demand = sum(spec.replicas * spec.gpus for _, spec in load_recipe(recipe).worker_roles())
+    return demand <= sum(node.gpus for node in concrete_nodes(load_hosts(HOSTS / hosts)))
+
+
+@pytest.mark.parametrize("hosts", EXAMPLE_HOSTS)
+@pytest.mark.parametrize("recipe", builtin_recipe_names())
+def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
+    if not fits(recipe, hosts):
+        with pytest.raises(UserError, match="replicas"):
+            plan_of(recipe, hosts)
+        return
+    plan = plan_of(recipe, hosts)
+    script = tmp_path / "script"
+    script.write_text(render_script(plan))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    if SHELLCHECK:
+        result = subprocess.run([SHELLCHECK, "--shell=bash", "--severity=warning", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("recipe, hosts", [
+    ("gpt-oss-120b-disagg", "single-node-8gpu.yaml"),
+    ("gpt-oss-120b-disagg", "two-node-8gpu.yaml"),
+    ("deepseek-r1-wide-ep", "four-node-8gpu.yaml"),
+])
+def test_sbatch_matches_golden_file(recipe, hosts):
+    text = render_script(plan_of(recipe, hosts))
+    golden = GOLDEN / f"{recipe}@{hosts.removesuffix('.yaml')}.sbatch"
+    if UPDATE_GOLDEN:
+        golden.write_text(text)
+    assert text == golden.read_text(), f"rendered sbatch differs from {golden} (SLURMSERVE_UPDATE_GOLDEN=1 rewrites it)"
+
+
+def test_sbatch_pins_steps_to_planned_nodes_and_gpus():
+    text = render_script(plan_of("deepseek-r1-wide-ep", "four-node-8gpu.yaml"))
+    assert "#SBATCH --nodelist=gpu01,gpu02,gpu03,gpu04" in text
+    assert "#SBATCH --account=llm-serving" in text
+    assert "--nodes=2 --ntasks=16 --nodelist=gpu01,gpu02" in text
+    assert "--mpi=pmix --ntasks-per-node=8" in text
+    assert not re.search(r"^\s*sleep \d", text, re.MULTILINE)  # readiness by probes, never fixed sleeps
+
+
+def test_env_is_explicit_on_every_command_line():
+    plan = plan_of("deepseek-r1-wide-ep", "four-node-8gpu.yaml")
+    line = env_command(plan.process("decode-0"))
+    assert line.startswith("env -u NATS_SERVER -u DYN_FILE_KV ")
+    assert "ETCD_ENDPOINTS=http://10.0.0.11:" in line and "TRTLLM_ENABLE_PDL=1" in line
+    assert "trtllm-llmapi-launch /usr/bin/python3 -m dynamo.trtllm" in line
+
+
+def test_secret_references_stay_references():
+    plan = plan_of("mocker-agg", "local.yaml")
+    worker = plan.process("agg-0").model_copy(update={"env": {"HF_TOKEN": "${HF_TOKEN}", "X": "a b"}})
+    assert env_command(worker).split(" -m ")[0].endswith('HF_TOKEN="${HF_TOKEN}" X=\'a b\' /usr/bin/python3')
+
+
+def test_pyxis_container_flags():
+    hosts = load_hosts(HOSTS / "two-node-8gpu.yaml").model_copy(deep=True)
+    hosts.slurm.container_image = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
+    hosts.slurm.container_mounts = ["/shared:/shared"]
+    plan = make_plan(load_recipe("gpt-oss-120b-disagg"), hosts, run_name="c", run_dir="/runs/c", python="python3")
+    assert "--container-image=nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1 --container-mounts=/shared:/shared" in render_script(plan)
+
+
+def test_engine_yaml_gets_the_recipes_parallelism():
+    files = rendered_files(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "decode.tensor_parallel=8", "decode.expert_parallel=8"))
+    decode = yaml.safe_load(files["engine/decode.yaml"])
+    assert decode["tensor_parallel_size"] == 8 and decode["moe_expert_parallel_size"] == 8
+    assert decode["cache_transceiver_config"]["backend"] == "UCX"
+    prefill = yaml.safe_load(files["engine/prefill.yaml"])
+    assert prefill["tensor_parallel_size"] == 4 and prefill["enable_chunked_prefill"] is True
+
+
+def test_writing_never_overwrites_a_users_file(tmp_path):
+    (tmp_path / "plan.json").write_text("mine")
+    with pytest.raises(UserError, match="would overwrite"):
+        write_files({"plan.json": "{}", "launch.sh": ""}, tmp_path)
+    assert (tmp_path / "plan.json").read_text() == "mine" and not (tmp_path / "launch.sh").exists()

@@ -54,7 +54,7 @@ def placement_table(plan) -> Table:
         table.add_row(
             process.name, process.role, ",".join(process.nodes), ",".join(switch_of[n] for n in process.nodes),
             ",".join(map(str, process.gpus)) or "-", " ".join(f"{k}={v}" for k, v in process.ports.items()),
-            ",".join(process.after) or "-")
+            ",".join(process.after) if len(process.after) <= 3 else f"{len(process.after)} processes")
     table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
     return table
 

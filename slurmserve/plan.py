@@ -7,6 +7,7 @@ what it waits for and how to probe it ready. Backends and templates only read it
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -202,86 +203,127 @@ def advertise_env(address: str) -> dict[str, str]:
     return {name: address for name in ("DYN_TCP_RPC_HOST", "DYN_TCP_RESPONSE_STREAM_HOST", "DYN_EVENT_PLANE_HOST", "DYN_SYSTEM_HOST")}
 
 
+def log_of(name: str) -> str:
+    return str(PurePosixPath("logs") / f"{name}.log")
+
+
+@dataclass
+class _Context:
+    """What every part of one plan shares."""
+
+    recipe: Recipe
+    run_name: str
+    run_dir: str
+    python: str
+    head: Node
+    ports: _PortAllocator
+    dynamo_env: dict[str, str]  # what every Dynamo process of the deployment gets
+
+
+def etcd_process(ctx: _Context) -> Process:
+    address, client, peer = ctx.head.address, ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+    return Process(
+        name="etcd", role="etcd", nodes=[ctx.head.name], ports={"client": client, "peer": peer},
+        command=["etcd", "--name", "etcd", "--data-dir", f"{node_scratch(ctx.run_name)}/etcd",
+                 "--listen-client-urls", f"http://{address}:{client}", "--advertise-client-urls", f"http://{address}:{client}",
+                 "--listen-peer-urls", f"http://{address}:{peer}", "--initial-advertise-peer-urls", f"http://{address}:{peer}",
+                 "--initial-cluster", f"etcd=http://{address}:{peer}"],
+        ready_url=f"http://{address}:{client}/health", log=log_of("etcd"))
+
+
+def nats_process(ctx: _Context) -> Process:
+    address, client, monitor = ctx.head.address, ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+    return Process(
+        name="nats", role="nats", nodes=[ctx.head.name], ports={"client": client, "monitor": monitor},
+        command=["nats-server", "-js", "-a", address, "-p", str(client), "-m", str(monitor), "-sd", f"{node_scratch(ctx.run_name)}/nats"],
+        ready_url=f"http://{address}:{monitor}/healthz", log=log_of("nats"))
+
+
+def control_plane(ctx: _Context, discovery: str) -> list[Process]:
+    """etcd (or a file store) for discovery, NATS only when a plane needs it; fills in ctx.dynamo_env."""
+    control = []
+    if discovery == "etcd":
+        etcd = etcd_process(ctx)
+        control.append(etcd)
+        ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd.ready_url.removesuffix("/health")}
+    else:
+        ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{ctx.run_dir}/discovery"}
+    if ctx.recipe.needs_nats:
+        nats = nats_process(ctx)
+        control.append(nats)
+        ctx.dynamo_env["NATS_SERVER"] = f"nats://{ctx.head.address}:{nats.ports['client']}"
+    return control
+
+
+def engine_file_path(ctx: _Context, role: str, spec: WorkerSpec) -> str | None:
+    return f"{ctx.run_dir}/engine/{role}.yaml" if ctx.recipe.engine == "trtllm" and spec.engine_config else None
+
+
+def engine_files(ctx: _Context) -> list[EngineFile]:
+    """One engine YAML per role, with the recipe's parallelism written over the file's."""
+    return [
+        EngineFile(path=f"engine/{role}.yaml", source=spec.engine_config, overrides={
+            "tensor_parallel_size": spec.tensor_parallel, "pipeline_parallel_size": spec.pipeline_parallel,
+            "moe_expert_parallel_size": spec.expert_parallel})
+        for role, spec in ctx.recipe.worker_roles() if engine_file_path(ctx, role, spec)
+    ]
+
+
+def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model: tuple[str, dict[str, str]], after: list[str]) -> Process:
+    recipe, role = ctx.recipe, placement.role
+    spec: WorkerSpec = getattr(recipe, role)
+    name = f"{role}-{placement.replica}"
+    leader = nodes[placement.nodes[0]]
+    multi_node = len(placement.nodes) > 1
+    model_path, model_env = model
+    # Both fixed: an ephemeral request-plane port could land in another deployment's block.
+    system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
+    env = ctx.dynamo_env | model_env | spec.env | advertise_env(leader.address) | {
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
+        "DYN_SYSTEM_PORT": str(system_port),
+        "DYN_TCP_RPC_PORT": str(rpc_port),
+        "DYN_HEALTH_CHECK_ENABLED": "true",
+    }
+    return Process(
+        name=name, role=role, replica=placement.replica,
+        nodes=[nodes[index].name for index in placement.nodes], gpus=list(placement.gpus),
+        ports={"system": system_port, "rpc": rpc_port}, env=env,
+        command=worker_command(recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), multi_node),
+        after=after, ready_url=f"http://{leader.address}:{system_port}/health",
+        ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
+        tasks=spec.gpus if multi_node and recipe.engine == "trtllm" else 1,
+        log=log_of(name))
+
+
+def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process:
+    address, response_port = ctx.head.address, ctx.ports.take(ctx.head.name)
+    return Process(
+        name="frontend", role="frontend", nodes=[ctx.head.name], ports={"http": http_port, "response_stream": response_port},
+        env=ctx.dynamo_env | advertise_env(address) | {"DYN_TCP_RESPONSE_STREAM_PORT": str(response_port)},
+        command=[ctx.python, "-m", "dynamo.frontend", "--http-host", address, "--http-port", str(http_port),
+                 "--router-mode", ctx.recipe.frontend.router_mode, *plane_flags(ctx.recipe), *ctx.recipe.frontend.extra_args],
+        after=after, ready_url=f"http://{address}:{http_port}/health", log=log_of("frontend"))
+
+
 def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, python: str, port_block: int | None = None) -> Plan:
     nodes = concrete_nodes(hosts)
     placements = place_workers(recipe.worker_roles(), nodes)
-    used = sorted({index for placement in placements for index in placement.nodes})
-    head = nodes[used[0]]
-    used_nodes = [nodes[index] for index in used]
-    discovery = choose_discovery(recipe, hosts, used_nodes)
+    used_nodes = [nodes[index] for index in sorted({index for placement in placements for index in placement.nodes})]
+    head = used_nodes[0]  # control plane and frontend live on the first node of the deployment
     block = default_port_block(run_name) if port_block is None else port_block
     fixed_http = recipe.frontend.http_port
-    ports = _PortAllocator(block, {fixed_http} if fixed_http else set())
-    logs = PurePosixPath("logs")
+    ctx = _Context(recipe=recipe, run_name=run_name, run_dir=run_dir, python=python, head=head,
+                   ports=_PortAllocator(block, {fixed_http} if fixed_http else set()),
+                   # Logs go to files, not terminals: no colour codes in them.
+                   dynamo_env={"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env})
 
-    control: list[Process] = []
-    # Logs go to files, not terminals: no colour codes in them.
-    dynamo_env = {"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env}
-    if discovery == "etcd":
-        client, peer = ports.take(head.name), ports.take(head.name)
-        data_dir = f"{node_scratch(run_name)}/etcd"
-        control.append(Process(
-            name="etcd", role="etcd", nodes=[head.name], ports={"client": client, "peer": peer},
-            command=["etcd", "--name", "etcd", "--data-dir", data_dir,
-                     "--listen-client-urls", f"http://{head.address}:{client}", "--advertise-client-urls", f"http://{head.address}:{client}",
-                     "--listen-peer-urls", f"http://{head.address}:{peer}", "--initial-advertise-peer-urls", f"http://{head.address}:{peer}",
-                     "--initial-cluster", f"etcd=http://{head.address}:{peer}"],
-            ready_url=f"http://{head.address}:{client}/health", log=str(logs / "etcd.log")))
-        dynamo_env |= {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": f"http://{head.address}:{client}"}
-    else:
-        dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{run_dir}/discovery"}
-    if recipe.needs_nats:
-        client, monitor = ports.take(head.name), ports.take(head.name)
-        control.append(Process(
-            name="nats", role="nats", nodes=[head.name], ports={"client": client, "monitor": monitor},
-            command=["nats-server", "-js", "-a", head.address, "-p", str(client), "-m", str(monitor),
-                     "-sd", f"{node_scratch(run_name)}/nats"],
-            ready_url=f"http://{head.address}:{monitor}/healthz", log=str(logs / "nats.log")))
-        dynamo_env["NATS_SERVER"] = f"nats://{head.address}:{client}"
+    discovery = choose_discovery(recipe, hosts, used_nodes)
+    control = control_plane(ctx, discovery)
     control_names = [process.name for process in control]
-
-    model_path, model_env = model_location(recipe, hosts)
-    engine_files = []
-    workers = []
-    for placement in placements:
-        spec: WorkerSpec = getattr(recipe, placement.role)
-        name = f"{placement.role}-{placement.replica}"
-        leader = nodes[placement.nodes[0]]
-        multi_node = len(placement.nodes) > 1
-        engine_file = None
-        if recipe.engine == "trtllm" and spec.engine_config:
-            engine_file = f"{run_dir}/engine/{placement.role}.yaml"
-            if placement.replica == 0:
-                engine_files.append(EngineFile(path=f"engine/{placement.role}.yaml", source=spec.engine_config, overrides={
-                    "tensor_parallel_size": spec.tensor_parallel, "pipeline_parallel_size": spec.pipeline_parallel,
-                    "moe_expert_parallel_size": spec.expert_parallel}))
-        # Both fixed: an ephemeral request-plane port could land in another deployment's block.
-        system_port, rpc_port = ports.take(leader.name), ports.take(leader.name)
-        env = dynamo_env | model_env | spec.env | advertise_env(leader.address) | {
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
-            "DYN_SYSTEM_PORT": str(system_port),
-            "DYN_TCP_RPC_PORT": str(rpc_port),
-            "DYN_HEALTH_CHECK_ENABLED": "true",
-        }
-        workers.append(Process(
-            name=name, role=placement.role, replica=placement.replica,
-            nodes=[nodes[index].name for index in placement.nodes], gpus=list(placement.gpus),
-            ports={"system": system_port, "rpc": rpc_port}, env=env,
-            command=worker_command(recipe, placement.role, spec, python, model_path, engine_file, multi_node),
-            after=control_names, ready_url=f"http://{leader.address}:{system_port}/health",
-            ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
-            tasks=spec.gpus if multi_node and recipe.engine == "trtllm" else 1,
-            log=str(logs / f"{name}.log")))
-
-    http_port = fixed_http or ports.take(head.name)
-    response_port = ports.take(head.name)
-    frontend = Process(
-        name="frontend", role="frontend", nodes=[head.name], ports={"http": http_port, "response_stream": response_port},
-        env=dynamo_env | advertise_env(head.address) | {"DYN_TCP_RESPONSE_STREAM_PORT": str(response_port)},
-        command=[python, "-m", "dynamo.frontend", "--http-host", head.address, "--http-port", str(http_port),
-                 "--router-mode", recipe.frontend.router_mode, *plane_flags(recipe), *recipe.frontend.extra_args],
-        after=[worker.name for worker in workers] or control_names,
-        ready_url=f"http://{head.address}:{http_port}/health", log=str(logs / "frontend.log"))
+    model = model_location(recipe, hosts)
+    workers = [worker_process(ctx, placement, nodes, model, control_names) for placement in placements]
+    http_port = fixed_http or ctx.ports.take(head.name)
+    frontend = frontend_process(ctx, http_port, [worker.name for worker in workers])
 
     return Plan(
         recipe=recipe.name, backend=hosts.backend, run_name=run_name, run_dir=run_dir, engine=recipe.engine,
@@ -290,6 +332,6 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
         nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch) for n in used_nodes],
         processes=[*control, *workers, frontend],
         workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
-        engine_files=engine_files,
+        engine_files=engine_files(ctx),
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
     )

@@ -15,5 +15,6 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # downloads from a vendor index, and it pins a certifi newer than PyPI serves). The frontend and the
 # mock engine need only the runtime and a few libraries: the `dynamo` extra of slurmserve lists them.
 "${pip[@]}" --no-deps ai-dynamo==1.6.1
-"${pip[@]}" --editable ".[$extras]"
+# (--no-warn-conflicts: pip would otherwise list ai-dynamo's unmet declared dependencies as errors.)
+"${pip[@]}" --no-warn-conflicts --editable ".[$extras]"
 echo "slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"

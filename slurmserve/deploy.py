@@ -15,9 +15,11 @@ from .health import completion_works, chat_completion, http_ok, model_listed, wa
 from .hosts import Hosts, default_hosts, load_hosts
 from .plan import PORT_BLOCKS, Plan, default_port_block, make_plan
 from .recipe import Recipe, load_recipe
-from .render import rendered_files, write_files
+from .probe import throttled
+from .render import LAUNCHER_LOG, rendered_files, write_files
 from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
 
+LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
 FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
 
@@ -80,6 +82,14 @@ def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> str | None:
     return None
 
 
+def launcher_tail(run: RunDir, lines: int = 15) -> str:
+    """The end of the launch script's own output: where a failed readiness probe says what it saw."""
+    path = run.path / LAUNCHER_LOG
+    if not path.exists() or not path.read_text().strip():
+        return ""
+    return f"\n--- last lines of {path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 @dataclass
 class Submitted:
     run: RunDir
@@ -103,19 +113,19 @@ def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> 
     if not wait:
         return Submitted(run, plan, None)
 
-    def none_died() -> bool:
-        return all(backend.process_alive(run, p.name) is not False for p in plan.processes)
+    def dead() -> list[str]:
+        return [name for name, alive in backend.alive(run).items() if alive is False]
 
-    missing = wait_serving(plan, timeout, none_died)
+    missing = wait_serving(plan, timeout, throttled(lambda: not dead(), LIVENESS_CHECK_INTERVAL_S))
     if missing:
-        dead = [p.name for p in plan.processes if backend.process_alive(run, p.name) is False]
+        gone = dead()
         leftovers = backend.stop(run)
-        run.record("failed", waiting_for=missing, dead=dead)
-        reason = f"process(es) {', '.join(dead)} exited" if dead else f"not ready within {timeout:g} s"
+        run.record("failed", waiting_for=missing, dead=gone)
+        reason = f"process(es) {', '.join(gone)} exited" if gone else f"not ready within {timeout:g} s"
         raise DeploymentFailed(
             f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
             + (f" except {', '.join(leftovers)}" if leftovers else "") + f". Logs: {run.path / 'logs'}"
-        )
+            + launcher_tail(run))
     run.record("ready", endpoint=plan.endpoint)
     return Submitted(run, plan, chat_completion(plan.endpoint, plan.model))
 
@@ -132,11 +142,11 @@ class ProcessState:
 
 def process_states(run: RunDir) -> list[ProcessState]:
     plan = run.plan()
-    backend = backend_for(plan.backend)
+    alive_of = backend_for(plan.backend).alive(run)
     cancelled = run.cancelled
     states = []
     for process in plan.processes:
-        alive = backend.process_alive(run, process.name)
+        alive = alive_of[process.name]
         if alive is None:
             state = "stopped" if cancelled else "pending"
         elif not alive:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from .errors import UserError, describe_validation_error
 from .recipe import Strict, read_yaml_mapping
+from .slurmcmd import expand_hostlist, gpus_in_gres, key_values, slurm
 
 
 class NicSpec(Strict):
@@ -148,6 +150,42 @@ def local_hosts() -> Hosts:
     return Hosts(backend="local", hosts=[HostEntry(name=socket.gethostname(), address="127.0.0.1")], node=NodeSpec(gpus=gpus))
 
 
+def slurm_configured() -> bool:
+    """sbatch is installed and a slurm.conf says where the controller is (else clients retry for a minute)."""
+    return shutil.which("sbatch") is not None and Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file()
+
+
+def discover_slurm() -> Hosts:
+    """The cluster this machine submits to: its default partition's nodes, GPUs and leaf switches."""
+    partitions = [key_values(line) for line in slurm("scontrol", "show", "partition", "-o").stdout.splitlines() if line.strip()]
+    if not partitions:
+        raise UserError("no --hosts given, and the Slurm cluster configured here has no partitions: pass --hosts")
+    partition = next((p for p in partitions if p.get("Default") == "YES"), partitions[0])
+    members = set(expand_hostlist(partition.get("Nodes", "")))
+    nodes = [key_values(line) for line in slurm("scontrol", "show", "node", "-o").stdout.splitlines() if line.strip()]
+    nodes = [node for node in nodes if node.get("NodeName") in members]
+    if not nodes:
+        raise UserError(f"no --hosts given, and partition {partition['PartitionName']} of the Slurm cluster configured here has no nodes")
+    gpus = [gpus_in_gres(node.get("Gres", "")) for node in nodes]
+    usual = max(set(gpus), key=gpus.count)
+    hosts = [HostEntry(name=node["NodeName"], address=node.get("NodeAddr") or None, gpus=None if count == usual else count)
+             for node, count in zip(nodes, gpus)]
+    return Hosts(backend="slurm", slurm=SlurmSpec(partition=partition["PartitionName"]), hosts=hosts,
+                 node=NodeSpec(gpus=usual), topology=TopologySpec(switches=slurm_leaf_switches({h.name for h in hosts})))
+
+
+def slurm_leaf_switches(names: set[str]) -> list[SwitchSpec]:
+    """Leaf switches (those with nodes) from `scontrol show topology`; none on clusters without topology/tree."""
+    result = slurm("scontrol", "show", "topology", check=False)
+    switches = []
+    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+        fields = key_values(line)
+        nodes = [node for node in expand_hostlist(fields.get("Nodes", "")) if node in names]
+        if fields.get("SwitchName") and nodes:
+            switches.append(SwitchSpec(name=fields["SwitchName"], nodes=nodes))
+    return switches
+
+
 def default_hosts() -> Hosts:
-    """What `--hosts` means when it is left out."""
-    return local_hosts()
+    """What `--hosts` means when it is left out: the Slurm cluster this machine submits to, else this machine."""
+    return discover_slurm() if slurm_configured() else local_hosts()

@@ -180,7 +180,7 @@ def plane_flags(recipe: Recipe) -> list[str]:
     return ["--request-plane", recipe.request_plane, "--event-plane", recipe.event_plane]
 
 
-def worker_command(recipe: Recipe, role: str, spec: WorkerSpec, python: str, model_path: str, engine_file: str | None, multi_node: bool) -> list[str]:
+def worker_command(recipe: Recipe, role: str, spec: WorkerSpec, python: str, model_path: str, engine_file: str | None, mpi_world: bool) -> list[str]:
     if recipe.engine == "mocker":
         return [python, "-m", "dynamo.mocker", "--model-path", model_path, "--model-name", recipe.model.name,
                 "--speedup-ratio", f"{recipe.mocker.speedup_ratio:g}", "--disaggregation-mode", role, *plane_flags(recipe)]
@@ -194,8 +194,14 @@ def worker_command(recipe: Recipe, role: str, spec: WorkerSpec, python: str, mod
     if recipe.parsers.tool_call:
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
     command += engine_args(spec.args) + spec.extra_args
-    # One MPI world across nodes: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
-    return ["trtllm-llmapi-launch", *command] if multi_node else command
+    # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
+    return ["trtllm-llmapi-launch", *command] if mpi_world else command
+
+
+def runs_as_mpi_world(recipe: Recipe, backend: str, node_count: int) -> bool:
+    """TRT-LLM workers under Slurm are one srun MPI world (a task per GPU), as Dynamo's Slurm examples
+    run them; elsewhere a worker on one node is a single process that spawns its own ranks."""
+    return recipe.engine == "trtllm" and (backend == "slurm" or node_count > 1)
 
 
 def advertise_env(address: str) -> dict[str, str]:
@@ -212,6 +218,7 @@ class _Context:
     """What every part of one plan shares."""
 
     recipe: Recipe
+    backend: str
     run_name: str
     run_dir: str
     python: str
@@ -274,7 +281,7 @@ def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model
     spec: WorkerSpec = getattr(recipe, role)
     name = f"{role}-{placement.replica}"
     leader = nodes[placement.nodes[0]]
-    multi_node = len(placement.nodes) > 1
+    mpi_world = runs_as_mpi_world(recipe, ctx.backend, len(placement.nodes))
     model_path, model_env = model
     # Both fixed: an ephemeral request-plane port could land in another deployment's block.
     system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
@@ -288,10 +295,10 @@ def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model
         name=name, role=role, replica=placement.replica,
         nodes=[nodes[index].name for index in placement.nodes], gpus=list(placement.gpus),
         ports={"system": system_port, "rpc": rpc_port}, env=env,
-        command=worker_command(recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), multi_node),
+        command=worker_command(recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), mpi_world),
         after=after, ready_url=f"http://{leader.address}:{system_port}/health",
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
-        tasks=spec.gpus if multi_node and recipe.engine == "trtllm" else 1,
+        tasks=spec.gpus if mpi_world else 1,
         log=log_of(name))
 
 
@@ -312,7 +319,7 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
     head = used_nodes[0]  # control plane and frontend live on the first node of the deployment
     block = default_port_block(run_name) if port_block is None else port_block
     fixed_http = recipe.frontend.http_port
-    ctx = _Context(recipe=recipe, run_name=run_name, run_dir=run_dir, python=python, head=head,
+    ctx = _Context(recipe=recipe, backend=hosts.backend, run_name=run_name, run_dir=run_dir, python=python, head=head,
                    ports=_PortAllocator(block, {fixed_http} if fixed_http else set()),
                    # Logs go to files, not terminals: no colour codes in them.
                    dynamo_env={"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env})

@@ -7,13 +7,34 @@ it stops at once and shows the end of the process's log, instead of waiting out 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .health import http_ok, wait_until
 from .procs import pid_alive
 
 LOG_TAIL_LINES = 30
+STEP_CHECK_INTERVAL_S = 2.0  # squeue asks slurmctld: not on every 0.1 s poll
+
+
+def slurm_step_running(name: str) -> bool:
+    result = subprocess.run(["squeue", "-h", "--steps", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode != 0 or name in result.stdout.split()  # squeue trouble is no proof of death
+
+
+def throttled(check, interval: float):
+    """`check`, called at most every `interval` seconds; in between, its last answer."""
+    last = {"at": float("-inf"), "answer": True}
+
+    def wrapper() -> bool:
+        if time.monotonic() - last["at"] >= interval:
+            last.update(at=time.monotonic(), answer=check())
+        return last["answer"]
+    return wrapper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="process")
     parser.add_argument("--pid-file", type=Path)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--slurm-step", help="name of the srun step running the process (inside a Slurm job)")
     args = parser.parse_args(argv)
+    step_running = throttled(lambda: slurm_step_running(args.slurm_step), STEP_CHECK_INTERVAL_S)
 
     def alive() -> bool:
+        if args.slurm_step:
+            return step_running()
         if args.pid_file is None or not args.pid_file.exists():
             return True
         return pid_alive(int(args.pid_file.read_text()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from .health import wait_until
@@ -50,3 +51,35 @@ def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
         signal_all(signal.SIGKILL)
         wait_until(lambda: not survivors(), grace_s)
     return survivors()
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task of a Slurm step, as it recorded itself before becoming the process."""
+
+    host: str
+    pid: int
+    start_time: str  # /proc/PID/stat field 22: tells a reused PID from ours
+    pid_namespace: str
+    boot_id: str
+
+    @classmethod
+    def parse(cls, line: str) -> TaskRecord:
+        host, pid, start, namespace, boot = line.split()
+        return cls(host, int(pid), start, namespace, boot)
+
+    def visible_here(self) -> bool:
+        """Whether this machine can see the task's PID (same boot, same PID namespace)."""
+        return (Path("/proc/sys/kernel/random/boot_id").read_text().strip() == self.boot_id
+                and os.readlink("/proc/self/ns/pid") == self.pid_namespace)
+
+    def running(self) -> bool:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        return fields[19] == self.start_time and fields[0] not in ("Z", "X")
+
+
+def task_records(path: Path) -> list[TaskRecord]:
+    return [TaskRecord.parse(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -18,6 +18,7 @@ from .resources import resource_dir
 # NATS_SERVER nobody runs) makes every process block for minutes, so any the plan does not set is unset.
 AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND", "DYN_FILE_KV")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
 TEMPLATE_OF_BACKEND = {"slurm": ("slurm.sbatch.j2", "slurmserve.sbatch"), "local": ("launch.sh.j2", "launch.sh"), "ssh": ("launch.sh.j2", "launch.sh")}
 
 
@@ -52,7 +53,7 @@ def script_name(plan: Plan) -> str:
 def render_script(plan: Plan) -> str:
     """The script that starts the deployment: an sbatch script (Slurm) or a launch script (local, SSH)."""
     template_name, _ = TEMPLATE_OF_BACKEND[plan.backend]
-    return template_environment().get_template(template_name).render(plan=plan)
+    return template_environment().get_template(template_name).render(plan=plan, launcher_log=LAUNCHER_LOG)
 
 
 def engine_yaml(source: str, overrides: dict) -> str:

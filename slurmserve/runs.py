@@ -52,6 +52,16 @@ class RunDir:
         pid_file = self.path / "pids" / f"{process}.pid"
         return int(pid_file.read_text()) if pid_file.exists() else None
 
+    def handle(self) -> dict:
+        """What the backend needs to find the deployment again (a Slurm job id, ...)."""
+        path = self.path / "handle.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_handle(self, handle: dict) -> None:
+        temporary = self.path / "handle.json.tmp"
+        temporary.write_text(json.dumps(handle, indent=2) + "\n")
+        temporary.replace(self.path / "handle.json")  # atomic: a reader never sees half a file
+
     def record(self, event: str, **fields) -> None:
         """Append one event to events.jsonl (the deployment's history; never rewritten)."""
         entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}

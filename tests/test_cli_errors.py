@@ -49,7 +49,7 @@ BAD_INPUTS = [
     ("NIC paired with a missing GPU", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-nic.yaml}"], "nic mlx5_0"),
     ("unknown run", ["status", "no-such-run"], "run 'no-such-run'"),
     ("unknown process", ["logs", "{run}", "no-such-process"], "no process 'no-such-process'"),
-    ("backend not runnable yet", ["submit", "--recipe", "mocker-disagg", "--hosts", TWO_NODES], "backend 'slurm'"),
+    ("backend not runnable yet", ["submit", "--recipe", "mocker-disagg", "--hosts", str(HOSTS / "ssh-two-hosts.yaml")], "backend 'ssh'"),
 ]
 
 FILES = {

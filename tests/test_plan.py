@@ -27,7 +27,8 @@ def test_gpt_oss_disagg_on_one_node_follows_dynamos_layout():
     assert prefill.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3" and decode.env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
     for worker, mode, tokens, batch in ((prefill, "prefill", "20000", "32"), (decode, "decode", "16384", "128")):
         command = worker.command
-        assert command[:3] == ["/usr/bin/python3", "-m", "dynamo.trtllm"]
+        # Under Slurm each worker is one MPI world: a task per GPU behind TRT-LLM's launcher.
+        assert command[:4] == ["trtllm-llmapi-launch", "/usr/bin/python3", "-m", "dynamo.trtllm"] and worker.tasks == 4
         assert command[command.index("--disaggregation-mode") + 1] == mode
         assert command[command.index("--extra-engine-args") + 1] == f"/runs/test-run/engine/{mode}.yaml"
         assert command[command.index("--max-num-tokens") + 1] == tokens
@@ -128,6 +129,12 @@ def test_fixed_frontend_port_is_honoured_and_kept_out_of_the_block():
     assert plan.endpoint == "http://10.0.0.11:8000"
     others = [port for p in plan.processes if p.role != "frontend" for port in p.ports.values()]
     assert 8000 not in others
+
+
+def test_trtllm_worker_on_one_node_outside_slurm_is_one_process():
+    plan = plan_of("gpt-oss-120b-disagg", "ssh-two-hosts.yaml")
+    assert plan.process("prefill-0").command[:3] == ["/usr/bin/python3", "-m", "dynamo.trtllm"]
+    assert plan.process("prefill-0").tasks == 1
 
 
 def test_local_backend_uses_file_discovery_and_no_etcd():

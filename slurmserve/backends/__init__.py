@@ -1,4 +1,4 @@
-"""Backends run a plan: `local` (this machine), later `slurm` and `ssh`. One interface, in base.py."""
+"""Backends run a plan: `local` (this machine) and `slurm` (sbatch/srun); `ssh` comes later. One interface, in base.py."""
 
 from __future__ import annotations
 
@@ -11,4 +11,8 @@ def backend_for(name: str) -> Backend:
         from .local import LocalBackend
 
         return LocalBackend()
-    raise UserError(f"hosts: backend {name!r} cannot run deployments yet (render and plan work; submit runs on the local backend)")
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend()
+    raise UserError(f"hosts: backend {name!r} cannot run deployments yet (plan and render work; submit runs on the local and slurm backends)")

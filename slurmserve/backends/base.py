@@ -15,12 +15,17 @@ class Backend(ABC):
 
     @abstractmethod
     def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
-        """Start the deployment in plan order. With `wait`, return once every stage answered its probe
-        (raise DeploymentFailed, after stopping what started, when one does not)."""
+        """Start the deployment. Returns once the backend's own part is done (with `wait`, the local
+        backend returns after every stage answered its probe); raises DeploymentFailed, after stopping
+        what started, when that part fails."""
 
     @abstractmethod
-    def process_alive(self, run: RunDir, process: str) -> bool | None:
-        """Whether the process runs; None when it was never started."""
+    def alive(self, run: RunDir) -> dict[str, bool | None]:
+        """Per process: True running, False it ran and is gone, None not started (yet)."""
+
+    @abstractmethod
+    def describe(self, run: RunDir) -> str:
+        """One line on the deployment as the scheduler sees it (for `status`)."""
 
     @abstractmethod
     def stop(self, run: RunDir) -> list[str]:

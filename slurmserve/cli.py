@@ -130,11 +130,13 @@ def status_table(run_name: str) -> tuple[Table, dict]:
     states = deploy.process_states(run)
     verdict = deploy.verdict(run, states)
     table = Table("process", "role", "node", "GPUs", "ports", "state",
-                  title=f"run {run.name}: [{STATE_STYLE[verdict]}]{verdict}[/]", caption=f"endpoint {run.plan().endpoint}")
+                  title=f"run {run.name}: [{STATE_STYLE[verdict]}]{verdict}[/]",
+                  caption=f"{deploy.describe(run)} · endpoint {run.plan().endpoint}")
     for s in states:
         table.add_row(s.name, s.role, ",".join(s.nodes), ",".join(map(str, s.gpus)) or "-",
                       " ".join(f"{k}={v}" for k, v in s.ports.items()), f"[{STATE_STYLE[s.state]}]{s.state}[/]")
-    report = {"run": run.name, "verdict": verdict, "endpoint": run.plan().endpoint, "processes": [vars(s) for s in states]}
+    report = {"run": run.name, "verdict": verdict, "endpoint": run.plan().endpoint, "scheduler": deploy.describe(run),
+              "processes": [vars(s) for s in states]}
     return table, report
 
 

@@ -171,6 +171,10 @@ def verdict(run: RunDir, states: list[ProcessState]) -> str:
     return "failed" if control_failed or nothing_alive else "degraded"
 
 
+def describe(run: RunDir) -> str:
+    return backend_for(run.plan().backend).describe(run)
+
+
 def cancel(run: RunDir) -> list[str]:
     leftovers = backend_for(run.plan().backend).stop(run)
     run.record("cancelled", leftovers=leftovers)

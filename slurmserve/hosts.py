@@ -175,13 +175,14 @@ def discover_slurm() -> Hosts:
 
 
 def slurm_leaf_switches(names: set[str]) -> list[SwitchSpec]:
-    """Leaf switches (those with nodes) from `scontrol show topology`; none on clusters without topology/tree."""
+    """Leaf switches (level 0: upper levels list every node below them) from `scontrol show topology`;
+    none on clusters without topology/tree."""
     result = slurm("scontrol", "show", "topology", check=False)
     switches = []
     for line in result.stdout.splitlines() if result.returncode == 0 else []:
         fields = key_values(line)
         nodes = [node for node in expand_hostlist(fields.get("Nodes", "")) if node in names]
-        if fields.get("SwitchName") and nodes:
+        if fields.get("SwitchName") and fields.get("Level") == "0" and nodes:
             switches.append(SwitchSpec(name=fields["SwitchName"], nodes=nodes))
     return switches
 

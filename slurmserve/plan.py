@@ -87,6 +87,17 @@ class Plan(BaseModel):
     engine_files: list[EngineFile] = []
     slurm: SlurmSpec | None = None
 
+    def node(self, name: str) -> PlanNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def gpus_per_node_used(self) -> int:
+        """The most GPUs the deployment uses on any one node: what a Slurm job asks for per node."""
+        used: dict[str, int] = {}
+        for process in self.processes:
+            for node in process.nodes:
+                used[node] = used.get(node, 0) + len(process.gpus)
+        return max(used.values(), default=0)
+
     def process(self, name: str) -> Process:
         for process in self.processes:
             if process.name == name:

@@ -62,11 +62,12 @@ class TaskRecord:
     start_time: str  # /proc/PID/stat field 22: tells a reused PID from ours
     pid_namespace: str
     boot_id: str
+    started_at: float  # wall clock, seconds since the epoch
 
     @classmethod
     def parse(cls, line: str) -> TaskRecord:
-        host, pid, start, namespace, boot = line.split()
-        return cls(host, int(pid), start, namespace, boot)
+        host, pid, start, namespace, boot, wall = line.split()
+        return cls(host, int(pid), start, namespace, boot, float(wall))
 
     def visible_here(self) -> bool:
         """Whether this machine can see the task's PID (same boot, same PID namespace)."""

@@ -27,10 +27,10 @@ def shell_word(value: str) -> str:
     return f'"{value}"' if SECRET_REFERENCE.match(value) else shlex.quote(value)
 
 
-def env_command(process: Process) -> str:
+def env_command(process: Process, leave_out: tuple[str, ...] = ()) -> str:
     """`env -u ... KEY=VALUE ... command...`: the process's whole environment, explicit on its command line."""
     unset = [f"-u {name}" for name in AMBIENT_DYNAMO_VARS if name not in process.env]
-    assignments = [f"{key}={shell_word(value)}" for key, value in process.env.items()]
+    assignments = [f"{key}={shell_word(value)}" for key, value in process.env.items() if key not in leave_out]
     return " ".join(["env", *unset, *assignments, *map(shlex.quote, process.command)])
 
 

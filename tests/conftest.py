@@ -21,3 +21,8 @@ def isolated_home(tmp_path, monkeypatch):
 def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **kwargs):
     return make_plan(load_recipe(recipe, list(sets)), load_hosts(HOSTS / hosts), run_name=run_name,
                      run_dir=f"/runs/{run_name}", python="/usr/bin/python3", **kwargs)
+
+
+# The real Slurm test cluster (network namespaces, slurmd per node): session fixtures `slurm_lab`
+# and `slurm_lab_accounting`, brought up only by the tests that ask for them.
+pytest_plugins = ["tests.cluster.fixtures"]

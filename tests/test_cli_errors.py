@@ -67,7 +67,7 @@ def a_run(tmp_path):
     """A run directory made by the real CLI (render's plan of a local run is enough for status/logs)."""
     from slurmserve.deploy import load_inputs, plan_for
     from slurmserve.runs import create_run
-    return create_run(plan_for(load_inputs("mocker-agg", None, []), "existing-run")).name
+    return create_run(plan_for(load_inputs("mocker-agg", str(HOSTS / "local.yaml"), []), "existing-run")).name
 
 
 @pytest.mark.parametrize("description, args, expected", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])

@@ -69,6 +69,7 @@ def test_sbatch_pins_steps_to_planned_nodes_and_gpus():
     assert "#SBATCH --account=llm-serving" in text
     assert "--nodes=2 --ntasks=16 --nodelist=gpu01,gpu02" in text
     assert "--mpi=pmix --ntasks-per-node=8" in text
+    assert "--gres=gpu:8" in text and "--gpus-per-node" not in text  # every GPU of the node; CUDA_VISIBLE_DEVICES picks
     assert not re.search(r"^\s*sleep \d", text, re.MULTILINE)  # readiness by probes, never fixed sleeps
 
 

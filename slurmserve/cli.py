@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -41,6 +42,9 @@ def clean_errors(command):
             raise typer.Exit(2) from None
         except DeploymentFailed as error:
             errors.print(f"[bold red]deployment failed:[/] {error}", highlight=False)
+            raise typer.Exit(1) from None
+        except httpx.HTTPError as error:
+            errors.print(f"[bold red]deployment failed:[/] {error.request.url}: {error}", highlight=False)
             raise typer.Exit(1) from None
     return wrapper
 

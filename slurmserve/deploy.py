@@ -11,7 +11,7 @@ import yaml
 
 from .backends import backend_for
 from .errors import DeploymentFailed, UserError
-from .health import completion_works, chat_completion, http_ok, model_listed, wait_until, workers_seen
+from .health import canary_completion, http_ok, model_listed, wait_until, workers_seen
 from .hosts import Hosts, default_hosts, load_hosts
 from .plan import PORT_BLOCKS, Plan, default_port_block, make_plan
 from .recipe import Recipe, load_recipe
@@ -60,10 +60,10 @@ def save_inputs(run: RunDir, inputs: Inputs) -> None:
         (run.path / name).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
 
 
-def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> str | None:
+def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> tuple[str | None, dict | None]:
     """Wait until the frontend sees every planned worker, lists the model and completes a request.
 
-    Returns None when serving, else what was still missing at the deadline.
+    Returns (None, that completion) when serving, else (what was still missing at the deadline, None).
     """
     expected = {}
     for role, count in plan.workers_expected.items():
@@ -73,13 +73,22 @@ def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> str | None:
         ("frontend answering", lambda: http_ok(f"{plan.endpoint}/health")),
         ("workers registered with the frontend", lambda: all(workers_seen(plan.endpoint)[c] >= n for c, n in expected.items())),
         (f"model {plan.model} listed", lambda: model_listed(plan.endpoint, plan.model)),
-        ("a completion with generated tokens", lambda: completion_works(plan.endpoint, plan.model)),
     ]
     deadline = time.monotonic() + timeout
     for label, check in checks:
         if not wait_until(check, max(0.0, deadline - time.monotonic()), still_worth_waiting):
-            return label
-    return None
+            return label, None
+    # Listed is not yet routable (a known Dynamo race): only a real completion proves it.
+    sample = None
+
+    def completes() -> bool:
+        nonlocal sample
+        sample = canary_completion(plan.endpoint, plan.model)
+        return sample is not None
+
+    if not wait_until(completes, max(0.0, deadline - time.monotonic()), still_worth_waiting):
+        return "a completion with generated tokens", None
+    return None, sample
 
 
 def launcher_tail(run: RunDir, lines: int = 15) -> str:
@@ -116,7 +125,7 @@ def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> 
     def dead() -> list[str]:
         return [name for name, alive in backend.alive(run).items() if alive is False]
 
-    missing = wait_serving(plan, timeout, throttled(lambda: not dead(), LIVENESS_CHECK_INTERVAL_S))
+    missing, sample = wait_serving(plan, timeout, throttled(lambda: not dead(), LIVENESS_CHECK_INTERVAL_S))
     if missing:
         gone = dead()
         leftovers = backend.stop(run)
@@ -127,7 +136,7 @@ def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> 
             + (f" except {', '.join(leftovers)}" if leftovers else "") + f". Logs: {run.path / 'logs'}"
             + launcher_tail(run))
     run.record("ready", endpoint=plan.endpoint)
-    return Submitted(run, plan, chat_completion(plan.endpoint, plan.model))
+    return Submitted(run, plan, sample)
 
 
 @dataclass

@@ -59,9 +59,10 @@ def chat_completion(endpoint: str, model: str, prompt: str = "Say hello.", max_t
     return response.json()
 
 
-def completion_works(endpoint: str, model: str) -> bool:
-    """The canary: a completion that returns 200 with at least one generated token."""
+def canary_completion(endpoint: str, model: str) -> dict | None:
+    """The canary: a completion that returns 200 with at least one generated token (else None)."""
     try:
-        return chat_completion(endpoint, model, timeout=10.0).get("usage", {}).get("completion_tokens", 0) > 0
+        response = chat_completion(endpoint, model, timeout=10.0)
     except (httpx.HTTPError, ValueError):
-        return False
+        return None
+    return response if response.get("usage", {}).get("completion_tokens", 0) > 0 else None

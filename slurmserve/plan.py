@@ -54,6 +54,7 @@ class Process(BaseModel):
     ready_url: str | None = None  # HTTP 200 here means the process is ready
     ready_timeout_s: int = 120
     tasks: int = 1  # MPI ranks of the worker (one world across its nodes); 1 for everything else
+    fresh_dirs: list[str] = []  # emptied right before the process starts (a stale etcd would revive old leases)
     log: str  # relative to the run directory
 
     @property
@@ -240,9 +241,10 @@ class _Context:
 
 def etcd_process(ctx: _Context) -> Process:
     address, client, peer = ctx.head.address, ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+    data_dir = f"{node_scratch(ctx.run_name)}/etcd"
     return Process(
-        name="etcd", role="etcd", nodes=[ctx.head.name], ports={"client": client, "peer": peer},
-        command=["etcd", "--name", "etcd", "--data-dir", f"{node_scratch(ctx.run_name)}/etcd",
+        name="etcd", role="etcd", nodes=[ctx.head.name], ports={"client": client, "peer": peer}, fresh_dirs=[data_dir],
+        command=["etcd", "--name", "etcd", "--data-dir", data_dir,
                  "--listen-client-urls", f"http://{address}:{client}", "--advertise-client-urls", f"http://{address}:{client}",
                  "--listen-peer-urls", f"http://{address}:{peer}", "--initial-advertise-peer-urls", f"http://{address}:{peer}",
                  "--initial-cluster", f"etcd=http://{address}:{peer}"],
@@ -251,9 +253,10 @@ def etcd_process(ctx: _Context) -> Process:
 
 def nats_process(ctx: _Context) -> Process:
     address, client, monitor = ctx.head.address, ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+    store = f"{node_scratch(ctx.run_name)}/nats"
     return Process(
-        name="nats", role="nats", nodes=[ctx.head.name], ports={"client": client, "monitor": monitor},
-        command=["nats-server", "-js", "-a", address, "-p", str(client), "-m", str(monitor), "-sd", f"{node_scratch(ctx.run_name)}/nats"],
+        name="nats", role="nats", nodes=[ctx.head.name], ports={"client": client, "monitor": monitor}, fresh_dirs=[store],
+        command=["nats-server", "-js", "-a", address, "-p", str(client), "-m", str(monitor), "-sd", store],
         ready_url=f"http://{address}:{monitor}/healthz", log=log_of("nats"))
 
 

@@ -153,3 +153,15 @@ def test_without_hosts_submit_plans_for_the_cluster_it_talks_to(slurm_lab):
     plan = json.loads(result.stdout)
     assert plan["backend"] == "slurm" and {n["name"] for n in plan["nodes"]} <= {"node1", "node2", "node3"}
     assert {n["switch"] for n in plan["nodes"]} <= {"leaf1", "leaf2"} and all(n["gpus"] == 8 for n in plan["nodes"])
+
+
+def test_a_reused_run_name_starts_from_a_clean_etcd(lab_hosts, cancel_later, tmp_path, monkeypatch):
+    """etcd keeps leases across restarts: a second run of the same name on the same node must not
+    inherit the first one's (dead) workers."""
+    for attempt in ("first", "second"):
+        monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / attempt))  # the same name, twice
+        cancel_later("lab-again")
+        status = submit_and_check_ready("lab-again", "--recipe", "mocker-disagg", "--hosts", lab_hosts)
+        seen = httpx.get(f"{status['endpoint']}/health", timeout=5).json()["instances"]
+        assert sum(i["endpoint"] == "generate" for i in seen) == 2, seen
+        assert_cancel_leaves_nothing("lab-again")

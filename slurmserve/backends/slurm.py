@@ -113,15 +113,32 @@ class SlurmBackend(Backend):
         return survivors(run)
 
 
+def first_word(command: list[str]) -> str | None:
+    result = slurm(*command, check=False)
+    words = result.stdout.split()
+    return words[0] if result.returncode == 0 and words else None  # "CANCELLED by 0" -> CANCELLED
+
+
+def squeue_state(job_id: str) -> str | None:
+    """While slurmctld remembers the job (MinJobAge after it ends)."""
+    return first_word(["squeue", "-h", "-j", job_id, "-o", "%T"])
+
+
+def sacct_state(job_id: str) -> str | None:
+    """From slurmdbd; None where accounting is disabled."""
+    return first_word(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+
+
+def jobcomp_state(job_id: str) -> str | None:
+    """From the job completion file: clusters without accounting, once the job has ended."""
+    return first_word(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "State"])
+
+
 def query_job_state(job_id: str) -> str | None:
-    """squeue while Slurm remembers the job; then accounting; then the jobcomp file (no accounting)."""
-    for command in (["squeue", "-h", "-j", job_id, "-o", "%T"],
-                    ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"],
-                    ["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "State"]):
-        result = slurm(*command, check=False)
-        words = result.stdout.split()
-        if result.returncode == 0 and words:
-            return words[0]  # "CANCELLED by 0" -> CANCELLED
+    for source in (squeue_state, sacct_state, jobcomp_state):
+        state = source(job_id)
+        if state:
+            return state
     return None
 
 

@@ -18,6 +18,17 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / "slurmserve-home"))
 
 
+@pytest.fixture
+def cancel_later():
+    """Runs a test started are cancelled even when the test fails half-way."""
+    from .helpers import slurmserve
+
+    started = []
+    yield started.append
+    for run in started:
+        slurmserve("cancel", run)
+
+
 def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **kwargs):
     return make_plan(load_recipe(recipe, list(sets)), load_hosts(HOSTS / hosts), run_name=run_name,
                      run_dir=f"/runs/{run_name}", python="/usr/bin/python3", **kwargs)

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import HOSTS
+from .helpers import slurmserve
 
 TWO_NODES = str(HOSTS / "two-node-8gpu.yaml")
-
-
-def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from slurmserve.procs import group_members
 from slurmserve.runs import open_run
 
-from .test_cli_errors import slurmserve
+from .helpers import completion_tokens, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -24,31 +24,9 @@ def own_home_and_no_slurm(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
 
 
-@pytest.fixture
-def cancel_later():
-    """Runs a test started are cancelled even when the test fails half-way."""
-    started = []
-    yield started.append
-    for run in started:
-        slurmserve("cancel", run)
-
-
-def status_of(run: str) -> dict:
-    result = slurmserve("status", run, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def leftover_processes(run: str) -> list[int]:
     the_run = open_run(run)
     return [pid for process in the_run.plan().processes if (pgid := the_run.pid(process.name)) for pid in group_members(pgid)]
-
-
-def completion_tokens(endpoint: str, model: str) -> int:
-    response = httpx.post(f"{endpoint}/v1/chat/completions", timeout=30, json={
-        "model": model, "messages": [{"role": "user", "content": "What is disaggregated serving?"}], "max_tokens": 24})
-    assert response.status_code == 200, response.text
-    return response.json()["usage"]["completion_tokens"]
 
 
 @pytest.mark.parametrize("recipe", ["mocker-disagg", "mocker-agg"])

@@ -13,7 +13,7 @@ import yaml
 from slurmserve.procs import task_records
 from slurmserve.runs import open_run
 
-from .test_cli_errors import slurmserve
+from .helpers import completion_tokens, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +27,6 @@ def own_home(tmp_path, monkeypatch):
 @pytest.fixture
 def lab_hosts(slurm_lab):
     return str(slurm_lab.hosts_file("slurm"))
-
-
-@pytest.fixture
-def cancel_later():
-    started = []
-    yield started.append
-    for run in started:
-        slurmserve("cancel", run)
-
-
-def status_of(run: str) -> dict:
-    result = slurmserve("status", run, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def completion_tokens(endpoint: str, model: str) -> int:
-    response = httpx.post(f"{endpoint}/v1/chat/completions", timeout=30, json={
-        "model": model, "messages": [{"role": "user", "content": "Hello from the host"}], "max_tokens": 16})
-    assert response.status_code == 200, response.text
-    return response.json()["usage"]["completion_tokens"]
 
 
 def worker_gpus(run: str, process: str = "agg-0") -> list[str]:

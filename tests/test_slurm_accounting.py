@@ -9,8 +9,8 @@ from slurmserve.backends.slurm import jobcomp_state, sacct_state, squeue_state
 from slurmserve.health import wait_until
 from slurmserve.runs import open_run
 
-from .test_slurm import cancel_later, own_home, status_of, submit_and_check_ready  # noqa: F401  (fixtures)
-from .test_cli_errors import slurmserve
+from .helpers import slurmserve, status_of
+from .test_slurm import own_home, submit_and_check_ready  # noqa: F401  (own_home: a fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,28 @@
+"""What the end-to-end tests share: the real CLI in a subprocess, its JSON status, a real completion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+
+def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def status_of(run: str) -> dict:
+    result = slurmserve("status", run, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def completion_tokens(endpoint: str, model: str) -> int:
+    """One chat completion through the frontend; it must answer 200."""
+    response = httpx.post(f"{endpoint}/v1/chat/completions", timeout=30, json={
+        "model": model, "messages": [{"role": "user", "content": "What is disaggregated serving?"}], "max_tokens": 16})
+    assert response.status_code == 200, response.text
+    return response.json()["usage"]["completion_tokens"]

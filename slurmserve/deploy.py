@@ -11,11 +11,10 @@ import yaml
 
 from .backends import backend_for
 from .errors import DeploymentFailed, UserError
-from .health import canary_completion, http_ok, model_listed, wait_until, workers_seen
+from .health import canary_completion, http_ok, model_listed, throttled, wait_until, workers_seen
 from .hosts import Hosts, default_hosts, load_hosts
 from .plan import PORT_BLOCKS, Plan, default_port_block, make_plan
 from .recipe import Recipe, load_recipe
-from .probe import throttled
 from .render import LAUNCHER_LOG, rendered_files, write_files
 from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
 
@@ -42,7 +41,8 @@ def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = 
     plan = make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python)
     if not avoid_live_runs:
         return plan
-    taken = {run.plan().port_block for run in live_runs() if {n.name for n in run.plan().nodes} & {n.name for n in plan.nodes}}
+    ours = {node.name for node in plan.nodes}
+    taken = {other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}}
     for step in range(PORT_BLOCKS):
         block = (default_port_block(name) + step) % PORT_BLOCKS
         if block not in taken:

@@ -31,6 +31,17 @@ def wait_until(check: Callable[[], bool], timeout: float, still_worth_waiting: C
     return False
 
 
+def throttled(check, interval: float):
+    """`check`, called at most every `interval` seconds; in between, its last answer."""
+    last = {"at": float("-inf"), "answer": True}
+
+    def wrapper() -> bool:
+        if time.monotonic() - last["at"] >= interval:
+            last.update(at=time.monotonic(), answer=check())
+        return last["answer"]
+    return wrapper
+
+
 def workers_seen(endpoint: str) -> Counter:
     """Worker instances the frontend knows, per Dynamo component (prefill, backend=decode/agg)."""
     try:

@@ -10,10 +10,9 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from .health import http_ok, wait_until
+from .health import http_ok, throttled, wait_until
 from .procs import pid_alive
 
 LOG_TAIL_LINES = 30
@@ -24,17 +23,6 @@ def slurm_step_running(name: str) -> bool:
     result = subprocess.run(["squeue", "-h", "--steps", "-j", os.environ["SLURM_JOB_ID"], "-o", "%j"],
                             capture_output=True, text=True, timeout=30)
     return result.returncode != 0 or name in result.stdout.split()  # squeue trouble is no proof of death
-
-
-def throttled(check, interval: float):
-    """`check`, called at most every `interval` seconds; in between, its last answer."""
-    last = {"at": float("-inf"), "answer": True}
-
-    def wrapper() -> bool:
-        if time.monotonic() - last["at"] >= interval:
-            last.update(at=time.monotonic(), answer=check())
-        return last["answer"]
-    return wrapper
 
 
 def main(argv: list[str] | None = None) -> int:

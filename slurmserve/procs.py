@@ -35,7 +35,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
-    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL what is left; returns survivors."""
+    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL what is left; returns the groups
+    that still have a live member."""
     def signal_all(signum: int) -> None:
         for pgid in pgids:
             try:
@@ -43,14 +44,14 @@ def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
             except ProcessLookupError:
                 pass
 
-    def survivors() -> list[int]:
-        return [pid for pgid in pgids for pid in group_members(pgid)]
+    def surviving_groups() -> list[int]:
+        return [pgid for pgid in pgids if group_members(pgid)]
 
     signal_all(signal.SIGTERM)
-    if not wait_until(lambda: not survivors(), grace_s):
+    if not wait_until(lambda: not surviving_groups(), grace_s):
         signal_all(signal.SIGKILL)
-        wait_until(lambda: not survivors(), grace_s)
-    return survivors()
+        wait_until(lambda: not surviving_groups(), grace_s)
+    return surviving_groups()
 
 
 @dataclass(frozen=True)

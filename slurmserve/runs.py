@@ -76,6 +76,11 @@ class RunDir:
     def cancelled(self) -> bool:
         return any(event["event"] == "cancelled" for event in self.events())
 
+    @property
+    def ended(self) -> bool:
+        """Cancelled, or failed and stopped by submit: it holds no ports any more."""
+        return any(event["event"] in ("cancelled", "failed") for event in self.events())
+
 
 def create_run(plan: Plan) -> RunDir:
     """Make the run directory (refusing to reuse one) and link it from the home folder when it lives elsewhere."""
@@ -114,4 +119,4 @@ def list_runs() -> list[RunDir]:
 
 
 def live_runs() -> list[RunDir]:
-    return [run for run in list_runs() if not run.cancelled]
+    return [run for run in list_runs() if not run.ended]

@@ -7,7 +7,7 @@ import subprocess
 
 from ..errors import DeploymentFailed, UserError
 from ..plan import Plan, node_scratch
-from ..procs import group_members, pid_alive, stop_groups
+from ..procs import pid_alive, stop_groups
 from ..render import LAUNCHER_LOG, script_name
 from ..runs import RunDir
 from .base import Backend
@@ -37,8 +37,9 @@ class LocalBackend(Backend):
     def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
         script = run.path / script_name(plan)
         if not wait:
-            subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=open(run.path / LAUNCHER_LOG, "a"), start_new_session=True)
+            with open(run.path / LAUNCHER_LOG, "a") as launcher_log:
+                subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=launcher_log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
             return
         result = subprocess.run(["bash", str(script)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
         if result.returncode != 0:
@@ -57,6 +58,6 @@ class LocalBackend(Backend):
 
     def stop(self, run: RunDir) -> list[str]:
         pgids = self._pgids(run)
-        survivors = stop_groups(list(pgids.values()))
+        still_running = stop_groups(list(pgids.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)
-        return [f"{name} (pid {pid})" for name, pgid in pgids.items() for pid in group_members(pgid) if pid in survivors]
+        return [f"{name} (process group {pgid})" for name, pgid in pgids.items() if pgid in still_running]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -186,17 +185,7 @@ def logs(run: str, process: Optional[str] = typer.Argument(None, help="Process n
             console.rule(each.name)
             print("\n".join(path.read_text(errors="replace").splitlines()[-20:]) if path.exists() else "(no log yet)")
         return
-    path = the_run.log_path(process)
-    if not path.exists():
-        raise UserError(f"run {run}: process {process} has no log yet ({path})")
-    with open(path, errors="replace") as log:
-        sys.stdout.write(log.read())
-        while follow:
-            chunk = log.read()
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
-            if not chunk:
-                time.sleep(0.5)
+    deploy.show_log(the_run, process, follow)
 
 
 @app.command()

@@ -180,6 +180,11 @@ def verdict(run: RunDir, states: list[ProcessState]) -> str:
     return "failed" if control_failed or nothing_alive else "degraded"
 
 
+def show_log(run: RunDir, process: str, follow: bool) -> None:
+    run.plan().process(process)  # an unknown name is the user's error, whatever the backend
+    backend_for(run.plan().backend).show_log(run, process, follow)
+
+
 def describe(run: RunDir) -> str:
     return backend_for(run.plan().backend).describe(run)
 

@@ -33,9 +33,11 @@ class NodeSpec(Strict):
 class HostEntry(Strict):
     name: str
     address: str | None = None
+    # SSH: what is left out comes from ~/.ssh/config (for the address), then ssh's own defaults.
     user: str | None = None
-    port: int = Field(22, ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535)
     identity_file: str | None = None
+    jump: str | None = None  # a jump host, [user@]host[:port]
     # Per-host hardware overrides of `node:`.
     gpus: int | None = Field(None, ge=0)
     interface: str | None = None
@@ -87,6 +89,15 @@ class Hosts(Strict):
         return self
 
 
+class SshTarget(Strict):
+    """How to reach a host over SSH (None fields: ~/.ssh/config and ssh's defaults decide)."""
+
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    jump: str | None = None
+
+
 @dataclass(frozen=True)
 class Node:
     """One machine as the planner sees it: every override of the hosts file already applied."""
@@ -97,6 +108,7 @@ class Node:
     interface: str | None
     nics: tuple[NicSpec, ...]
     switch: str | None
+    ssh: SshTarget | None  # for the ssh backend
 
 
 def concrete_nodes(hosts: Hosts) -> list[Node]:
@@ -109,6 +121,7 @@ def concrete_nodes(hosts: Hosts) -> list[Node]:
             interface=host.interface or hosts.node.interface,
             nics=tuple(hosts.node.nics if host.nics is None else host.nics),
             switch=switch_of.get(host.name),
+            ssh=SshTarget(user=host.user, port=host.port, identity_file=host.identity_file, jump=host.jump) if hosts.backend == "ssh" else None,
         )
         for host in hosts.hosts
     ]

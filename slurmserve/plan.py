@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from .errors import UserError
-from .hosts import Hosts, Node, SlurmSpec, concrete_nodes
+from .hosts import Hosts, Node, SlurmSpec, SshTarget, concrete_nodes
 from .placement import Placement, place_workers
 from .recipe import Recipe, WorkerSpec
 from .resources import builtin_model_dir
@@ -39,6 +39,7 @@ class PlanNode(BaseModel):
     address: str
     gpus: int
     switch: str | None = None
+    ssh: SshTarget | None = None  # how the ssh backend reaches the node
 
 
 class Process(BaseModel):
@@ -350,7 +351,7 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
         recipe=recipe.name, backend=hosts.backend, run_name=run_name, run_dir=run_dir, engine=recipe.engine,
         mode=recipe.mode, model=recipe.model.name, discovery=discovery,
         endpoint=f"http://{head.address}:{http_port}", port_block=block, python=python,
-        nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch) for n in used_nodes],
+        nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, ssh=n.ssh) for n in used_nodes],
         processes=[*control, *workers, frontend],
         workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
         engine_files=engine_files(ctx),

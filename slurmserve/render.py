@@ -19,7 +19,6 @@ from .resources import resource_dir
 AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND", "DYN_FILE_KV")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
-TEMPLATE_OF_BACKEND = {"slurm": ("slurm.sbatch.j2", "slurmserve.sbatch"), "local": ("launch.sh.j2", "launch.sh"), "ssh": ("launch.sh.j2", "launch.sh")}
 
 
 def shell_word(value: str) -> str:
@@ -47,13 +46,39 @@ def template_environment() -> jinja2.Environment:
 
 
 def script_name(plan: Plan) -> str:
-    return TEMPLATE_OF_BACKEND[plan.backend][1]
+    """The script that starts the deployment (the others it uses sit beside it)."""
+    return {"slurm": "slurmserve.sbatch", "local": "launch.sh", "ssh": "driver.sh"}[plan.backend]
+
+
+def host_of(process: Process) -> str:
+    """Where a process starts: its first node (a worker wider than a node is one MPI world led from there)."""
+    return process.nodes[0]
+
+
+def render_scripts(plan: Plan) -> dict[str, str]:
+    """Every script of the deployment, by file name: the one `script_name` names first."""
+    templates = template_environment()
+    context = {"plan": plan, "launcher_log": LAUNCHER_LOG}
+    if plan.backend == "slurm":
+        return {"slurmserve.sbatch": templates.get_template("slurm.sbatch.j2").render(context)}
+    if plan.backend == "local":
+        return {"launch.sh": templates.get_template("launch.sh.j2").render(context)}
+    stages = plan.stages()
+    hosts = [node.name for node in plan.nodes]
+    driver_stages = [(number, [h for h in hosts if any(host_of(p) == h for p in stage)], stage)
+                     for number, stage in enumerate(stages, 1)]
+    scripts = {"driver.sh": templates.get_template("ssh_driver.sh.j2").render(
+        context, stages=driver_stages, host_index={host: index for index, host in enumerate(hosts, 1)})}
+    for host in hosts:
+        host_stages = [(number, [p for p in stage if host_of(p) == host]) for number, stage in enumerate(stages, 1)]
+        scripts[f"launch-{host}.sh"] = templates.get_template("ssh_host.sh.j2").render(context, host=host, stages=host_stages)
+    return scripts
 
 
 def render_script(plan: Plan) -> str:
-    """The script that starts the deployment: an sbatch script (Slurm) or a launch script (local, SSH)."""
-    template_name, _ = TEMPLATE_OF_BACKEND[plan.backend]
-    return template_environment().get_template(template_name).render(plan=plan, launcher_log=LAUNCHER_LOG)
+    """The script that starts the deployment: an sbatch script (Slurm), a launch script (local) or the
+    driver (SSH)."""
+    return render_scripts(plan)[script_name(plan)]
 
 
 def engine_yaml(source: str, overrides: dict) -> str:
@@ -65,7 +90,7 @@ def engine_yaml(source: str, overrides: dict) -> str:
 
 def rendered_files(plan: Plan) -> dict[str, str]:
     """Every file of a run directory that comes from the plan: relative path -> text."""
-    files = {script_name(plan): render_script(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
+    files = {**render_scripts(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
     for engine_file in plan.engine_files:
         files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
     return files

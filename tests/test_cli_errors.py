@@ -44,7 +44,7 @@ BAD_INPUTS = [
     ("NIC paired with a missing GPU", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-nic.yaml}"], "nic mlx5_0"),
     ("unknown run", ["status", "no-such-run"], "run 'no-such-run'"),
     ("unknown process", ["logs", "{run}", "no-such-process"], "no process 'no-such-process'"),
-    ("backend not runnable yet", ["submit", "--recipe", "mocker-disagg", "--hosts", str(HOSTS / "ssh-two-hosts.yaml")], "backend 'ssh'"),
+    ("unknown backend", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-backend.yaml}"], "backend: Input should be 'slurm', 'ssh' or 'local'"),
 ]
 
 FILES = {
@@ -53,6 +53,7 @@ FILES = {
     "mixed.yaml": MINIMAL_RECIPE + "prefill: {replicas: 1}\n",
     "hosts-typo.yaml": "backend: local\nhosts: [{name: a}]\nnode: {gpu: 8}\n",
     "hosts-empty.yaml": "backend: ssh\n",
+    "hosts-backend.yaml": "backend: kubernetes\nhosts: [{name: a}]\n",
     "hosts-nic.yaml": "backend: local\nhosts: [{name: a}]\nnode: {gpus: 2, nics: [{name: mlx5_0, gpus: [0, 5]}]}\n",
 }
 

@@ -17,7 +17,7 @@ from slurmserve.hosts import concrete_nodes, load_hosts
 from slurmserve.plan import make_plan
 from slurmserve.recipe import load_recipe
 from slurmserve.recipe import builtin_recipe_names
-from slurmserve.render import env_command, render_script, rendered_files, write_files
+from slurmserve.render import env_command, render_script, render_scripts, rendered_files, write_files
 
 from .conftest import HOSTS, plan_of
 
@@ -41,13 +41,13 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
         with pytest.raises(UserError, match="replicas"):
             plan_of(recipe, hosts)
         return
-    plan = plan_of(recipe, hosts)
-    script = tmp_path / "script"
-    script.write_text(render_script(plan))
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    if SHELLCHECK:
-        result = subprocess.run([SHELLCHECK, "--shell=bash", "--severity=warning", str(script)], capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout
+    for name, text in render_scripts(plan_of(recipe, hosts)).items():
+        script = tmp_path / name
+        script.write_text(text)
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        if SHELLCHECK:
+            result = subprocess.run([SHELLCHECK, "--shell=bash", "--severity=warning", str(script)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout
 
 
 @pytest.mark.parametrize("recipe, hosts", [
@@ -61,6 +61,16 @@ def test_sbatch_matches_golden_file(recipe, hosts):
     if UPDATE_GOLDEN:
         golden.write_text(text)
     assert text == golden.read_text(), f"rendered sbatch differs from {golden} (SLURMSERVE_UPDATE_GOLDEN=1 rewrites it)"
+
+
+def test_ssh_render_is_a_driver_plus_one_stage_script_per_host():
+    scripts = render_scripts(plan_of("mocker-disagg", "ssh-two-hosts.yaml"))
+    assert set(scripts) == {"driver.sh", "launch-gpu01.sh", "launch-gpu02.sh"}
+    driver = scripts["driver.sh"]
+    assert "ssh_1() { ssh -o BatchMode=yes -p 22 svc@10.0.0.11" in driver
+    assert 'ssh_2 bash "$RUN_DIR/launch-gpu02.sh" 2 &' in driver  # decode-0 lives on gpu02
+    assert "start decode-0 logs/decode-0.log env" in scripts["launch-gpu02.sh"]
+    assert "setsid nohup" in scripts["launch-gpu01.sh"] and "decode-0" not in scripts["launch-gpu01.sh"]
 
 
 def test_sbatch_pins_steps_to_planned_nodes_and_gpus():

@@ -1,4 +1,4 @@
-"""Backends run a plan: `local` (this machine) and `slurm` (sbatch/srun); `ssh` comes later. One interface, in base.py."""
+"""Backends run a plan: `local` (this machine), `slurm` (sbatch/srun) and `ssh` (fabric). One interface, in base.py."""
 
 from __future__ import annotations
 
@@ -15,4 +15,8 @@ def backend_for(name: str) -> Backend:
         from .slurm import SlurmBackend
 
         return SlurmBackend()
-    raise UserError(f"hosts: backend {name!r} cannot run deployments yet (plan and render work; submit runs on the local and slurm backends)")
+    if name == "ssh":
+        from .ssh import SSHBackend
+
+        return SSHBackend()
+    raise UserError(f"hosts: unknown backend {name!r}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from abc import ABC, abstractmethod
 
+from ..errors import UserError
 from ..plan import Plan
 from ..runs import RunDir
 
@@ -30,3 +33,18 @@ class Backend(ABC):
     @abstractmethod
     def stop(self, run: RunDir) -> list[str]:
         """Stop every process of the run; return a description of anything that survived."""
+
+    def show_log(self, run: RunDir, process: str, follow: bool) -> None:
+        """Print a process's log (with `follow`, keep printing as it grows). Here: a file in the run
+        directory, where the local backend and Slurm (shared filesystem) write them."""
+        path = run.log_path(process)
+        if not path.exists():
+            raise UserError(f"run {run.name}: process {process} has no log yet ({path})")
+        with open(path, errors="replace") as log:
+            sys.stdout.write(log.read())
+            while follow:
+                chunk = log.read()
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+                if not chunk:
+                    time.sleep(0.5)

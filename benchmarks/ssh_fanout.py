@@ -11,18 +11,12 @@ script upload, stage starts, probes, first completion). Parallel fan-out keeps t
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.cluster import lab  # noqa: E402
+from lab_session import lab_session
 
 
 def launch_seconds(hosts: str, replicas: int, name: str) -> float:
@@ -41,16 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    was_up = lab.status()["healthy"]
-    cluster = lab.up()
-    home = tempfile.mkdtemp(prefix="slurmserve-bench-")
-    os.environ.update(SLURMSERVE_HOME=home, HOME=home)
-    hosts = str(cluster.hosts_file("ssh"))
-    try:
+    with lab_session() as cluster:
+        hosts = str(cluster.hosts_file("ssh"))
         times = {count: [launch_seconds(hosts, count, f"fanout-{count}-{i}") for i in range(args.runs)] for count in (1, 3)}
-    finally:
-        if not was_up:
-            lab.down()
     for count, seconds in times.items():
         print(f"{count} host(s): launch {statistics.median(seconds):.2f} s median of {args.runs} ({', '.join(f'{s:.2f}' for s in seconds)})")
     ratio = statistics.median(times[3]) / statistics.median(times[1])

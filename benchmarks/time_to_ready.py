@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +30,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from slurmserve.procs import task_records  # noqa: E402
-from slurmserve.runs import open_run  # noqa: E402
-from tests.cluster import lab  # noqa: E402
+from lab_session import lab_session  # also puts the repository on sys.path
+from slurmserve.procs import task_records
+from slurmserve.runs import open_run
 
 POLL_S = 0.01
 
@@ -114,16 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    was_up = lab.status()["healthy"]
-    cluster = lab.up()
-    os.environ.update(cluster.env)
-    home = tempfile.mkdtemp(prefix="slurmserve-bench-")
-    os.environ.update(SLURMSERVE_HOME=home, HOME=home)
-    try:
+    with lab_session() as cluster:
         results = [one_run(str(cluster.hosts_file("slurm")), f"bench-{i}") for i in range(args.runs)]
-    finally:
-        if not was_up:
-            lab.down()
     for i, result in enumerate(results):
         print(f"run {i}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["milestones"].items()))
     median = sorted(results, key=lambda r: r["total"])[len(results) // 2]

@@ -14,8 +14,10 @@ HOSTS = REPO / "hosts"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own run registry: nothing reads or writes the user's ~/.slurmserve."""
+    """Every test gets its own run registry and its own HOME: nothing reads or writes the user's
+    ~/.slurmserve, and Dynamo's frontend starts with an empty model-card cache ($HOME/.cache/dynamo)."""
     monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / "slurmserve-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture

@@ -17,10 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
-def own_home_and_no_slurm(tmp_path, monkeypatch):
-    """Dynamo's frontend caches model cards under $HOME: each test gets a fresh one. And no Slurm
-    cluster (the lab fixture's SLURM_CONF) must turn these no-`--hosts` submits into Slurm ones."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+def no_slurm(tmp_path, monkeypatch):
+    """No Slurm cluster (the lab fixture's SLURM_CONF) must turn these no-`--hosts` submits into Slurm ones."""
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
 
 

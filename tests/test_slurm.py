@@ -18,12 +18,6 @@ from .helpers import completion_tokens, slurmserve, status_of
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    """Dynamo's frontend caches model cards under $HOME: each test gets a fresh one."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def lab_hosts(slurm_lab):
     return str(slurm_lab.hosts_file("slurm"))

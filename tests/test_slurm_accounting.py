@@ -10,7 +10,7 @@ from slurmserve.health import wait_until
 from slurmserve.runs import open_run
 
 from .helpers import slurmserve, status_of
-from .test_slurm import own_home, submit_and_check_ready  # noqa: F401  (own_home: a fixture)
+from .test_slurm import submit_and_check_ready
 
 pytestmark = pytest.mark.slow
 

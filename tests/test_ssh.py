@@ -18,11 +18,6 @@ from .helpers import completion_tokens, slurmserve, status_of
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def own_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def ssh_hosts(slurm_lab):
     return str(slurm_lab.hosts_file("ssh"))

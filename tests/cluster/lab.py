@@ -15,6 +15,7 @@ library only, so that it runs before anything else is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -757,6 +758,25 @@ def up(lab_dir: Path = DEFAULT, accounting: bool = False) -> Lab:
 
 def _failed_logs(p: _Paths) -> Path:
     return p.dir.with_name(p.dir.name + "-failed-logs")
+
+
+@contextlib.contextmanager
+def borrowed(lab_dir: Path = DEFAULT, accounting: bool = False):
+    """The lab for a while (a benchmark, a demo): brought up if needed, left as it was found."""
+    was_up = _healthy(_Paths(lab_dir))
+    lab = up(lab_dir, accounting=accounting)
+    saved = {name: os.environ.get(name) for name in lab.env}
+    os.environ.update(lab.env)
+    try:
+        yield lab
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if not was_up:
+            down(lab_dir)
 
 
 def down(lab_dir: Path = DEFAULT) -> None:

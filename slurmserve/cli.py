@@ -88,6 +88,14 @@ def plan(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: l
         console.print(placement_table(the_plan))
 
 
+@app.command("stage-model")
+@clean_errors
+def stage_model(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: list[str] = SetOption):
+    """Fetch the recipe's model once into the hosts file's shared model cache, and print its snapshot folder."""
+    inputs = deploy.load_inputs(recipe, hosts, set_)
+    print(deploy.stage_model(inputs))
+
+
 @app.command()
 @clean_errors
 def render(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: list[str] = SetOption,

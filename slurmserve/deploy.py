@@ -50,6 +50,34 @@ def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = 
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
 
 
+def stages_a_model(inputs: Inputs) -> bool:
+    recipe, hosts = inputs.recipe, inputs.hosts
+    return recipe.loads_recipe_model and recipe.model.on_hub and hosts.model_cache is not None
+
+
+def pin_model(inputs: Inputs) -> Inputs:
+    """Resolve a staged model's revision to its commit. One call to the hub, which also checks repo,
+    revision and token (exit 2) before anything starts; workers then get the snapshot path, offline."""
+    if not stages_a_model(inputs):
+        return inputs
+    from .modelcache import resolve_revision  # huggingface_hub: imported only when a model is staged
+
+    model = inputs.recipe.model
+    pinned = model.model_copy(update={"revision": resolve_revision(model)})
+    return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts)
+
+
+def stage_model(inputs: Inputs) -> Path:
+    """Fetch the recipe's model into the hosts' shared cache, on this machine (`stage-model`)."""
+    if inputs.hosts.model_cache is None:
+        raise UserError("model_cache: the hosts file names no shared model cache to stage into")
+    if not inputs.recipe.model.on_hub:
+        raise UserError(f"model.repo {inputs.recipe.model.repo!r} is a local folder: there is nothing to stage")
+    from .modelcache import stage_model as fetch
+
+    return fetch(inputs.recipe.model, inputs.hosts.model_cache)
+
+
 def render_to(plan: Plan, out: Path, force: bool) -> list[Path]:
     return write_files(rendered_files(plan), out, overwrite=force)
 
@@ -107,9 +135,12 @@ class Submitted:
 
 
 def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> Submitted:
+    inputs = pin_model(inputs)
     plan = plan_for(inputs, run_name, avoid_live_runs=True)
     backend = backend_for(plan.backend)
     backend.preflight(plan)
+    if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node
+        stage_model(inputs)
     run = create_run(plan)
     save_inputs(run, inputs)
     write_files(rendered_files(plan), run.path, overwrite=True)

@@ -7,6 +7,7 @@ what it waits for and how to probe it ready. Backends and templates only read it
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
@@ -30,6 +31,7 @@ PORT_RANGE_END = 32000
 PORT_BLOCK_SIZE = 32
 PORT_BLOCKS = (PORT_RANGE_END - PORT_RANGE_START) // PORT_BLOCK_SIZE
 WORKER_ROLES = ("prefill", "decode", "agg")
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 MOCKER_READY_TIMEOUT_S = 120
 MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
 
@@ -63,6 +65,21 @@ class Process(BaseModel):
         return self.role in WORKER_ROLES
 
 
+class ModelStage(BaseModel):
+    """A model to fetch once into the shared cache (Hugging Face layout) before any worker starts."""
+
+    repo: str
+    revision: str  # a commit sha
+    allow: list[str] = []
+    ignore: list[str] = []
+    cache: str
+
+    def command(self, python: str) -> list[str]:
+        patterns = [word for pattern in self.allow for word in ("--allow", pattern)]
+        patterns += [word for pattern in self.ignore for word in ("--ignore", pattern)]
+        return [python, "-m", "slurmserve.modelcache", "--repo", self.repo, "--revision", self.revision, "--cache", self.cache, *patterns]
+
+
 class EngineFile(BaseModel):
     """An engine YAML copied into the run directory with the recipe's parallelism written over it."""
 
@@ -87,6 +104,7 @@ class Plan(BaseModel):
     processes: list[Process]
     workers_expected: dict[str, int]
     engine_files: list[EngineFile] = []
+    model_stage: ModelStage | None = None
     slurm: SlurmSpec | None = None
 
     def node(self, name: str) -> PlanNode:
@@ -154,23 +172,33 @@ def choose_discovery(recipe: Recipe, hosts: Hosts, used_nodes: list[Node]) -> Li
     return "file" if hosts.backend == "local" and len(used_nodes) == 1 else "etcd"
 
 
+def pinned(revision: str | None) -> bool:
+    return revision is not None and COMMIT_SHA.fullmatch(revision) is not None
+
+
 def model_location(recipe: Recipe, hosts: Hosts) -> tuple[str, dict[str, str]]:
     """The --model-path a worker gets, and the env it needs to read it."""
-    if recipe.engine == "mocker":
+    model = recipe.model
+    if not recipe.loads_recipe_model:
         return recipe.mocker.model_path or str(builtin_model_dir("tiny-mock")), {}
-    repo = recipe.model.repo
-    if repo.startswith("builtin:"):
-        return str(builtin_model_dir(repo.removeprefix("builtin:"))), {}
-    if repo.startswith(("/", "~", ".")):
-        return repo, {}
-    if hosts.model_cache is None:
-        return repo, {}
+    if model.repo.startswith("builtin:"):
+        return str(builtin_model_dir(model.repo.removeprefix("builtin:"))), {}
+    if not model.on_hub or hosts.model_cache is None:
+        return model.repo, {}
     env = {"HF_HOME": hosts.model_cache}
-    if recipe.model.revision is None:
-        return repo, env
-    # A pinned snapshot on the shared filesystem: every rank reads it, none downloads.
-    snapshot = f"{hosts.model_cache}/hub/models--{repo.replace('/', '--')}/snapshots/{recipe.model.revision}"
+    if not pinned(model.revision):  # submit pins it first; a bare plan shows what workers would fetch
+        return model.repo, env
+    # A pinned snapshot on the shared filesystem, staged before the workers: every rank reads it, none downloads.
+    snapshot = f"{hosts.model_cache}/hub/models--{model.repo.replace('/', '--')}/snapshots/{model.revision}"
     return snapshot, env | {"HF_HUB_OFFLINE": "1"}
+
+
+def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
+    """What to stage on the shared filesystem before the workers start, if anything."""
+    model = recipe.model
+    if not (recipe.loads_recipe_model and model.on_hub and hosts.model_cache and pinned(model.revision)):
+        return None
+    return ModelStage(repo=model.repo, revision=model.revision, allow=model.allow, ignore=model.ignore, cache=hosts.model_cache)
 
 
 def flag(name: str) -> str:
@@ -355,5 +383,6 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
         processes=[*control, *workers, frontend],
         workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
         engine_files=engine_files(ctx),
+        model_stage=model_stage(recipe, hosts),
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
     )

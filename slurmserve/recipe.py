@@ -33,6 +33,11 @@ class ModelSpec(Strict):
     def name(self) -> str:
         return self.served_name or self.repo
 
+    @property
+    def on_hub(self) -> bool:
+        """A Hugging Face repo id, as opposed to a local folder or one shipped with slurmserve."""
+        return not self.repo.startswith(("builtin:", "/", "~", "."))
+
 
 class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
@@ -67,6 +72,8 @@ class MockerSpec(Strict):
 
     # The mocker needs a config and a tokenizer, never weights; None = the tiny model shipped with slurmserve.
     model_path: str | None = None
+    # True: load the recipe's own model (staged from the hub like a real engine's) instead.
+    use_recipe_model: bool = False
     speedup_ratio: float = Field(100.0, gt=0)
 
 
@@ -107,6 +114,11 @@ class Recipe(Strict):
         """The worker sections in start order (prefill before decode, as Dynamo's examples do)."""
         roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
         return [(role, getattr(self, role)) for role in roles]
+
+    @property
+    def loads_recipe_model(self) -> bool:
+        """Whether the workers load model.repo (a real engine, or a mocker told to), not the tiny model."""
+        return self.engine == "trtllm" or self.mocker.use_recipe_model
 
     @property
     def needs_nats(self) -> bool:

@@ -138,3 +138,19 @@ def test_a_reused_run_name_starts_from_a_clean_etcd(lab_hosts, cancel_later, tmp
         seen = httpx.get(f"{status['endpoint']}/health", timeout=5).json()["instances"]
         assert sum(i["endpoint"] == "generate" for i in seen) == 2, seen
         assert_cancel_leaves_nothing("lab-again")
+
+
+def test_job_wide_layout_options_do_not_leak_into_steps(slurm_lab, tmp_path, cancel_later):
+    """sbatch options such as --ntasks-per-node export SLURM_* defaults that every srun in the job
+    inherits: each step states its own layout, so each process still runs with its planned tasks."""
+    hosts = yaml.safe_load(slurm_lab.hosts_file("slurm").read_text())
+    hosts["slurm"]["extra_sbatch"] = ["--ntasks-per-node=8", "--cpus-per-task=2"]
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(hosts))
+    cancel_later("lab-layout")
+    status = submit_and_check_ready("lab-layout", "--recipe", "mocker-disagg", "--hosts", str(path))
+    assert completion_tokens(status["endpoint"], "tiny-mock") > 0
+    run = open_run("lab-layout")
+    for process in run.plan().processes:
+        assert len(task_records(run.path / "pids" / f"{process.name}.tasks")) == process.tasks, process.name
+    assert_cancel_leaves_nothing("lab-layout")

@@ -84,3 +84,10 @@ def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, t
     assert expected in " ".join(result.stderr.split()) and "Nothing was started" in result.stderr
     assert elapsed < PREFLIGHT_DEADLINE_S + 10
     assert slurmserve("status", f"ssh-{problem.replace(' ', '-')}").returncode == 2  # no run was even created
+
+
+def test_a_model_folder_missing_on_the_hosts_fails_preflight(slurm_lab, tmp_path):
+    hosts = hosts_variant(slurm_lab, tmp_path, lambda h: None)
+    result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", "ssh-nomodel",
+                        "--set", f"mocker.model_path={tmp_path}/not-there")
+    assert result.returncode == 2 and f"{tmp_path}/not-there not found" in " ".join(result.stderr.split()), result.stderr

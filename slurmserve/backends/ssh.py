@@ -53,8 +53,9 @@ print(" ".join(group for group in sys.argv[1:] if group in alive))
 
 # Run with the plan's Python on each host before anything starts: what the host lacks.
 PREFLIGHT_PY = """
-import importlib.util, json, shutil, socket, subprocess, sys
+import importlib.util, json, os, shutil, socket, subprocess, sys
 address, modules, ports = sys.argv[1], sys.argv[2].split(","), [int(p) for p in sys.argv[3].split(",") if p]
+paths = [p for p in sys.argv[4].split(",") if p]
 def busy(port):
     with socket.socket() as probe:
         try:
@@ -67,7 +68,8 @@ if shutil.which("nvidia-smi"):
     listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
     gpus = sum(line.startswith("GPU ") for line in listing.splitlines())
 print(json.dumps({"missing_modules": [m for m in modules if m and importlib.util.find_spec(m) is None],
-                  "busy_ports": [p for p in ports if busy(p)], "gpus": gpus}))
+                  "busy_ports": [p for p in ports if busy(p)], "gpus": gpus,
+                  "missing_paths": [p for p in paths if not os.path.exists(p)]}))
 """
 
 
@@ -146,6 +148,17 @@ def why_unreachable(node: PlanNode, outcome: Outcome) -> str | None:
     return f"{where}: {type(error).__name__}: {error}"
 
 
+def shared_paths(plan: Plan) -> list[str]:
+    """What every host must see on the shared filesystem: the model cache a staged model goes to, or
+    the model folder the workers read."""
+    if plan.model_stage:
+        return [plan.model_stage.cache]
+    worker = next((p for p in plan.processes if p.is_worker), None)
+    flag = next((f for f in ("--model-path", "--model") if worker and f in worker.command), None)
+    model_path = worker.command[worker.command.index(flag) + 1] if flag else ""
+    return [model_path] if model_path.startswith("/") else []
+
+
 def start_problem(node: PlanNode, outcome: Outcome) -> str | None:
     """What kept a host's launch script from starting its stage, or None."""
     unreachable = why_unreachable(node, outcome)
@@ -163,9 +176,11 @@ class SSHBackend(Backend):
         ports = {name: [port for p in plan.processes if host_of(p) == name for port in p.ports.values()] for name in nodes}
         modules = ",".join(python_modules(plan))
 
+        paths = ",".join(shared_paths(plan))
+
         def check(name: str):
             return remote_python(nodes[name], plan.python, PREFLIGHT_PY, nodes[name].address, modules,
-                                 ",".join(map(str, ports[name])), timeout=PREFLIGHT_DEADLINE_S)
+                                 ",".join(map(str, ports[name])), paths, timeout=PREFLIGHT_DEADLINE_S)
 
         outcomes = fan_out(list(nodes), check, PREFLIGHT_DEADLINE_S)
         problems = [reason for name in nodes if (reason := why_unreachable(nodes[name], outcomes[name]))]
@@ -183,6 +198,8 @@ class SSHBackend(Backend):
             return [f"{where}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"]
         found = json.loads(result.stdout)
         problems = [f"{where}: python {plan.python} cannot import {', '.join(found['missing_modules'])}"] if found["missing_modules"] else []
+        if found["missing_paths"]:
+            problems.append(f"{where}: {', '.join(found['missing_paths'])} not found (the model on the shared filesystem)")
         if found["busy_ports"]:
             problems.append(f"{where}: ports {', '.join(map(str, found['busy_ports']))} already in use")
         needed = max((len(p.gpus) for p in plan.processes if host_of(p) == node.name), default=0)

@@ -6,6 +6,8 @@ Strategy, in order:
    the replicas spread round-robin over its nodes.
 2. Packed: otherwise every replica takes the first node with enough free GPUs, lowest GPU indices
    first (on one 8-GPU node: prefill on GPUs 0-3, decode on 4-7, as Dynamo publishes it).
+Either way nodes are taken in topology order (topology.preferred_node_order): under one leaf switch
+when the deployment fits there, so prefill->decode KV transfers stay inside the leaf.
 A worker wider than a node takes whole nodes.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from .errors import UserError
 from .hosts import Node
 from .recipe import WorkerSpec
+from .topology import preferred_node_order
 
 
 @dataclass(frozen=True)
@@ -96,14 +99,14 @@ def _place_role(role: str, spec: WorkerSpec, candidates: list[int], free: _FreeG
 
 
 def _roles_apart(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list[Placement] | None:
-    gpus_per_node = nodes[0].gpus
-    needed = [nodes_needed(spec, gpus_per_node) for _, spec in roles]
+    needed = [nodes_needed(spec, nodes[0].gpus) for _, spec in roles]
     if sum(needed) > len(nodes):
         return None
+    order = preferred_node_order(nodes, sum(needed))
     free = _FreeGpus(nodes)
     placements, start = [], 0
     for (role, spec), count in zip(roles, needed):
-        placed = _place_role(role, spec, list(range(start, start + count)), free, spread=True)
+        placed = _place_role(role, spec, order[start:start + count], free, spread=True)
         if placed is None:
             return None
         placements += placed
@@ -112,10 +115,11 @@ def _roles_apart(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list
 
 
 def _packed(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list[Placement] | None:
+    order = preferred_node_order(nodes, math.ceil(sum(s.replicas * s.gpus for _, s in roles) / nodes[0].gpus))
     free = _FreeGpus(nodes)
     placements = []
     for role, spec in roles:
-        placed = _place_role(role, spec, list(range(len(nodes))), free, spread=False)
+        placed = _place_role(role, spec, order, free, spread=False)
         if placed is None:
             return None
         placements += placed

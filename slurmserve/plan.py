@@ -19,6 +19,7 @@ from .hosts import Hosts, Node, SlurmSpec, SshTarget, concrete_nodes
 from .placement import Placement, place_workers
 from .recipe import Recipe, WorkerSpec
 from .resources import builtin_model_dir
+from .topology import nics_for_gpus, rank_rdma_env, rdma_env
 
 Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg"]
 
@@ -58,6 +59,8 @@ class Process(BaseModel):
     ready_timeout_s: int = 120
     tasks: int = 1  # MPI ranks of the worker (one world across its nodes); 1 for everything else
     fresh_dirs: list[str] = []  # emptied right before the process starts (a stale etcd would revive old leases)
+    # Per MPI rank (srun's block order), what differs between ranks: each rank's own HCAs.
+    rank_env: list[dict[str, str]] = []
     log: str  # relative to the run directory
 
     @property
@@ -109,6 +112,10 @@ class Plan(BaseModel):
 
     def node(self, name: str) -> PlanNode:
         return next(node for node in self.nodes if node.name == name)
+
+    def single_leaf(self) -> bool:
+        """Every node under one known leaf switch: the job can ask Slurm to keep it so (--switches=1)."""
+        return len({node.switch for node in self.nodes}) == 1 and self.nodes[0].switch is not None
 
     def gpus_per_node_used(self) -> int:
         """The most GPUs the deployment uses on any one node: what a Slurm job asks for per node."""
@@ -328,7 +335,12 @@ def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model
     model_path, model_env = model
     # Both fixed: an ephemeral request-plane port could land in another deployment's block.
     system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
-    env = ctx.dynamo_env | model_env | spec.env | advertise_env(leader.address) | {
+    worker_nodes = [nodes[index] for index in placement.nodes]
+    rank_env = rank_rdma_env(worker_nodes, list(placement.gpus)) if mpi_world else []
+    # The HCAs of all its GPUs for the process (what a single process spawning its own ranks can get);
+    # under srun each rank gets its own from rank_env. The recipe's env may override either.
+    rdma = rdma_env(nics_for_gpus(leader, list(placement.gpus)))
+    env = rdma | ctx.dynamo_env | model_env | spec.env | advertise_env(leader.address) | {
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
         "DYN_SYSTEM_PORT": str(system_port),
         "DYN_TCP_RPC_PORT": str(rpc_port),
@@ -339,6 +351,7 @@ def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model
         nodes=[nodes[index].name for index in placement.nodes], gpus=list(placement.gpus),
         ports={"system": system_port, "rpc": rpc_port}, env=env,
         command=worker_command(recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), mpi_world),
+        rank_env=rank_env if any(rank_env) else [],
         after=after, ready_url=f"http://{leader.address}:{system_port}/health",
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
         tasks=spec.gpus if mpi_world else 1,

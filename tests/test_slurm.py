@@ -154,3 +154,17 @@ def test_job_wide_layout_options_do_not_leak_into_steps(slurm_lab, tmp_path, can
     for process in run.plan().processes:
         assert len(task_records(run.path / "pids" / f"{process.name}.tasks")) == process.tasks, process.name
     assert_cancel_leaves_nothing("lab-layout")
+
+
+def test_one_prefill_one_decode_placed_inside_one_leaf_of_the_lab(slurm_lab, tmp_path, cancel_later):
+    hosts = yaml.safe_load(slurm_lab.hosts_file("slurm").read_text())
+    hosts["hosts"] = hosts["hosts"][2:] + hosts["hosts"][:2]  # node3 (alone under leaf2) listed first
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(hosts))
+    cancel_later("lab-leaf")
+    status = submit_and_check_ready("lab-leaf", "--recipe", "mocker-disagg", "--hosts", str(path))
+    plan = open_run("lab-leaf").plan()
+    assert {n.name for n in plan.nodes} == {"node1", "node2"} and {n.switch for n in plan.nodes} == {"leaf1"}
+    assert "#SBATCH --switches=1" in (open_run("lab-leaf").path / "slurmserve.sbatch").read_text()
+    assert completion_tokens(status["endpoint"], "tiny-mock") > 0
+    assert_cancel_leaves_nothing("lab-leaf")

@@ -43,17 +43,18 @@ def rank_rdma_env(nodes: list[Node], gpus: list[int]) -> list[dict[str, str]]:
 def preferred_node_order(nodes: list[Node], needed: int) -> list[int]:
     """Node indices, best first, so that a deployment of `needed` nodes stays under one leaf switch.
 
-    A leaf that can hold the whole deployment goes first (the smallest such leaf, keeping big ones
-    free); otherwise the biggest leaves first, to cross as few switches as possible. Within a leaf,
-    and without any topology, the hosts file's order stands.
+    The first leaf (in the hosts file's order) that can hold the whole deployment goes first; when
+    none can, the biggest leaves go first, to cross as few switches as possible. On one node, or
+    without any topology, the hosts file's order stands: it is the user's preference.
     """
+    in_order = list(range(len(nodes)))
     by_leaf: dict[str | None, list[int]] = defaultdict(list)
     for index, node in enumerate(nodes):
         by_leaf[node.switch].append(index)
-    if None in by_leaf and len(by_leaf) == 1:
-        return list(range(len(nodes)))
-    leaves = sorted((members for leaf, members in by_leaf.items() if leaf is not None), key=lambda members: (-len(members), members[0]))
-    fitting = sorted((members for members in leaves if len(members) >= needed), key=lambda members: (len(members), members[0]))
-    first = fitting[0] if fitting else []
-    ordered = first + [index for members in leaves if members is not first for index in members]
-    return ordered + by_leaf.get(None, [])
+    leaves = [members for leaf, members in by_leaf.items() if leaf is not None]
+    if needed <= 1 or not leaves:
+        return in_order
+    fitting = next((members for members in leaves if len(members) >= needed), None)
+    first = fitting or max(leaves, key=len)
+    rest = sorted((members for members in leaves if members is not first), key=len, reverse=True)
+    return first + [index for members in rest for index in members] + by_leaf.get(None, [])

@@ -17,7 +17,8 @@ from rich.table import Table
 from . import deploy
 from .errors import DeploymentFailed, UserError
 from .recipe import builtin_recipe_names, load_recipe
-from .render import render_script
+from .hosts import default_hosts, load_hosts
+from .render import render_script, write_files
 from .runs import list_runs, open_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Disaggregated LLM serving on Slurm, SSH hosts and this machine.")
@@ -86,6 +87,22 @@ def plan(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_: l
         print(the_plan.model_dump_json(indent=2))
     else:
         console.print(placement_table(the_plan))
+
+
+@app.command()
+@clean_errors
+def probe(hosts: Optional[str] = HostsOption,
+          interface: Optional[str] = typer.Option(None, "--interface", help="IP interface for control-plane traffic (e.g. ib0)"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Write the hosts file here (never over an existing file)")):
+    """Probe every node's GPUs, RDMA NICs (and the GPUs they sit next to) and addresses; print a hosts file."""
+    from .inventory import probed_hosts_file
+
+    text = probed_hosts_file(load_hosts(hosts) if hosts else default_hosts(), interface)
+    if out is None:
+        print(text, end="")
+        return
+    write_files({out.name: text}, out.parent.resolve())
+    console.print(f"wrote {out}")
 
 
 @app.command("stage-model")

@@ -15,10 +15,11 @@ from .hosts import NicSpec, Node
 def nics_for_gpus(node: Node, gpus: list[int]) -> list[NicSpec]:
     """The active NICs paired with any of these GPUs, in the hosts file's order.
 
-    A GPU whose paired NICs are all down falls back to every active NIC of the node: better a far HCA
-    than UCX guessing among all of them, inactive ones included.
+    A GPU whose paired NICs are all down falls back to every active fabric NIC of the node (those
+    paired with some GPU): better a far HCA than UCX guessing among all of them, inactive ones
+    included. A NIC paired with no GPU (a storage or management port) is never chosen.
     """
-    active = [nic for nic in node.nics if nic.state == "active"]
+    active = [nic for nic in node.nics if nic.state == "active" and nic.gpus]
     wanted = set(gpus)
     paired = [nic for nic in active if wanted & set(nic.gpus)]
     orphans = wanted - {gpu for nic in paired for gpu in nic.gpus}

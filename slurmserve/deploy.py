@@ -33,12 +33,13 @@ def load_inputs(recipe: str, hosts: str | None, assignments: list[str]) -> Input
     return Inputs(load_recipe(recipe, assignments), load_hosts(hosts) if hosts else default_hosts())
 
 
-def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = None, avoid_live_runs: bool = False) -> Plan:
+def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = None, avoid_live_runs: bool = False,
+             kv_preflight: bool | None = None) -> Plan:
     """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
     name = run_name or new_run_name(inputs.recipe.name)
     directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
     python = inputs.hosts.python or sys.executable
-    plan = make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python)
+    plan = make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, kv_preflight=kv_preflight)
     if not avoid_live_runs:
         return plan
     ours = {node.name for node in plan.nodes}
@@ -46,7 +47,8 @@ def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = 
     for step in range(PORT_BLOCKS):
         block = (default_port_block(name) + step) % PORT_BLOCKS
         if block not in taken:
-            return make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, port_block=block)
+            return make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, port_block=block,
+                             kv_preflight=kv_preflight)
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
 
 
@@ -134,9 +136,9 @@ class Submitted:
     sample: dict | None  # a completion, when submit waited for readiness
 
 
-def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float) -> Submitted:
+def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float, kv_preflight: bool | None = None) -> Submitted:
     inputs = pin_model(inputs)
-    plan = plan_for(inputs, run_name, avoid_live_runs=True)
+    plan = plan_for(inputs, run_name, avoid_live_runs=True, kv_preflight=kv_preflight)
     backend = backend_for(plan.backend)
     backend.preflight(plan)
     if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node

@@ -42,6 +42,7 @@ class PlanNode(BaseModel):
     address: str
     gpus: int
     switch: str | None = None
+    interface: str | None = None  # the control-plane IP interface, when the hosts file names it
     ssh: SshTarget | None = None  # how the ssh backend reaches the node
 
 
@@ -108,6 +109,9 @@ class Plan(BaseModel):
     workers_expected: dict[str, int]
     engine_files: list[EngineFile] = []
     model_stage: ModelStage | None = None
+    # A short UCX transfer between every prefill node and its decode peers over the planned devices,
+    # after the control plane and before any worker loads the model.
+    kv_preflight: bool = False
     slurm: SlurmSpec | None = None
 
     def node(self, name: str) -> PlanNode:
@@ -368,7 +372,9 @@ def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process
         after=after, ready_url=f"http://{address}:{http_port}/health", log=log_of("frontend"))
 
 
-def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, python: str, port_block: int | None = None) -> Plan:
+def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, python: str, port_block: int | None = None,
+              kv_preflight: bool | None = None) -> Plan:
+    """kv_preflight None: on for real engines (a bad KV path costs a model load), off for the mock one."""
     nodes = concrete_nodes(hosts)
     placements = place_workers(recipe.worker_roles(), nodes)
     used_nodes = [nodes[index] for index in sorted({index for placement in placements for index in placement.nodes})]
@@ -392,10 +398,11 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
         recipe=recipe.name, backend=hosts.backend, run_name=run_name, run_dir=run_dir, engine=recipe.engine,
         mode=recipe.mode, model=recipe.model.name, discovery=discovery,
         endpoint=f"http://{head.address}:{http_port}", port_block=block, python=python,
-        nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, ssh=n.ssh) for n in used_nodes],
+        nodes=[PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, interface=n.interface, ssh=n.ssh) for n in used_nodes],
         processes=[*control, *workers, frontend],
         workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
+        kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
     )

@@ -227,7 +227,11 @@ class SSHBackend(Backend):
         unreachable = [reason for host in nodes if (reason := why_unreachable(nodes[host], uploaded[host]))]
         if unreachable:
             self._abort(run, f"could not copy the launch scripts: {'; '.join(unreachable)}")
+        preflight_pending = plan.kv_preflight
         for number, stage in enumerate(plan.stages(), 1):
+            if preflight_pending and any(p.is_worker for p in stage):
+                preflight_pending = False
+                self._kv_preflight(plan, run)
             hosts = sorted({host_of(p) for p in stage})
             outcomes = fan_out(hosts, lambda host: remote(nodes[host], f"bash {shlex.quote(script_of(host))} {number}"), COMMAND_DEADLINE_S)
             self._remember_started(run, outcomes)
@@ -238,6 +242,17 @@ class SSHBackend(Backend):
                 if process.ready_url and not self._wait_ready(run, process):
                     self._abort(run, f"{process.name} on {host_of(process)} did not become ready at {process.ready_url}"
                                      f"\n--- last lines of its log:\n{self.log_tail(run, process.name)}")
+
+    def _kv_preflight(self, plan: Plan, run: RunDir) -> None:
+        """A short UCX transfer per prefill->decode node pair over the planned devices, before any model loads."""
+        from ..kvpath import checks_for_plan, failures, run_checks, ssh_run_on
+
+        results = run_checks(checks_for_plan(plan), ssh_run_on(plan))
+        for result in results:
+            run.record("kv path checked", result=result.line())
+        problem = failures(results)
+        if problem:
+            self._abort(run, f"KV-path preflight failed: {problem}")
 
     def _remember_started(self, run: RunDir, outcomes: dict) -> None:
         handle = run.handle() or {"backend": "ssh", "processes": {}}

@@ -20,7 +20,7 @@ import os
 
 import pytest
 
-from .lab import DEFAULT, Lab, down, up
+from .lab import DEFAULT, Lab, down, status, up
 
 _UNSET = object()
 
@@ -32,8 +32,11 @@ class _LabSession:
         self.accounting: bool | None = None  # None: not brought up by this session
         self.plain_in_use = False
         self.saved_conf: object = _UNSET
+        self.found_up = False  # a lab someone else brought up is left up at the end
 
     def ensure(self, accounting: bool) -> Lab:
+        if self.saved_conf is _UNSET:
+            self.found_up = bool(status(DEFAULT)["healthy"])
         lab = up(DEFAULT, accounting=accounting)  # fast when already up in this mode
         if self.saved_conf is _UNSET:
             self.saved_conf = os.environ.get("SLURM_CONF")
@@ -47,7 +50,8 @@ class _LabSession:
         self.accounting = None
         self.plain_in_use = False
         try:
-            down(DEFAULT)
+            if not self.found_up:
+                down(DEFAULT)
         finally:
             if self.saved_conf is not _UNSET:
                 if self.saved_conf is None:

@@ -53,6 +53,7 @@ def test_gpt_oss_disagg_on_two_nodes_puts_roles_apart_and_points_everyone_at_etc
         if process.role != "etcd":
             assert process.env["ETCD_ENDPOINTS"] == f"http://{etcd_address}:{etcd.ports['client']}"
             assert process.env["DYN_DISCOVERY_BACKEND"] == "etcd"
+            assert process.env["ETCD_LEASE_TTL"] == "5"  # a dead worker leaves the frontend's list in seconds
             assert "etcd" in process.after or process.role == "frontend"
     # Each process advertises its own node's control-plane address.
     assert plan.process("decode-0").env["DYN_TCP_RPC_HOST"] == "10.0.0.12"

@@ -65,12 +65,16 @@ def render_scripts(plan: Plan) -> dict[str, str]:
         return {"launch.sh": templates.get_template("launch.sh.j2").render(context)}
     stages = plan.stages()
     hosts = [node.name for node in plan.nodes]
-    driver_stages = [(number, [h for h in hosts if any(host_of(p) == h for p in stage)], stage)
-                     for number, stage in enumerate(stages, 1)]
+    # Each stage's processes by host, built once (hosts x processes would be slow at a thousand nodes).
+    by_host = [{host: [] for host in hosts} for _ in stages]
+    for number, stage in enumerate(stages):
+        for process in stage:
+            by_host[number][host_of(process)].append(process)
+    driver_stages = [(number, [h for h in hosts if by_host[number - 1][h]], stage) for number, stage in enumerate(stages, 1)]
     scripts = {"driver.sh": templates.get_template("ssh_driver.sh.j2").render(
         context, stages=driver_stages, host_index={host: index for index, host in enumerate(hosts, 1)})}
     for host in hosts:
-        host_stages = [(number, [p for p in stage if host_of(p) == host]) for number, stage in enumerate(stages, 1)]
+        host_stages = [(number, by_host[number - 1][host]) for number in range(1, len(stages) + 1)]
         scripts[f"launch-{host}.sh"] = templates.get_template("ssh_host.sh.j2").render(context, host=host, stages=host_stages)
     return scripts
 

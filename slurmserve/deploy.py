@@ -13,7 +13,7 @@ from .backends import backend_for
 from .errors import DeploymentFailed, UserError
 from .health import canary_completion, http_ok, model_listed, throttled, wait_until, workers_seen
 from .hosts import Hosts, default_hosts, load_hosts
-from .plan import PORT_BLOCKS, Plan, default_port_block, make_plan
+from .plan import PORT_BLOCKS, Plan, make_plan
 from .recipe import Recipe, load_recipe
 from .render import LAUNCHER_LOG, rendered_files, write_files
 from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
@@ -44,8 +44,10 @@ def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = 
         return plan
     ours = {node.name for node in plan.nodes}
     taken = {other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}}
-    for step in range(PORT_BLOCKS):
-        block = (default_port_block(name) + step) % PORT_BLOCKS
+    if plan.port_block not in taken:
+        return plan
+    for step in range(1, PORT_BLOCKS):
+        block = (plan.port_block + step) % PORT_BLOCKS
         if block not in taken:
             return make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, port_block=block,
                              kv_preflight=kv_preflight)

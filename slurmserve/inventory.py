@@ -13,7 +13,7 @@ from .errors import UserError
 from .hosts import Hosts, concrete_nodes
 from .hwprobe import PROBE_SCRIPT, hosts_file_text, node_from_probe
 from .plan import PlanNode
-from .slurmcmd import gpus_in_gres, slurm
+from .slurmcmd import gpus_in_gres, node_gres, slurm
 
 PROBE_TIMEOUT_S = 120.0
 
@@ -60,7 +60,7 @@ def probed_hosts_file(hosts: Hosts, interface: str | None) -> str:
     outputs = {"slurm": probe_slurm, "ssh": probe_ssh}.get(hosts.backend, lambda _: probe_here())(hosts)
     nodes = [{**node_from_probe(text, interface), "name": name} for name, text in outputs.items()]
     if hosts.backend == "slurm":  # where nvidia-smi sees nothing, the GPUs Slurm schedules (GRES) are the truth
-        gres = dict(line.split(maxsplit=1) for line in slurm("sinfo", "-h", "-N", "-o", "%N %G").stdout.splitlines() if line.strip())
+        gres = node_gres()
         for node in nodes:
             node["gpus"] = node["gpus"] or gpus_in_gres(gres.get(node["name"], ""))
     if hosts.backend == "ssh":  # keep how each host is reached, and where, unless an interface says otherwise

@@ -67,6 +67,7 @@ from huggingface_hub.file_download import REGEX_COMMIT_HASH, repo_folder_name
 from huggingface_hub.utils import filter_repo_objects
 
 from .errors import UserError
+from .procs import pid_alive, pid_namespace
 from .recipe import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -82,24 +83,6 @@ MAX_PARALLEL_FILES = 8
 # ---------------------------------------------------------------------------------------------- the lock
 
 
-def _pid_namespace() -> int | None:
-    """Two containers on one node share a hostname; a PID means something only within its namespace."""
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
-
-
 class SharedLock:
     """A lock for a filesystem without flock: exclusive creation of a file naming its holder.
 
@@ -111,7 +94,7 @@ class SharedLock:
     def __init__(self, path: Path, stale_after: float = STALE_AFTER_S):
         self.path, self.stale_after = path, stale_after
         self.nonce = uuid.uuid4().hex
-        self.record = {"host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(),
+        self.record = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "nonce": self.nonce}
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -178,7 +161,7 @@ class SharedLock:
     def _holder_dead(self, holder: dict | None) -> bool:
         return (isinstance(holder, dict) and holder.get("host") == self.record["host"]
                 and holder.get("pidns") == self.record["pidns"] and isinstance(holder.get("pid"), int)
-                and not _pid_alive(holder["pid"]))
+                and not pid_alive(holder["pid"]))
 
     def _take_over(self, inode: int, holder: dict | None, reason: str) -> None:
         """Move the judged file out of the way; if it is not the one judged (a new holder's), put it back."""

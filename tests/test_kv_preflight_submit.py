@@ -4,22 +4,12 @@ workers, reports bandwidth, and stops the submission when a planned device does 
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from slurmserve.runs import open_run
 
-from .helpers import slurmserve
+from .helpers import lab_hosts_variant, slurmserve
 
 pytestmark = pytest.mark.slow
-
-
-def lab_hosts_with(slurm_lab, tmp_path, kind: str, nics: list | None = None) -> str:
-    hosts = yaml.safe_load(slurm_lab.hosts_file(kind).read_text())
-    if nics is not None:
-        hosts["node"]["nics"] = nics
-    path = tmp_path / f"hosts-{kind}.yaml"
-    path.write_text(yaml.safe_dump(hosts))
-    return str(path)
 
 
 def kv_lines(run: str, kind: str) -> str:
@@ -33,7 +23,7 @@ def kv_lines(run: str, kind: str) -> str:
 def test_preflight_reports_bandwidth_between_prefill_and_decode(slurm_lab, tmp_path, kind, cancel_later):
     run = f"kv-{kind}"
     cancel_later(run)
-    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", lab_hosts_with(slurm_lab, tmp_path, kind),
+    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", lab_hosts_variant(slurm_lab, kind, tmp_path),
                         "--name", run, "--preflight", "--timeout", "120")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = kv_lines(run, kind)
@@ -46,7 +36,7 @@ def test_a_planned_device_that_does_not_exist_stops_the_submission(slurm_lab, tm
     run = f"kv-bad-{kind}"
     cancel_later(run)
     nics = [{"name": "mlx5_0", "port": 1, "gpus": [0, 1, 2, 3, 4, 5, 6, 7]}]
-    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", lab_hosts_with(slurm_lab, tmp_path, kind, nics),
+    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", lab_hosts_variant(slurm_lab, kind, tmp_path, lambda h: h["node"].update(nics=nics)),
                         "--name", run, "--preflight", "--timeout", "120")
     assert result.returncode == 1, result.stdout + result.stderr
     message = " ".join(result.stderr.split())

@@ -12,7 +12,7 @@ import yaml
 from slurmserve.procs import task_records
 from slurmserve.runs import open_run
 
-from .helpers import completion_tokens, slurmserve, status_of
+from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
 from .hub_server import FakeRepo, HubServer, tiny_model_files
 
 pytestmark = pytest.mark.slow
@@ -39,12 +39,6 @@ def hub_on(monkeypatch):
         hub.__exit__(None, None, None)
 
 
-def with_model_cache(hosts_file: Path, cache: Path, destination: Path) -> str:
-    hosts = yaml.safe_load(hosts_file.read_text())
-    destination.write_text(yaml.safe_dump({**hosts, "model_cache": str(cache)}))
-    return str(destination)
-
-
 def assert_token_in_no_file(*folders: Path) -> None:
     for folder in folders:
         for path in folder.rglob("*"):
@@ -63,7 +57,7 @@ def test_slurm_submit_stages_once_and_workers_load_it_offline(slurm_lab, hub_on,
     hub = hub_on(slurm_lab.controller_address)  # the stage step runs on node1, inside its namespace
     cache = tmp_path / "models"
     cache.mkdir()
-    hosts = with_model_cache(slurm_lab.hosts_file("slurm"), cache, tmp_path / "hosts.yaml")
+    hosts = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h.update(model_cache=str(cache)))
     for run in ("staged-1", "staged-2"):
         cancel_later(run)
         result = slurmserve("submit", *STAGED, "--hosts", hosts, "--name", run, "--timeout", "120")

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from .helpers import slurmserve
+from .helpers import lab_hosts_variant, slurmserve
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,7 @@ def test_probe_writes_a_hosts_file_for_every_node(slurm_lab, tmp_path, kind):
 
 
 def test_probe_of_an_unreachable_host_names_it(slurm_lab, tmp_path):
-    hosts = yaml.safe_load(slurm_lab.hosts_file("ssh").read_text())
-    hosts["hosts"].append({**hosts["hosts"][0], "name": "node9", "address": "10.77.0.19"})
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(hosts))
-    result = slurmserve("probe", "--hosts", str(path))
+    path = lab_hosts_variant(slurm_lab, "ssh", tmp_path,
+                             lambda h: h["hosts"].append({**h["hosts"][0], "name": "node9", "address": "10.77.0.19"}))
+    result = slurmserve("probe", "--hosts", path)
     assert result.returncode == 2 and "host node9 (10.77.0.19)" in result.stderr

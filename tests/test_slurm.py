@@ -8,12 +8,11 @@ import subprocess
 
 import httpx
 import pytest
-import yaml
 
 from slurmserve.procs import task_records
 from slurmserve.runs import open_run
 
-from .helpers import completion_tokens, slurmserve, status_of
+from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -108,13 +107,9 @@ def test_two_deployments_at_once_on_the_same_nodes(lab_hosts, cancel_later):
     ({"slurm": {"partition": "nope"}}, "slurm.partition: partition 'nope' does not exist"),
 ])
 def test_bad_submission_fails_before_sbatch(slurm_lab, tmp_path, change, expected):
-    hosts = yaml.safe_load(slurm_lab.hosts_file("slurm").read_text())
-    for key, value in change.items():
-        hosts[key] = {**hosts.get(key, {}), **value}
-    bad = tmp_path / "bad-hosts.yaml"
-    bad.write_text(yaml.safe_dump(hosts))
+    bad = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h.update({k: {**h.get(k, {}), **v} for k, v in change.items()}))
     before = jobs_in_queue()
-    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", str(bad), "--name", "bad")
+    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", bad, "--name", "bad")
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
     assert jobs_in_queue() == before
@@ -143,12 +138,9 @@ def test_a_reused_run_name_starts_from_a_clean_etcd(lab_hosts, cancel_later, tmp
 def test_job_wide_layout_options_do_not_leak_into_steps(slurm_lab, tmp_path, cancel_later):
     """sbatch options such as --ntasks-per-node export SLURM_* defaults that every srun in the job
     inherits: each step states its own layout, so each process still runs with its planned tasks."""
-    hosts = yaml.safe_load(slurm_lab.hosts_file("slurm").read_text())
-    hosts["slurm"]["extra_sbatch"] = ["--ntasks-per-node=8", "--cpus-per-task=2"]
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(hosts))
+    path = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h["slurm"].update(extra_sbatch=["--ntasks-per-node=8", "--cpus-per-task=2"]))
     cancel_later("lab-layout")
-    status = submit_and_check_ready("lab-layout", "--recipe", "mocker-disagg", "--hosts", str(path))
+    status = submit_and_check_ready("lab-layout", "--recipe", "mocker-disagg", "--hosts", path)
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0
     run = open_run("lab-layout")
     for process in run.plan().processes:
@@ -157,12 +149,10 @@ def test_job_wide_layout_options_do_not_leak_into_steps(slurm_lab, tmp_path, can
 
 
 def test_one_prefill_one_decode_placed_inside_one_leaf_of_the_lab(slurm_lab, tmp_path, cancel_later):
-    hosts = yaml.safe_load(slurm_lab.hosts_file("slurm").read_text())
-    hosts["hosts"] = hosts["hosts"][2:] + hosts["hosts"][:2]  # node3 (alone under leaf2) listed first
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(hosts))
+    # node3 (alone under leaf2) listed first
+    path = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h.update(hosts=h["hosts"][2:] + h["hosts"][:2]))
     cancel_later("lab-leaf")
-    status = submit_and_check_ready("lab-leaf", "--recipe", "mocker-disagg", "--hosts", str(path))
+    status = submit_and_check_ready("lab-leaf", "--recipe", "mocker-disagg", "--hosts", path)
     plan = open_run("lab-leaf").plan()
     assert {n.name for n in plan.nodes} == {"node1", "node2"} and {n.switch for n in plan.nodes} == {"leaf1"}
     assert "#SBATCH --switches=1" in (open_run("lab-leaf").path / "slurmserve.sbatch").read_text()

@@ -6,14 +6,13 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
 from slurmserve.backends.ssh import PREFLIGHT_DEADLINE_S
 from slurmserve.health import wait_until
 from slurmserve.procs import group_members
 from slurmserve.runs import open_run
 
-from .helpers import completion_tokens, slurmserve, status_of
+from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +20,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def ssh_hosts(slurm_lab):
     return str(slurm_lab.hosts_file("ssh"))
-
-
-def hosts_variant(slurm_lab, tmp_path, change) -> str:
-    hosts = yaml.safe_load(slurm_lab.hosts_file("ssh").read_text())
-    change(hosts)
-    path = tmp_path / "hosts-variant.yaml"
-    path.write_text(yaml.safe_dump(hosts))
-    return str(path)
 
 
 def processes_left(run: str) -> list[int]:
@@ -74,7 +65,7 @@ def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, t
         key = tmp_path / "stranger_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         change = lambda h: h["hosts"][1].update(identity_file=str(key))  # noqa: E731  (a key node2 does not know)
-    hosts = hosts_variant(slurm_lab, tmp_path, change)
+    hosts = lab_hosts_variant(slurm_lab, "ssh", tmp_path, change)
     # Spread the workers so that the broken host has a part in the plan.
     sets = ["--set", "agg.replicas=4", "--set", "agg.tensor_parallel=8"] if problem == "host down" else ["--set", "agg.replicas=2", "--set", "agg.tensor_parallel=8"]
     started = time.monotonic()
@@ -87,7 +78,7 @@ def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, t
 
 
 def test_a_model_folder_missing_on_the_hosts_fails_preflight(slurm_lab, tmp_path):
-    hosts = hosts_variant(slurm_lab, tmp_path, lambda h: None)
+    hosts = lab_hosts_variant(slurm_lab, "ssh", tmp_path)
     result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", "ssh-nomodel",
                         "--set", f"mocker.model_path={tmp_path}/not-there")
     assert result.returncode == 2 and f"{tmp_path}/not-there not found" in " ".join(result.stderr.split()), result.stderr

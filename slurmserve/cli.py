@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
 from pathlib import Path
+from textwrap import shorten
 from typing import Optional
 
 import httpx
@@ -28,7 +30,9 @@ errors = Console(stderr=True, soft_wrap=True)  # one paragraph; the terminal wra
 RecipeOption = typer.Option(..., "--recipe", help="A built-in recipe name or a recipe file")
 HostsOption = typer.Option(None, "--hosts", help="Hosts file (default: this machine)")
 SetOption = typer.Option([], "--set", help="Override a recipe field: --set decode.replicas=2")
-STATE_STYLE = {"ready": "green", "starting": "yellow", "pending": "dim", "failed": "red", "stopped": "dim", "degraded": "yellow"}
+LAST_ERROR_CHARS = 80  # in the table; --json has all of it
+STATE_STYLE = {"ready": "green", "starting": "yellow", "pending": "dim", "unhealthy": "yellow", "failed": "red", "stopped": "dim",
+               "degraded": "yellow"}
 
 
 def clean_errors(command):
@@ -155,47 +159,59 @@ def submit(recipe: str = RecipeOption, hosts: Optional[str] = HostsOption, set_:
     console.print(f"status: slurmserve status {run.name}    logs: slurmserve logs {run.name} frontend    stop: slurmserve cancel {run.name}")
 
 
-def status_table(run_name: str) -> tuple[Table, dict]:
-    run = open_run(run_name)
-    states = deploy.process_states(run)
-    verdict = deploy.verdict(run, states)
-    table = Table("process", "role", "node", "GPUs", "ports", "state",
-                  title=f"run {run.name}: [{STATE_STYLE[verdict]}]{verdict}[/]",
-                  caption=f"{deploy.describe(run)} · endpoint {run.plan().endpoint}")
-    for s in states:
-        table.add_row(s.name, s.role, ",".join(s.nodes), ",".join(map(str, s.gpus)) or "-",
-                      " ".join(f"{k}={v}" for k, v in s.ports.items()), f"[{STATE_STYLE[s.state]}]{s.state}[/]")
-    report = {"run": run.name, "verdict": verdict, "endpoint": run.plan().endpoint, "scheduler": deploy.describe(run),
-              "processes": [vars(s) for s in states]}
-    return table, report
+def ago(moment: float | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int(time.time() - moment))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago" if seconds < 7200 else f"{seconds // 3600} h ago"
+
+
+def status_table(report: deploy.RunStatus) -> Table:
+    table = Table("process", "node", "GPUs", "state", "since", "restarts", "last error",
+                  title=f"run {report.run}: [{STATE_STYLE[report.verdict]}]{report.verdict}[/] ({report.reason})")
+    for s in report.processes:
+        table.add_row(s.name, ",".join(s.nodes), ",".join(map(str, s.gpus)) or "-", f"[{STATE_STYLE[s.state]}]{s.state}[/]",
+                      ago(s.since), str(s.restarts), shorten(s.last_error or "", LAST_ERROR_CHARS, placeholder="..."))
+    lines = [f"{report.scheduler} · endpoint {report.endpoint} · "
+             + ("watched by its supervisor" if report.supervised else "not supervised now: states asked of the backend")]
+    if report.frontend:
+        lines.append("frontend sees " + ", ".join(f"{role} {seen}/{expected}" for role, (seen, expected) in report.frontend.items()))
+    if report.canary:
+        outcome = f"ok in {report.canary['latency_s']} s" if report.canary["ok"] else f"FAILED ({report.canary.get('error')})"
+        lines.append(f"canary completion {ago(report.canary['at'])}: {outcome}")
+    lines += [f"node {node}: {problem}" for node, problem in report.nodes.items()]
+    table.caption = "\n".join(lines)
+    return table
 
 
 @app.command()
 @clean_errors
 def status(run: Optional[str] = typer.Argument(None), as_json: bool = typer.Option(False, "--json"),
-           watch: bool = typer.Option(False, "--watch", help="Redraw every 2 s until interrupted")):
+           watch: bool = typer.Option(False, "--watch", help="Redraw every second until interrupted")):
     """Show a run's processes and their state (no RUN: list the runs)."""
     if run is None:
-        runs = [(r.name, deploy.verdict(r, deploy.process_states(r)), r.plan()) for r in list_runs()]
+        reports = [(deploy.run_status(r), r.plan()) for r in list_runs()]
         if as_json:
-            print(json.dumps([{"run": n, "verdict": v, "recipe": p.recipe, "backend": p.backend, "endpoint": p.endpoint} for n, v, p in runs], indent=2))
+            print(json.dumps([{"run": r.run, "verdict": r.verdict, "reason": r.reason, "recipe": p.recipe, "backend": p.backend,
+                               "endpoint": p.endpoint} for r, p in reports], indent=2))
             return
         table = Table("run", "recipe", "backend", "state", "endpoint")
-        for name, verdict, the_plan in runs:
-            table.add_row(name, the_plan.recipe, the_plan.backend, f"[{STATE_STYLE[verdict]}]{verdict}[/]", the_plan.endpoint)
+        for report, the_plan in reports:
+            table.add_row(report.run, the_plan.recipe, the_plan.backend, f"[{STATE_STYLE[report.verdict]}]{report.verdict}[/]", report.endpoint)
         console.print(table)
         return
+    the_run = open_run(run)
     if as_json:
-        print(json.dumps(status_table(run)[1], indent=2))
+        print(json.dumps(dataclasses.asdict(deploy.run_status(the_run)), indent=2))
         return
     if not watch:
-        console.print(status_table(run)[0])
+        console.print(status_table(deploy.run_status(the_run)))
         return
-    with Live(status_table(run)[0], console=console, auto_refresh=False) as live:
+    with Live(status_table(deploy.run_status(the_run)), console=console, auto_refresh=False) as live:
         try:
             while True:
-                time.sleep(2)
-                live.update(status_table(run)[0], refresh=True)
+                time.sleep(1)
+                live.update(status_table(deploy.run_status(the_run)), refresh=True)
         except KeyboardInterrupt:
             pass
 

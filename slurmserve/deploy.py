@@ -19,6 +19,7 @@ from .render import LAUNCHER_LOG, rendered_files, write_files
 from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
+SUPERVISOR_SETTLE_S = 5.0
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
 FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
 
@@ -171,7 +172,12 @@ def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float, kv_
             + (f" except {', '.join(leftovers)}" if leftovers else "") + f". Logs: {run.path / 'logs'}"
             + launcher_tail(run))
     run.record("ready", endpoint=plan.endpoint)
+    # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
+    wait_until(lambda: (run.supervisor_state() or {}).get("verdict") == "ready", SUPERVISOR_SETTLE_S)
     return Submitted(run, plan, sample)
+
+
+SUPERVISOR_STALE_S = 10.0  # a state.json older than this: the supervisor is gone
 
 
 @dataclass
@@ -181,38 +187,82 @@ class ProcessState:
     nodes: list[str]
     gpus: list[int]
     ports: dict[str, int]
-    state: str  # pending | starting | ready | failed | stopped
+    state: str  # pending | starting | ready | unhealthy | failed | stopped
+    since: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    registered: bool | None = None  # a worker the frontend routes to
 
 
-def process_states(run: RunDir) -> list[ProcessState]:
+@dataclass
+class RunStatus:
+    run: str
+    verdict: str  # starting | ready | degraded | failed | stopped
+    reason: str
+    supervised: bool  # a live supervisor's view, as opposed to asking the backend directly
+    scheduler: str
+    endpoint: str
+    processes: list[ProcessState]
+    frontend: dict  # role -> [seen, expected]
+    canary: dict
+    nodes: dict  # node -> problem
+
+
+def run_status(run: RunDir) -> RunStatus:
+    """The live supervisor's picture when there is one; else the backend's answer, now."""
     plan = run.plan()
-    alive_of = backend_for(plan.backend).alive(run)
-    cancelled = run.cancelled
-    states = []
-    for process in plan.processes:
-        alive = alive_of[process.name]
-        if alive is None:
-            state = "stopped" if cancelled else "pending"
-        elif not alive:
-            state = "stopped" if cancelled else "failed"
-        else:
-            state = "ready" if process.ready_url is None or http_ok(process.ready_url) else "starting"
-        states.append(ProcessState(process.name, process.role, process.nodes, process.gpus, process.ports, state))
-    return states
+    backend = backend_for(plan.backend)
+    state = run.supervisor_state()
+    live = (state is not None and not state["final"] and time.time() - state["updated"] < SUPERVISOR_STALE_S
+            and not run.cancelled)
+    watched = state["processes"] if state else {}
+
+    def process_state(process, current: str) -> ProcessState:
+        seen = watched.get(process.name, {})
+        return ProcessState(process.name, process.role, process.nodes, process.gpus, process.ports, current,
+                            seen.get("since"), seen.get("restarts", 0), seen.get("last_error"), seen.get("registered"))
+
+    common = {"run": run.name, "scheduler": backend.describe(run), "endpoint": plan.endpoint}
+    if live:
+        processes = [process_state(p, watched[p.name]["state"]) for p in plan.processes]
+        return RunStatus(verdict=state["verdict"], reason=state["reason"], supervised=True, processes=processes,
+                         frontend=state["frontend"], canary=state["canary"], nodes=state["nodes"], **common)
+    ended = None if run.cancelled else backend.ended(run)
+    alive_of = backend.alive(run)
+    processes = [process_state(p, direct_state(run, p, alive_of[p.name], ended)) for p in plan.processes]
+    verdict, reason = direct_verdict(run, processes, ended)
+    return RunStatus(verdict=verdict, reason=reason, supervised=False, processes=processes, frontend={}, canary={},
+                     nodes={}, **common)
 
 
-def verdict(run: RunDir, states: list[ProcessState]) -> str:
-    """One word for the whole run: ready, starting, degraded (a worker down), failed, or stopped."""
+def direct_state(run: RunDir, process, alive: bool | None, ended: str | None) -> str:
+    stopped = run.cancelled or ended is not None
+    if alive is None:
+        return "stopped" if stopped else "pending"
+    if not alive:
+        return "stopped" if stopped else "failed"
+    return "ready" if process.ready_url is None or http_ok(process.ready_url) else "starting"
+
+
+def direct_verdict(run: RunDir, states: list[ProcessState], ended: str | None) -> tuple[str, str]:
+    """One word for the whole run, without a supervisor: ready, starting, degraded (a worker down),
+    failed, or stopped; and why."""
     kinds = {state.state for state in states}
-    if run.cancelled or kinds <= {"stopped"}:
-        return "stopped"
+    if run.cancelled:
+        return "stopped", "cancelled with slurmserve cancel"
+    if ended:
+        return "stopped", f"{ended}: stopped outside slurmserve (or by its time limit); `slurmserve cancel` cleans up"
+    if kinds <= {"stopped"}:
+        return "stopped", "no process is running"
+    unsupervised = "no supervisor running"
     if kinds == {"ready"}:
-        return "ready"
-    if "failed" not in kinds:
-        return "starting"
+        return "ready", unsupervised
+    failed = [s.name for s in states if s.state == "failed"]
+    if not failed:
+        return "starting", unsupervised
     control_failed = any(s.state == "failed" and s.role in ("etcd", "nats", "frontend") for s in states)
     nothing_alive = kinds <= {"failed", "pending"}
-    return "failed" if control_failed or nothing_alive else "degraded"
+    return ("failed" if control_failed or nothing_alive else "degraded"), f"{', '.join(failed)} exited; {unsupervised}"
 
 
 def show_log(run: RunDir, process: str, follow: bool) -> None:
@@ -225,6 +275,7 @@ def describe(run: RunDir) -> str:
 
 
 def cancel(run: RunDir) -> list[str]:
+    run.record("cancel requested")  # the supervisor restarts nothing from here on
     leftovers = backend_for(run.plan().backend).stop(run)
     run.record("cancelled", leftovers=leftovers)
     return leftovers

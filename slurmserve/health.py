@@ -42,18 +42,23 @@ def throttled(check, interval: float):
     return wrapper
 
 
+def frontend_instances(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> list[dict] | None:
+    """The worker instances the frontend routes to (its /health list); None when it does not answer."""
+    try:
+        instances = httpx.get(f"{endpoint}/health", timeout=timeout).json().get("instances", [])
+    except (httpx.HTTPError, ValueError):
+        return None
+    return [instance for instance in instances if instance.get("endpoint") == "generate"]
+
+
 def workers_seen(endpoint: str) -> Counter:
     """Worker instances the frontend knows, per Dynamo component (prefill, backend=decode/agg)."""
-    try:
-        instances = httpx.get(f"{endpoint}/health", timeout=PROBE_TIMEOUT_S).json().get("instances", [])
-    except (httpx.HTTPError, ValueError):
-        return Counter()
-    return Counter(instance.get("component") for instance in instances if instance.get("endpoint") == "generate")
+    return Counter(instance.get("component") for instance in frontend_instances(endpoint) or [])
 
 
-def model_listed(endpoint: str, model: str) -> bool:
+def model_listed(endpoint: str, model: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     try:
-        listed = httpx.get(f"{endpoint}/v1/models", timeout=PROBE_TIMEOUT_S).json().get("data", [])
+        listed = httpx.get(f"{endpoint}/v1/models", timeout=timeout).json().get("data", [])
     except (httpx.HTTPError, ValueError):
         return False
     return any(entry.get("id") == model for entry in listed)

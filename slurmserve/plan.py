@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from .errors import UserError
 from .hosts import Hosts, Node, SlurmSpec, SshTarget, concrete_nodes
 from .placement import Placement, place_workers
-from .recipe import Recipe, WorkerSpec
+from .recipe import Recipe, RestartPolicy, WorkerSpec
 from .resources import builtin_model_dir
 from .topology import nics_for_gpus, rank_rdma_env, rdma_env
 
@@ -36,6 +36,8 @@ COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 MOCKER_READY_TIMEOUT_S = 120
 ETCD_LEASE_TTL_S = 5
 MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
+# TRT-LLM's MoE workers keep expert state in shared-memory files that outlive a killed worker.
+TRTLLM_LEFTOVERS = ["/dev/shm/moe_*"]
 
 
 class PlanNode(BaseModel):
@@ -63,6 +65,9 @@ class Process(BaseModel):
     fresh_dirs: list[str] = []  # emptied right before the process starts (a stale etcd would revive old leases)
     # Per MPI rank (srun's block order), what differs between ranks: each rank's own HCAs.
     rank_env: list[dict[str, str]] = []
+    # Files a dead process of this kind leaves behind on its node (globs), removed before it starts
+    # again unless a live process still holds them.
+    leftovers: list[str] = []
     log: str  # relative to the run directory
 
     @property
@@ -113,6 +118,7 @@ class Plan(BaseModel):
     # A short UCX transfer between every prefill node and its decode peers over the planned devices,
     # after the control plane and before any worker loads the model.
     kv_preflight: bool = False
+    restart: RestartPolicy = RestartPolicy()
     slurm: SlurmSpec | None = None
 
     def node(self, name: str) -> PlanNode:
@@ -362,6 +368,7 @@ def worker_process(ctx: _Context, placement: Placement, nodes: list[Node], model
         after=after, ready_url=f"http://{leader.address}:{system_port}/health",
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
         tasks=spec.gpus if mpi_world else 1,
+        leftovers=TRTLLM_LEFTOVERS if recipe.engine == "trtllm" else [],
         log=log_of(name))
 
 
@@ -407,5 +414,6 @@ def make_plan(recipe: Recipe, hosts: Hosts, *, run_name: str, run_dir: str, pyth
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
+        restart=recipe.restart,
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
     )

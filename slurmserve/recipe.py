@@ -77,6 +77,18 @@ class MockerSpec(Strict):
     speedup_ratio: float = Field(100.0, gt=0)
 
 
+class RestartPolicy(Strict):
+    """What the supervisor does when a process that was serving dies: start it again in place (same
+    node, GPUs and ports), at most `max_restarts` times within `window_s`, waiting `backoff_s` before
+    the first restart and twice as long before each further one in the window."""
+
+    max_restarts: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    window_s: float = Field(600.0, gt=0)
+    # When the budget is spent: cancel the whole deployment (True) or leave what still runs serving (False).
+    fail_fast: bool = False
+
+
 class Recipe(Strict):
     name: str
     description: str = ""
@@ -94,6 +106,7 @@ class Recipe(Strict):
     event_plane: Literal["zmq", "nats"] = "zmq"
     env: dict[str, EnvValue] = {}
     mocker: MockerSpec = MockerSpec()
+    restart: RestartPolicy = RestartPolicy()
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:

@@ -74,8 +74,10 @@ def render_scripts(plan: Plan) -> dict[str, str]:
     scripts = {"driver.sh": templates.get_template("ssh_driver.sh.j2").render(
         context, stages=driver_stages, host_index={host: index for index, host in enumerate(hosts, 1)})}
     for host in hosts:
-        host_stages = [(number, by_host[number - 1][host]) for number in range(1, len(stages) + 1)]
-        scripts[f"launch-{host}.sh"] = templates.get_template("ssh_host.sh.j2").render(context, host=host, stages=host_stages)
+        host_stages = [(number, [p.name for p in by_host[number - 1][host]]) for number in range(1, len(stages) + 1)]
+        processes = [process for number in range(len(stages)) for process in by_host[number][host]]
+        scripts[f"launch-{host}.sh"] = templates.get_template("ssh_host.sh.j2").render(
+            context, host=host, stages=host_stages, processes=processes)
     return scripts
 
 

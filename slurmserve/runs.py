@@ -58,9 +58,20 @@ class RunDir:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def save_handle(self, handle: dict) -> None:
-        temporary = self.path / "handle.json.tmp"
-        temporary.write_text(json.dumps(handle, indent=2) + "\n")
-        temporary.replace(self.path / "handle.json")  # atomic: a reader never sees half a file
+        self._save_json("handle.json", handle)
+
+    def supervisor_state(self) -> dict | None:
+        """The supervisor's latest picture of the deployment (state.json), if it has written one."""
+        path = self.path / "state.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_supervisor_state(self, state: dict) -> None:
+        self._save_json("state.json", state)
+
+    def _save_json(self, name: str, value: dict) -> None:
+        temporary = self.path / f"{name}.tmp"
+        temporary.write_text(json.dumps(value, indent=2) + "\n")
+        temporary.replace(self.path / name)  # atomic: a reader never sees half a file
 
     def record(self, event: str, **fields) -> None:
         """Append one event to events.jsonl (the deployment's history; never rewritten)."""
@@ -71,6 +82,11 @@ class RunDir:
     def events(self) -> list[dict]:
         path = self.path / "events.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    @property
+    def cancel_requested(self) -> bool:
+        """`slurmserve cancel` has begun: nothing may be restarted any more."""
+        return any(event["event"] in ("cancel requested", "cancelled") for event in self.events())
 
     @property
     def cancelled(self) -> bool:
@@ -88,6 +104,7 @@ def create_run(plan: Plan) -> RunDir:
     try:
         path.mkdir(parents=True)
         (path / "logs").mkdir()
+        (path / "pids").mkdir()
     except FileExistsError:
         raise UserError(f"--name {plan.run_name}: a run of that name already exists at {path}") from None
     link = runs_root() / plan.run_name

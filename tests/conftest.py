@@ -21,6 +21,12 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def no_slurm(tmp_path, monkeypatch):
+    """No Slurm cluster (the lab fixture's SLURM_CONF) must turn no-`--hosts` submits into Slurm ones."""
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
+
+
+@pytest.fixture
 def cancel_later():
     """Runs a test started are cancelled even when the test fails half-way."""
     from .helpers import slurmserve

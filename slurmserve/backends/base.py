@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
-from ..plan import Plan
+from ..plan import Plan, PlanNode, Process
+from ..procs import stop_groups
 from ..runs import RunDir
+
+DAEMON_CONNECT_TIMEOUT_S = 1.0
 
 
 class Backend(ABC):
@@ -25,6 +32,23 @@ class Backend(ABC):
     @abstractmethod
     def alive(self, run: RunDir) -> dict[str, bool | None]:
         """Per process: True running, False it ran and is gone, None not started (yet)."""
+
+    def supervised_alive(self, run: RunDir) -> dict[str, bool | None]:
+        """`alive`, as the supervisor sees it from where it runs (the launching machine, or in the job)."""
+        return self.alive(run)
+
+    @abstractmethod
+    def restart(self, run: RunDir, process: Process) -> None:
+        """Start one process again in place (same node, GPUs, ports) from the run's own launch script;
+        raise an error saying why when it cannot."""
+
+    def node_problems(self, plan: Plan) -> dict[str, str]:
+        """Per node whose own daemon (slurmd, sshd) does not answer: what is wrong. Run by the supervisor."""
+        return {}
+
+    def ended(self, run: RunDir) -> str | None:
+        """Why the scheduler ended the deployment on its own (a job cancelled outside slurmserve), or None."""
+        return None
 
     @abstractmethod
     def describe(self, run: RunDir) -> str:
@@ -48,3 +72,34 @@ class Backend(ABC):
                 sys.stdout.flush()
                 if not chunk:
                     time.sleep(0.5)
+
+
+def start_supervisor(run: RunDir) -> None:
+    """The supervisor as a detached process on this machine, in its own session (pids/supervisor.pid)."""
+    with open(run.path / "logs" / "supervisor.log", "a") as log:
+        supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.supervisor", str(run.path)], stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (run.path / "pids" / "supervisor.pid").write_text(f"{supervisor.pid}\n")
+
+
+def stop_supervisor(run: RunDir) -> None:
+    """Stop the supervisor first, so that it restarts nothing being stopped (when it runs on this
+    machine; inside a Slurm job, scancel stops it with the rest)."""
+    pid = run.pid("supervisor")
+    if pid is not None and pid != os.getpid():
+        stop_groups([pid])
+
+
+def unanswering_daemons(nodes: list[PlanNode], port_of, what: str) -> dict[str, str]:
+    """Nodes where nothing accepts a TCP connection on the daemon's port, each with what happened."""
+    def problem(node: PlanNode) -> str | None:
+        port = port_of(node)
+        try:
+            with socket.create_connection((node.address, port), timeout=DAEMON_CONNECT_TIMEOUT_S):
+                return None
+        except OSError as error:
+            return f"{what} at {node.address}:{port} does not answer ({error.strerror or type(error).__name__})"
+
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
+        found = dict(zip([node.name for node in nodes], pool.map(problem, nodes)))
+    return {name: why for name, why in found.items() if why}

@@ -6,11 +6,11 @@ import shutil
 import subprocess
 
 from ..errors import DeploymentFailed, UserError
-from ..plan import Plan, node_scratch
+from ..plan import Plan, Process, node_scratch
 from ..procs import pid_alive, stop_groups
 from ..render import LAUNCHER_LOG, script_name
 from ..runs import RunDir
-from .base import Backend
+from .base import Backend, stop_supervisor
 from .checks import busy_ports, missing_programs
 
 # Generous: it covers the slowest stage of a mock stack; real engines run on Slurm or SSH hosts.
@@ -35,17 +35,32 @@ class LocalBackend(Backend):
             )
 
     def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
-        script = run.path / script_name(plan)
+        """The launch script, in its own session with its PID recorded: a CLI killed mid-submit leaves
+        it finishing the start (and `cancel` able to stop it)."""
+        with open(run.path / LAUNCHER_LOG, "a") as launcher_log:
+            launcher = subprocess.Popen(["bash", str(run.path / script_name(plan))], stdin=subprocess.DEVNULL,
+                                        stdout=launcher_log, stderr=subprocess.STDOUT, start_new_session=True)
+        (run.path / "pids" / "launcher.pid").write_text(f"{launcher.pid}\n")
         if not wait:
-            with open(run.path / LAUNCHER_LOG, "a") as launcher_log:
-                subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=launcher_log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
             return
-        result = subprocess.run(["bash", str(script)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-        if result.returncode != 0:
+        try:
+            returncode = launcher.wait(timeout=LAUNCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        if returncode != 0:
             leftovers = self.stop(run)
-            detail = result.stderr.strip() or f"launch script exited {result.returncode}"
+            log = (run.path / LAUNCHER_LOG).read_text(errors="replace").strip()
+            detail = log or (f"launch script exited {returncode}" if returncode is not None else "launch script timed out")
             raise DeploymentFailed(detail + (f"\nstill running after stop: {', '.join(leftovers)}" if leftovers else ""))
+
+    def restart(self, run: RunDir, process: Process) -> None:
+        old = run.pid(process.name)
+        if old is not None:
+            stop_groups([old], grace_s=2.0)  # what is left of its group (children of the dead process)
+        result = subprocess.run(["bash", str(run.path / script_name(run.plan())), "--restart", process.name],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip() or f"launch script exited {result.returncode}")
 
     def _pgids(self, run: RunDir) -> dict[str, int]:
         return {name: pid for name in (p.name for p in run.plan().processes) if (pid := run.pid(name)) is not None}
@@ -57,6 +72,8 @@ class LocalBackend(Backend):
         return "processes on this machine"
 
     def stop(self, run: RunDir) -> list[str]:
+        stop_groups([pid for pid in (run.pid("launcher"),) if pid is not None])  # it would start more
+        stop_supervisor(run)  # it would restart what is being stopped
         pgids = self._pgids(run)
         still_running = stop_groups(list(pgids.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)

@@ -7,22 +7,25 @@ directory, so later `status` calls need not ask Slurm again.
 
 from __future__ import annotations
 
+import functools
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
 from ..health import wait_until
-from ..plan import Plan
-from ..procs import task_records
-from ..render import render_script
+from ..plan import Plan, Process
+from ..procs import pid_alive, task_records
+from ..render import LAUNCHER_LOG, render_script
 from ..runs import RunDir
 from ..slurmcmd import gpus_in_gres, node_gres, slurm
-from .base import Backend
+from .base import Backend, unanswering_daemons
 from .checks import missing_modules, python_modules
 
 TERMINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"}
 CANCEL_WAIT_S = 60
+DEFAULT_SLURMD_PORT = 6818
 
 
 def check_cluster_fits(plan: Plan) -> None:
@@ -66,7 +69,6 @@ class SlurmBackend(Backend):
                 raise UserError(f"python {plan.python} lacks {', '.join(missing)}: install Dynamo with ./install.sh, or set python: in the hosts file")
 
     def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
-        (run.path / "pids").mkdir(exist_ok=True)
         result = slurm("sbatch", "--parsable", str(run.path / "slurmserve.sbatch"), check=False)
         if result.returncode != 0:
             raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
@@ -75,18 +77,23 @@ class SlurmBackend(Backend):
         run.record("job submitted", job_id=job_id)
 
     def job_id(self, run: RunDir) -> str | None:
-        return run.handle().get("job_id")
+        job_id = run.handle().get("job_id")
+        if job_id is None:  # a CLI killed between sbatch and saving the handle: the job by its name
+            found = slurm("squeue", "-h", "--name", job_name(run.name), "-o", "%i", check=False).stdout.split()
+            if found:
+                job_id = found[0]
+                run.save_handle({"backend": "slurm", "job_id": job_id})
+        return job_id
 
     def job_state(self, run: RunDir) -> str | None:
-        handle = run.handle()
-        if "final_state" in handle:
-            return handle["final_state"]
-        job_id = handle.get("job_id")
+        if "final_state" in run.handle():
+            return run.handle()["final_state"]
+        job_id = self.job_id(run)
         if job_id is None:
             return None
         state = query_job_state(job_id)
         if state in TERMINAL_STATES:
-            run.save_handle(handle | {"final_state": state})
+            run.save_handle(run.handle() | {"final_state": state})
         return state
 
     def alive(self, run: RunDir) -> dict[str, bool | None]:
@@ -97,6 +104,30 @@ class SlurmBackend(Backend):
             return {name: (False if name in started else None) for name in names}
         steps = set(slurm("squeue", "-h", "--steps", "-j", self.job_id(run), "-o", "%j", check=False).stdout.split())
         return {name: True if name in steps else (False if name in started else None) for name in names}
+
+    def supervised_alive(self, run: RunDir) -> dict[str, bool | None]:
+        """Inside the job, on the batch host: each step's srun is a local process (pids/NAME.srun)
+        that ends when the step does; no question to slurmctld per tick."""
+        alive = {}
+        for process in run.plan().processes:
+            pid_file = run.path / "pids" / f"{process.name}.srun"
+            alive[process.name] = pid_alive(int(pid_file.read_text())) if pid_file.exists() else None
+        return alive
+
+    def restart(self, run: RunDir, process: Process) -> None:
+        """A new srun step in the allocation, from the job's own script (`--restart NAME`)."""
+        with open(run.path / LAUNCHER_LOG, "a") as log:
+            step = subprocess.Popen(["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        (run.path / "pids" / f"{process.name}.srun").write_text(f"{step.pid}\n")
+
+    def node_problems(self, plan: Plan) -> dict[str, str]:
+        port = slurmd_port()
+        return unanswering_daemons(plan.nodes, lambda node: port, "slurmd")
+
+    def ended(self, run: RunDir) -> str | None:
+        state = self.job_state(run)
+        return f"Slurm job {self.job_id(run)} {state}" if state in TERMINAL_STATES else None
 
     def describe(self, run: RunDir) -> str:
         job_id = self.job_id(run)
@@ -110,6 +141,19 @@ class SlurmBackend(Backend):
         if not wait_until(lambda: (self.job_state(run) or "GONE") in TERMINAL_STATES | {"GONE"}, CANCEL_WAIT_S):
             return [f"Slurm job {job_id} (still {self.job_state(run)} after scancel)"]
         return survivors(run)
+
+
+def job_name(run_name: str) -> str:
+    return f"slurmserve-{run_name}"  # as the sbatch template names the job
+
+
+@functools.cache
+def slurmd_port() -> int:
+    for line in slurm("scontrol", "show", "config", check=False).stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "SlurmdPort" and value.strip().isdigit():
+            return int(value)
+    return DEFAULT_SLURMD_PORT
 
 
 def first_word(command: list[str]) -> str | None:

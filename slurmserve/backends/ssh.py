@@ -24,10 +24,10 @@ import paramiko
 
 from ..errors import DeploymentFailed, UserError
 from ..health import http_ok, throttled, wait_until
-from ..plan import Plan, PlanNode, node_scratch
+from ..plan import Plan, PlanNode, Process, node_scratch
 from ..render import LAUNCHER_LOG, host_of, render_scripts
 from ..runs import RunDir
-from .base import Backend
+from .base import Backend, start_supervisor, stop_supervisor, unanswering_daemons
 from .checks import python_modules
 
 CONNECT_TIMEOUT_S = 10.0
@@ -216,7 +216,9 @@ class SSHBackend(Backend):
         self.run_stages(plan, run)
 
     def run_stages(self, plan: Plan, run: RunDir) -> None:
-        """Start each stage's processes (hosts in parallel), then wait on the stage's probes."""
+        """Start the supervisor here, then each stage's processes (hosts in parallel), waiting on the
+        stage's probes."""
+        start_supervisor(run)
         scripts = render_scripts(plan)
         nodes = {node.name: node for node in plan.nodes}
 
@@ -255,6 +257,7 @@ class SSHBackend(Backend):
             self._abort(run, f"KV-path preflight failed: {problem}")
 
     def _remember_started(self, run: RunDir, outcomes: dict) -> None:
+        """Each host's launch script prints "NAME PID" per process it started (the PID is its group)."""
         handle = run.handle() or {"backend": "ssh", "processes": {}}
         for host, outcome in outcomes.items():
             if outcome.finished and outcome.error is None:
@@ -262,6 +265,19 @@ class SSHBackend(Backend):
                     name, pgid = line.split()
                     handle["processes"][name] = {"host": host, "pgid": int(pgid)}
         run.save_handle(handle)
+
+    def restart(self, run: RunDir, process: Process) -> None:
+        """What is left of its process group killed, then the host's launch script `--restart NAME`."""
+        plan, host = run.plan(), host_of(process)
+        old = run.handle().get("processes", {}).get(process.name)
+        kill = f"kill -KILL -- -{old['pgid']} 2>/dev/null; " if old else ""
+        result = remote(plan.node(host), kill + f"bash {shlex.quote(f'{plan.run_dir}/launch-{host}.sh')} --restart {process.name}")
+        if result.exited != 0:
+            raise RuntimeError(f"host {host}: {' '.join(result.stderr.split())}")
+        self._remember_started(run, {host: Outcome(value=result, finished=True)})
+
+    def node_problems(self, plan: Plan) -> dict[str, str]:
+        return unanswering_daemons(plan.nodes, lambda node: (node.ssh.port if node.ssh and node.ssh.port else 22), "sshd")
 
     def _wait_ready(self, run: RunDir, process) -> bool:
         def still_alive() -> bool:
@@ -299,6 +315,7 @@ class SSHBackend(Backend):
         return f"processes on {len(run.plan().nodes)} host(s) over SSH"
 
     def stop(self, run: RunDir) -> list[str]:
+        stop_supervisor(run)  # it would restart what is being stopped
         plan = run.plan()
         nodes = {node.name: node for node in plan.nodes}
         by_host = self._groups_by_host(run)

@@ -52,6 +52,7 @@ DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # fresh environment, so a user's shell never carries it.
 MARKER = "SLURMSERVE_LAB_DIR"
 CONTROLLER_PORT = 6817
+SLURMD_PORT = 6818  # slurm.conf leaves SlurmdPort at its default
 
 # Popen objects of the daemons this process started, so that down() can reap them (no zombies).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -89,6 +90,21 @@ class Lab:
         """argv running `command` on `node` as root over the lab's sshd."""
         return ["ssh", "-i", str(self.ssh_key), "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"root@{self.addresses[node]}", *command]
+
+    # Faults, for the tests that a deployment survives them (or reports them).
+
+    def kill_slurmd(self, node: str) -> None:
+        """SIGKILL the node's slurmd (its job steps run on, under their slurmstepd)."""
+        os.kill(_load_pids(_Paths(self.lab_dir))[f"slurmd-{node}"]["pid"], signal.SIGKILL)
+
+    def start_slurmd(self, node: str) -> None:
+        p = _Paths(self.lab_dir)
+        _spawn(p, f"slurmd-{node}", _in_node(node, f"slurmd -D -N {node} -f {p.slurm_conf}"))
+        _wait(lambda: _tcp_answers(self.addresses[node], SLURMD_PORT), 30, f"slurmd on {node}", p.log / f"slurmd-{node}.log")
+
+    def set_link(self, node: str, up: bool) -> None:
+        """Take the node's network link down (or up again): the node is cut off from the others."""
+        _ip("link", "set", f"veth-{node}", "up" if up else "down")
 
     def hosts_file(self, kind: str = "slurm") -> Path:
         """Write a slurmserve hosts file for this lab ("slurm" or "ssh") and return its path."""

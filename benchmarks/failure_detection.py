@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from slurmserve import deploy  # noqa: E402
 from slurmserve.backends import backend_for  # noqa: E402
-from slurmserve.backends.base import stop_supervisor  # noqa: E402
+from slurmserve.backends.base import stop_helpers  # noqa: E402
 from slurmserve.discovery import owner_of  # noqa: E402
 from slurmserve.health import frontend_instances, wait_until  # noqa: E402
 from slurmserve.render import rendered_files, write_files  # noqa: E402
@@ -54,7 +54,7 @@ def start(name: str, decode_replicas: int, upstream: bool):
     run = create_run(plan)
     write_files(rendered_files(plan), run.path, overwrite=True)
     backend_for(plan.backend).launch(plan, run, wait=True)
-    stop_supervisor(run)
+    stop_helpers(run, "supervisor")
     return run
 
 

@@ -20,6 +20,7 @@ from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
 SUPERVISOR_SETTLE_S = 5.0
+SUPERVISOR_STALE_S = 10.0  # a state.json older than this: the supervisor is gone
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
 FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
 
@@ -177,9 +178,6 @@ def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float, kv_
     return Submitted(run, plan, sample)
 
 
-SUPERVISOR_STALE_S = 10.0  # a state.json older than this: the supervisor is gone
-
-
 @dataclass
 class ProcessState:
     name: str
@@ -213,8 +211,8 @@ def run_status(run: RunDir) -> RunStatus:
     plan = run.plan()
     backend = backend_for(plan.backend)
     state = run.supervisor_state()
-    live = (state is not None and not state["final"] and time.time() - state["updated"] < SUPERVISOR_STALE_S
-            and not run.cancelled)
+    cancelled = run.cancelled  # read once: each call parses events.jsonl
+    live = state is not None and not state["final"] and time.time() - state["updated"] < SUPERVISOR_STALE_S and not cancelled
     watched = state["processes"] if state else {}
 
     def process_state(process, current: str) -> ProcessState:
@@ -227,16 +225,15 @@ def run_status(run: RunDir) -> RunStatus:
         processes = [process_state(p, watched[p.name]["state"]) for p in plan.processes]
         return RunStatus(verdict=state["verdict"], reason=state["reason"], supervised=True, processes=processes,
                          frontend=state["frontend"], canary=state["canary"], nodes=state["nodes"], **common)
-    ended = None if run.cancelled else backend.ended(run)
+    ended = None if cancelled else backend.ended(run)
     alive_of = backend.alive(run)
-    processes = [process_state(p, direct_state(run, p, alive_of[p.name], ended)) for p in plan.processes]
-    verdict, reason = direct_verdict(run, processes, ended)
+    processes = [process_state(p, direct_state(p, alive_of[p.name], cancelled or ended is not None)) for p in plan.processes]
+    verdict, reason = direct_verdict(processes, cancelled, ended)
     return RunStatus(verdict=verdict, reason=reason, supervised=False, processes=processes, frontend={}, canary={},
                      nodes={}, **common)
 
 
-def direct_state(run: RunDir, process, alive: bool | None, ended: str | None) -> str:
-    stopped = run.cancelled or ended is not None
+def direct_state(process, alive: bool | None, stopped: bool) -> str:
     if alive is None:
         return "stopped" if stopped else "pending"
     if not alive:
@@ -244,11 +241,11 @@ def direct_state(run: RunDir, process, alive: bool | None, ended: str | None) ->
     return "ready" if process.ready_url is None or http_ok(process.ready_url) else "starting"
 
 
-def direct_verdict(run: RunDir, states: list[ProcessState], ended: str | None) -> tuple[str, str]:
+def direct_verdict(states: list[ProcessState], cancelled: bool, ended: str | None) -> tuple[str, str]:
     """One word for the whole run, without a supervisor: ready, starting, degraded (a worker down),
     failed, or stopped; and why."""
     kinds = {state.state for state in states}
-    if run.cancelled:
+    if cancelled:
         return "stopped", "cancelled with slurmserve cancel"
     if ended:
         return "stopped", f"{ended}: stopped outside slurmserve (or by its time limit); `slurmserve cancel` cleans up"
@@ -268,10 +265,6 @@ def direct_verdict(run: RunDir, states: list[ProcessState], ended: str | None) -
 def show_log(run: RunDir, process: str, follow: bool) -> None:
     run.plan().process(process)  # an unknown name is the user's error, whatever the backend
     backend_for(run.plan().backend).show_log(run, process, follow)
-
-
-def describe(run: RunDir) -> str:
-    return backend_for(run.plan().backend).describe(run)
 
 
 def cancel(run: RunDir) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from slurmserve.health import wait_until
 from slurmserve.procs import group_members
 from slurmserve.runs import open_run
 
@@ -133,10 +134,7 @@ def kill_and_recover(run: str, process: str, pid: int, client: ClientLoop) -> di
     assert event_time(failed) - killed_at <= 2.0, f"{process} reported failed {event_time(failed) - killed_at:.2f} s after the kill"
     wait_for_event(run, lambda e: e["event"] == "restarted" and e["process"] == process, 15, seen)
     wait_for_event(run, lambda e: e["event"] == "deployment" and e["verdict"] == "ready", 30, seen)
-    deadline = time.time() + 15
-    while not client.serving() and time.time() < deadline:
-        time.sleep(0.1)
-    assert client.serving(), f"the client still sees errors after {process} was restarted"
+    assert wait_until(client.serving, 15), f"the client still sees errors after {process} was restarted"
     return failed
 
 
@@ -150,8 +148,5 @@ def survive_kills(run: str, endpoint: str, processes: list[str], pid_of) -> None
             # Dynamo 1.6.1's frontend exits ~10 s after an etcd restart (it cannot renew its lease on the
             # new connection); the supervisor restarts it too. Watch long enough to include that.
             time.sleep(12 if process == "etcd" else 1)
-            deadline = time.time() + 15
-            while not client.serving() and time.time() < deadline:
-                time.sleep(0.1)
-            assert client.serving(), f"{process} killed: the client still sees errors"
+            assert wait_until(client.serving, 15), f"{process} killed: the client still sees errors"
         assert client.error_window_s() <= 5.0, f"{process} killed: clients saw errors for {client.error_window_s():.2f} s"

@@ -82,12 +82,13 @@ def start_supervisor(run: RunDir) -> None:
     (run.path / "pids" / "supervisor.pid").write_text(f"{supervisor.pid}\n")
 
 
-def stop_supervisor(run: RunDir) -> None:
-    """Stop the supervisor first, so that it restarts nothing being stopped (when it runs on this
-    machine; inside a Slurm job, scancel stops it with the rest)."""
-    pid = run.pid("supervisor")
-    if pid is not None and pid != os.getpid():
-        stop_groups([pid])
+def stop_helpers(run: RunDir, *names: str) -> None:
+    """Stop the run's own helpers on this machine before its processes: the launcher would start more,
+    the supervisor would restart what is being stopped (inside a Slurm job, scancel stops it with the
+    rest). A supervisor cancelling its deployment (fail_fast) does not stop itself."""
+    pids = [pid for name in names if (pid := run.pid(name)) is not None and pid != os.getpid()]
+    if pids:
+        stop_groups(pids)
 
 
 def unanswering_daemons(nodes: list[PlanNode], port_of, what: str) -> dict[str, str]:

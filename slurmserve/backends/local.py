@@ -10,7 +10,7 @@ from ..plan import Plan, Process, node_scratch
 from ..procs import pid_alive, stop_groups
 from ..render import LAUNCHER_LOG, script_name
 from ..runs import RunDir
-from .base import Backend, stop_supervisor
+from .base import Backend, stop_helpers
 from .checks import busy_ports, missing_programs
 
 # Generous: it covers the slowest stage of a mock stack; real engines run on Slurm or SSH hosts.
@@ -72,8 +72,7 @@ class LocalBackend(Backend):
         return "processes on this machine"
 
     def stop(self, run: RunDir) -> list[str]:
-        stop_groups([pid for pid in (run.pid("launcher"),) if pid is not None])  # it would start more
-        stop_supervisor(run)  # it would restart what is being stopped
+        stop_helpers(run, "launcher", "supervisor")
         pgids = self._pgids(run)
         still_running = stop_groups(list(pgids.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)

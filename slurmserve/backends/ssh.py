@@ -27,7 +27,7 @@ from ..health import http_ok, throttled, wait_until
 from ..plan import Plan, PlanNode, Process, node_scratch
 from ..render import LAUNCHER_LOG, host_of, render_scripts
 from ..runs import RunDir
-from .base import Backend, start_supervisor, stop_supervisor, unanswering_daemons
+from .base import Backend, start_supervisor, stop_helpers, unanswering_daemons
 from .checks import python_modules
 
 CONNECT_TIMEOUT_S = 10.0
@@ -315,7 +315,7 @@ class SSHBackend(Backend):
         return f"processes on {len(run.plan().nodes)} host(s) over SSH"
 
     def stop(self, run: RunDir) -> list[str]:
-        stop_supervisor(run)  # it would restart what is being stopped
+        stop_helpers(run, "supervisor")
         plan = run.plan()
         nodes = {node.name: node for node in plan.nodes}
         by_host = self._groups_by_host(run)

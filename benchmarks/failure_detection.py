@@ -29,31 +29,38 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from slurmserve import deploy  # noqa: E402
-from slurmserve.backends import backend_for  # noqa: E402
-from slurmserve.backends.base import stop_helpers  # noqa: E402
-from slurmserve.discovery import owner_of  # noqa: E402
-from slurmserve.health import frontend_instances, wait_until  # noqa: E402
-from slurmserve.render import rendered_files, write_files  # noqa: E402
-from slurmserve.runs import create_run, open_run  # noqa: E402
-from tests.helpers import ClientLoop, event_time  # noqa: E402
+from slurmserve import deploy
+from slurmserve.backends import backend_for
+from slurmserve.backends.base import stop_helpers
+from slurmserve.health.discovery import owner_of
+from slurmserve.health.probes import frontend_instances
+from slurmserve.render.files import rendered_files, write_files
+from slurmserve.runs import create_run, open_run
+from slurmserve.waiting import wait_until
+from tests.helpers import ClientLoop, event_time
 
 OBSERVE_S = 40.0  # longer than the default lease takes to expire (~26 s)
-SETS = ["discovery=etcd", "prefill.tensor_parallel=2", "prefill.expert_parallel=1", "decode.tensor_parallel=2",
-        "decode.expert_parallel=1"]  # two decode workers in 8 GPUs
+SETS = [
+    "discovery=etcd",
+    "prefill.tensor_parallel=2",
+    "prefill.expert_parallel=1",
+    "decode.tensor_parallel=2",
+    "decode.expert_parallel=1",
+]  # two decode workers in 8 GPUs
 
 
 def start(name: str, decode_replicas: int, upstream: bool):
     """A running deployment; `upstream`: no ETCD_LEASE_TTL (Dynamo's default lease) and no supervisor."""
-    inputs = deploy.load_inputs("mocker-disagg", None, SETS + [f"decode.replicas={decode_replicas}"])
+    sets = [*SETS, f"decode.replicas={decode_replicas}"]
     if not upstream:
-        return deploy.submit(inputs, name, wait=True, timeout=120).run
-    plan = deploy.plan_for(inputs, name)
+        return deploy.submit(deploy.prepare("mocker-disagg", None, sets, name=name), timeout=120).run
+    plan = deploy.plan_for(deploy.load_inputs("mocker-disagg", None, sets), name)
     for process in plan.processes:
         process.env.pop("ETCD_LEASE_TTL", None)
     run = create_run(plan)
     write_files(rendered_files(plan), run.path, overwrite=True)
-    backend_for(plan.backend).launch(plan, run, wait=True)
+    backend = backend_for(plan.backend)
+    deploy.wait_for_deployment(backend, backend.submit(plan, run), run, plan, 120)
     stop_helpers(run, "supervisor")
     return run
 
@@ -64,7 +71,7 @@ def listed(run, process: str) -> bool:
 
 
 def first_event_after(run, kind: str, since: float, **fields) -> float | None:
-    for event in run.events():
+    for event in (e.model_dump(mode="json") for e in run.events()):
         if event["event"] == kind and event_time(event) >= since and all(event.get(k) == v for k, v in fields.items()):
             return event_time(event) - since
     return None
@@ -85,8 +92,14 @@ def measure(name: str, decode_replicas: int, upstream: bool) -> dict:
         if not upstream:
             detection = first_event_after(run, "state", killed_at, process="decode-0", state="failed")
         recovery = None if upstream else first_event_after(run, "deployment", killed_at, verdict="ready")
-        return {"case": name, "detection_s": detection, "error_window_s": client.error_window_s(), "recovery_s": recovery,
-                "requests": len(client.results), "failed": sum(not ok for _, ok in client.results)}
+        return {
+            "case": name,
+            "detection_s": detection,
+            "error_window_s": client.error_window_s(),
+            "recovery_s": recovery,
+            "requests": len(client.results),
+            "failed": sum(not ok for _, ok in client.results),
+        }
     finally:
         deploy.cancel(open_run(name))
 
@@ -99,20 +112,28 @@ def main() -> None:
     os.environ.setdefault("SLURMSERVE_HOME", tempfile.mkdtemp(prefix="slurmserve-bench-"))
     os.environ["SLURM_CONF"] = "/nonexistent"  # the local backend, even beside the test cluster
     stamp = int(time.time())
-    cases = [measure(f"fd-slurmserve-1decode-{stamp}", 1, upstream=False),
-             measure(f"fd-slurmserve-2decode-{stamp}", 2, upstream=False),
-             measure(f"fd-upstream-2decode-{stamp}", 2, upstream=True)]
+    cases = [
+        measure(f"fd-slurmserve-1decode-{stamp}", 1, upstream=False),
+        measure(f"fd-slurmserve-2decode-{stamp}", 2, upstream=False),
+        measure(f"fd-upstream-2decode-{stamp}", 2, upstream=True),
+    ]
     print(f"SIGKILL of decode-0, client loop, {OBSERVE_S:g} s observed after the kill (local backend, etcd discovery)")
     print(f"{'case':<34}{'detection':>12}{'client errors':>16}{'recovery':>12}{'failed/requests':>18}")
     for case in cases:
         label = case["case"].rsplit("-", 1)[0].removeprefix("fd-")
-        print(f"{label:<34}{seconds(case['detection_s'], 'not seen'):>12}{case['error_window_s']:>14.2f} s"
-              f"{seconds(case['recovery_s'], 'never'):>12}{case['failed']:>10}/{case['requests']}")
+        print(
+            f"{label:<34}{seconds(case['detection_s'], 'not seen'):>12}{case['error_window_s']:>14.2f} s"
+            f"{seconds(case['recovery_s'], 'never'):>12}{case['failed']:>10}/{case['requests']}"
+        )
     ours, theirs = cases[1], cases[2]
     if ours["detection_s"] and theirs["detection_s"]:
-        print(f"detection, upstream / slurmserve (2 decode workers): {theirs['detection_s'] / ours['detection_s']:.0f}x")
-    print(f"client error window, upstream / slurmserve (2 decode workers): "
-          f"{theirs['error_window_s']:.2f} s / {ours['error_window_s']:.2f} s")
+        print(
+            f"detection, upstream / slurmserve (2 decode workers): {theirs['detection_s'] / ours['detection_s']:.0f}x"
+        )
+    print(
+        f"client error window, upstream / slurmserve (2 decode workers): "
+        f"{theirs['error_window_s']:.2f} s / {ours['error_window_s']:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.cluster import lab  # noqa: E402
+from tests.cluster import lab
 
 
 @contextlib.contextmanager

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from slurmserve.hosts import HostEntry, Hosts, NodeSpec
-from slurmserve.plan import make_plan
-from slurmserve.recipe import load_recipe
-from slurmserve.render import render_script
+from slurmserve.config.hosts import HostEntry, Hosts, NodeSpec
+from slurmserve.config.recipe import load_recipe
+from slurmserve.planning.planner import make_plan
+from slurmserve.render.scripts import render_script
 
 SIZES = (128, 1024)
 
@@ -42,7 +42,10 @@ def main() -> None:
     for nodes in SIZES:
         runs = [plan_and_render_seconds(nodes) for _ in range(args.repeat)]
         best[nodes] = min(seconds for seconds, _ in runs)
-        print(f"{nodes:>5} nodes x 8 GPUs: {runs[0][1]:>5} processes, plan+render {best[nodes]:.3f} s (best of {args.repeat})")
+        print(
+            f"{nodes:>5} nodes x 8 GPUs: {runs[0][1]:>5} processes, "
+            f"plan+render {best[nodes]:.3f} s (best of {args.repeat})"
+        )
     ratio = best[SIZES[1]] / best[SIZES[0]]
     print(f"ratio {SIZES[1]}/{SIZES[0]} nodes: {ratio:.2f} (node ratio {SIZES[1] // SIZES[0]}; target <= 10)")
     print(f"target <= 1 s at {SIZES[1]} nodes: {'met' if best[SIZES[1]] <= 1.0 else 'MISSED'}")

@@ -21,9 +21,26 @@ from lab_session import lab_session
 
 def launch_seconds(hosts: str, replicas: int, name: str) -> float:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-agg", "--hosts", hosts,
-                             "--set", f"agg.replicas={replicas}", "--set", "agg.tensor_parallel=8", "--name", name],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slurmserve",
+            "submit",
+            "--recipe",
+            "mocker-agg",
+            "--hosts",
+            hosts,
+            "--set",
+            f"agg.replicas={replicas}",
+            "--set",
+            "agg.tensor_parallel=8",
+            "--name",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.monotonic() - started
     subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True)
     if result.returncode != 0:
@@ -37,9 +54,14 @@ def main() -> None:
     args = parser.parse_args()
     with lab_session() as cluster:
         hosts = str(cluster.hosts_file("ssh"))
-        times = {count: [launch_seconds(hosts, count, f"fanout-{count}-{i}") for i in range(args.runs)] for count in (1, 3)}
+        times = {
+            count: [launch_seconds(hosts, count, f"fanout-{count}-{i}") for i in range(args.runs)] for count in (1, 3)
+        }
     for count, seconds in times.items():
-        print(f"{count} host(s): launch {statistics.median(seconds):.2f} s median of {args.runs} ({', '.join(f'{s:.2f}' for s in seconds)})")
+        print(
+            f"{count} host(s): launch {statistics.median(seconds):.2f} s median of {args.runs} "
+            f"({', '.join(f'{s:.2f}' for s in seconds)})"
+        )
     ratio = statistics.median(times[3]) / statistics.median(times[1])
     print(f"ratio 3 hosts / 1 host: {ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'MISSED'})")
 

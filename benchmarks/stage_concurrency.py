@@ -1,7 +1,7 @@
 """Eight stagers at once against the local hub: each file must leave the hub once, and a second run not at all.
 
 Serves a generated model of a few tens of MB (tests/hub_server.py) and runs `python -m
-slurmserve.modelcache` as separate processes, as Slurm steps on eight nodes would:
+slurmserve.node.stage_model` as separate processes, as Slurm steps on eight nodes would:
 
 1. one stager alone into an empty cache (the baseline wall time),
 2. eight stagers at once into another empty cache: bytes served / model bytes (target 1.00),
@@ -27,19 +27,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.hub_server import FakeRepo, HubServer, tiny_model_files  # noqa: E402
+from tests.hub_server import FakeRepo, HubServer, tiny_model_files
 
 MODEL = "bench/model"
 
 
 def run_stagers(count: int, cache: Path) -> tuple[float, list[float]]:
     """Start `count` stagers at once; (wall time until the last is done, each one's own wall time)."""
-    command = [sys.executable, "-m", "slurmserve.modelcache", "--repo", MODEL, "--revision", "main", "--cache", str(cache)]
+    command = [
+        sys.executable,
+        "-m",
+        "slurmserve.node.stage_model",
+        "--repo",
+        MODEL,
+        "--revision",
+        "main",
+        "--cache",
+        str(cache),
+    ]
     start = time.perf_counter()
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
     times = []
     for proc in procs:
-        out, err = proc.communicate(timeout=600)
+        _out, err = proc.communicate(timeout=600)
         if proc.returncode != 0:
             raise SystemExit(f"a stager failed (exit {proc.returncode}):\n{err}")
         times.append(time.perf_counter() - start)
@@ -48,8 +58,10 @@ def run_stagers(count: int, cache: Path) -> tuple[float, list[float]]:
 
 def report(label: str, hub: HubServer, wall: float, times: list[float]) -> None:
     served = hub.bytes_served
-    print(f"{label:<34} {served / 1e6:9.1f} MB served  {served / hub.model_bytes:5.2f} x model  "
-          f"wall {wall:5.2f} s  (stagers done {min(times):.2f}-{max(times):.2f} s)  requests {hub.requests}")
+    print(
+        f"{label:<34} {served / 1e6:9.1f} MB served  {served / hub.model_bytes:5.2f} x model  "
+        f"wall {wall:5.2f} s  (stagers done {min(times):.2f}-{max(times):.2f} s)  requests {hub.requests}"
+    )
     hub.reset_counts()
 
 
@@ -63,7 +75,10 @@ def main() -> None:
 
     repo = FakeRepo(tiny_model_files(shards=args.shards, shard_bytes=args.shard_mb << 20))
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    with tempfile.TemporaryDirectory(dir=args.cache_dir, prefix="stage-bench-") as scratch, HubServer({MODEL: repo}) as hub:
+    with (
+        tempfile.TemporaryDirectory(dir=args.cache_dir, prefix="stage-bench-") as scratch,
+        HubServer({MODEL: repo}) as hub,
+    ):
         os.environ["HF_ENDPOINT"] = hub.endpoint
         print(f"model {MODEL}: {len(repo.files)} files, {hub.model_bytes / 1e6:.1f} MB; caches under {scratch}")
         report("1 stager, empty cache (baseline)", hub, *run_stagers(1, Path(scratch) / "baseline"))

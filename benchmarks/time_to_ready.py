@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lab_session import lab_session  # also puts the repository on sys.path
-from slurmserve.procs import task_records
+
 from slurmserve.runs import open_run
+from slurmserve.transport.procfs import task_records
 
 POLL_S = 0.01
 
@@ -54,15 +55,21 @@ def http_200(url: str) -> bool:
 
 def completion_200(endpoint: str, model: str) -> bool:
     try:
-        response = httpx.post(f"{endpoint}/v1/chat/completions", timeout=5, json={
-            "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        response = httpx.post(
+            f"{endpoint}/v1/chat/completions",
+            timeout=5,
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
         return response.status_code == 200 and response.json()["usage"]["completion_tokens"] > 0
     except (httpx.HTTPError, KeyError, ValueError):
         return False
 
 
 def job_running(job_id: str) -> bool:
-    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip() == "RUNNING"
+    return (
+        subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+        == "RUNNING"
+    )
 
 
 def event_time(run, name: str) -> float:
@@ -71,19 +78,40 @@ def event_time(run, name: str) -> float:
 
 def one_run(hosts: str, name: str) -> dict:
     submitted_at = time.time()
-    subprocess.run([sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-disagg", "--hosts", hosts,
-                    "--name", name, "--no-wait"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slurmserve",
+            "submit",
+            "--recipe",
+            "mocker-disagg",
+            "--hosts",
+            hosts,
+            "--name",
+            name,
+            "--no-wait",
+        ],
+        check=True,
+        capture_output=True,
+    )
     run = open_run(name)
     plan, deadline = run.plan(), time.time() + 180
     try:
         sbatch_at = event_time(run, "job submitted")
-        running_at = first_time(lambda: job_running(run.handle()["job_id"]), deadline)
+        running_at = first_time(lambda: job_running(run.handle().job_id), deadline)
         ready_at = {}
         for process in plan.processes:
-            check = (lambda p=process: completion_200(plan.endpoint, plan.model)) if process.role == "frontend" else \
-                    (lambda p=process: http_200(p.ready_url))
+            check = (
+                (lambda p=process: completion_200(plan.endpoint, plan.model))
+                if process.role == "frontend"
+                else (lambda p=process: http_200(p.ready_url))
+            )
             ready_at[process.name] = first_time(check, deadline)
-        started_at = {p.name: min(r.started_at for r in task_records(run.path / "pids" / f"{p.name}.tasks")) for p in plan.processes}
+        started_at = {
+            p.name: min(r.started_at for r in task_records(run.path / "pids" / f"{p.name}.tasks"))
+            for p in plan.processes
+        }
     finally:
         subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True)
     workers = [p.name for p in plan.processes if p.is_worker]
@@ -101,12 +129,21 @@ def one_run(hosts: str, name: str) -> dict:
         "etcd ready -> workers started": min(started_at[w] for w in workers) - ready_at["etcd"],
         "workers ready -> frontend started": started_at["frontend"] - max(ready_at[w] for w in workers),
     }
-    return {"total": total, "before sbatch": sbatch_at - submitted_at, "scheduling": scheduling, "own": own,
-            "handoffs": handoffs, "overhead": overhead,
-            "milestones": {"sbatch": sbatch_at - submitted_at, "running": running_at - submitted_at,
-                           "etcd ready": ready_at["etcd"] - submitted_at,
-                           "workers ready": max(ready_at[w] for w in workers) - submitted_at,
-                           "first 200": ready_at["frontend"] - submitted_at}}
+    return {
+        "total": total,
+        "before sbatch": sbatch_at - submitted_at,
+        "scheduling": scheduling,
+        "own": own,
+        "handoffs": handoffs,
+        "overhead": overhead,
+        "milestones": {
+            "sbatch": sbatch_at - submitted_at,
+            "running": running_at - submitted_at,
+            "etcd ready": ready_at["etcd"] - submitted_at,
+            "workers ready": max(ready_at[w] for w in workers) - submitted_at,
+            "first 200": ready_at["frontend"] - submitted_at,
+        },
+    }
 
 
 def main() -> None:
@@ -123,10 +160,15 @@ def main() -> None:
     print(f"  before sbatch (plan, preflight: sinfo, sbatch --test-only): {median['before sbatch']:.2f} s")
     print(f"  Slurm scheduling (sbatch -> RUNNING):                        {median['scheduling']:.2f} s")
     print("  components' own start-up: " + ", ".join(f"{k} {v:.2f} s" for k, v in median["own"].items()))
-    print("  stage hand-offs (probe latency + srun step launch): " + ", ".join(f"{k} {v:.2f} s" for k, v in median["handoffs"].items()))
-    print(f"  overhead beyond scheduling and start-up: {median['overhead']:.2f} s "
-          f"(of which srun step launches and probes at hand-offs {handoffs:.2f} s); target <= 1 s: "
-          f"{'met' if median['overhead'] <= 1.0 else 'MISSED'}")
+    print(
+        "  stage hand-offs (probe latency + srun step launch): "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in median["handoffs"].items())
+    )
+    print(
+        f"  overhead beyond scheduling and start-up: {median['overhead']:.2f} s "
+        f"(of which srun step launches and probes at hand-offs {handoffs:.2f} s); target <= 1 s: "
+        f"{'met' if median['overhead'] <= 1.0 else 'MISSED'}"
+    )
     print(json.dumps(results, indent=1) if os.environ.get("VERBOSE") else "", end="")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 SEED = 20240601
 VOCAB_SIZE = 768
@@ -44,30 +44,109 @@ CHAT_TEMPLATE = (
 )
 
 SUBJECTS = [
-    "the model", "a user", "the server", "our cluster", "the scheduler", "every worker",
-    "the frontend", "a request", "the decoder", "the planner", "this node", "the team",
-    "my friend", "the teacher", "a small cat", "the old man", "she", "he", "they", "we", "you", "I",
+    "the model",
+    "a user",
+    "the server",
+    "our cluster",
+    "the scheduler",
+    "every worker",
+    "the frontend",
+    "a request",
+    "the decoder",
+    "the planner",
+    "this node",
+    "the team",
+    "my friend",
+    "the teacher",
+    "a small cat",
+    "the old man",
+    "she",
+    "he",
+    "they",
+    "we",
+    "you",
+    "I",
 ]
 VERBS = [
-    "reads", "writes", "sends", "receives", "builds", "starts", "stops", "checks", "serves",
-    "answers", "waits for", "looks at", "talks about", "remembers", "finds", "keeps", "loads",
-    "moves", "likes", "needs", "wants", "opens", "closes", "measures", "returns",
+    "reads",
+    "writes",
+    "sends",
+    "receives",
+    "builds",
+    "starts",
+    "stops",
+    "checks",
+    "serves",
+    "answers",
+    "waits for",
+    "looks at",
+    "talks about",
+    "remembers",
+    "finds",
+    "keeps",
+    "loads",
+    "moves",
+    "likes",
+    "needs",
+    "wants",
+    "opens",
+    "closes",
+    "measures",
+    "returns",
 ]
 OBJECTS = [
-    "a message", "the tokens", "some text", "the weather", "a long story", "the answer",
-    "every question", "the results", "a new job", "the logs", "two numbers", "the door",
-    "a cup of tea", "the green house", "this morning", "the river", "a good book", "the city",
-    "the memory", "a quick reply", "the first line", "many people", "the evening news",
+    "a message",
+    "the tokens",
+    "some text",
+    "the weather",
+    "a long story",
+    "the answer",
+    "every question",
+    "the results",
+    "a new job",
+    "the logs",
+    "two numbers",
+    "the door",
+    "a cup of tea",
+    "the green house",
+    "this morning",
+    "the river",
+    "a good book",
+    "the city",
+    "the memory",
+    "a quick reply",
+    "the first line",
+    "many people",
+    "the evening news",
 ]
 ADVERBS = [
-    "quickly", "slowly", "today", "again", "together", "carefully", "at night", "in the morning",
-    "before lunch", "after work", "every day", "without delay", "on time", "very well", "",
+    "quickly",
+    "slowly",
+    "today",
+    "again",
+    "together",
+    "carefully",
+    "at night",
+    "in the morning",
+    "before lunch",
+    "after work",
+    "every day",
+    "without delay",
+    "on time",
+    "very well",
+    "",
 ]
 CONNECTORS = ["and", "but", "because", "so", "while", "when", "although", "then"]
 QUESTIONS = [
-    "What is the capital of France?", "How are you today?", "Can you help me?",
-    "Why is the sky blue?", "Where does the river go?", "Who wrote this book?",
-    "Is it going to rain tomorrow?", "How many tokens per second?", "What time is it?",
+    "What is the capital of France?",
+    "How are you today?",
+    "Can you help me?",
+    "Why is the sky blue?",
+    "Where does the river go?",
+    "Who wrote this book?",
+    "Is it going to rain tomorrow?",
+    "How many tokens per second?",
+    "What time is it?",
 ]
 
 
@@ -186,8 +265,7 @@ def main(argv: list[str]) -> int:
     assert tok.decode(ids) == sample, "byte-level round trip failed"
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         print(f"{out / name}: {(out / name).stat().st_size} bytes")
-    print(f"vocab_size={tok.get_vocab_size(with_added_tokens=True)} bos={bos_id} eos={eos_id} "
-          f"sample={len(ids)} tokens")
+    print(f"vocab_size={tok.get_vocab_size(with_added_tokens=True)} bos={bos_id} eos={eos_id} sample={len(ids)} tokens")
     return 0
 
 

@@ -1,58 +1,112 @@
-"""What the CLI verbs do, above the backends: build a plan, submit it, report on it, tear it down."""
+"""The verbs, as a small Python API: the CLI calls these, and so can scripts and notebooks.
+
+    from slurmserve import deploy
+
+    prepared = deploy.prepare("mocker-disagg")        # the dry run: the plan and every file, nothing started
+    print(prepared.script)                           # what `submit --dry-run` prints
+    deployment = deploy.submit(prepared)             # launch what prepare() returned, wait until it serves
+    report = deploy.status(deployment.run)           # the supervisor's picture (or the backend's, now)
+    for line in deploy.logs(deployment.run, "frontend"):
+        ...
+    deploy.cancel(deployment.run)                    # everything stopped; what survived, if anything
+
+`submit` is `launch(prepare(...))`: whatever the dry run shows is what starts.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .backends import backend_for
+from .backends.base import Backend, Launch
+from .config.hosts import Hosts, load_hosts
+from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
-from .health import canary_completion, http_ok, model_listed, throttled, wait_until, workers_seen
-from .hosts import Hosts, default_hosts, load_hosts
-from .plan import PORT_BLOCKS, Plan, make_plan
-from .recipe import Recipe, load_recipe
-from .render import LAUNCHER_LOG, rendered_files, write_files
-from .runs import RunDir, create_run, live_runs, new_run_name, run_dir_for
+from .hardware.discovery import default_hosts
+from .health.decisions import direct_state, direct_verdict
+from .health.probes import canary_completion, http_ok, model_listed, workers_seen
+from .planning.plan import Plan, Process
+from .planning.planner import make_plan
+from .planning.ports import PORT_BLOCKS
+from .render.files import rendered_files, write_files
+from .render.scripts import LAUNCHER_LOG, script_name
+from .runs import (
+    CanaryResult,
+    EventKind,
+    ProcessState,
+    RunDir,
+    SupervisorState,
+    Verdict,
+    create_run,
+    live_runs,
+    new_run_name,
+    run_dir_for,
+)
+from .waiting import throttled, wait_until
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
 SUPERVISOR_SETTLE_S = 5.0
 SUPERVISOR_STALE_S = 10.0  # a state.json older than this: the supervisor is gone
+LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit saw first
+DEFAULT_TIMEOUT_S = 600.0
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
 FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inputs:
     recipe: Recipe
     hosts: Hosts
 
 
-def load_inputs(recipe: str, hosts: str | None, assignments: list[str]) -> Inputs:
-    return Inputs(load_recipe(recipe, assignments), load_hosts(hosts) if hosts else default_hosts())
+def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
+    """A recipe (built-in name or file) with `--set` assignments, and a hosts file (default: the Slurm
+    cluster this machine submits to, else this machine)."""
+    return Inputs(load_recipe(recipe, list(assignments)), load_hosts(hosts) if hosts else default_hosts())
 
 
-def plan_for(inputs: Inputs, run_name: str | None = None, run_dir: str | None = None, avoid_live_runs: bool = False,
-             kv_preflight: bool | None = None) -> Plan:
+def plan_for(
+    inputs: Inputs,
+    run_name: str | None = None,
+    run_dir: str | None = None,
+    avoid_live_runs: bool = False,
+    kv_preflight: bool | None = None,
+) -> Plan:
     """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
     name = run_name or new_run_name(inputs.recipe.name)
     directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
     python = inputs.hosts.python or sys.executable
-    plan = make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, kv_preflight=kv_preflight)
+
+    def plan_in(block: int | None) -> Plan:
+        return make_plan(
+            inputs.recipe,
+            inputs.hosts,
+            run_name=name,
+            run_dir=directory,
+            python=python,
+            port_block=block,
+            kv_preflight=kv_preflight,
+        )
+
+    plan = plan_in(None)
     if not avoid_live_runs:
         return plan
     ours = {node.name for node in plan.nodes}
-    taken = {other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}}
-    if plan.port_block not in taken:
-        return plan
-    for step in range(1, PORT_BLOCKS):
+    taken = {
+        other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}
+    }
+    for step in range(PORT_BLOCKS):
         block = (plan.port_block + step) % PORT_BLOCKS
         if block not in taken:
-            return make_plan(inputs.recipe, inputs.hosts, run_name=name, run_dir=directory, python=python, port_block=block,
-                             kv_preflight=kv_preflight)
+            return plan if step == 0 else plan_in(block)
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
 
 
@@ -66,11 +120,45 @@ def pin_model(inputs: Inputs) -> Inputs:
     revision and token (exit 2) before anything starts; workers then get the snapshot path, offline."""
     if not stages_a_model(inputs):
         return inputs
-    from .modelcache import resolve_revision  # huggingface_hub: imported only when a model is staged
+    from .modelcache.staging import resolve_revision  # huggingface_hub: imported only when a model is staged
 
     model = inputs.recipe.model
     pinned = model.model_copy(update={"revision": resolve_revision(model)})
     return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything `submit` will start, before anything has: the first half of `submit`."""
+
+    inputs: Inputs
+    plan: Plan
+    files: dict[str, str]  # the run directory's files that come from the plan: relative path -> text
+
+    @property
+    def script(self) -> str:
+        """The script that starts the deployment (what `submit --dry-run` prints)."""
+        return self.files[script_name(self.plan)]
+
+
+def prepare(
+    recipe: str,
+    hosts: str | None = None,
+    assignments: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    run_dir: str | None = None,
+    kv_preflight: bool | None = None,
+) -> Prepared:
+    """The dry run: inputs loaded and checked, the model's revision pinned, a port block no live run
+    holds, the plan and every file rendered. Starts nothing and writes nothing."""
+    inputs = pin_model(load_inputs(recipe, hosts, assignments))
+    plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight)
+    return Prepared(inputs, plan, rendered_files(plan))
+
+
+def render_to(prepared: Prepared, out: Path, force: bool) -> list[Path]:
+    return write_files(prepared.files, out, overwrite=force)
 
 
 def stage_model(inputs: Inputs) -> Path:
@@ -79,13 +167,9 @@ def stage_model(inputs: Inputs) -> Path:
         raise UserError("model_cache: the hosts file names no shared model cache to stage into")
     if not inputs.recipe.model.on_hub:
         raise UserError(f"model.repo {inputs.recipe.model.repo!r} is a local folder: there is nothing to stage")
-    from .modelcache import stage_model as fetch
+    from .modelcache.staging import stage_model as fetch
 
     return fetch(inputs.recipe.model, inputs.hosts.model_cache)
-
-
-def render_to(plan: Plan, out: Path, force: bool) -> list[Path]:
-    return write_files(rendered_files(plan), out, overwrite=force)
 
 
 def save_inputs(run: RunDir, inputs: Inputs) -> None:
@@ -94,98 +178,129 @@ def save_inputs(run: RunDir, inputs: Inputs) -> None:
         (run.path / name).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
 
 
-def wait_serving(plan: Plan, timeout: float, still_worth_waiting) -> tuple[str | None, dict | None]:
-    """Wait until the frontend sees every planned worker, lists the model and completes a request.
+@dataclass(frozen=True)
+class Deployment:
+    """A submitted deployment: its run directory (all that `status`, `logs` and `cancel` need) and plan."""
 
-    Returns (None, that completion) when serving, else (what was still missing at the deadline, None).
-    """
-    expected = {}
-    for role, count in plan.workers_expected.items():
-        component = FRONTEND_COMPONENT_OF_ROLE[role]
-        expected[component] = expected.get(component, 0) + count
-    checks = [
-        ("frontend answering", lambda: http_ok(f"{plan.endpoint}/health")),
-        ("workers registered with the frontend", lambda: all(workers_seen(plan.endpoint)[c] >= n for c, n in expected.items())),
-        (f"model {plan.model} listed", lambda: model_listed(plan.endpoint, plan.model)),
-    ]
-    deadline = time.monotonic() + timeout
-    for label, check in checks:
-        if not wait_until(check, max(0.0, deadline - time.monotonic()), still_worth_waiting):
-            return label, None
-    # Listed is not yet routable (a known Dynamo race): only a real completion proves it.
-    sample = None
-
-    def completes() -> bool:
-        nonlocal sample
-        sample = canary_completion(plan.endpoint, plan.model)
-        return sample is not None
-
-    if not wait_until(completes, max(0.0, deadline - time.monotonic()), still_worth_waiting):
-        return "a completion with generated tokens", None
-    return None, sample
-
-
-def launcher_tail(run: RunDir, lines: int = 15) -> str:
-    """The end of the launch script's own output: where a failed readiness probe says what it saw."""
-    path = run.path / LAUNCHER_LOG
-    if not path.exists() or not path.read_text().strip():
-        return ""
-    return f"\n--- last lines of {path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@dataclass
-class Submitted:
     run: RunDir
     plan: Plan
-    sample: dict | None  # a completion, when submit waited for readiness
+    sample: dict[str, Any] | None = None  # a completion, when submit waited for readiness
+
+    @property
+    def endpoint(self) -> str:
+        return self.plan.endpoint
 
 
-def submit(inputs: Inputs, run_name: str | None, wait: bool, timeout: float, kv_preflight: bool | None = None) -> Submitted:
-    inputs = pin_model(inputs)
-    plan = plan_for(inputs, run_name, avoid_live_runs=True, kv_preflight=kv_preflight)
+def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Deployment:
+    """Launch what `prepare` returned. With `wait`, return once the frontend sees every planned worker,
+    lists the model and has answered a real completion; raise DeploymentFailed (after stopping
+    everything) when the deployment fails first or is not ready within `timeout` seconds."""
+    plan, inputs = prepared.plan, prepared.inputs
     backend = backend_for(plan.backend)
     backend.preflight(plan)
     if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node
         stage_model(inputs)
     run = create_run(plan)
     save_inputs(run, inputs)
-    write_files(rendered_files(plan), run.path, overwrite=True)
-    run.record("submitted")
+    write_files(prepared.files, run.path, overwrite=True)
+    run.record(EventKind.SUBMITTED)
     try:
-        backend.launch(plan, run, wait=wait)
+        launch = backend.submit(plan, run)
     except DeploymentFailed:
-        run.record("failed")
+        run.record(EventKind.FAILED)
         raise
     if not wait:
-        return Submitted(run, plan, None)
+        return Deployment(run, plan)
+    sample = wait_for_deployment(backend, launch, run, plan, timeout)
+    run.record(EventKind.READY, endpoint=plan.endpoint)
+    # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
+    wait_until(
+        lambda: (state := run.supervisor_state()) is not None and state.verdict == Verdict.READY, SUPERVISOR_SETTLE_S
+    )
+    return Deployment(run, plan, sample)
+
+
+def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Plan, timeout: float) -> dict[str, Any]:
+    """Wait until the deployment serves (the sample completion), or fail: a process died, the launch
+    failed, or the deadline passed. A failure stops everything first."""
 
     def dead() -> list[str]:
         return [name for name, alive in backend.alive(run).items() if alive is False]
 
-    missing, sample = wait_serving(plan, timeout, throttled(lambda: not dead(), LIVENESS_CHECK_INTERVAL_S))
-    if missing:
-        gone = dead()
-        leftovers = backend.stop(run)
-        run.record("failed", waiting_for=missing, dead=gone)
-        reason = f"process(es) {', '.join(gone)} exited" if gone else f"not ready within {timeout:g} s"
-        raise DeploymentFailed(
-            f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
-            + (f" except {', '.join(leftovers)}" if leftovers else "") + f". Logs: {run.path / 'logs'}"
-            + launcher_tail(run))
-    run.record("ready", endpoint=plan.endpoint)
-    # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
-    wait_until(lambda: (run.supervisor_state() or {}).get("verdict") == "ready", SUPERVISOR_SETTLE_S)
-    return Submitted(run, plan, sample)
+    def going() -> bool:
+        return not dead() and launch.failure() is None
+
+    missing, sample = wait_serving(plan, timeout, throttled(going, LIVENESS_CHECK_INTERVAL_S))
+    if sample is not None:
+        return sample
+    launch.settle(LAUNCHER_REPORT_S)
+    gone, launch_failure = dead(), launch.failure()
+    leftovers = backend.stop(run)
+    run.record(EventKind.FAILED, waiting_for=missing, dead=gone)
+    if gone:
+        reason = ", ".join(f"{name} exited" for name in gone)
+    elif launch_failure:
+        reason = "the launch failed"
+    else:
+        reason = f"not ready within {timeout:g} s"
+    raise DeploymentFailed(
+        f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
+        + (f" except {', '.join(leftovers)}" if leftovers else "")
+        + f". Logs: {run.path / 'logs'}"
+        + launcher_tail(run)
+    )
+
+
+def wait_serving(
+    plan: Plan, timeout: float, still_worth_waiting: Callable[[], bool]
+) -> tuple[str, dict[str, Any] | None]:
+    """Wait until the frontend sees every planned worker, lists the model and completes a request.
+
+    Returns ("", that completion) when serving, else (what was still missing at the deadline, None).
+    """
+    expected: dict[str, int] = {}
+    for role, count in plan.workers_expected.items():
+        component = FRONTEND_COMPONENT_OF_ROLE[role]
+        expected[component] = expected.get(component, 0) + count
+    sample: dict[str, Any] | None = None
+
+    def completes() -> bool:
+        nonlocal sample
+        sample = canary_completion(plan.endpoint, plan.model)
+        return sample is not None
+
+    checks = [
+        ("frontend answering", lambda: http_ok(f"{plan.endpoint}/health")),
+        (
+            "workers registered with the frontend",
+            lambda: all(workers_seen(plan.endpoint)[c] >= n for c, n in expected.items()),
+        ),
+        (f"model {plan.model} listed", lambda: model_listed(plan.endpoint, plan.model)),
+        # Listed is not yet routable (a known Dynamo race): only a real completion proves it.
+        ("a completion with generated tokens", completes),
+    ]
+    deadline = time.monotonic() + timeout
+    for label, check in checks:
+        if not wait_until(check, max(0.0, deadline - time.monotonic()), still_worth_waiting):
+            return label, None
+    return "", sample
+
+
+def launcher_tail(run: RunDir, lines: int = 15) -> str:
+    """The end of the launcher's own output: where a failed readiness probe says what it saw."""
+    path = run.path / LAUNCHER_LOG
+    text = path.read_text(errors="replace").strip() if path.exists() else ""
+    return f"\n--- last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
 
 
 @dataclass
-class ProcessState:
+class ProcessStatus:
     name: str
     role: str
     nodes: list[str]
     gpus: list[int]
     ports: dict[str, int]
-    state: str  # pending | starting | ready | unhealthy | failed | stopped
+    state: ProcessState
     since: float | None = None
     restarts: int = 0
     last_error: str | None = None
@@ -195,80 +310,87 @@ class ProcessState:
 @dataclass
 class RunStatus:
     run: str
-    verdict: str  # starting | ready | degraded | failed | stopped
+    recipe: str
+    backend: str
+    verdict: Verdict
     reason: str
     supervised: bool  # a live supervisor's view, as opposed to asking the backend directly
     scheduler: str
     endpoint: str
-    processes: list[ProcessState]
-    frontend: dict  # role -> [seen, expected]
-    canary: dict
-    nodes: dict  # node -> problem
+    processes: list[ProcessStatus]
+    frontend: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> (seen, planned)
+    canary: CanaryResult | None = None
+    nodes: dict[str, str] = field(default_factory=dict)  # node -> problem
 
 
-def run_status(run: RunDir) -> RunStatus:
+def supervisor_live(state: SupervisorState | None, cancelled: bool) -> bool:
+    return state is not None and not state.final and time.time() - state.updated < SUPERVISOR_STALE_S and not cancelled
+
+
+def status(run: RunDir) -> RunStatus:
     """The live supervisor's picture when there is one; else the backend's answer, now."""
     plan = run.plan()
     backend = backend_for(plan.backend)
     state = run.supervisor_state()
     cancelled = run.cancelled  # read once: each call parses events.jsonl
-    live = state is not None and not state["final"] and time.time() - state["updated"] < SUPERVISOR_STALE_S and not cancelled
-    watched = state["processes"] if state else {}
+    watched = state.processes if state else {}
 
-    def process_state(process, current: str) -> ProcessState:
-        seen = watched.get(process.name, {})
-        return ProcessState(process.name, process.role, process.nodes, process.gpus, process.ports, current,
-                            seen.get("since"), seen.get("restarts", 0), seen.get("last_error"), seen.get("registered"))
+    def process_status(process: Process, current: ProcessState) -> ProcessStatus:
+        seen = watched.get(process.name)
+        return ProcessStatus(
+            process.name,
+            process.role,
+            process.nodes,
+            process.gpus,
+            process.ports,
+            current,
+            seen.since if seen else None,
+            seen.restarts if seen else 0,
+            seen.last_error if seen else None,
+            seen.registered if seen else None,
+        )
 
-    common = {"run": run.name, "scheduler": backend.describe(run), "endpoint": plan.endpoint}
-    if live:
-        processes = [process_state(p, watched[p.name]["state"]) for p in plan.processes]
-        return RunStatus(verdict=state["verdict"], reason=state["reason"], supervised=True, processes=processes,
-                         frontend=state["frontend"], canary=state["canary"], nodes=state["nodes"], **common)
-    ended = None if cancelled else backend.ended(run)
+    scheduler = backend.scheduler(run)
+    report = functools.partial(
+        RunStatus, run.name, plan.recipe, plan.backend, scheduler=scheduler.description, endpoint=plan.endpoint
+    )
+    if state is not None and supervisor_live(state, cancelled):
+        processes = [process_status(p, watched[p.name].state) for p in plan.processes]
+        return report(
+            verdict=state.verdict,
+            reason=state.reason,
+            supervised=True,
+            processes=processes,
+            frontend=state.frontend,
+            canary=state.canary,
+            nodes=state.nodes,
+        )
+    ended = None if cancelled else scheduler.ended
     alive_of = backend.alive(run)
-    processes = [process_state(p, direct_state(p, alive_of[p.name], cancelled or ended is not None)) for p in plan.processes]
-    verdict, reason = direct_verdict(processes, cancelled, ended)
-    return RunStatus(verdict=verdict, reason=reason, supervised=False, processes=processes, frontend={}, canary={},
-                     nodes={}, **common)
+    stopped = cancelled or ended is not None
+    processes = [
+        process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped))
+        for p in plan.processes
+    ]
+    verdict, reason = direct_verdict({p.name: (p.role, p.state) for p in processes}, cancelled, ended)
+    return report(verdict=verdict, reason=reason, supervised=False, processes=processes)
 
 
-def direct_state(process, alive: bool | None, stopped: bool) -> str:
-    if alive is None:
-        return "stopped" if stopped else "pending"
-    if not alive:
-        return "stopped" if stopped else "failed"
-    return "ready" if process.ready_url is None or http_ok(process.ready_url) else "starting"
+def answers_now(process: Process, alive: bool | None) -> bool:
+    """Its readiness probe, asked only of a running process (a dead one cannot answer)."""
+    return bool(alive) and (process.ready_url is None or http_ok(process.ready_url))
 
 
-def direct_verdict(states: list[ProcessState], cancelled: bool, ended: str | None) -> tuple[str, str]:
-    """One word for the whole run, without a supervisor: ready, starting, degraded (a worker down),
-    failed, or stopped; and why."""
-    kinds = {state.state for state in states}
-    if cancelled:
-        return "stopped", "cancelled with slurmserve cancel"
-    if ended:
-        return "stopped", f"{ended}: stopped outside slurmserve (or by its time limit); `slurmserve cancel` cleans up"
-    if kinds <= {"stopped"}:
-        return "stopped", "no process is running"
-    unsupervised = "no supervisor running"
-    if kinds == {"ready"}:
-        return "ready", unsupervised
-    failed = [s.name for s in states if s.state == "failed"]
-    if not failed:
-        return "starting", unsupervised
-    control_failed = any(s.state == "failed" and s.role in ("etcd", "nats", "frontend") for s in states)
-    nothing_alive = kinds <= {"failed", "pending"}
-    return ("failed" if control_failed or nothing_alive else "degraded"), f"{', '.join(failed)} exited; {unsupervised}"
-
-
-def show_log(run: RunDir, process: str, follow: bool) -> None:
-    run.plan().process(process)  # an unknown name is the user's error, whatever the backend
-    backend_for(run.plan().backend).show_log(run, process, follow)
+def logs(run: RunDir, process: str, follow: bool = False) -> Iterator[str]:
+    """A process's log, line by line; with `follow`, without end, as it grows."""
+    plan = run.plan()
+    plan.process(process)  # an unknown name is the user's error, whatever the backend
+    return backend_for(plan.backend).log_lines(run, process, follow)
 
 
 def cancel(run: RunDir) -> list[str]:
-    run.record("cancel requested")  # the supervisor restarts nothing from here on
+    """Stop every process of the run; returns what survived (nothing, normally)."""
+    run.record(EventKind.CANCEL_REQUESTED)  # the supervisor restarts nothing from here on
     leftovers = backend_for(run.plan().backend).stop(run)
-    run.record("cancelled", leftovers=leftovers)
+    run.record(EventKind.CANCELLED, leftovers=leftovers)
     return leftovers

@@ -1,21 +1,140 @@
 """Run directories: everything a deployment needs to be inspected, or torn down, from a new shell.
 
 `~/.slurmserve/runs/<run>/` (or `$SLURMSERVE_HOME/runs/<run>/`) holds the resolved recipe and hosts,
-plan.json, the rendered script, logs/, pids/ and events.jsonl. A hosts file may put runs elsewhere
-(`run_root`, on the shared filesystem for Slurm); the home folder then keeps a link to it.
+plan.json, the rendered script, logs/, pids/, events.jsonl, the supervisor's state.json and the
+backend's handle.json. A hosts file may put runs elsewhere (`run_root`, on the shared filesystem for
+Slurm); the home folder then keeps a link to it.
+
+What crosses process boundaries here is typed (pydantic models with a schema version): state.json
+and handle.json are written atomically; events.jsonl is append-only, and a reader skips a line that is
+not (yet) whole rather than failing on it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import UserError
-from .plan import Plan
+from .planning.plan import Plan
+
+SCHEMA_VERSION = 1
+
+
+class ProcessState(str, Enum):
+    PENDING = "pending"
+    STARTING = "starting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Verdict(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class EventKind(str, Enum):
+    CREATED = "created"
+    SUBMITTED = "submitted"
+    JOB_SUBMITTED = "job submitted"
+    KV_PATH_CHECKED = "kv path checked"
+    READY = "ready"
+    FAILED = "failed"
+    SUPERVISOR_STARTED = "supervisor started"
+    SUPERVISOR_STOPPED = "supervisor stopped"
+    STATE = "state"
+    DEREGISTERED = "deregistered"
+    RESTART_SCHEDULED = "restart scheduled"
+    RESTARTED = "restarted"
+    RESTART_FAILED = "restart failed"
+    RESTART_BUDGET_SPENT = "restart budget spent"
+    NODE_PROBLEM = "node problem"
+    NODE_RECOVERED = "node recovered"
+    CANARY = "canary"
+    DEPLOYMENT = "deployment"
+    CANCEL_REQUESTED = "cancel requested"
+    CANCELLED = "cancelled"
+
+
+class Event(BaseModel):
+    """One line of events.jsonl: when, what, and the fields that kind of event carries."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int = SCHEMA_VERSION
+    time: str
+    event: EventKind
+
+    def field(self, name: str) -> Any:
+        """A field this kind of event carries (None when it has none of that name)."""
+        return (self.model_extra or {}).get(name)
+
+
+class ProcessWatch(BaseModel):
+    """The supervisor's view of one process, as state.json carries it."""
+
+    state: ProcessState
+    since: float
+    restarts: int = 0
+    last_error: str | None = None
+    registered: bool | None = None  # a worker the frontend routes to (None: not a worker, or unknown)
+    restart_at: float | None = None
+
+
+class CanaryResult(BaseModel):
+    ok: bool
+    at: float
+    latency_s: float
+    error: str | None = None
+
+
+class SupervisorState(BaseModel):
+    """state.json: the supervisor's latest picture of the deployment."""
+
+    version: int = SCHEMA_VERSION
+    updated: float
+    final: bool  # the supervisor stopped watching: the backend answers from then on
+    pid: int
+    host: str
+    verdict: Verdict
+    reason: str
+    processes: dict[str, ProcessWatch]
+    frontend: dict[str, tuple[int, int]] = {}  # role -> (instances the frontend sees, planned)
+    model_listed: bool | None = None
+    canary: CanaryResult | None = None
+    nodes: dict[str, str] = {}  # node -> what is wrong with it
+
+
+class StartedGroup(BaseModel):
+    """A process the SSH backend started: its host and its process group."""
+
+    host: str
+    pgid: int
+
+
+class Handle(BaseModel):
+    """handle.json: what the backend needs to find the deployment again."""
+
+    version: int = SCHEMA_VERSION
+    backend: str
+    job_id: str | None = None  # Slurm
+    final_state: str | None = None  # Slurm: a terminal job state, once seen (Slurm forgets jobs)
+    processes: dict[str, StartedGroup] = {}  # SSH
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def slurmserve_home() -> Path:
@@ -34,6 +153,13 @@ def run_dir_for(run_name: str, run_root: str | None) -> Path:
     return (Path(run_root).expanduser() if run_root else runs_root()) / run_name
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """A reader sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -49,53 +175,79 @@ class RunDir:
         return self.path / self.plan().process(process).log
 
     def pid(self, process: str) -> int | None:
-        pid_file = self.path / "pids" / f"{process}.pid"
-        return int(pid_file.read_text()) if pid_file.exists() else None
+        """The PID a launch script recorded for a process; None when there is none, or none whole yet."""
+        try:
+            text = (self.path / "pids" / f"{process}.pid").read_text()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.strip().isdigit() else None
 
-    def handle(self) -> dict:
-        """What the backend needs to find the deployment again (a Slurm job id, ...)."""
-        path = self.path / "handle.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def _read(self, name: str, model: type[Model]) -> Model | None:
+        try:
+            return model.model_validate_json((self.path / name).read_text())
+        except FileNotFoundError:
+            return None
+        except ValidationError:  # written by another version, or damaged: treated as absent
+            return None
 
-    def save_handle(self, handle: dict) -> None:
-        self._save_json("handle.json", handle)
+    def handle(self) -> Handle | None:
+        """What the backend needs to find the deployment again (a Slurm job id, SSH process groups)."""
+        return self._read("handle.json", Handle)
 
-    def supervisor_state(self) -> dict | None:
+    def save_handle(self, handle: Handle) -> None:
+        write_atomically(self.path / "handle.json", handle.model_dump_json(indent=2) + "\n")
+
+    def supervisor_state(self) -> SupervisorState | None:
         """The supervisor's latest picture of the deployment (state.json), if it has written one."""
-        path = self.path / "state.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return self._read("state.json", SupervisorState)
 
-    def save_supervisor_state(self, state: dict) -> None:
-        self._save_json("state.json", state)
+    def save_supervisor_state(self, state: SupervisorState) -> None:
+        write_atomically(self.path / "state.json", state.model_dump_json(indent=2) + "\n")
 
-    def _save_json(self, name: str, value: dict) -> None:
-        temporary = self.path / f"{name}.tmp"
-        temporary.write_text(json.dumps(value, indent=2) + "\n")
-        temporary.replace(self.path / name)  # atomic: a reader never sees half a file
-
-    def record(self, event: str, **fields) -> None:
+    def record(self, event: EventKind, **fields: Any) -> None:
         """Append one event to events.jsonl (the deployment's history; never rewritten)."""
-        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event, **fields}
-        with open(self.path / "events.jsonl", "a") as log:
-            log.write(json.dumps(entry) + "\n")
+        entry = Event(time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), event=event, **fields)
+        line = entry.model_dump_json().encode() + b"\n"
+        # One write(2) of the whole line, with O_APPEND: concurrent writers never interleave inside a line.
+        descriptor = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a writer that died mid-line: ours starts a line of its own
+            os.write(descriptor, line)
+        finally:
+            os.close(descriptor)
 
-    def events(self) -> list[dict]:
-        path = self.path / "events.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    def events(self) -> list[Event]:
+        """Every whole event so far; a line that is torn (being written, or cut by a crash) is skipped."""
+        try:
+            lines = (self.path / "events.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(Event.model_validate_json(line))
+            except ValidationError:
+                continue
+        return events
+
+    def has_event(self, *kinds: EventKind) -> bool:
+        return any(event.event in kinds for event in self.events())
 
     @property
     def cancel_requested(self) -> bool:
         """`slurmserve cancel` has begun: nothing may be restarted any more."""
-        return any(event["event"] in ("cancel requested", "cancelled") for event in self.events())
+        return self.has_event(EventKind.CANCEL_REQUESTED, EventKind.CANCELLED)
 
     @property
     def cancelled(self) -> bool:
-        return any(event["event"] == "cancelled" for event in self.events())
+        return self.has_event(EventKind.CANCELLED)
 
     @property
     def ended(self) -> bool:
         """Cancelled, or failed and stopped by submit: it holds no ports any more."""
-        return any(event["event"] in ("cancelled", "failed") for event in self.events())
+        return self.has_event(EventKind.CANCELLED, EventKind.FAILED)
 
 
 def create_run(plan: Plan) -> RunDir:
@@ -114,7 +266,7 @@ def create_run(plan: Plan) -> RunDir:
     run = RunDir(path)
     # The plan first: from here on `status` and `cancel` can handle the run, even if the CLI dies.
     (path / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")
-    run.record("created", recipe=plan.recipe, backend=plan.backend)
+    run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
     return run
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve.hosts import load_hosts
-from slurmserve.plan import make_plan
-from slurmserve.recipe import load_recipe
+from slurmserve.config.hosts import load_hosts
+from slurmserve.config.recipe import load_recipe
+from slurmserve.planning.planner import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTS = REPO / "hosts"
@@ -38,8 +38,14 @@ def cancel_later():
 
 
 def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **kwargs):
-    return make_plan(load_recipe(recipe, list(sets)), load_hosts(HOSTS / hosts), run_name=run_name,
-                     run_dir=f"/runs/{run_name}", python="/usr/bin/python3", **kwargs)
+    return make_plan(
+        load_recipe(recipe, list(sets)),
+        load_hosts(HOSTS / hosts),
+        run_name=run_name,
+        run_dir=f"/runs/{run_name}",
+        python="/usr/bin/python3",
+        **kwargs,
+    )
 
 
 # The real Slurm test cluster (network namespaces, slurmd per node): session fixtures `slurm_lab`

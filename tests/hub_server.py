@@ -135,8 +135,14 @@ class HubServer:
     slows file bodies down so a test can kill a client half-way through.
     """
 
-    def __init__(self, repos: dict[str, FakeRepo], *, token: str | None = None, bytes_per_second: float | None = None,
-                 host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        repos: dict[str, FakeRepo],
+        *,
+        token: str | None = None,
+        bytes_per_second: float | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.repos, self.token, self.bytes_per_second, self.host = repos, token, bytes_per_second, host
         self.stats = _Stats()
         self._server: ThreadingHTTPServer | None = None
@@ -241,9 +247,16 @@ class _HubHandler(BaseHTTPRequestHandler):
             revision = "/".join(rest[1:]) or "main"
             self.hub.stats.count_request("info")
             self.hub.check_revision(repo, revision)
-            self._json({"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": self.hub.token is not None,
-                        "gated": "manual" if repo.gated else False,
-                        "siblings": [repo.sibling(path) for path in sorted(repo.files)]})
+            self._json(
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": repo.sha,
+                    "private": self.hub.token is not None,
+                    "gated": "manual" if repo.gated else False,
+                    "siblings": [repo.sibling(path) for path in sorted(repo.files)],
+                }
+            )
         elif rest[0] == "tree" and len(rest) >= 2:
             self.hub.stats.count_request("tree")
             self.hub.check_revision(repo, rest[1])
@@ -289,7 +302,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _send_counted(self, key: str, body: memoryview) -> None:
         """Counted per chunk, so a download cut short counts only what really left."""
         for offset in range(0, len(body), CHUNK):
-            chunk = body[offset:offset + CHUNK]
+            chunk = body[offset : offset + CHUNK]
             self.wfile.write(chunk)
             self.hub.stats.count_bytes(key, len(chunk))
             if self.hub.bytes_per_second:

@@ -27,24 +27,64 @@ BAD_INPUTS = [
     ("malformed YAML", ["plan", "--recipe", "{bad.yaml}"], "not valid YAML"),
     ("unknown recipe key", ["plan", "--recipe", "{typo.yaml}"], "prefil: unknown key"),
     ("agg recipe with prefill", ["plan", "--recipe", "{mixed.yaml}"], "mode agg takes an agg section"),
-    ("replicas not a number", ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "decode.replicas=two"], "decode.replicas"),
+    (
+        "replicas not a number",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "decode.replicas=two"],
+        "decode.replicas",
+    ),
     ("zero replicas", ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "decode.replicas=0"], "decode.replicas"),
     ("unknown engine", ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=vllm"], "engine"),
-    ("unknown engine config", ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "prefill.engine_config=nope.yaml"], "prefill.engine_config"),
-    ("TP not dividing a node", ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "prefill.tensor_parallel=3"], "prefill.tensor_parallel"),
-    ("wide worker not whole nodes", ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "decode.tensor_parallel=12"], "decode.tensor_parallel"),
-    ("more GPUs than exist", ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "decode.replicas=4"], "decode.replicas"),
-    ("EP wider than TP", ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "prefill.expert_parallel=8"], "prefill.expert_parallel"),
-    ("file discovery on two nodes", ["plan", "--recipe", "mocker-disagg", "--hosts", TWO_NODES, "--set", "discovery=file"], "discovery"),
+    (
+        "unknown engine config",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "prefill.engine_config=nope.yaml"],
+        "prefill.engine_config",
+    ),
+    (
+        "TP not dividing a node",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "prefill.tensor_parallel=3"],
+        "prefill.tensor_parallel",
+    ),
+    (
+        "wide worker not whole nodes",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "decode.tensor_parallel=12"],
+        "decode.tensor_parallel",
+    ),
+    (
+        "more GPUs than exist",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", TWO_NODES, "--set", "decode.replicas=4"],
+        "decode.replicas",
+    ),
+    (
+        "EP wider than TP",
+        ["plan", "--recipe", "gpt-oss-120b-disagg", "--set", "prefill.expert_parallel=8"],
+        "prefill.expert_parallel",
+    ),
+    (
+        "file discovery on two nodes",
+        ["plan", "--recipe", "mocker-disagg", "--hosts", TWO_NODES, "--set", "discovery=file"],
+        "discovery",
+    ),
     ("--set without =", ["plan", "--recipe", "mocker-agg", "--set", "agg.replicas"], "--set 'agg.replicas'"),
     ("--set into a value", ["plan", "--recipe", "mocker-agg", "--set", "engine.kind=x"], "engine is not a section"),
-    ("missing hosts file", ["plan", "--recipe", "mocker-agg", "--hosts", "/nonexistent/hosts.yaml"], "/nonexistent/hosts.yaml: cannot read"),
+    (
+        "missing hosts file",
+        ["plan", "--recipe", "mocker-agg", "--hosts", "/nonexistent/hosts.yaml"],
+        "/nonexistent/hosts.yaml: cannot read",
+    ),
     ("unknown hosts key", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-typo.yaml}"], "node.gpu: unknown key"),
-    ("ssh hosts without hosts", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-empty.yaml}"], "needs a hosts: list"),
+    (
+        "ssh hosts without hosts",
+        ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-empty.yaml}"],
+        "needs a hosts: list",
+    ),
     ("NIC paired with a missing GPU", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-nic.yaml}"], "nic mlx5_0"),
     ("unknown run", ["status", "no-such-run"], "run 'no-such-run'"),
     ("unknown process", ["logs", "{run}", "no-such-process"], "no process 'no-such-process'"),
-    ("unknown backend", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-backend.yaml}"], "backend: Input should be 'slurm', 'ssh' or 'local'"),
+    (
+        "unknown backend",
+        ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-backend.yaml}"],
+        "backend: Input should be 'slurm', 'ssh' or 'local'",
+    ),
 ]
 
 FILES = {
@@ -63,6 +103,7 @@ def a_run(tmp_path):
     """A run directory made by the real CLI (render's plan of a local run is enough for status/logs)."""
     from slurmserve.deploy import load_inputs, plan_for
     from slurmserve.runs import create_run
+
     return create_run(plan_for(load_inputs("mocker-agg", str(HOSTS / "local.yaml"), []), "existing-run")).name
 
 

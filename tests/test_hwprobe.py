@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve.hosts import concrete_nodes, load_hosts
-from slurmserve.hwprobe import (
+from slurmserve.config.hosts import concrete_nodes, load_hosts
+from slurmserve.config.recipe import load_recipe
+from slurmserve.hardware.inventory import probe_script
+from slurmserve.hardware.parsers import (
     IB_PORTS,
-    PROBE_SCRIPT,
     SECTION_MARK,
     count_gpus,
     hosts_file_text,
@@ -26,21 +27,27 @@ from slurmserve.hwprobe import (
     parse_ibstat,
     parse_ibv_devinfo,
     parse_ip_addr,
-    parse_netdevs,
     parse_ports,
     parse_sys_ports,
     parse_topology,
     pick_address,
     split_sections,
 )
-from slurmserve.plan import make_plan
-from slurmserve.recipe import load_recipe
+from slurmserve.planning.planner import make_plan
 
 from .helpers import SHELLCHECK
 
 FIXTURES = Path(__file__).parent / "fixtures" / "probe"
-SECTIONS = ["hostname", "nvidia-smi -L", "nvidia-smi topo -m", "infiniband ports", "infiniband netdevs",
-            "ibv_devinfo", "ibstat", "ip -j addr"]
+SECTIONS = [
+    "hostname",
+    "nvidia-smi -L",
+    "nvidia-smi topo -m",
+    "infiniband ports",
+    "infiniband netdevs",
+    "ibv_devinfo",
+    "ibstat",
+    "ip -j addr",
+]
 DGX_H100_RAILS = ["mlx5_0", "mlx5_3", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_9", "mlx5_10", "mlx5_11"]
 
 
@@ -59,20 +66,24 @@ def states(node: dict) -> dict[str, str]:
 
 # --- the script -------------------------------------------------------------------------------------------
 
+
 def run_probe(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     bash = shutil.which("bash")  # by path: the no-tools test empties PATH
-    return subprocess.run([bash, "-c", PROBE_SCRIPT], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([bash, "-c", probe_script()], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_probe_script_runs_here_prints_every_section_in_order_and_exits_0():
     result = run_probe()
     assert result.returncode == 0, result.stderr
-    markers = [line[len(SECTION_MARK):] for line in result.stdout.splitlines() if line.startswith(SECTION_MARK)]
+    markers = [line[len(SECTION_MARK) :] for line in result.stdout.splitlines() if line.startswith(SECTION_MARK)]
     assert markers == SECTIONS
     node = node_from_probe(result.stdout)
     assert node["name"] == subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
-    assert node["gpus"] == count_gpus(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout) \
-        if shutil.which("nvidia-smi") else node["gpus"] == 0
+    assert (
+        node["gpus"] == count_gpus(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout)
+        if shutil.which("nvidia-smi")
+        else node["gpus"] == 0
+    )
 
 
 def test_probe_script_exits_0_with_no_tools_at_all():
@@ -86,7 +97,7 @@ def test_probe_script_exits_0_with_no_tools_at_all():
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed")
 def test_probe_script_passes_shellcheck(tmp_path):
     script = tmp_path / "probe.sh"
-    script.write_text(PROBE_SCRIPT)
+    script.write_text(probe_script())
     result = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
@@ -98,6 +109,7 @@ def test_local_capture_is_what_this_kind_of_machine_prints():
 
 
 # --- DGX H100: GPU i pairs with mlx5_0,3,4,5,6,9,10,11 ----------------------------------------------------
+
 
 @pytest.mark.parametrize("fixture", ["dgx_h100_ib_mooncake.txt", "dgx_h100_ib_deepep.txt"])
 def test_dgx_h100_pairs_each_gpu_with_its_rail_hca(fixture):
@@ -115,8 +127,10 @@ def test_dgx_h100_storage_nics_on_gpu0_and_gpu4_switches_stay_unpaired():
     assert {nic for nic in topology.nics if topology.relation[(0, nic)] == "PIX"} == {"mlx5_0", "mlx5_1", "mlx5_2"}
     unpaired = {nic["name"] for nic in node["nics"] if not nic["gpus"]}
     assert unpaired == {"mlx5_1", "mlx5_2", "mlx5_7", "mlx5_8"}
-    assert states(node) == {name: "down" if name in ("mlx5_1", "mlx5_2") else "active"
-                            for name in DGX_H100_RAILS + ["mlx5_1", "mlx5_2", "mlx5_7", "mlx5_8"]}
+    assert states(node) == {
+        name: "down" if name in ("mlx5_1", "mlx5_2") else "active"
+        for name in DGX_H100_RAILS + ["mlx5_1", "mlx5_2", "mlx5_7", "mlx5_8"]
+    }
 
 
 def test_legend_nics_no_port_listing_shows_are_left_out():
@@ -137,6 +151,7 @@ def test_fabric_with_every_port_down_still_pairs_the_rail_hcas():
 
 
 # --- RoCE: the operators' own NCCL_IB_HCA, and an inactive HCA --------------------------------------------
+
 
 def test_roce_node_pairs_the_nics_its_operators_used():
     """tpgds-aihub0007's operators set NCCL_IB_HCA=mlx5_0,1,2,5,6,7,8,11; the bonded pairs mlx5_3/4 and
@@ -160,6 +175,7 @@ def test_inactive_hca_keeps_its_gpu_and_is_marked_down():
 
 # --- no RDMA ----------------------------------------------------------------------------------------------
 
+
 def test_pcie_box_without_rdma_has_gpus_and_no_nics():
     node = probe("pcie_2gpu_no_rdma.txt", name=None)
     assert node == {"name": "hua-System-Product-Name", "address": None, "gpus": 2, "nics": []}
@@ -168,6 +184,7 @@ def test_pcie_box_without_rdma_has_gpus_and_no_nics():
 
 
 # --- parsers one by one -----------------------------------------------------------------------------------
+
 
 def test_split_sections_ignores_the_fixture_header_and_keeps_empty_sections():
     sections = split_sections((FIXTURES / "dgx_h100_ib_mooncake.txt").read_text())
@@ -208,19 +225,22 @@ def test_sys_port_listing_uses_the_kernels_words():
     probe's PATH:VALUE form), so this input is written by hand in the kernel's format: a port's `state` file
     holds '4: ACTIVE' / '1: DOWN' (what `ibstatus` prints verbatim, e.g. NVIDIA/nccl#489), `link_layer`
     'InfiniBand' or 'Ethernet'. /sys wins over ibv_devinfo and ibstat where they disagree."""
-    listing = "\n".join([
-        "/sys/class/infiniband/mlx5_0/ports/1/state:4: ACTIVE",
-        "/sys/class/infiniband/mlx5_0/ports/1/link_layer:InfiniBand",
-        "/sys/class/infiniband/mlx5_0/ports/1/rate:400 Gb/sec (4X NDR)",
-        "/sys/class/infiniband/mlx5_1/ports/1/state:1: DOWN",
-        "/sys/class/infiniband/mlx5_1/ports/1/link_layer:InfiniBand",
-    ])
+    listing = "\n".join(
+        [
+            "/sys/class/infiniband/mlx5_0/ports/1/state:4: ACTIVE",
+            "/sys/class/infiniband/mlx5_0/ports/1/link_layer:InfiniBand",
+            "/sys/class/infiniband/mlx5_0/ports/1/rate:400 Gb/sec (4X NDR)",
+            "/sys/class/infiniband/mlx5_1/ports/1/state:1: DOWN",
+            "/sys/class/infiniband/mlx5_1/ports/1/link_layer:InfiniBand",
+        ]
+    )
     ports = parse_sys_ports(listing)
     assert [(key, port.state, port.link_layer) for key, port in ports.items()] == [
-        (("mlx5_0", 1), "ACTIVE", "InfiniBand"), (("mlx5_1", 1), "DOWN", "InfiniBand")]
+        (("mlx5_0", 1), "ACTIVE", "InfiniBand"),
+        (("mlx5_1", 1), "DOWN", "InfiniBand"),
+    ]
     merged = parse_ports({IB_PORTS: listing, "ibstat": "CA 'mlx5_1'\n\tPort 1:\n\t\tState: Active\n"})
     assert merged[("mlx5_1", 1)].state == "DOWN"
-    assert parse_netdevs("/sys/class/infiniband/mlx5_0/device/net/ib0\n") == {"mlx5_0": ["ib0"]}
 
 
 def test_without_port_listing_the_legend_nics_are_taken_as_active_port_1():
@@ -245,8 +265,10 @@ def test_default_address_skips_bridges_and_an_interface_can_be_named():
 
 
 def test_gpu_count_prefers_nvidia_smi_list_and_falls_back_to_the_matrix():
-    listing = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-c7a0294c-c2c2-5476-438c-fb468eaa223b)\n" \
-              "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-27196ced-a067-4406-2159-46448710fc9c)\n"
+    listing = (
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-c7a0294c-c2c2-5476-438c-fb468eaa223b)\n"
+        "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-27196ced-a067-4406-2159-46448710fc9c)\n"
+    )
     assert count_gpus(listing) == 2
     text = (FIXTURES / "pcie_2gpu_no_rdma.txt").read_text()
     assert node_from_probe(text)["gpus"] == 2  # no -L in that capture: the matrix's GPU columns
@@ -259,17 +281,29 @@ def test_a_probe_without_hostname_needs_a_name():
 
 # --- the hosts file ---------------------------------------------------------------------------------------
 
+
 def write_hosts(tmp_path, nodes, **kwargs) -> Path:
-    text = hosts_file_text(nodes, "slurm", "ib0", {"slurm": {"partition": "gpu"}, "model_cache": "/shared/models"},
-                           probed_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc), **kwargs)
+    text = hosts_file_text(
+        nodes,
+        "slurm",
+        "ib0",
+        {"slurm": {"partition": "gpu"}, "model_cache": "/shared/models"},
+        probed_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        **kwargs,
+    )
     path = tmp_path / "hosts.yaml"
     path.write_text(text)
     return path
 
 
 def plan(hosts_path: Path, recipe: str, *sets: str):
-    return make_plan(load_recipe(recipe, list(sets)), load_hosts(hosts_path), run_name="test-run",
-                     run_dir="/runs/test-run", python="/usr/bin/python3")
+    return make_plan(
+        load_recipe(recipe, list(sets)),
+        load_hosts(hosts_path),
+        run_name="test-run",
+        run_dir="/runs/test-run",
+        python="/usr/bin/python3",
+    )
 
 
 def test_two_identical_dgx_nodes_share_one_node_block_and_plan(tmp_path):
@@ -280,8 +314,9 @@ def test_two_identical_dgx_nodes_share_one_node_block_and_plan(tmp_path):
     hosts = load_hosts(path)
     assert [(h.name, h.gpus, h.nics) for h in hosts.hosts] == [("gpu01", None, None), ("gpu02", None, None)]
     assert hosts.node.gpus == 8 and hosts.node.interface == "ib0"
-    assert [(nic.name, nic.gpus, nic.state) for nic in hosts.node.nics if nic.gpus] == \
-        [(hca, [gpu], "active") for gpu, hca in enumerate(DGX_H100_RAILS)]
+    assert [(nic.name, nic.gpus, nic.state) for nic in hosts.node.nics if nic.gpus] == [
+        (hca, [gpu], "active") for gpu, hca in enumerate(DGX_H100_RAILS)
+    ]
     assert {nic.name for nic in hosts.node.nics if nic.state == "down"} == {"mlx5_1", "mlx5_2"}
     result = plan(path, "gpt-oss-120b-disagg")
     assert result.process("prefill-0").nodes == ["gpu01"] and result.process("decode-0").nodes == ["gpu02"]
@@ -289,8 +324,12 @@ def test_two_identical_dgx_nodes_share_one_node_block_and_plan(tmp_path):
 
 def test_odd_nodes_get_per_host_overrides(tmp_path):
     """Two DGX nodes set `node:`; the RoCE node with a dead GPU 7 NIC and a CPU-only node override it."""
-    nodes = [probe("dgx_h100_ib_mooncake.txt", name="gpu01"), probe("dgx_h100_ib_mooncake.txt", name="gpu02"),
-             probe("roce_gpu7_nic_down_assembled.txt", name="gpu03"), probe("netns_docker_bridge.txt", name="cpu01")]
+    nodes = [
+        probe("dgx_h100_ib_mooncake.txt", name="gpu01"),
+        probe("dgx_h100_ib_mooncake.txt", name="gpu02"),
+        probe("roce_gpu7_nic_down_assembled.txt", name="gpu03"),
+        probe("netns_docker_bridge.txt", name="cpu01"),
+    ]
     path = write_hosts(tmp_path, nodes)
     hosts = load_hosts(path)
     by_name = {node.name: node for node in concrete_nodes(hosts)}

@@ -1,4 +1,4 @@
-"""KV-path preflight (slurmserve/kvpath.py): the pairs a plan needs checked, ucx_perftest's command
+"""KV-path preflight (slurmserve/kvpath/): the pairs a plan needs checked, ucx_perftest's command
 lines and output (fixtures captured on the test cluster, UCX 1.13.1), failures naming the pair and
 device; then real transfers between the lab's node namespaces over srun and over SSH."""
 
@@ -14,12 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve import kvpath
-from slurmserve.kvpath import (
-    BANDWIDTH_TEST, LATENCY_TEST, CheckResult, PairCheck, checks_for_plan, client_command, lanes, missing_devices,
-    parse_perftest, rounds, run_check, server_command, ucx_messages, with_env,
+from slurmserve.kvpath import perftest, runner
+from slurmserve.kvpath.checks import PairCheck, checks_for_plan, rounds
+from slurmserve.kvpath.perftest import (
+    BANDWIDTH_TEST,
+    LATENCY_TEST,
+    client_command,
+    lanes,
+    missing_devices,
+    parse_perftest,
+    server_command,
+    ucx_messages,
+    with_env,
 )
-from slurmserve.plan import PORT_BLOCK_SIZE, PORT_RANGE_START, Plan, PlanNode
+from slurmserve.kvpath.runner import CheckResult, run_check
+from slurmserve.node import kvcheck
+from slurmserve.planning.plan import Plan, PlanNode
+from slurmserve.planning.ports import PORT_BLOCK_SIZE, PORT_RANGE_START
 
 from .conftest import plan_of
 
@@ -62,8 +73,17 @@ def test_parses_a_latency_test(name, p50):
     assert result.iterations == 1000 and result.latency_us == pytest.approx(p50)
 
 
-@pytest.mark.parametrize("name", ["bad_client.client.txt", "bad_server.server.txt", "rdma_tls.client.txt", "refused.client.txt",
-                                  "bw_table.server.txt", "srun_bad_client.client.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bad_client.client.txt",
+        "bad_server.server.txt",
+        "rdma_tls.client.txt",
+        "refused.client.txt",
+        "bw_table.server.txt",
+        "srun_bad_client.client.txt",
+    ],
+)
 def test_no_result_where_the_test_failed_or_on_the_server_side(name):
     assert parse_perftest(fixture(name)) is None
 
@@ -91,24 +111,53 @@ def test_a_partly_missing_device_list_still_transfers_but_is_caught():
 
 
 def make_plan(processes: list[dict], nodes=("a", "b", "c"), interface: str | None = None, port_block: int = 3) -> Plan:
-    node_list = [{"name": n, "address": f"10.0.0.{i + 1}", "gpus": 8} | ({"interface": interface} if interface else {})
-                 for i, n in enumerate(nodes)]
-    return Plan.model_validate({
-        "recipe": "r", "backend": "slurm", "run_name": "r", "run_dir": "/runs/r", "engine": "trtllm", "mode": "disagg",
-        "model": "m", "discovery": "etcd", "endpoint": "http://10.0.0.1:8000", "port_block": port_block, "python": "python3",
-        "nodes": node_list, "workers_expected": {}, "processes": [
-            {"command": ["x"], "log": f"logs/{p['name']}.log", **p} for p in processes]})
+    node_list = [
+        {"name": n, "address": f"10.0.0.{i + 1}", "gpus": 8} | ({"interface": interface} if interface else {})
+        for i, n in enumerate(nodes)
+    ]
+    return Plan.model_validate(
+        {
+            "recipe": "r",
+            "backend": "slurm",
+            "run_name": "r",
+            "run_dir": "/runs/r",
+            "engine": "trtllm",
+            "mode": "disagg",
+            "model_path": "/models/m",
+            "model": "m",
+            "discovery": "etcd",
+            "endpoint": "http://10.0.0.1:8000",
+            "port_block": port_block,
+            "python": "python3",
+            "nodes": node_list,
+            "workers_expected": {},
+            "processes": [{"command": ["x"], "log": f"logs/{p['name']}.log", **p} for p in processes],
+        }
+    )
 
 
 def test_one_check_per_prefill_decode_node_pair_with_each_side_s_planned_devices():
-    plan = make_plan([
-        {"name": "etcd", "role": "etcd", "nodes": ["a"], "ports": {"client": 10096, "peer": 10097}},
-        {"name": "prefill-0", "role": "prefill", "nodes": ["a"], "env": {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"}},
-        {"name": "prefill-1", "role": "prefill", "nodes": ["a"], "env": {"UCX_NET_DEVICES": "mlx5_3:1,mlx5_4:1", "UCX_TLS": "rc,cuda_copy"}},
-        {"name": "prefill-2", "role": "prefill", "nodes": ["b"], "env": {"UCX_NET_DEVICES": "mlx5_6:1"}},
-        {"name": "decode-0", "role": "decode", "nodes": ["c"], "env": {"UCX_NET_DEVICES": "mlx5_9:1"}, "ports": {"system": 10127}},
-        {"name": "decode-1", "role": "decode", "nodes": ["b"], "env": {"UCX_NET_DEVICES": "mlx5_10:1"}},
-    ])
+    plan = make_plan(
+        [
+            {"name": "etcd", "role": "etcd", "nodes": ["a"], "ports": {"client": 10096, "peer": 10097}},
+            {"name": "prefill-0", "role": "prefill", "nodes": ["a"], "env": {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"}},
+            {
+                "name": "prefill-1",
+                "role": "prefill",
+                "nodes": ["a"],
+                "env": {"UCX_NET_DEVICES": "mlx5_3:1,mlx5_4:1", "UCX_TLS": "rc,cuda_copy"},
+            },
+            {"name": "prefill-2", "role": "prefill", "nodes": ["b"], "env": {"UCX_NET_DEVICES": "mlx5_6:1"}},
+            {
+                "name": "decode-0",
+                "role": "decode",
+                "nodes": ["c"],
+                "env": {"UCX_NET_DEVICES": "mlx5_9:1"},
+                "ports": {"system": 10127},
+            },
+            {"name": "decode-1", "role": "decode", "nodes": ["b"], "env": {"UCX_NET_DEVICES": "mlx5_10:1"}},
+        ]
+    )
     checks = checks_for_plan(plan)
     assert [(c.prefill, c.decode) for c in checks] == [("a", "c"), ("a", "b"), ("b", "c")]  # b -> b stays on the node
     a_c = checks[0]
@@ -124,23 +173,43 @@ def test_one_check_per_prefill_decode_node_pair_with_each_side_s_planned_devices
 
 
 def test_a_worker_across_nodes_contributes_each_node_s_rank_devices():
-    plan = make_plan([
-        {"name": "prefill-0", "role": "prefill", "nodes": ["a", "b"], "gpus": [0, 1], "tasks": 4,
-         "rank_env": [{"UCX_NET_DEVICES": d} for d in ("mlx5_0:1", "mlx5_3:1", "mlx5_4:1", "mlx5_5:1")]},
-        {"name": "decode-0", "role": "decode", "nodes": ["c"], "env": {"UCX_NET_DEVICES": "mlx5_0:1"}},
-    ])
+    plan = make_plan(
+        [
+            {
+                "name": "prefill-0",
+                "role": "prefill",
+                "nodes": ["a", "b"],
+                "gpus": [0, 1],
+                "tasks": 4,
+                "rank_env": [{"UCX_NET_DEVICES": d} for d in ("mlx5_0:1", "mlx5_3:1", "mlx5_4:1", "mlx5_5:1")],
+            },
+            {"name": "decode-0", "role": "decode", "nodes": ["c"], "env": {"UCX_NET_DEVICES": "mlx5_0:1"}},
+        ]
+    )
     checks = {c.prefill: c for c in checks_for_plan(plan)}
-    assert checks["a"].prefill_devices == ("mlx5_0:1", "mlx5_3:1") and checks["b"].prefill_devices == ("mlx5_4:1", "mlx5_5:1")
+    assert checks["a"].prefill_devices == ("mlx5_0:1", "mlx5_3:1") and checks["b"].prefill_devices == (
+        "mlx5_4:1",
+        "mlx5_5:1",
+    )
 
 
 def test_without_planned_devices_tcp_over_the_control_plane_interface():
-    plan = make_plan([{"name": "prefill-0", "role": "prefill", "nodes": ["a"]}, {"name": "decode-0", "role": "decode", "nodes": ["b"]}])
+    plan = make_plan(
+        [
+            {"name": "prefill-0", "role": "prefill", "nodes": ["a"]},
+            {"name": "decode-0", "role": "decode", "nodes": ["b"]},
+        ]
+    )
     (check,) = checks_for_plan(plan)
     assert check.prefill_devices == check.decode_devices == () and check.prefill_tls == check.decode_tls == "tcp"
     assert "each node's interface for its address (10.0.0.1, 10.0.0.2)" in check.route()
     if "interface" in PlanNode.model_fields:  # once plan nodes carry the hosts file's interface
-        (named,) = checks_for_plan(make_plan([{"name": "p", "role": "prefill", "nodes": ["a"]}, {"name": "d", "role": "decode", "nodes": ["b"]}],
-                                             interface="eth0"))
+        (named,) = checks_for_plan(
+            make_plan(
+                [{"name": "p", "role": "prefill", "nodes": ["a"]}, {"name": "d", "role": "decode", "nodes": ["b"]}],
+                interface="eth0",
+            )
+        )
         assert named.prefill_devices == named.decode_devices == ("eth0",)
 
 
@@ -176,7 +245,9 @@ def test_rounds_never_put_a_node_in_two_checks_at_once():
 # Command lines
 
 
-CHECK = PairCheck("node1", "node2", ("mlx5_0:1", "mlx5_3:1"), ("mlx5_4:1",), "10.77.0.12", 14000, "10.77.0.11", "rc,ud", None)
+CHECK = PairCheck(
+    "node1", "node2", ("mlx5_0:1", "mlx5_3:1"), ("mlx5_4:1",), "10.77.0.12", 14000, "10.77.0.11", "rc,ud", None
+)
 
 
 def test_server_and_client_command_lines():
@@ -187,34 +258,59 @@ def test_server_and_client_command_lines():
     assert argv == ["timeout", "-k", "2", "15", "ucx_perftest", "10.77.0.12", "-p", "14000", *BANDWIDTH_TEST, "-v"]
     assert env == {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1", "UCX_TLS": "rc,ud", "UCX_LOG_LEVEL": "info"}
     assert client_command(CHECK, LATENCY_TEST)[0][-7:-1] == list(LATENCY_TEST)[-6:]
-    assert with_env(["ucx_perftest"], env) == ["env", "UCX_NET_DEVICES=mlx5_0:1,mlx5_3:1", "UCX_TLS=rc,ud", "UCX_LOG_LEVEL=info", "ucx_perftest"]
+    assert with_env(["ucx_perftest"], env) == [
+        "env",
+        "UCX_NET_DEVICES=mlx5_0:1,mlx5_3:1",
+        "UCX_TLS=rc,ud",
+        "UCX_LOG_LEVEL=info",
+        "ucx_perftest",
+    ]
 
 
 def test_without_devices_the_node_finds_the_interface_of_its_address(tmp_path):
     check = PairCheck("node1", "node2", (), (), "10.77.0.12", 14000, "10.77.0.11", "tcp", "tcp")
     argv, env = server_command(check)
-    assert argv[:5] == ["sh", "-c", kvpath._RESOLVE_INTERFACE_SH, "sh", "10.77.0.12"] and "UCX_NET_DEVICES" not in env
+    assert argv[:5] == ["sh", "-c", perftest._RESOLVE_INTERFACE_SH, "sh", "10.77.0.12"] and "UCX_NET_DEVICES" not in env
     # run the snippet here, on loopback, with a stand-in for ucx_perftest
-    shown = subprocess.run(["sh", "-c", kvpath._RESOLVE_INTERFACE_SH, "sh", "127.0.0.1", "sh", "-c", 'echo "$UCX_NET_DEVICES"'],
-                           capture_output=True, text=True)
+    shown = subprocess.run(
+        ["sh", "-c", perftest._RESOLVE_INTERFACE_SH, "sh", "127.0.0.1", "sh", "-c", 'echo "$UCX_NET_DEVICES"'],
+        capture_output=True,
+        text=True,
+    )
     assert (shown.returncode, shown.stdout.strip()) == (0, "lo")
-    missing = subprocess.run(["sh", "-c", kvpath._RESOLVE_INTERFACE_SH, "sh", "192.0.2.77", "true"], capture_output=True, text=True)
+    missing = subprocess.run(
+        ["sh", "-c", perftest._RESOLVE_INTERFACE_SH, "sh", "192.0.2.77", "true"], capture_output=True, text=True
+    )
     assert missing.returncode == 3 and "UCX  ERROR no interface" in missing.stderr
 
 
 def test_srun_steps_inside_and_outside_a_job(monkeypatch):
     launched = []
-    monkeypatch.setattr(kvpath, "_run_local", lambda argv, timeout_s: launched.append(argv) or (0, "", ""))
-    kvpath.slurm_run_on(in_allocation=True)("node2", ["ucx_perftest", "-p", "1"], {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"}, 5)
-    assert launched[-1] == ["srun", "--overlap", "--nodes=1", "--ntasks=1", "--nodelist=node2", "--job-name=kvpath", "--quiet",
-                            "env", "UCX_NET_DEVICES=mlx5_0:1,mlx5_3:1", "ucx_perftest", "-p", "1"]
+    monkeypatch.setattr(runner, "_run_local", lambda argv, timeout_s: launched.append(argv) or (0, "", ""))
+    runner.slurm_run_on(in_allocation=True)(
+        "node2", ["ucx_perftest", "-p", "1"], {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"}, 5
+    )
+    assert launched[-1] == [
+        "srun",
+        "--overlap",
+        "--nodes=1",
+        "--ntasks=1",
+        "--nodelist=node2",
+        "--job-name=kvpath",
+        "--quiet",
+        "env",
+        "UCX_NET_DEVICES=mlx5_0:1,mlx5_3:1",
+        "ucx_perftest",
+        "-p",
+        "1",
+    ]
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     plan = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml").model_copy(deep=True)
     plan.slurm.container_image = "nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
-    kvpath.run_on_for(plan, container=True)("gpu01", ["true"], {}, 5)
+    runner.run_on_for(plan, container=True)("gpu01", ["true"], {}, 5)
     assert launched[-1][:2] == ["srun", "--time=1"] and "--partition=gpu" in launched[-1]
     assert "--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1" in launched[-1]
-    kvpath.run_on_for(plan)("gpu01", ["true"], {}, 5)
+    runner.run_on_for(plan)("gpu01", ["true"], {}, 5)
     assert not any(arg.startswith("--container") for arg in launched[-1])  # the host's ucx_perftest unless asked
 
 
@@ -272,11 +368,15 @@ def test_a_client_started_before_its_server_listens_retries():
 
 def test_a_missing_prefill_device_names_pair_device_and_node():
     bad = PairCheck("node1", "node2", ("mlx5_0:1",), ("eth0",), "10.77.0.12", 14000, "10.77.0.11", "tcp", "tcp")
-    nodes = FakeNodes((141, "", "srun: error: node2: task 0: Broken pipe"),
-                      [(255, fixture("srun_bad_client.client.txt"), "srun: error: node1: task 0: Exited with exit code 255")])
+    nodes = FakeNodes(
+        (141, "", "srun: error: node2: task 0: Broken pipe"),
+        [(255, fixture("srun_bad_client.client.txt"), "srun: error: node1: task 0: Exited with exit code 255")],
+    )
     result = run_check(bad, nodes)
     assert not result.ok and result.bandwidth_mbs is None
-    assert result.error.startswith("KV path node1 -> node2 over mlx5_0:1 (node1) / eth0 (node2): on node1: network device 'mlx5_0:1' is not available")
+    assert result.error.startswith(
+        "KV path node1 -> node2 over mlx5_0:1 (node1) / eth0 (node2): on node1: network device 'mlx5_0:1' is not available"
+    )
     assert "node2:" not in result.error.split("(node2): ")[1]  # the server's broken pipe is no news
 
 
@@ -292,19 +392,26 @@ def test_a_missing_decode_device_is_reported_at_once_though_the_client_hangs():
 
 
 def test_a_partly_missing_device_list_fails_the_check():
-    partial = PairCheck("node1", "node2", ("eth0", "mlx5_0:1"), ("eth0", "mlx5_0:1"), "10.77.0.12", 14000, "10.77.0.11", "tcp", "tcp")
+    partial = PairCheck(
+        "node1", "node2", ("eth0", "mlx5_0:1"), ("eth0", "mlx5_0:1"), "10.77.0.12", 14000, "10.77.0.11", "tcp", "tcp"
+    )
     nodes = FakeNodes((0, fixture("partial.server.txt"), ""), [(0, fixture("partial.client.txt"), "")])
     result = run_check(partial, nodes)
     assert not result.ok
-    assert result.error == ("KV path node1 -> node2 over eth0,mlx5_0:1: on node1: network device 'mlx5_0:1' is not available (UCX ran without it); "
-                            "on node2: network device 'mlx5_0:1' is not available (UCX ran without it)")
+    assert result.error == (
+        "KV path node1 -> node2 over eth0,mlx5_0:1: on node1: network device 'mlx5_0:1' is not available (UCX ran without it); "
+        "on node2: network device 'mlx5_0:1' is not available (UCX ran without it)"
+    )
 
 
 def test_no_ucx_perftest_on_a_node_says_what_to_install():
     nodes = FakeNodes((127, "", "timeout: failed to run command 'ucx_perftest': No such file or directory"), ["hang"])
     result = run_check(TCP, nodes)
     nodes.release.set()
-    assert not result.ok and "ucx_perftest not found on node2 (install UCX's tools: Debian package ucx-utils)" in result.error
+    assert (
+        not result.ok
+        and "ucx_perftest not found on node2 (install UCX's tools: Debian package ucx-utils)" in result.error
+    )
 
 
 def test_no_server_answering_gives_up_after_the_connect_window():
@@ -314,23 +421,32 @@ def test_no_server_answering_gives_up_after_the_connect_window():
     result = run_check(TCP, nodes, connect_window_s=0.5)
     nodes.release.set()
     assert time.monotonic() - started < 2
-    assert result.error == "KV path node1 -> node2 over eth0: on node1: no ucx_perftest server answered (connect() failed: Connection refused)"
+    assert (
+        result.error
+        == "KV path node1 -> node2 over eth0: on node1: no ucx_perftest server answered (connect() failed: Connection refused)"
+    )
 
 
 def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_path, monkeypatch, capsys):
-    plan = make_plan([{"name": "prefill-0", "role": "prefill", "nodes": ["a"], "env": {"UCX_NET_DEVICES": "mlx5_0:1"}},
-                      {"name": "decode-0", "role": "decode", "nodes": ["b", "c"]}])
+    plan = make_plan(
+        [
+            {"name": "prefill-0", "role": "prefill", "nodes": ["a"], "env": {"UCX_NET_DEVICES": "mlx5_0:1"}},
+            {"name": "decode-0", "role": "decode", "nodes": ["b", "c"]},
+        ]
+    )
     path = tmp_path / "plan.json"
     path.write_text(plan.model_dump_json())
 
     def fake_run_check(check, run_on, **options):
         if check.decode == "c":
-            return CheckResult(check, ok=False, error=f"KV path {check.route()}: on a: network device 'mlx5_0:1' is not available")
+            return CheckResult(
+                check, ok=False, error=f"KV path {check.route()}: on a: network device 'mlx5_0:1' is not available"
+            )
         return CheckResult(check, ok=True, bandwidth_mbs=12000.0, lanes=["rc_mlx5/mlx5_0:1"], seconds=0.4)
 
-    monkeypatch.setattr(kvpath, "run_check", fake_run_check)
-    monkeypatch.setattr(kvpath, "run_on_for", lambda plan, via=None, container=False: None)
-    assert kvpath.main([str(path)]) == 1
+    monkeypatch.setattr(runner, "run_check", fake_run_check)
+    monkeypatch.setattr(kvcheck, "run_on_for", lambda plan, via=None, container=False: None)
+    assert kvcheck.main([str(path)]) == 1
     out, err = capsys.readouterr()
     assert "kvpath: KV path a -> b over mlx5_0:1 (a) / " in out and "12000 MB/s [rc_mlx5/mlx5_0:1]" in out
     assert "kvpath: FAILED KV path a -> c over mlx5_0:1 (a) / " in err and "1 of 2 KV path(s) failed" in err
@@ -338,8 +454,13 @@ def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_pa
 
 def test_the_entry_point_passes_a_one_node_plan():
     plan = plan_of("gpt-oss-120b-disagg", "single-node-8gpu.yaml")
-    result = subprocess.run([sys.executable, "-m", "slurmserve.kvpath", "/dev/stdin"], input=plan.model_dump_json(),
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "slurmserve.node.kvcheck", "/dev/stdin"],
+        input=plan.model_dump_json(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0 and "nothing to check" in result.stdout
 
 
@@ -351,30 +472,49 @@ def test_the_entry_point_passes_a_one_node_plan():
 def ucx_tools():
     """ucx_perftest on the lab's nodes (they share this machine's filesystem): Debian's ucx-utils."""
     if shutil.which("ucx_perftest") is None and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "ucx-utils"], capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "ucx-utils"],
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            timeout=600,
+        )
     if shutil.which("ucx_perftest") is None:
         pytest.fail("ucx_perftest not installed: the lab needs Debian's ucx-utils")
 
 
 def lab_check(lab, prefill_devices=("eth0",), decode_devices=("eth0",), port=14500) -> PairCheck:
-    return PairCheck("node1", "node2", prefill_devices, decode_devices, lab.addresses["node2"], port, lab.addresses["node1"], "tcp", "tcp")
+    return PairCheck(
+        "node1",
+        "node2",
+        prefill_devices,
+        decode_devices,
+        lab.addresses["node2"],
+        port,
+        lab.addresses["node1"],
+        "tcp",
+        "tcp",
+    )
 
 
 @pytest.fixture
 def lab_ssh_run_on(slurm_lab):
-    from slurmserve.hosts import load_hosts
-    from slurmserve.plan import make_plan as plan_for
-    from slurmserve.recipe import load_recipe
+    from slurmserve.config.hosts import load_hosts
+    from slurmserve.config.recipe import load_recipe
+    from slurmserve.planning.planner import make_plan as plan_for
 
-    plan = plan_for(load_recipe("mocker-disagg", []), load_hosts(slurm_lab.hosts_file("ssh")), run_name="kvpath", run_dir="/tmp/kvpath",
-                    python=sys.executable)
-    return kvpath.ssh_run_on(plan)
+    plan = plan_for(
+        load_recipe("mocker-disagg", []),
+        load_hosts(slurm_lab.hosts_file("ssh")),
+        run_name="kvpath",
+        run_dir="/tmp/kvpath",
+        python=sys.executable,
+    )
+    return runner.ssh_run_on(plan)
 
 
 @pytest.mark.slow
 def test_lab_transfer_over_eth0_via_slurm(slurm_lab, ucx_tools):
-    result = run_check(lab_check(slurm_lab, port=14501), kvpath.slurm_run_on(in_allocation=False), latency=True)
+    result = run_check(lab_check(slurm_lab, port=14501), runner.slurm_run_on(in_allocation=False), latency=True)
     assert result.ok, result.error
     assert result.bandwidth_mbs > 0 and result.latency_us > 0 and result.lanes == ["tcp/eth0"]
 
@@ -394,7 +534,7 @@ def srun_children() -> list[int]:
             stat = (entry / "stat").read_text()
         except (OSError, ValueError):
             continue
-        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         if name == "srun" and int(fields[1]) == os.getpid():
             found.append(int(entry.name))
     return found
@@ -403,9 +543,11 @@ def srun_children() -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("via", ["slurm", "ssh"])
 @pytest.mark.parametrize("side", ["prefill", "decode"])
-def test_lab_a_device_that_does_not_exist_fails_fast_naming_pair_and_device(slurm_lab, ucx_tools, lab_ssh_run_on, via, side):
+def test_lab_a_device_that_does_not_exist_fails_fast_naming_pair_and_device(
+    slurm_lab, ucx_tools, lab_ssh_run_on, via, side
+):
     devices = {"prefill_devices": ("mlx5_0:1",)} if side == "prefill" else {"decode_devices": ("mlx5_0:1",)}
-    run_on = kvpath.slurm_run_on(in_allocation=False) if via == "slurm" else lab_ssh_run_on
+    run_on = runner.slurm_run_on(in_allocation=False) if via == "slurm" else lab_ssh_run_on
     started = time.monotonic()
     result = run_check(lab_check(slurm_lab, port=14510 + (side == "decode"), **devices), run_on)
     assert time.monotonic() - started < 10
@@ -423,12 +565,17 @@ def test_lab_a_device_that_does_not_exist_fails_fast_naming_pair_and_device(slur
 @pytest.mark.slow
 def test_lab_entry_point_inside_a_job_checks_the_planned_pair(slurm_lab, ucx_tools, tmp_path):
     """What the batch script runs: srun --overlap steps inside the job's allocation, from plan.json."""
-    from slurmserve.hosts import load_hosts
-    from slurmserve.plan import make_plan as plan_for
-    from slurmserve.recipe import load_recipe
+    from slurmserve.config.hosts import load_hosts
+    from slurmserve.config.recipe import load_recipe
+    from slurmserve.planning.planner import make_plan as plan_for
 
-    plan = plan_for(load_recipe("mocker-disagg", []), load_hosts(slurm_lab.hosts_file("slurm")), run_name="kvpath",
-                    run_dir=str(tmp_path), python=sys.executable)
+    plan = plan_for(
+        load_recipe("mocker-disagg", []),
+        load_hosts(slurm_lab.hosts_file("slurm")),
+        run_name="kvpath",
+        run_dir=str(tmp_path),
+        python=sys.executable,
+    )
     (check,) = checks_for_plan(plan)
     good, bad = tmp_path / "plan.json", tmp_path / "plan-bad.json"
     good.write_text(plan.model_dump_json())
@@ -439,12 +586,30 @@ def test_lab_entry_point_inside_a_job_checks_the_planned_pair(slurm_lab, ucx_too
     nodes = ",".join(node.name for node in plan.nodes)
 
     def in_job(path: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(["salloc", f"--nodes={len(plan.nodes)}", f"--nodelist={nodes}", "--time=2", "--gres=gpu:4",
-                               sys.executable, "-m", "slurmserve.kvpath", str(path)], capture_output=True, text=True, timeout=120, cwd=REPO)
+        return subprocess.run(
+            [
+                "salloc",
+                f"--nodes={len(plan.nodes)}",
+                f"--nodelist={nodes}",
+                "--time=2",
+                "--gres=gpu:4",
+                sys.executable,
+                "-m",
+                "slurmserve.node.kvcheck",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
 
     result = in_job(good)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"kvpath: KV path {check.prefill} -> {check.decode} over " in result.stdout and " MB/s [tcp/eth0]" in result.stdout
+    assert (
+        f"kvpath: KV path {check.prefill} -> {check.decode} over " in result.stdout
+        and " MB/s [tcp/eth0]" in result.stdout
+    )
     result = in_job(bad)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"kvpath: FAILED KV path {check.prefill} -> {check.decode} over " in result.stderr

@@ -8,7 +8,6 @@ import socket
 import httpx
 import pytest
 
-
 from .helpers import completion_tokens, leftover_processes, slurmserve, status_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_slurm")]
@@ -49,7 +48,9 @@ def test_two_deployments_side_by_side(cancel_later):
 
 
 def test_rehearsal_of_a_trtllm_recipe_runs_on_the_mock_engine(cancel_later):
-    result = slurmserve("submit", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--name", "rehearsal", "--timeout", "120")
+    result = slurmserve(
+        "submit", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--name", "rehearsal", "--timeout", "120"
+    )
     cancel_later("rehearsal")
     assert result.returncode == 0, result.stderr
     status = status_of("rehearsal")
@@ -57,8 +58,17 @@ def test_rehearsal_of_a_trtllm_recipe_runs_on_the_mock_engine(cancel_later):
 
 
 def test_a_worker_that_dies_fails_submit_and_leaves_nothing_running(tmp_path, cancel_later):
-    result = slurmserve("submit", "--recipe", "mocker-disagg", "--set", f"mocker.model_path={tmp_path}/missing-model",
-                        "--name", "broken", "--timeout", "60")
+    result = slurmserve(
+        "submit",
+        "--recipe",
+        "mocker-disagg",
+        "--set",
+        f"mocker.model_path={tmp_path}/missing-model",
+        "--name",
+        "broken",
+        "--timeout",
+        "60",
+    )
     cancel_later("broken")
     assert result.returncode == 1
     assert "prefill-0 exited" in result.stderr and "last lines of" in result.stderr
@@ -70,7 +80,8 @@ def test_no_wait_returns_at_once_and_status_follows(cancel_later):
     result = slurmserve("submit", "--recipe", "mocker-agg", "--name", "nowait", "--no-wait")
     cancel_later("nowait")
     assert result.returncode == 0 and "started" in result.stdout
-    from slurmserve.health import wait_until
+    from slurmserve.waiting import wait_until
+
     assert wait_until(lambda: status_of("nowait")["verdict"] == "ready", 60)
 
 

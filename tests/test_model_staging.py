@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurmserve.procs import task_records
 from slurmserve.runs import open_run
+from slurmserve.transport.procfs import task_records
 
 from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
 from .hub_server import FakeRepo, HubServer, tiny_model_files
@@ -19,8 +19,16 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "hf_plantedSecretTokenValue0123456789"
 REPO = "acme/tiny-chat"
-STAGED = ["--recipe", "mocker-disagg", "--set", f"model.repo={REPO}", "--set", "model.served_name=tiny-chat",
-          "--set", "mocker.use_recipe_model=true"]
+STAGED = [
+    "--recipe",
+    "mocker-disagg",
+    "--set",
+    f"model.repo={REPO}",
+    "--set",
+    "model.served_name=tiny-chat",
+    "--set",
+    "mocker.use_recipe_model=true",
+]
 
 
 @pytest.fixture
@@ -34,6 +42,7 @@ def hub_on(monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", TOKEN)
         return hub
+
     yield start
     for hub in servers:
         hub.__exit__(None, None, None)
@@ -79,8 +88,15 @@ def test_slurm_submit_stages_once_and_workers_load_it_offline(slurm_lab, hub_on,
 def test_local_submit_stages_in_process(hub_on, tmp_path, cancel_later):
     hub = hub_on("127.0.0.1")
     hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(yaml.safe_dump({"backend": "local", "hosts": [{"name": "here", "address": "127.0.0.1"}],
-                                     "model_cache": str(tmp_path / "models")}))
+    hosts.write_text(
+        yaml.safe_dump(
+            {
+                "backend": "local",
+                "hosts": [{"name": "here", "address": "127.0.0.1"}],
+                "model_cache": str(tmp_path / "models"),
+            }
+        )
+    )
     (tmp_path / "models").mkdir()
     cancel_later("staged-local")
     result = slurmserve("submit", *STAGED, "--hosts", str(hosts), "--name", "staged-local", "--timeout", "120")
@@ -91,15 +107,25 @@ def test_local_submit_stages_in_process(hub_on, tmp_path, cancel_later):
     assert_token_in_no_file(open_run("staged-local").path, tmp_path / "models")
 
 
-@pytest.mark.parametrize("change, expected", [
-    (["--set", "model.repo=acme/missing"], "model.repo"),
-    (["--set", "model.revision=no-such-branch"], "model.revision"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (["--set", "model.repo=acme/missing"], "model.repo"),
+        (["--set", "model.revision=no-such-branch"], "model.revision"),
+    ],
+)
 def test_a_bad_model_fails_before_anything_starts(hub_on, tmp_path, change, expected):
     hub_on("127.0.0.1")
     hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(yaml.safe_dump({"backend": "local", "hosts": [{"name": "here", "address": "127.0.0.1"}],
-                                     "model_cache": str(tmp_path / "models")}))
+    hosts.write_text(
+        yaml.safe_dump(
+            {
+                "backend": "local",
+                "hosts": [{"name": "here", "address": "127.0.0.1"}],
+                "model_cache": str(tmp_path / "models"),
+            }
+        )
+    )
     (tmp_path / "models").mkdir()
     result = slurmserve("submit", *STAGED, *change, "--hosts", str(hosts), "--name", "bad-model")
     assert result.returncode == 2 and expected in result.stderr, result.stderr

@@ -22,10 +22,11 @@ import pytest
 from huggingface_hub import constants, file_download, hf_hub_download, snapshot_download
 from huggingface_hub.utils import WeakFileLock
 
-from slurmserve import modelcache
+from slurmserve.config.recipe import ModelSpec
 from slurmserve.errors import UserError
-from slurmserve.modelcache import MANIFEST, copy_to_local, stage_model
-from slurmserve.recipe import ModelSpec
+from slurmserve.modelcache import staging
+from slurmserve.modelcache.staging import MANIFEST, stage_model
+from slurmserve.node import stage_model as stage_model_node
 
 from .hub_server import FakeRepo, HubServer, tiny_model_files
 
@@ -76,10 +77,26 @@ def snapshot_dir(cache: Path) -> Path:
 
 
 def stager(cache: Path, *extra: str) -> subprocess.Popen:
-    """`python -m slurmserve.modelcache` as a Slurm step runs it: a process of its own."""
-    return subprocess.Popen([sys.executable, "-m", "slurmserve.modelcache", "--repo", REPO, "--revision", "main",
-                             "--ignore", "original/*", "--cache", str(cache), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """`python -m slurmserve.node.stage_model` as a Slurm step runs it: a process of its own."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slurmserve.node.stage_model",
+            "--repo",
+            REPO,
+            "--revision",
+            "main",
+            "--ignore",
+            "original/*",
+            "--cache",
+            str(cache),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def files_under(root: Path) -> list[Path]:
@@ -121,7 +138,9 @@ def test_stage_gives_the_hugging_face_cache_layout_that_offline_readers_use(hub,
     # What a worker with HF_HUB_OFFLINE=1 does: huggingface_hub finds every file without the network.
     hub.reset_counts()
     assert snapshot_download(REPO, revision="v1", cache_dir=cache / "hub", local_files_only=True) == str(snapshot)
-    assert hf_hub_download(REPO, "config.json", revision=TINY.sha, cache_dir=cache / "hub", local_files_only=True) == str(snapshot / "config.json")
+    assert hf_hub_download(
+        REPO, "config.json", revision=TINY.sha, cache_dir=cache / "hub", local_files_only=True
+    ) == str(snapshot / "config.json")
     assert hub.requests == {}
 
 
@@ -153,8 +172,10 @@ def test_a_corrupted_or_missing_file_is_fetched_again_and_only_it(hub, cache):
     stage_model(spec(), cache)
 
     assert_staged(snapshot, STAGED)
-    assert hub.bytes_by_file == {f"{REPO}/{WEIGHTS[0]}": len(TINY.files[WEIGHTS[0]]),
-                                 f"{REPO}/config.json": len(TINY.files["config.json"])}
+    assert hub.bytes_by_file == {
+        f"{REPO}/{WEIGHTS[0]}": len(TINY.files[WEIGHTS[0]]),
+        f"{REPO}/config.json": len(TINY.files["config.json"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------- concurrency
@@ -253,9 +274,8 @@ def test_without_flock_huggingface_hub_would_hang_but_staging_works(hub, cache, 
     marker = cache / "hub" / ".locks" / "models--acme--tiny" / f"{TINY.etag(WEIGHTS[0])}.lock"
     marker.parent.mkdir(parents=True)
     marker.write_text("4242\nother-node\n")
-    with pytest.raises(filelock.Timeout):
-        with WeakFileLock(marker, timeout=1.0):
-            pass
+    with pytest.raises(filelock.Timeout), WeakFileLock(marker, timeout=1.0):
+        pass
 
     snapshot = stage_model(spec(), cache)
 
@@ -326,7 +346,9 @@ def test_unreachable_endpoint(monkeypatch, cache):
 
 
 def test_too_little_space_fails_before_any_byte_is_fetched(hub, cache, monkeypatch):
-    monkeypatch.setattr(modelcache.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    monkeypatch.setattr(
+        staging.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)
+    )
     message = stage_error(spec(), cache)
     assert f"model_cache {cache}" in message and "free" in message
     assert hub.bytes_served == 0
@@ -354,14 +376,22 @@ def test_disk_full_mid_download_leaves_nothing_partial(hub, cache, monkeypatch):
     assert set(hub.bytes_by_file) == {f"{REPO}/{path}" for path in WEIGHTS}
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root to mount a tmpfs in a private namespace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root to mount a tmpfs in a private namespace"
+)
 def test_a_really_full_filesystem(hub, cache):
     """A 256 KiB tmpfs as the model cache, mounted in a mount namespace of the stager's own."""
     cache.mkdir()
-    script = (f'mount -t tmpfs -o size=256k tmpfs {cache} && {sys.executable} -m slurmserve.modelcache --repo {REPO} '
-              f'--cache {cache}; echo "rc=$?"; find {cache} -type f')
-    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                            capture_output=True, text=True, timeout=60)
+    script = (
+        f"mount -t tmpfs -o size=256k tmpfs {cache} && {sys.executable} -m slurmserve.node.stage_model --repo {REPO} "
+        f'--cache {cache}; echo "rc=$?"; find {cache} -type f'
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "rc=2" in result.stdout, result.stderr
     assert f"error: model_cache {cache}" in result.stderr and "free" in result.stderr
     assert result.stdout.strip().endswith("rc=2")  # and no file at all on that filesystem
@@ -384,9 +414,9 @@ def test_a_cache_whose_parent_is_missing(tmp_path):
 
 
 def test_module_entry_point_exits_2_on_bad_input(hub, cache, capsys):
-    assert modelcache.main(["--repo", "acme/nope", "--cache", str(cache)]) == 2
+    assert stage_model_node.main(["--repo", "acme/nope", "--cache", str(cache)]) == 2
     assert capsys.readouterr().err.startswith("error: model.repo acme/nope")
-    assert modelcache.main(["--repo", REPO, "--ignore", "original/*", "--cache", str(cache)]) == 0
+    assert stage_model_node.main(["--repo", REPO, "--ignore", "original/*", "--cache", str(cache)]) == 0
     assert capsys.readouterr().out.strip() == str(snapshot_dir(cache))
 
 
@@ -395,30 +425,11 @@ def test_the_token_is_in_no_file_and_no_message(monkeypatch, cache, caplog):
     caplog.set_level("DEBUG")
     with serve(monkeypatch, {REPO: TINY, "acme/gated": FakeRepo({"a.json": b"{}"}, gated=True)}, token=TOKEN):
         stage_model(spec(), cache)
-        messages = [stage_error(ModelSpec(repo="acme/gated"), cache), stage_error(spec("nope"), cache),
-                    stage_error(spec(), cache, token=TOKEN[::-1])]
+        messages = [
+            stage_error(ModelSpec(repo="acme/gated"), cache),
+            stage_error(spec("nope"), cache),
+            stage_error(spec(), cache, token=TOKEN[::-1]),
+        ]
     assert not any(TOKEN in message or TOKEN[::-1] in message for message in messages)
     assert TOKEN not in caplog.text
     assert not any(TOKEN.encode() in path.read_bytes() for path in files_under(cache))
-
-
-# ------------------------------------------------------------------------------------------ local copies
-
-
-def test_copy_to_local_disk_is_checked_against_the_manifest(hub, cache, tmp_path):
-    snapshot = stage_model(spec(), cache)
-    local = tmp_path / "node-local"
-
-    copy = copy_to_local(snapshot, local)
-
-    assert copy == local / "hub" / "models--acme--tiny" / "snapshots" / TINY.sha
-    assert all((copy / path).read_bytes() == TINY.files[path] and not (copy / path).is_symlink() for path in STAGED)
-    (copy / WEIGHTS[1]).write_bytes(b"bit rot")
-    assert copy_to_local(snapshot, local) == copy
-    assert (copy / WEIGHTS[1]).read_bytes() == TINY.files[WEIGHTS[1]]
-    assert [p.name for p in copy.parent.iterdir()] == [TINY.sha]  # no temporary folder left
-
-
-def test_copy_to_local_needs_a_staged_snapshot(tmp_path):
-    with pytest.raises(UserError, match="model.stage_local: .* has no .slurmserve-manifest.json"):
-        copy_to_local(tmp_path / "nowhere", tmp_path / "local")

@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 
+from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
-from slurmserve.hosts import local_hosts
-from slurmserve.plan import PORT_RANGE_END, make_plan
-from slurmserve.recipe import builtin_recipe_names, load_recipe
+from slurmserve.hardware.discovery import local_hosts
+from slurmserve.planning.planner import make_plan
+from slurmserve.planning.ports import PORT_RANGE_END
 
 from .conftest import plan_of
 
@@ -40,7 +41,10 @@ def test_gpt_oss_disagg_on_one_node_follows_dynamos_layout():
         assert worker.env["TRTLLM_ENABLE_PDL"] == "1"
         assert worker.env["TRT_LLM_DISABLE_LOAD_WEIGHTS_IN_PARALLEL"] == "True"
         assert worker.env["HF_HUB_OFFLINE"] == "1"
-        assert "/shared/models/hub/models--openai--gpt-oss-120b/snapshots/b5c939de" in command[command.index("--model") + 1]
+        assert (
+            "/shared/models/hub/models--openai--gpt-oss-120b/snapshots/b5c939de"
+            in command[command.index("--model") + 1]
+        )
         assert worker.ports.keys() == {"system", "rpc"} and worker.env["DYN_TCP_RPC_PORT"] == str(worker.ports["rpc"])
 
 
@@ -63,8 +67,11 @@ def test_gpt_oss_disagg_on_two_nodes_puts_roles_apart_and_points_everyone_at_etc
 def test_two_replicas_each_on_two_nodes_plan_cleanly():
     plan = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "prefill.replicas=2", "decode.replicas=2")
     assert [(p.name, p.nodes, p.gpus) for p in workers(plan)] == [
-        ("prefill-0", ["gpu01"], [0, 1, 2, 3]), ("prefill-1", ["gpu01"], [4, 5, 6, 7]),
-        ("decode-0", ["gpu02"], [0, 1, 2, 3]), ("decode-1", ["gpu02"], [4, 5, 6, 7])]
+        ("prefill-0", ["gpu01"], [0, 1, 2, 3]),
+        ("prefill-1", ["gpu01"], [4, 5, 6, 7]),
+        ("decode-0", ["gpu02"], [0, 1, 2, 3]),
+        ("decode-1", ["gpu02"], [4, 5, 6, 7]),
+    ]
 
 
 def test_replicas_spread_over_spare_nodes():
@@ -96,7 +103,11 @@ def test_wide_ep_workers_take_whole_nodes_as_one_mpi_world():
     assert prefill.nodes == ["gpu01", "gpu02"] and decode.nodes == ["gpu03", "gpu04"]
     assert prefill.gpus == list(range(8)) and prefill.tasks == 16
     assert prefill.command[0] == "trtllm-llmapi-launch"
-    assert plan.engine_files[0].overrides == {"tensor_parallel_size": 16, "pipeline_parallel_size": 1, "moe_expert_parallel_size": 16}
+    assert plan.engine_files[0].overrides == {
+        "tensor_parallel_size": 16,
+        "pipeline_parallel_size": 1,
+        "moe_expert_parallel_size": 16,
+    }
 
 
 def test_rehearsal_keeps_placement_ports_and_env():
@@ -105,7 +116,9 @@ def test_rehearsal_keeps_placement_ports_and_env():
     for a, b in zip(real.processes, rehearsal.processes, strict=True):
         assert (a.name, a.nodes, a.gpus, a.ports, a.after) == (b.name, b.nodes, b.gpus, b.ports, b.after)
         model_env = {"HF_HOME", "HF_HUB_OFFLINE"}
-        assert {k: v for k, v in a.env.items() if k not in model_env} == {k: v for k, v in b.env.items() if k not in model_env}
+        assert {k: v for k, v in a.env.items() if k not in model_env} == {
+            k: v for k, v in b.env.items() if k not in model_env
+        }
     assert rehearsal.process("decode-0").command[2] == "dynamo.mocker"
     assert "--disaggregation-mode" in rehearsal.process("decode-0").command
 
@@ -120,7 +133,10 @@ def test_ports_are_unique_per_node_and_below_the_ephemeral_range(recipe):
 
 
 def test_two_runs_get_different_port_blocks():
-    a, b = plan_of("mocker-disagg", "two-node-8gpu.yaml", run_name="a"), plan_of("mocker-disagg", "two-node-8gpu.yaml", run_name="b")
+    a, b = (
+        plan_of("mocker-disagg", "two-node-8gpu.yaml", run_name="a"),
+        plan_of("mocker-disagg", "two-node-8gpu.yaml", run_name="b"),
+    )
     assert a.port_block != b.port_block
     assert not set(a.process("frontend").ports.values()) & set(b.process("frontend").ports.values())
 
@@ -153,12 +169,15 @@ def test_plan_is_deterministic_and_json_round_trips():
     assert {"name", "role", "replica", "nodes", "gpus", "ports", "env", "command", "after"} <= set(data["processes"][1])
 
 
-@pytest.mark.parametrize("sets, field", [
-    (["prefill.tensor_parallel=3"], "prefill.tensor_parallel"),
-    (["decode.tensor_parallel=12"], "decode.tensor_parallel"),
-    (["prefill.replicas=3", "decode.replicas=3"], "prefill.replicas"),
-    (["decode.expert_parallel=8"], "decode.expert_parallel"),
-])
+@pytest.mark.parametrize(
+    "sets, field",
+    [
+        (["prefill.tensor_parallel=3"], "prefill.tensor_parallel"),
+        (["decode.tensor_parallel=12"], "decode.tensor_parallel"),
+        (["prefill.replicas=3", "decode.replicas=3"], "prefill.replicas"),
+        (["decode.expert_parallel=8"], "decode.expert_parallel"),
+    ],
+)
 def test_impossible_requests_fail_at_plan_time_naming_the_field(sets, field):
     with pytest.raises(UserError, match=field.replace(".", r"\.")):
         plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", *sets)
@@ -172,15 +191,24 @@ def test_no_secret_values_in_a_plan(monkeypatch):
 
 def test_a_live_run_holding_the_port_block_moves_the_new_run_to_the_next(tmp_path):
     from slurmserve.deploy import load_inputs, plan_for
-    from slurmserve.plan import PORT_BLOCKS, default_port_block
+    from slurmserve.planning.ports import PORT_BLOCKS, default_port_block
     from slurmserve.runs import create_run
 
     from .conftest import HOSTS
+
     inputs = load_inputs("mocker-agg", str(HOSTS / "local.yaml"), [])
     assert plan_for(inputs, "newcomer", avoid_live_runs=True).port_block == default_port_block("newcomer")
-    holder = make_plan(inputs.recipe, inputs.hosts, run_name="holder", run_dir=str(tmp_path / "holder"), python="python3",
-                       port_block=default_port_block("newcomer"))
+    holder = make_plan(
+        inputs.recipe,
+        inputs.hosts,
+        run_name="holder",
+        run_dir=str(tmp_path / "holder"),
+        python="python3",
+        port_block=default_port_block("newcomer"),
+    )
     create_run(holder)
     moved = plan_for(inputs, "newcomer", avoid_live_runs=True)
     assert moved.port_block == (default_port_block("newcomer") + 1) % PORT_BLOCKS
-    assert not set(moved.process("frontend").ports.values()) & {p for proc in holder.processes for p in proc.ports.values()}
+    assert not set(moved.process("frontend").ports.values()) & {
+        p for proc in holder.processes for p in proc.ports.values()
+    }

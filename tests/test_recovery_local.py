@@ -10,11 +10,19 @@ import time
 
 import pytest
 
-from slurmserve.health import wait_until
 from slurmserve.runs import open_run, runs_root
+from slurmserve.waiting import wait_until
 
-from .helpers import (ClientLoop, events_of, kill_and_recover, leftover_processes, slurmserve, status_of, survive_kills,
-                      wait_for_event)
+from .helpers import (
+    ClientLoop,
+    events_of,
+    kill_and_recover,
+    leftover_processes,
+    slurmserve,
+    status_of,
+    survive_kills,
+    wait_for_event,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_slurm")]
 
@@ -71,8 +79,11 @@ def test_spent_restart_budget_fails_the_deployment_and_fail_fast_cancels_it(canc
 
 def test_cli_killed_mid_submit_leaves_a_run_that_status_and_cancel_handle(cancel_later):
     cancel_later("orphan")
-    cli = subprocess.Popen([sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-disagg", "--name", "orphan"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-disagg", "--name", "orphan"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     launcher = runs_root() / "orphan" / "pids" / "launcher.pid"
     assert wait_until(launcher.exists, 30)
     cli.send_signal(signal.SIGKILL)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+
 import pytest
 
-from slurmserve.health import wait_until
-from slurmserve.procs import task_records
 from slurmserve.runs import open_run, runs_root
+from slurmserve.transport.procfs import task_records
+from slurmserve.waiting import wait_until
 
 from .helpers import events_of, slurmserve, status_of, survive_kills, wait_for_event
 from .test_slurm import assert_cancel_leaves_nothing, submit_and_check_ready
@@ -63,7 +64,9 @@ def test_dead_slurmd_and_cut_link_are_reported_with_the_node(lab_hosts, slurm_la
     try:
         wait_for_event("lab-nodes", lambda e: e["event"] == "node problem" and e["node"] == decode_node, 10, seen)
         decode = next(p for p in status_of("lab-nodes")["processes"] if p["name"] == "decode-0")
-        assert decode["state"] in ("unhealthy", "failed", "starting") and status_of("lab-nodes")["verdict"] == "degraded"
+        assert (
+            decode["state"] in ("unhealthy", "failed", "starting") and status_of("lab-nodes")["verdict"] == "degraded"
+        )
     finally:
         slurm_lab.set_link(decode_node, up=True)
     wait_for_event("lab-nodes", lambda e: e["event"] == "deployment" and e["verdict"] == "ready", 30, seen)
@@ -73,7 +76,7 @@ def test_dead_slurmd_and_cut_link_are_reported_with_the_node(lab_hosts, slurm_la
 def test_outside_scancel_is_reported_and_cancel_still_works(lab_hosts, cancel_later):
     cancel_later("lab-scancel")
     submit_and_check_ready("lab-scancel", "--recipe", "mocker-agg", "--hosts", lab_hosts)
-    job_id = open_run("lab-scancel").handle()["job_id"]
+    job_id = open_run("lab-scancel").handle().job_id
     subprocess.run(["scancel", job_id], check=True)
     wait_for_event("lab-scancel", lambda e: e["event"] == "supervisor stopped", 15)
     assert wait_until(lambda: status_of("lab-scancel")["verdict"] == "stopped", 30)
@@ -85,15 +88,29 @@ def test_outside_scancel_is_reported_and_cancel_still_works(lab_hosts, cancel_la
 
 def test_cli_killed_mid_submit_and_a_lost_handle(lab_hosts, cancel_later):
     cancel_later("lab-orphan")
-    cli = subprocess.Popen([sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-agg", "--hosts", lab_hosts,
-                            "--name", "lab-orphan"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slurmserve",
+            "submit",
+            "--recipe",
+            "mocker-agg",
+            "--hosts",
+            lab_hosts,
+            "--name",
+            "lab-orphan",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     handle = runs_root() / "lab-orphan" / "handle.json"
     assert wait_until(handle.exists, 60)
     cli.send_signal(signal.SIGKILL)
     cli.wait()
     # As if the CLI had died between sbatch and writing the handle: the job is found by its name.
-    job_id = open_run("lab-orphan").handle()["job_id"]
+    job_id = open_run("lab-orphan").handle().job_id
     handle.unlink()
     assert wait_until(lambda: status_of("lab-orphan")["verdict"] == "ready", 60), status_of("lab-orphan")
-    assert open_run("lab-orphan").handle()["job_id"] == job_id
+    assert open_run("lab-orphan").handle().job_id == job_id
     assert_cancel_leaves_nothing("lab-orphan")

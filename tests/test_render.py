@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slurmserve.config.hosts import concrete_nodes, load_hosts
+from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
-from slurmserve.hosts import concrete_nodes, load_hosts
-from slurmserve.plan import make_plan
-from slurmserve.recipe import load_recipe
-from slurmserve.recipe import builtin_recipe_names
-from slurmserve.render import env_command, render_script, render_scripts, rendered_files, write_files
+from slurmserve.planning.planner import make_plan
+from slurmserve.render.files import rendered_files, write_files
+from slurmserve.render.scripts import env_command, render_script, render_scripts
 
 from .conftest import HOSTS, plan_of
 from .helpers import SHELLCHECK
@@ -43,15 +43,20 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
         script.write_text(text)
         subprocess.run(["bash", "-n", str(script)], check=True)
         if SHELLCHECK:
-            result = subprocess.run([SHELLCHECK, "--shell=bash", "--severity=warning", str(script)], capture_output=True, text=True)
+            result = subprocess.run(
+                [SHELLCHECK, "--shell=bash", "--severity=warning", str(script)], capture_output=True, text=True
+            )
             assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("recipe, hosts", [
-    ("gpt-oss-120b-disagg", "single-node-8gpu.yaml"),
-    ("gpt-oss-120b-disagg", "two-node-8gpu.yaml"),
-    ("deepseek-r1-wide-ep", "four-node-8gpu.yaml"),
-])
+@pytest.mark.parametrize(
+    "recipe, hosts",
+    [
+        ("gpt-oss-120b-disagg", "single-node-8gpu.yaml"),
+        ("gpt-oss-120b-disagg", "two-node-8gpu.yaml"),
+        ("deepseek-r1-wide-ep", "four-node-8gpu.yaml"),
+    ],
+)
 def test_sbatch_matches_golden_file(recipe, hosts):
     text = render_script(plan_of(recipe, hosts))
     golden = GOLDEN / f"{recipe}@{hosts.removesuffix('.yaml')}.sbatch"
@@ -91,7 +96,7 @@ def test_env_is_explicit_on_every_command_line():
 def test_secret_references_stay_references():
     plan = plan_of("mocker-agg", "local.yaml")
     worker = plan.process("agg-0").model_copy(update={"env": {"HF_TOKEN": "${HF_TOKEN}", "X": "a b"}})
-    assert env_command(worker).split(" -m ")[0].endswith('HF_TOKEN="${HF_TOKEN}" X=\'a b\' /usr/bin/python3')
+    assert env_command(worker).split(" -m ")[0].endswith("HF_TOKEN=\"${HF_TOKEN}\" X='a b' /usr/bin/python3")
 
 
 def test_pyxis_container_flags():
@@ -99,11 +104,16 @@ def test_pyxis_container_flags():
     hosts.slurm.container_image = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
     hosts.slurm.container_mounts = ["/shared:/shared"]
     plan = make_plan(load_recipe("gpt-oss-120b-disagg"), hosts, run_name="c", run_dir="/runs/c", python="python3")
-    assert "--container-image=nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1 --container-mounts=/shared:/shared" in render_script(plan)
+    assert (
+        "--container-image=nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1 --container-mounts=/shared:/shared"
+        in render_script(plan)
+    )
 
 
 def test_engine_yaml_gets_the_recipes_parallelism():
-    files = rendered_files(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "decode.tensor_parallel=8", "decode.expert_parallel=8"))
+    files = rendered_files(
+        plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "decode.tensor_parallel=8", "decode.expert_parallel=8")
+    )
     decode = yaml.safe_load(files["engine/decode.yaml"])
     assert decode["tensor_parallel_size"] == 8 and decode["moe_expert_parallel_size"] == 8
     assert decode["cache_transceiver_config"]["backend"] == "UCX"

@@ -9,8 +9,8 @@ import subprocess
 import httpx
 import pytest
 
-from slurmserve.procs import task_records
 from slurmserve.runs import open_run
+from slurmserve.transport.procfs import task_records
 
 from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
 
@@ -46,7 +46,7 @@ def submit_and_check_ready(run: str, *args: str) -> dict:
 
 def assert_cancel_leaves_nothing(run: str) -> None:
     the_run = open_run(run)
-    job_id = the_run.handle()["job_id"]
+    job_id = the_run.handle().job_id
     result = slurmserve("cancel", run)
     assert result.returncode == 0, result.stderr
     assert job_id not in jobs_in_queue() or status_of(run)["scheduler"].split()[-1] in ("CANCELLED", "COMPLETED")
@@ -68,15 +68,26 @@ def test_mocker_disagg_prefill_and_decode_on_different_nodes(lab_hosts, cancel_l
 
 def test_gpt_oss_rehearsal_on_the_lab(lab_hosts, cancel_later):
     cancel_later("lab-rehearsal")
-    status = submit_and_check_ready("lab-rehearsal", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--hosts", lab_hosts)
+    status = submit_and_check_ready(
+        "lab-rehearsal", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--hosts", lab_hosts
+    )
     assert completion_tokens(status["endpoint"], "openai/gpt-oss-120b") > 0
     assert_cancel_leaves_nothing("lab-rehearsal")
 
 
 def test_deployment_spanning_all_three_nodes_with_etcd(lab_hosts, cancel_later):
     cancel_later("lab-wide")
-    status = submit_and_check_ready("lab-wide", "--recipe", "mocker-disagg", "--hosts", lab_hosts,
-                                    "--set", "prefill.replicas=3", "--set", "decode.replicas=2")
+    status = submit_and_check_ready(
+        "lab-wide",
+        "--recipe",
+        "mocker-disagg",
+        "--hosts",
+        lab_hosts,
+        "--set",
+        "prefill.replicas=3",
+        "--set",
+        "decode.replicas=2",
+    )
     plan = open_run("lab-wide").plan()
     assert {n.name for n in plan.nodes} == {"node1", "node2", "node3"} and plan.discovery == "etcd"
     seen = httpx.get(f"{status['endpoint']}/health", timeout=5).json()["instances"]
@@ -90,7 +101,8 @@ def test_two_deployments_at_once_on_the_same_nodes(lab_hosts, cancel_later):
         cancel_later(run)
         result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", lab_hosts, "--name", run, "--no-wait")
         assert result.returncode == 0, result.stderr
-    from slurmserve.health import wait_until
+    from slurmserve.waiting import wait_until
+
     assert wait_until(lambda: all(status_of(run)["verdict"] == "ready" for run in ("lab-a", "lab-b")), 180)
     a, b = (open_run(run).plan() for run in ("lab-a", "lab-b"))
     assert a.nodes[0].name == b.nodes[0].name == "node1" and a.endpoint != b.endpoint
@@ -102,12 +114,17 @@ def test_two_deployments_at_once_on_the_same_nodes(lab_hosts, cancel_later):
         assert_cancel_leaves_nothing(run)
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"node": {"gpus": 16}}, "node.gpus: the hosts file gives node1 16 GPUs, Slurm has 8"),
-    ({"slurm": {"partition": "nope"}}, "slurm.partition: partition 'nope' does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"node": {"gpus": 16}}, "node.gpus: the hosts file gives node1 16 GPUs, Slurm has 8"),
+        ({"slurm": {"partition": "nope"}}, "slurm.partition: partition 'nope' does not exist"),
+    ],
+)
 def test_bad_submission_fails_before_sbatch(slurm_lab, tmp_path, change, expected):
-    bad = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h.update({k: {**h.get(k, {}), **v} for k, v in change.items()}))
+    bad = lab_hosts_variant(
+        slurm_lab, "slurm", tmp_path, lambda h: h.update({k: {**h.get(k, {}), **v} for k, v in change.items()})
+    )
     before = jobs_in_queue()
     result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", bad, "--name", "bad")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -138,7 +155,12 @@ def test_a_reused_run_name_starts_from_a_clean_etcd(lab_hosts, cancel_later, tmp
 def test_job_wide_layout_options_do_not_leak_into_steps(slurm_lab, tmp_path, cancel_later):
     """sbatch options such as --ntasks-per-node export SLURM_* defaults that every srun in the job
     inherits: each step states its own layout, so each process still runs with its planned tasks."""
-    path = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h["slurm"].update(extra_sbatch=["--ntasks-per-node=8", "--cpus-per-task=2"]))
+    path = lab_hosts_variant(
+        slurm_lab,
+        "slurm",
+        tmp_path,
+        lambda h: h["slurm"].update(extra_sbatch=["--ntasks-per-node=8", "--cpus-per-task=2"]),
+    )
     cancel_later("lab-layout")
     status = submit_and_check_ready("lab-layout", "--recipe", "mocker-disagg", "--hosts", path)
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0

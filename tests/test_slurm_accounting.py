@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from slurmserve.backends.slurm import jobcomp_state, sacct_state, squeue_state
-from slurmserve.health import wait_until
 from slurmserve.runs import open_run
+from slurmserve.transport.slurm import jobcomp_state, sacct_state, squeue_state
+from slurmserve.waiting import wait_until
 
 from .helpers import slurmserve, status_of
 from .test_slurm import submit_and_check_ready
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def cancelled_job(run: str, hosts: str) -> str:
     submit_and_check_ready(run, "--recipe", "mocker-agg", "--hosts", hosts)
-    job_id = open_run(run).handle()["job_id"]
+    job_id = open_run(run).handle().job_id
     assert squeue_state(job_id) == "RUNNING"
     assert slurmserve("cancel", run).returncode == 0
     assert status_of(run)["scheduler"] == f"Slurm job {job_id}: CANCELLED"

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from slurmserve.backends.ssh import PREFLIGHT_DEADLINE_S
-from slurmserve.health import wait_until
-from slurmserve.procs import group_members
 from slurmserve.runs import open_run
+from slurmserve.transport.procfs import group_members
+from slurmserve.waiting import wait_until
 
 from .helpers import ClientLoop, completion_tokens, kill_and_recover, lab_hosts_variant, slurmserve, status_of
 
@@ -24,8 +24,8 @@ def ssh_hosts(slurm_lab):
 
 def processes_left(run: str) -> list[int]:
     """Members of the run's process groups (the lab's hosts share this machine's PID space)."""
-    started = open_run(run).handle().get("processes", {})
-    return [pid for info in started.values() for pid in group_members(info["pgid"])]
+    started = open_run(run).handle().processes
+    return [pid for info in started.values() for pid in group_members(info.pgid)]
 
 
 def test_mocker_disagg_over_ssh_then_cancel_leaves_nothing(ssh_hosts, cancel_later):
@@ -34,7 +34,7 @@ def test_mocker_disagg_over_ssh_then_cancel_leaves_nothing(ssh_hosts, cancel_lat
     assert result.returncode == 0, result.stdout + result.stderr
     status = status_of("ssh-disagg")
     assert status["verdict"] == "ready" and {p["state"] for p in status["processes"]} == {"ready"}
-    hosts = {p["name"]: open_run("ssh-disagg").handle()["processes"][p["name"]]["host"] for p in status["processes"]}
+    hosts = {p["name"]: open_run("ssh-disagg").handle().processes[p["name"]].host for p in status["processes"]}
     assert hosts["prefill-0"] != hosts["decode-0"]
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0
     logs = slurmserve("logs", "ssh-disagg", "decode-0")
@@ -43,7 +43,7 @@ def test_mocker_disagg_over_ssh_then_cancel_leaves_nothing(ssh_hosts, cancel_lat
     # The supervisor (on this machine) restarts a killed worker through its host's launch script.
     with ClientLoop(status["endpoint"], "tiny-mock") as client:
         time.sleep(1)
-        kill_and_recover("ssh-disagg", "decode-0", open_run("ssh-disagg").handle()["processes"]["decode-0"]["pgid"], client)
+        kill_and_recover("ssh-disagg", "decode-0", open_run("ssh-disagg").handle().processes["decode-0"].pgid, client)
     assert client.error_window_s() <= 5.0, f"clients saw errors for {client.error_window_s():.2f} s"
     assert next(p for p in status_of("ssh-disagg")["processes"] if p["name"] == "decode-0")["restarts"] == 1
 
@@ -62,11 +62,21 @@ def test_no_wait_hands_the_stages_to_a_detached_launcher(ssh_hosts, cancel_later
     assert completion_tokens(status_of("ssh-nowait")["endpoint"], "tiny-mock") > 0
 
 
-@pytest.mark.parametrize("problem, change, expected", [
-    ("host down", lambda h: h["hosts"].append({**h["hosts"][0], "name": "node9", "address": "10.77.0.19"}),
-     "host node9 (10.77.0.19): "),
-    ("wrong key", lambda h: h["hosts"][1].update(identity_file=None), "host node2 (10.77.0.12): SSH authentication failed"),
-])
+@pytest.mark.parametrize(
+    "problem, change, expected",
+    [
+        (
+            "host down",
+            lambda h: h["hosts"].append({**h["hosts"][0], "name": "node9", "address": "10.77.0.19"}),
+            "host node9 (10.77.0.19): ",
+        ),
+        (
+            "wrong key",
+            lambda h: h["hosts"][1].update(identity_file=None),
+            "host node2 (10.77.0.12): SSH authentication failed",
+        ),
+    ],
+)
 def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, tmp_path, problem, change, expected):
     if problem == "wrong key":
         key = tmp_path / "stranger_key"
@@ -74,9 +84,15 @@ def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, t
         change = lambda h: h["hosts"][1].update(identity_file=str(key))  # noqa: E731  (a key node2 does not know)
     hosts = lab_hosts_variant(slurm_lab, "ssh", tmp_path, change)
     # Spread the workers so that the broken host has a part in the plan.
-    sets = ["--set", "agg.replicas=4", "--set", "agg.tensor_parallel=8"] if problem == "host down" else ["--set", "agg.replicas=2", "--set", "agg.tensor_parallel=8"]
+    sets = (
+        ["--set", "agg.replicas=4", "--set", "agg.tensor_parallel=8"]
+        if problem == "host down"
+        else ["--set", "agg.replicas=2", "--set", "agg.tensor_parallel=8"]
+    )
     started = time.monotonic()
-    result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", f"ssh-{problem.replace(' ', '-')}", *sets)
+    result = slurmserve(
+        "submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", f"ssh-{problem.replace(' ', '-')}", *sets
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in " ".join(result.stderr.split()) and "Nothing was started" in result.stderr
@@ -86,6 +102,17 @@ def test_an_unfit_host_fails_preflight_naming_it_and_nothing_starts(slurm_lab, t
 
 def test_a_model_folder_missing_on_the_hosts_fails_preflight(slurm_lab, tmp_path):
     hosts = lab_hosts_variant(slurm_lab, "ssh", tmp_path)
-    result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", "ssh-nomodel",
-                        "--set", f"mocker.model_path={tmp_path}/not-there")
-    assert result.returncode == 2 and f"{tmp_path}/not-there not found" in " ".join(result.stderr.split()), result.stderr
+    result = slurmserve(
+        "submit",
+        "--recipe",
+        "mocker-agg",
+        "--hosts",
+        hosts,
+        "--name",
+        "ssh-nomodel",
+        "--set",
+        f"mocker.model_path={tmp_path}/not-there",
+    )
+    assert result.returncode == 2 and f"{tmp_path}/not-there not found" in " ".join(result.stderr.split()), (
+        result.stderr
+    )

@@ -7,6 +7,7 @@ from .base import Backend
 
 
 def backend_for(name: str) -> Backend:
+    """The backend of that name; each is imported only when used (fabric is slow to import)."""
     if name == "local":
         from .local import LocalBackend
 

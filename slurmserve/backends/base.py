@@ -1,4 +1,5 @@
-"""The interface every backend implements. Backends only read the plan; the run directory is their memory."""
+"""The interface every backend implements. Backends read the plan and return values (they print
+nothing); the run directory is their memory."""
 
 from __future__ import annotations
 
@@ -8,14 +9,40 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UserError
-from ..plan import Plan, PlanNode, Process
-from ..procs import stop_groups
+from ..planning.plan import Plan, PlanNode, Process
+from ..render.scripts import LAUNCHER_LOG
 from ..runs import RunDir
+from ..transport.procfs import pid_alive, stop_groups
+from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
+FOLLOW_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """The deployment as its scheduler sees it."""
+
+    description: str  # one line for `status` ("Slurm job 42: RUNNING")
+    ended: str | None = None  # why the scheduler ended the deployment on its own (scancel outside slurmserve)
+
+
+class Launch(ABC):
+    """The backend's own part of starting a deployment (a launch script, a Slurm job, an SSH launcher),
+    running on its own: `submit` watches it beside the deployment's readiness."""
+
+    @abstractmethod
+    def failure(self) -> str | None:
+        """What went wrong, once the launch has failed; None while it runs or after it succeeded."""
+
+    def settle(self, timeout: float) -> None:  # noqa: B027 (a launch with no launcher of its own waits for nothing)
+        """After a failure seen elsewhere (a process died): give the launcher up to `timeout` seconds to
+        notice it too and say what it saw, before everything is stopped."""
 
 
 class Backend(ABC):
@@ -24,62 +51,95 @@ class Backend(ABC):
         """Check what the plan needs before anything starts; raise UserError naming what is wrong."""
 
     @abstractmethod
-    def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
-        """Start the deployment. Returns once the backend's own part is done (with `wait`, the local
-        backend returns after every stage answered its probe); raises DeploymentFailed, after stopping
-        what started, when that part fails."""
+    def submit(self, plan: Plan, run: RunDir) -> Launch:
+        """Start the deployment from the run directory's rendered files, and return at once."""
 
     @abstractmethod
-    def alive(self, run: RunDir) -> dict[str, bool | None]:
-        """Per process: True running, False it ran and is gone, None not started (yet)."""
-
-    def supervised_alive(self, run: RunDir) -> dict[str, bool | None]:
-        """`alive`, as the supervisor sees it from where it runs (the launching machine, or in the job)."""
-        return self.alive(run)
+    def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
+        """Per process: True running, False it ran and is gone, None not started (yet) or unknown.
+        `in_job`: asked by the supervisor, from where it runs (inside the Slurm job, say)."""
 
     @abstractmethod
     def restart(self, run: RunDir, process: Process) -> None:
         """Start one process again in place (same node, GPUs, ports) from the run's own launch script;
         raise an error saying why when it cannot."""
 
-    def node_problems(self, plan: Plan) -> dict[str, str]:
-        """Per node whose own daemon (slurmd, sshd) does not answer: what is wrong. Run by the supervisor."""
-        return {}
-
-    def ended(self, run: RunDir) -> str | None:
-        """Why the scheduler ended the deployment on its own (a job cancelled outside slurmserve), or None."""
-        return None
-
-    @abstractmethod
-    def describe(self, run: RunDir) -> str:
-        """One line on the deployment as the scheduler sees it (for `status`)."""
-
     @abstractmethod
     def stop(self, run: RunDir) -> list[str]:
         """Stop every process of the run; return a description of anything that survived."""
 
-    def show_log(self, run: RunDir, process: str, follow: bool) -> None:
-        """Print a process's log (with `follow`, keep printing as it grows). Here: a file in the run
-        directory, where the local backend and Slurm (shared filesystem) write them."""
-        path = run.log_path(process)
-        if not path.exists():
-            raise UserError(f"run {run.name}: process {process} has no log yet ({path})")
+    @abstractmethod
+    def scheduler(self, run: RunDir) -> SchedulerView:
+        """The deployment as the scheduler sees it (for `status`)."""
+
+    def node_problems(self, plan: Plan) -> dict[str, str]:
+        """Per node whose own daemon (slurmd, sshd) does not answer: what is wrong. Run by the supervisor."""
+        return {}
+
+    def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
+        """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
+        run directory, where the local backend and Slurm (shared filesystem) write them."""
+        return follow_file(run.log_path(process), follow, f"run {run.name}: process {process} has no log yet")
+
+
+def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:
+    if not path.exists():
+        raise UserError(f"{missing} ({path})")
+
+    def lines() -> Iterator[str]:
         with open(path, errors="replace") as log:
-            sys.stdout.write(log.read())
-            while follow:
-                chunk = log.read()
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-                if not chunk:
-                    time.sleep(0.5)
+            while True:
+                line = log.readline()
+                if line:
+                    yield line
+                elif not follow:
+                    return
+                else:
+                    time.sleep(FOLLOW_POLL_S)
+
+    return lines()
 
 
-def start_supervisor(run: RunDir) -> None:
-    """The supervisor as a detached process on this machine, in its own session (pids/supervisor.pid)."""
-    with open(run.path / "logs" / "supervisor.log", "a") as log:
-        supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.supervisor", str(run.path)], stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (run.path / "pids" / "supervisor.pid").write_text(f"{supervisor.pid}\n")
+class ProcessLaunch(Launch):
+    """A launcher running as a child of this process (a launch script, the SSH launcher), in its own
+    session with its PID recorded in pids/launcher.pid: a CLI killed mid-submit leaves it finishing the
+    start, and `cancel` able to stop it."""
+
+    def __init__(self, run: RunDir, argv: list[str]):
+        self.run = run
+        with open(run.path / LAUNCHER_LOG, "a") as log:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        (run.path / "pids" / "launcher.pid").write_text(f"{self.process.pid}\n")
+
+    def settle(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def failure(self) -> str | None:
+        returncode = self.process.poll()
+        if returncode is None or returncode == 0:
+            return None
+        log = (self.run.path / LAUNCHER_LOG).read_text(errors="replace").strip()
+        return log or f"the launcher exited {returncode}"
+
+
+def start_detached(run: RunDir, name: str, argv: list[str]) -> int:
+    """A helper of the run (the supervisor) as a detached process on this machine, in its own session
+    with its PID in pids/NAME.pid and its output in logs/NAME.log."""
+    with open(run.path / "logs" / f"{name}.log", "a") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (run.path / "pids" / f"{name}.pid").write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def start_supervisor(run: RunDir) -> int:
+    return start_detached(run, "supervisor", [sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
 
 
 def stop_helpers(run: RunDir, *names: str) -> None:
@@ -91,8 +151,18 @@ def stop_helpers(run: RunDir, *names: str) -> None:
         stop_groups(pids)
 
 
-def unanswering_daemons(nodes: list[PlanNode], port_of, what: str) -> dict[str, str]:
+def pid_file_alive(path: Path) -> bool | None:
+    """Whether the process a PID file names runs; None when there is no whole PID file (yet)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return pid_alive(int(text)) if text.isdigit() else None
+
+
+def unanswering_daemons(nodes: list[PlanNode], port_of: Callable[[PlanNode], int], what: str) -> dict[str, str]:
     """Nodes where nothing accepts a TCP connection on the daemon's port, each with what happened."""
+
     def problem(node: PlanNode) -> str | None:
         port = port_of(node)
         try:
@@ -101,6 +171,10 @@ def unanswering_daemons(nodes: list[PlanNode], port_of, what: str) -> dict[str, 
         except OSError as error:
             return f"{what} at {node.address}:{port} does not answer ({error.strerror or type(error).__name__})"
 
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
-        found = dict(zip([node.name for node in nodes], pool.map(problem, nodes)))
-    return {name: why for name, why in found.items() if why}
+    by_name = {node.name: node for node in nodes}
+    outcomes = fan_out(list(by_name), lambda name: problem(by_name[name]), DAEMON_CONNECT_TIMEOUT_S + 1)
+    return {
+        name: outcome.value or f"{what}: no answer"
+        for name, outcome in outcomes.items()
+        if not outcome.finished or outcome.value
+    }

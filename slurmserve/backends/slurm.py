@@ -7,42 +7,60 @@ directory, so later `status` calls need not ask Slurm again.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
-from ..health import wait_until
-from ..plan import Plan, Process
-from ..procs import pid_alive, task_records
-from ..render import LAUNCHER_LOG, render_script
-from ..runs import RunDir
-from ..slurmcmd import gpus_in_gres, node_gres, slurm
-from .base import Backend, unanswering_daemons
-from .checks import missing_modules, python_modules
+from ..planning.plan import Plan, Process
+from ..render.scripts import LAUNCHER_LOG, render_script
+from ..runs import EventKind, Handle, RunDir
+from ..transport.procfs import task_records
+from ..transport.slurm import (
+    TERMINAL_STATES,
+    gpus_in_gres,
+    job_state,
+    jobs_named,
+    node_gres,
+    partitions,
+    running_steps,
+    slurm,
+    slurmd_port,
+)
+from ..waiting import wait_until
+from .base import Backend, Launch, SchedulerView, pid_file_alive, unanswering_daemons
+from .preflight import missing_modules, python_modules
 
-TERMINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"}
 CANCEL_WAIT_S = 60
-DEFAULT_SLURMD_PORT = 6818
+
+
+def job_name(run_name: str) -> str:
+    return f"slurmserve-{run_name}"  # as the sbatch template names the job
 
 
 def check_cluster_fits(plan: Plan) -> None:
     """The partition exists and has the planned nodes, with at least the planned GPUs each."""
-    partition = plan.slurm.partition
+    partition = plan.slurm.partition if plan.slurm else None
     if partition:
-        known = slurm("sinfo", "-h", "-o", "%R").stdout.split()
+        known = partitions()
         if partition not in known:
-            raise UserError(f"slurm.partition: partition {partition!r} does not exist (partitions: {', '.join(known) or 'none'})")
+            raise UserError(
+                f"slurm.partition: partition {partition!r} does not exist (partitions: {', '.join(known) or 'none'})"
+            )
     gres_of = node_gres(partition)
     for node in plan.nodes:
         where = f"partition {partition}" if partition else "the cluster"
         if node.name not in gres_of:
-            raise UserError(f"hosts: node {node.name} is not in {where} (nodes: {', '.join(sorted(gres_of)) or 'none'})")
+            raise UserError(
+                f"hosts: node {node.name} is not in {where} (nodes: {', '.join(sorted(gres_of)) or 'none'})"
+            )
         has = gpus_in_gres(gres_of[node.name])
         if has < node.gpus:
-            raise UserError(f"node.gpus: the hosts file gives {node.name} {node.gpus} GPUs, Slurm has {has} (Gres={gres_of[node.name]})")
+            raise UserError(
+                f"node.gpus: the hosts file gives {node.name} {node.gpus} GPUs, Slurm has {has} "
+                f"(Gres={gres_of[node.name]})"
+            )
 
 
 def check_sbatch_accepts(plan: Plan) -> None:
@@ -53,6 +71,20 @@ def check_sbatch_accepts(plan: Plan) -> None:
         result = slurm("sbatch", "--test-only", script.name, check=False)
     if result.returncode != 0:
         raise UserError(f"sbatch rejects the job: {' '.join(result.stderr.split())}")
+
+
+class JobLaunch(Launch):
+    """The batch script starts everything inside the allocation: the launch failed when the job ended."""
+
+    def __init__(self, backend: SlurmBackend, run: RunDir):
+        self.backend, self.run = backend, run
+
+    def failure(self) -> str | None:
+        ended = self.backend.scheduler(self.run).ended
+        if ended is None:
+            return None
+        log = self.run.path / LAUNCHER_LOG
+        return f"{ended}" + (f"\n{log.read_text(errors='replace').strip()}" if log.exists() else "")
 
 
 class SlurmBackend(Backend):
@@ -66,72 +98,78 @@ class SlurmBackend(Backend):
         if Path(plan.python).exists():
             missing = missing_modules(plan.python, python_modules(plan))
             if missing:
-                raise UserError(f"python {plan.python} lacks {', '.join(missing)}: install Dynamo with ./install.sh, or set python: in the hosts file")
+                raise UserError(
+                    f"python {plan.python} lacks {', '.join(missing)}: install Dynamo with ./install.sh, "
+                    "or set python: in the hosts file"
+                )
 
-    def launch(self, plan: Plan, run: RunDir, wait: bool) -> None:
+    def submit(self, plan: Plan, run: RunDir) -> Launch:
         result = slurm("sbatch", "--parsable", str(run.path / "slurmserve.sbatch"), check=False)
         if result.returncode != 0:
             raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
         job_id = result.stdout.strip().split(";")[0]
-        run.save_handle({"backend": "slurm", "job_id": job_id})
-        run.record("job submitted", job_id=job_id)
+        run.save_handle(Handle(backend="slurm", job_id=job_id))
+        run.record(EventKind.JOB_SUBMITTED, job_id=job_id)
+        return JobLaunch(self, run)
 
     def job_id(self, run: RunDir) -> str | None:
-        job_id = run.handle().get("job_id")
-        if job_id is None:  # a CLI killed between sbatch and saving the handle: the job by its name
-            found = slurm("squeue", "-h", "--name", job_name(run.name), "-o", "%i", check=False).stdout.split()
-            if found:
-                job_id = found[0]
-                run.save_handle({"backend": "slurm", "job_id": job_id})
-        return job_id
+        handle = run.handle()
+        if handle and handle.job_id:
+            return handle.job_id
+        # A CLI killed between sbatch and saving the handle: the job by its name.
+        found = jobs_named(job_name(run.name))
+        if not found:
+            return None
+        run.save_handle(Handle(backend="slurm", job_id=found[0]))
+        return found[0]
 
     def job_state(self, run: RunDir) -> str | None:
-        if "final_state" in run.handle():
-            return run.handle()["final_state"]
+        handle = run.handle()
+        if handle and handle.final_state:
+            return handle.final_state
         job_id = self.job_id(run)
         if job_id is None:
             return None
-        state = query_job_state(job_id)
+        state = job_state(job_id)
         if state in TERMINAL_STATES:
-            run.save_handle(run.handle() | {"final_state": state})
+            run.save_handle(Handle(backend="slurm", job_id=job_id, final_state=state))
         return state
 
-    def alive(self, run: RunDir) -> dict[str, bool | None]:
-        state = self.job_state(run)
+    def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
+        """Inside the job (the supervisor, on the batch host) each step's srun is a local process
+        (pids/NAME.srun) that ends when the step does: no question to slurmctld per tick. Elsewhere:
+        the job's running steps, and the task records of steps that ran."""
         names = [p.name for p in run.plan().processes]
+        if in_job:
+            return {name: pid_file_alive(run.path / "pids" / f"{name}.srun") for name in names}
+        state = self.job_state(run)
         started = {name for name in names if task_records(run.path / "pids" / f"{name}.tasks")}
-        if state != "RUNNING":
-            return {name: (False if name in started else None) for name in names}
-        steps = set(slurm("squeue", "-h", "--steps", "-j", self.job_id(run), "-o", "%j", check=False).stdout.split())
+        job_id = self.job_id(run)
+        steps = (running_steps(job_id) or set()) if state == "RUNNING" and job_id else set()
         return {name: True if name in steps else (False if name in started else None) for name in names}
-
-    def supervised_alive(self, run: RunDir) -> dict[str, bool | None]:
-        """Inside the job, on the batch host: each step's srun is a local process (pids/NAME.srun)
-        that ends when the step does; no question to slurmctld per tick."""
-        alive = {}
-        for process in run.plan().processes:
-            pid_file = run.path / "pids" / f"{process.name}.srun"
-            alive[process.name] = pid_alive(int(pid_file.read_text())) if pid_file.exists() else None
-        return alive
 
     def restart(self, run: RunDir, process: Process) -> None:
         """A new srun step in the allocation, from the job's own script (`--restart NAME`)."""
         with open(run.path / LAUNCHER_LOG, "a") as log:
-            step = subprocess.Popen(["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            step = subprocess.Popen(
+                ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         (run.path / "pids" / f"{process.name}.srun").write_text(f"{step.pid}\n")
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()
         return unanswering_daemons(plan.nodes, lambda node: port, "slurmd")
 
-    def ended(self, run: RunDir) -> str | None:
-        state = self.job_state(run)
-        return f"Slurm job {self.job_id(run)} {state}" if state in TERMINAL_STATES else None
-
-    def describe(self, run: RunDir) -> str:
+    def scheduler(self, run: RunDir) -> SchedulerView:
         job_id = self.job_id(run)
-        return f"Slurm job {job_id}: {self.job_state(run) or 'unknown to Slurm'}" if job_id else "not submitted to Slurm"
+        if job_id is None:
+            return SchedulerView("not submitted to Slurm")
+        state = self.job_state(run)
+        ended = f"Slurm job {job_id} {state}" if state in TERMINAL_STATES else None
+        return SchedulerView(f"Slurm job {job_id}: {state or 'unknown to Slurm'}", ended)
 
     def stop(self, run: RunDir) -> list[str]:
         job_id = self.job_id(run)
@@ -143,48 +181,6 @@ class SlurmBackend(Backend):
         return survivors(run)
 
 
-def job_name(run_name: str) -> str:
-    return f"slurmserve-{run_name}"  # as the sbatch template names the job
-
-
-@functools.cache
-def slurmd_port() -> int:
-    for line in slurm("scontrol", "show", "config", check=False).stdout.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "SlurmdPort" and value.strip().isdigit():
-            return int(value)
-    return DEFAULT_SLURMD_PORT
-
-
-def first_word(command: list[str]) -> str | None:
-    result = slurm(*command, check=False)
-    words = result.stdout.split()
-    return words[0] if result.returncode == 0 and words else None  # "CANCELLED by 0" -> CANCELLED
-
-
-def squeue_state(job_id: str) -> str | None:
-    """While slurmctld remembers the job (MinJobAge after it ends)."""
-    return first_word(["squeue", "-h", "-j", job_id, "-o", "%T"])
-
-
-def sacct_state(job_id: str) -> str | None:
-    """From slurmdbd; None where accounting is disabled."""
-    return first_word(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
-
-
-def jobcomp_state(job_id: str) -> str | None:
-    """From the job completion file: clusters without accounting, once the job has ended."""
-    return first_word(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "State"])
-
-
-def query_job_state(job_id: str) -> str | None:
-    for source in (squeue_state, sacct_state, jobcomp_state):
-        state = source(job_id)
-        if state:
-            return state
-    return None
-
-
 def survivors(run: RunDir) -> list[str]:
     """Tasks of the run that still run, among those this machine can see (one PID namespace, as on
     the test cluster); on a real cluster Slurm's own teardown is the guarantee."""
@@ -194,4 +190,3 @@ def survivors(run: RunDir) -> list[str]:
             if record.visible_here() and record.running():
                 left.append(f"{process.name} (pid {record.pid} on {record.host})")
     return left
-

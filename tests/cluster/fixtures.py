@@ -11,7 +11,7 @@ Use them from conftest.py:
   accounting off, so the Lab that `slurm_lab` handed out stays true.
 
 Whatever happens, the end of the session takes the lab down: nothing is left running.
-Both skip when not root. Not safe under pytest-xdist (one lab per machine).
+Both skip when not root (and fail instead when SLURMSERVE_REQUIRE_LAB is set, as in CI). Not safe under pytest-xdist (one lab per machine).
 """
 
 from __future__ import annotations
@@ -65,8 +65,12 @@ _SESSION = _LabSession()
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the Slurm lab needs root (network namespaces, /etc/hosts, apt-get)")
+    if os.geteuid() == 0:
+        return
+    why = "the Slurm lab needs root (network namespaces, /etc/hosts, apt-get)"
+    if os.environ.get("SLURMSERVE_REQUIRE_LAB"):  # CI: a backend claim left unproven is a failure
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

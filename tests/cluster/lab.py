@@ -38,8 +38,18 @@ SWITCHES = (("leaf1", ("node1", "node2")), ("leaf2", ("node3",)))
 HOSTS_TAG = "# slurmserve-lab"
 MYSQL_PORT = 13306
 DBD_PORT = 6819
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client",
-            "etcd-server", "nats-server", "iproute2", "ucx-utils")
+PACKAGES = (
+    "slurmctld",
+    "slurmd",
+    "slurm-client",
+    "munge",
+    "openssh-server",
+    "openssh-client",
+    "etcd-server",
+    "nats-server",
+    "iproute2",
+    "ucx-utils",
+)
 ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
@@ -88,8 +98,19 @@ class Lab:
 
     def ssh_command(self, node: str, *command: str) -> list[str]:
         """argv running `command` on `node` as root over the lab's sshd."""
-        return ["ssh", "-i", str(self.ssh_key), "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"root@{self.addresses[node]}", *command]
+        return [
+            "ssh",
+            "-i",
+            str(self.ssh_key),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            f"root@{self.addresses[node]}",
+            *command,
+        ]
 
     # Faults, for the tests that a deployment survives them (or reports them).
 
@@ -100,7 +121,12 @@ class Lab:
     def start_slurmd(self, node: str) -> None:
         p = _Paths(self.lab_dir)
         _spawn(p, f"slurmd-{node}", _in_node(node, f"slurmd -D -N {node} -f {p.slurm_conf}"))
-        _wait(lambda: _tcp_answers(self.addresses[node], SLURMD_PORT), 30, f"slurmd on {node}", p.log / f"slurmd-{node}.log")
+        _wait(
+            lambda: _tcp_answers(self.addresses[node], SLURMD_PORT),
+            30,
+            f"slurmd on {node}",
+            p.log / f"slurmd-{node}.log",
+        )
 
     def set_link(self, node: str, up: bool) -> None:
         """Take the node's network link down (or up again): the node is cut off from the others."""
@@ -146,19 +172,35 @@ class _Paths:
 
 
 def _lab(paths: _Paths, accounting: bool) -> Lab:
-    return Lab(lab_dir=paths.dir, slurm_conf=paths.slurm_conf, env={"SLURM_CONF": str(paths.slurm_conf)},
-               nodes=NODES, addresses={n: node_address(n) for n in NODES}, ssh_key=paths.ssh_key,
-               known_hosts=paths.known_hosts, accounting=accounting, munge_socket=paths.munge_socket)
+    return Lab(
+        lab_dir=paths.dir,
+        slurm_conf=paths.slurm_conf,
+        env={"SLURM_CONF": str(paths.slurm_conf)},
+        nodes=NODES,
+        addresses={n: node_address(n) for n in NODES},
+        ssh_key=paths.ssh_key,
+        known_hosts=paths.known_hosts,
+        accounting=accounting,
+        munge_socket=paths.munge_socket,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
-def _run(argv: list[str], *, check: bool = True, timeout: float = 60, env: dict | None = None,
-         input: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, input=input,
-                            stdin=None if input is not None else subprocess.DEVNULL)
+def _run(
+    argv: list[str], *, check: bool = True, timeout: float = 60, env: dict | None = None, input: str | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
     return result
@@ -183,7 +225,7 @@ def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return fields[0], int(fields[1]), int(fields[3]), int(fields[19])
 
 
@@ -233,9 +275,22 @@ def ensure_packages(accounting: bool = False) -> list[str]:
         POLICY_RC_D.chmod(0o755)
     try:
         _run(["apt-get", "update", "-q"], env=env, timeout=600)
-        _run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-              "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", *missing],
-             env=env, timeout=1200)
+        _run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                *missing,
+            ],
+            env=env,
+            timeout=1200,
+        )
     finally:
         if guard:
             POLICY_RC_D.unlink(missing_ok=True)
@@ -352,8 +407,10 @@ def _slurm_conf(p: _Paths, accounting: bool) -> str:
     else:
         lines.append("AccountingStorageType=accounting_storage/none")
     for node in NODES:
-        lines.append(f"NodeName={node} NodeAddr={node_address(node)} NodeHostname={node} CPUs=16 Sockets=2 "
-                     f"CoresPerSocket=8 ThreadsPerCore=1 RealMemory=16000 Gres=gpu:{GPUS} State=UNKNOWN")
+        lines.append(
+            f"NodeName={node} NodeAddr={node_address(node)} NodeHostname={node} CPUs=16 Sockets=2 "
+            f"CoresPerSocket=8 ThreadsPerCore=1 RealMemory=16000 Gres=gpu:{GPUS} State=UNKNOWN"
+        )
     lines.append(f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
 
@@ -363,44 +420,54 @@ def _topology_conf() -> str:
 
 
 def _slurmdbd_conf(p: _Paths) -> str:
-    return "\n".join([
-        "AuthType=auth/munge",
-        f"AuthInfo=socket={p.munge_socket}",
-        "DbdHost=localhost",
-        f"DbdAddr={CONTROLLER_ADDRESS}",
-        f"DbdPort={DBD_PORT}",
-        "SlurmUser=root",
-        "DebugLevel=info",
-        f"LogFile={p.log}/slurmdbd.log",
-        f"PidFile={p.run}/slurmdbd.pid",
-        "StorageType=accounting_storage/mysql",
-        "StorageHost=127.0.0.1",
-        f"StoragePort={MYSQL_PORT}",
-        "StorageUser=slurm",
-        "StoragePass=lab",
-        "StorageLoc=slurm_acct_db",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={p.munge_socket}",
+                "DbdHost=localhost",
+                f"DbdAddr={CONTROLLER_ADDRESS}",
+                f"DbdPort={DBD_PORT}",
+                "SlurmUser=root",
+                "DebugLevel=info",
+                f"LogFile={p.log}/slurmdbd.log",
+                f"PidFile={p.run}/slurmdbd.pid",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=127.0.0.1",
+                f"StoragePort={MYSQL_PORT}",
+                "StorageUser=slurm",
+                "StoragePass=lab",
+                "StorageLoc=slurm_acct_db",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _sshd_config(p: _Paths, node: str) -> str:
-    return "\n".join([
-        f"ListenAddress {node_address(node)}",
-        "Port 22",
-        f"HostKey {p.host_key}",
-        f"PidFile {p.run}/sshd-{node}.pid",
-        f"AuthorizedKeysFile {p.authorized_keys}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",  # the keys live under /tmp
-        "UseDNS no",
-        "PrintMotd no",
-        "LogLevel INFO",
-        f"SetEnv SLURM_CONF={p.slurm_conf}",
-        "Subsystem sftp /usr/lib/openssh/sftp-server",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"ListenAddress {node_address(node)}",
+                "Port 22",
+                f"HostKey {p.host_key}",
+                f"PidFile {p.run}/sshd-{node}.pid",
+                f"AuthorizedKeysFile {p.authorized_keys}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",  # the keys live under /tmp
+                "UseDNS no",
+                "PrintMotd no",
+                "LogLevel INFO",
+                f"SetEnv SLURM_CONF={p.slurm_conf}",
+                "Subsystem sftp /usr/lib/openssh/sftp-server",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -431,8 +498,20 @@ def _write_files(p: _Paths, accounting: bool) -> None:
     key.chmod(0o400)
     for keyfile in (p.ssh_key, p.host_key):
         if not keyfile.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"slurmserve-lab {keyfile.name}",
-                  "-f", str(keyfile)])
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"slurmserve-lab {keyfile.name}",
+                    "-f",
+                    str(keyfile),
+                ]
+            )
     _write(p.authorized_keys, p.ssh_key.with_suffix(".pub").read_text(), 0o600)
     host_pub = " ".join(p.host_key.with_suffix(".pub").read_text().split()[:2])
     _write(p.known_hosts, "".join(f"{n},{node_address(n)} {host_pub}\n" for n in NODES), 0o600)
@@ -453,11 +532,25 @@ def _load_pids(p: _Paths) -> dict[str, dict]:
 
 def _spawn(p: _Paths, name: str, argv: list[str], env: dict | None = None) -> int:
     """Start a daemon in its own session, stdin /dev/null, no inherited fds, output to log/NAME.out."""
-    daemon_env = {"PATH": DAEMON_PATH, "LANG": "C.UTF-8", "HOME": "/root", "SLURM_CONF": str(p.slurm_conf),
-                  MARKER: str(p.dir), **(env or {})}
+    daemon_env = {
+        "PATH": DAEMON_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": "/root",
+        "SLURM_CONF": str(p.slurm_conf),
+        MARKER: str(p.dir),
+        **(env or {}),
+    }
     with open(p.log / f"{name}.out", "ab") as log:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, close_fds=True, cwd=p.dir, env=daemon_env)
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=p.dir,
+            env=daemon_env,
+        )
     _CHILDREN[child.pid] = child
     stat = _proc_stat(child.pid)
     pids = _load_pids(p)
@@ -470,8 +563,16 @@ def _spawn(p: _Paths, name: str, argv: list[str], env: dict | None = None) -> in
 
 def _in_node(node: str, command: str) -> list[str]:
     """argv running the shell command `command` in node's network namespace with hostname `node`."""
-    return ["nsenter", f"--net={NETNS_DIR / node}", "unshare", "--uts", "--", "sh", "-c",
-            f"hostname {node} && exec {command}"]
+    return [
+        "nsenter",
+        f"--net={NETNS_DIR / node}",
+        "unshare",
+        "--uts",
+        "--",
+        "sh",
+        "-c",
+        f"hostname {node} && exec {command}",
+    ]
 
 
 def _port_free(address: str, port: int, what: str) -> None:
@@ -486,13 +587,25 @@ def _check_alive(p: _Paths, name: str) -> None:
 
 
 def _start_munged(p: _Paths) -> None:
-    _spawn(p, "munged", ["munged", "-F", "--force", f"--key-file={p.munge}/munge.key",
-                         f"--socket={p.munge_socket}", f"--pid-file={p.run}/munged.pid",
-                         f"--log-file={p.log}/munged.log", f"--seed-file={p.munge}/munged.seed"])
+    _spawn(
+        p,
+        "munged",
+        [
+            "munged",
+            "-F",
+            "--force",
+            f"--key-file={p.munge}/munge.key",
+            f"--socket={p.munge_socket}",
+            f"--pid-file={p.run}/munged.pid",
+            f"--log-file={p.log}/munged.log",
+            f"--seed-file={p.munge}/munged.seed",
+        ],
+    )
 
     def ready():
         _check_alive(p, "munged")
         return p.munge_socket.exists()
+
     _wait(ready, 15, "munged's socket", p.log / "munged.log")
 
 
@@ -501,22 +614,49 @@ def _start_mariadb(p: _Paths) -> None:
     data = p.mysql / "data"
     data.mkdir(parents=True, exist_ok=True)
     grants = p.mysql / "grants.sql"
-    grants.write_text("CREATE USER IF NOT EXISTS 'slurm'@'%' IDENTIFIED BY 'lab';\n"
-                      "GRANT ALL PRIVILEGES ON *.* TO 'slurm'@'%';\n")
+    grants.write_text(
+        "CREATE USER IF NOT EXISTS 'slurm'@'%' IDENTIFIED BY 'lab';\nGRANT ALL PRIVILEGES ON *.* TO 'slurm'@'%';\n"
+    )
     if not (data / "mysql").exists():
-        _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-              "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"], timeout=120)
-    _spawn(p, "mariadbd", ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root",
-                           "--bind-address=127.0.0.1", f"--port={MYSQL_PORT}", f"--socket={p.mysql}/mysqld.sock",
-                           f"--pid-file={p.run}/mariadbd.pid", f"--log-error={p.log}/mariadbd.log",
-                           f"--init-file={grants}", "--skip-name-resolve", "--skip-log-bin",
-                           "--innodb-buffer-pool-size=128M",
-                           "--innodb-lock-wait-timeout=900",  # what slurmdbd asks for
-                           "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"])
+        _run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            timeout=120,
+        )
+    _spawn(
+        p,
+        "mariadbd",
+        [
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=root",
+            "--bind-address=127.0.0.1",
+            f"--port={MYSQL_PORT}",
+            f"--socket={p.mysql}/mysqld.sock",
+            f"--pid-file={p.run}/mariadbd.pid",
+            f"--log-error={p.log}/mariadbd.log",
+            f"--init-file={grants}",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-lock-wait-timeout=900",  # what slurmdbd asks for
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+        ],
+    )
 
     def ready():
         _check_alive(p, "mariadbd")
         return _tcp_answers("127.0.0.1", MYSQL_PORT, banner=None)
+
     _wait(ready, 60, "MariaDB on 127.0.0.1:13306", p.log / "mariadbd.log")
 
 
@@ -527,6 +667,7 @@ def _start_slurmdbd(p: _Paths) -> None:
     def ready():
         _check_alive(p, "slurmdbd")
         return _tcp_answers(CONTROLLER_ADDRESS, DBD_PORT)
+
     _wait(ready, 60, f"slurmdbd on {CONTROLLER_ADDRESS}:{DBD_PORT}", p.log / "slurmdbd.log")
     env = {**os.environ, "SLURM_CONF": str(p.slurm_conf)}
 
@@ -536,6 +677,7 @@ def _start_slurmdbd(p: _Paths) -> None:
             return True
         _run(["sacctmgr", "-i", "add", "cluster", CLUSTER], check=False, env=env)
         return False
+
     _wait(cluster_added, 30, "sacctmgr add cluster", p.log / "slurmdbd.log", interval=0.2)
 
 
@@ -557,6 +699,7 @@ def _start_slurm(p: _Paths) -> None:
     def controller_up():
         _check_alive(p, "slurmctld")
         return _run(["scontrol", "ping"], check=False, env=env, timeout=10).returncode == 0
+
     _wait(controller_up, 30, "slurmctld (scontrol ping)", p.log / "slurmctld.log")
     for node in NODES:
         _spawn(p, f"slurmd-{node}", _in_node(node, f"slurmd -D -N {node} -f {p.slurm_conf}"))
@@ -567,6 +710,7 @@ def _start_slurm(p: _Paths) -> None:
             _check_alive(p, name)
         states = _sinfo_states(env)
         return all(states.get(n) == "idle" for n in NODES)
+
     _wait(all_idle, 60, "3 idle nodes in sinfo", p.log / "slurmctld.log", interval=0.1)
     for node in NODES:
         address = node_address(node)
@@ -620,7 +764,7 @@ class _ProcScan:
             if inodes:
                 try:
                     link = os.readlink(f"/proc/{pid}/ns/net")
-                    if int(link[link.index("[") + 1:-1]) in inodes:
+                    if int(link[link.index("[") + 1 : -1]) in inodes:
                         self.in_nodes.add(pid)
                 except (OSError, ValueError):
                     pass
@@ -711,7 +855,8 @@ def _healthy(p: _Paths) -> bool:
     # ("idle*") is not.
     usable = ("idle", "mixed", "allocated", "completing")
     return all(states.get(n) in usable for n in NODES) and all(
-        _tcp_answers(node_address(n), 22, banner=b"SSH-") for n in NODES)
+        _tcp_answers(node_address(n), 22, banner=b"SSH-") for n in NODES
+    )
 
 
 def status(lab_dir: Path = DEFAULT) -> dict:
@@ -722,8 +867,10 @@ def status(lab_dir: Path = DEFAULT) -> dict:
         "lab_dir": str(p.dir),
         "exists": p.dir.exists(),
         "accounting": meta.get("accounting"),
-        "daemons": {name: {"pid": info["pid"], "alive": _alive(info["pid"], info.get("start"))}
-                    for name, info in _load_pids(p).items()},
+        "daemons": {
+            name: {"pid": info["pid"], "alive": _alive(info["pid"], info.get("start"))}
+            for name, info in _load_pids(p).items()
+        },
         "nodes": _sinfo_states({**os.environ, "SLURM_CONF": str(p.slurm_conf)}) if p.slurm_conf.exists() else {},
         "namespaces": [n for n in NODES if (NETNS_DIR / n).exists()],
         "bridge": _link_exists(BRIDGE),

@@ -1,0 +1,2 @@
+"""What users write: recipes, hosts files and `--set` overrides. Schemas and validation only; no I/O
+beyond reading the files."""

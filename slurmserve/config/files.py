@@ -1,0 +1,31 @@
+"""What every file a user writes shares: YAML read into a mapping, unknown keys refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import UserError
+
+
+class Strict(BaseModel):
+    """Every file a user writes rejects unknown keys: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise UserError(
+            f"{path}: not valid YAML ({str(error).splitlines()[0]} {getattr(error, 'problem_mark', '')})"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data

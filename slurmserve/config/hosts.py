@@ -1,0 +1,145 @@
+"""Hosts files: where a deployment may run (a Slurm partition, SSH hosts, or this machine) and their hardware."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import UserError, describe_validation_error
+from .files import Strict, read_yaml_mapping
+
+
+class NicSpec(Strict):
+    name: str
+    port: int = Field(1, ge=1)
+    gpus: list[int] = []  # the local GPUs this HCA is closest to
+    state: Literal["active", "down"] = "active"
+
+
+class NodeSpec(Strict):
+    gpus: int = Field(8, ge=0)
+    interface: str | None = None  # IP interface for control-plane traffic
+    nics: list[NicSpec] = []
+
+
+class HostEntry(Strict):
+    name: str
+    address: str | None = None
+    # SSH: what is left out comes from ~/.ssh/config (for the address), then ssh's own defaults.
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    identity_file: str | None = None
+    jump: str | None = None  # a jump host, [user@]host[:port]
+    # Per-host hardware overrides of `node:`.
+    gpus: int | None = Field(None, ge=0)
+    interface: str | None = None
+    nics: list[NicSpec] | None = None
+
+
+class SlurmSpec(Strict):
+    partition: str | None = None
+    account: str | None = None
+    time: str = "04:00:00"
+    qos: str | None = None
+    reservation: str | None = None
+    container_image: str | None = None
+    container_mounts: list[str] = []
+    extra_sbatch: list[str] = []  # further `#SBATCH` options, verbatim
+
+
+class SwitchSpec(Strict):
+    name: str
+    nodes: list[str]
+
+
+class TopologySpec(Strict):
+    switches: list[SwitchSpec] = []
+
+
+class Hosts(Strict):
+    backend: Literal["slurm", "ssh", "local"]
+    slurm: SlurmSpec = SlurmSpec()
+    hosts: list[HostEntry] = []
+    node: NodeSpec = NodeSpec()
+    topology: TopologySpec = TopologySpec()
+    model_cache: str | None = None  # shared-filesystem root holding the Hugging Face cache
+    python: str | None = None  # interpreter on the nodes; None = the one running slurmserve
+    run_root: str | None = None  # where run directories go (on the shared filesystem for Slurm)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Hosts:
+        if self.backend in ("ssh", "slurm") and not self.hosts:
+            raise ValueError(f"backend {self.backend} needs a hosts: list naming its nodes")
+        names = [host.name for host in self.hosts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"hosts: duplicate name(s) {', '.join(duplicates)}")
+        for switch in self.topology.switches:
+            unknown = [node for node in switch.nodes if node not in names]
+            if unknown:
+                raise ValueError(f"topology.switches {switch.name}: unknown node(s) {', '.join(unknown)}")
+        return self
+
+
+class SshTarget(Strict):
+    """How to reach a host over SSH (None fields: ~/.ssh/config and ssh's defaults decide)."""
+
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    jump: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine as the planner sees it: every override of the hosts file already applied."""
+
+    name: str
+    address: str
+    gpus: int
+    interface: str | None
+    nics: tuple[NicSpec, ...]
+    switch: str | None
+    ssh: SshTarget | None  # for the ssh backend
+
+
+def concrete_nodes(hosts: Hosts) -> list[Node]:
+    switch_of = {node: switch.name for switch in hosts.topology.switches for node in switch.nodes}
+    return [
+        Node(
+            name=host.name,
+            address=host.address or host.name,
+            gpus=hosts.node.gpus if host.gpus is None else host.gpus,
+            interface=host.interface or hosts.node.interface,
+            nics=tuple(hosts.node.nics if host.nics is None else host.nics),
+            switch=switch_of.get(host.name),
+            ssh=SshTarget(user=host.user, port=host.port, identity_file=host.identity_file, jump=host.jump)
+            if hosts.backend == "ssh"
+            else None,
+        )
+        for host in hosts.hosts
+    ]
+
+
+def check_nic_gpus(hosts: Hosts) -> None:
+    """A NIC paired with a GPU the node does not have is a typo worth stopping for."""
+    for node in concrete_nodes(hosts):
+        for nic in node.nics:
+            bad = [gpu for gpu in nic.gpus if not 0 <= gpu < node.gpus]
+            if bad:
+                raise UserError(
+                    f"node {node.name}: nic {nic.name} lists GPU(s) {bad}, but the node has {node.gpus} GPUs"
+                )
+
+
+def load_hosts(path: str | Path) -> Hosts:
+    source = Path(path).expanduser()
+    try:
+        hosts = Hosts.model_validate(read_yaml_mapping(source))
+    except ValidationError as error:
+        raise describe_validation_error(source, error) from None
+    check_nic_gpus(hosts)
+    return hosts

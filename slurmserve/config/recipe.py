@@ -1,0 +1,177 @@
+"""Recipes: what to serve and in which worker shapes; the built-in catalogue; `--set` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from ..errors import UserError, describe_validation_error
+from ..resources import builtin_recipes_dir, resource_dir
+from .files import Strict, read_yaml_mapping
+from .overrides import apply_overrides
+
+# YAML reads `TRTLLM_ENABLE_PDL: 1` as an int; environment values are always strings.
+EnvValue = Annotated[str, BeforeValidator(lambda value: str(value).lower() if isinstance(value, bool) else str(value))]
+ArgValue = str | int | float | bool
+
+
+class ModelSpec(Strict):
+    repo: str = Field(
+        description="Hugging Face repo id, a local path, or builtin:NAME (a model folder shipped with slurmserve)"
+    )
+    revision: str | None = None
+    allow: list[str] = []
+    ignore: list[str] = []
+    served_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.served_name or self.repo
+
+    @property
+    def on_hub(self) -> bool:
+        """A Hugging Face repo id, as opposed to a local folder or one shipped with slurmserve."""
+        return not self.repo.startswith(("builtin:", "/", "~", "."))
+
+
+class FrontendSpec(Strict):
+    router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
+    # None: a port from the deployment's own block, so two deployments on one node never collide.
+    http_port: int | None = Field(None, ge=1024, le=65535)
+    extra_args: list[str] = []
+
+
+class WorkerSpec(Strict):
+    replicas: int = Field(1, ge=1)
+    tensor_parallel: int = Field(1, ge=1)
+    pipeline_parallel: int = Field(1, ge=1)
+    expert_parallel: int = Field(1, ge=1)
+    engine_config: str | None = None  # relative to engine_configs/, or an absolute path
+    args: dict[str, ArgValue] = {}  # engine flags: max_num_tokens: 20000 -> --max-num-tokens 20000
+    extra_args: list[str] = []
+    env: dict[str, EnvValue] = {}
+
+    @property
+    def gpus(self) -> int:
+        """Expert parallelism shares the tensor-parallel GPUs; it does not add any."""
+        return self.tensor_parallel * self.pipeline_parallel
+
+
+class ParserSpec(Strict):
+    reasoning: str | None = None
+    tool_call: str | None = None
+
+
+class MockerSpec(Strict):
+    """How Dynamo's mock engine stands in for the real one (recipes with engine: mocker, and rehearsals)."""
+
+    # The mocker needs a config and a tokenizer, never weights; None = the tiny model shipped with slurmserve.
+    model_path: str | None = None
+    # True: load the recipe's own model (staged from the hub like a real engine's) instead.
+    use_recipe_model: bool = False
+    speedup_ratio: float = Field(100.0, gt=0)
+
+
+class RestartPolicy(Strict):
+    """What the supervisor does when a process that was serving dies: start it again in place (same
+    node, GPUs and ports), at most `max_restarts` times within `window_s`, waiting `backoff_s` before
+    the first restart and twice as long before each further one in the window."""
+
+    max_restarts: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    window_s: float = Field(600.0, gt=0)
+    # When the budget is spent: cancel the whole deployment (True) or leave what still runs serving (False).
+    fail_fast: bool = False
+
+
+class Recipe(Strict):
+    name: str
+    description: str = ""
+    model: ModelSpec
+    engine: Literal["trtllm", "mocker"] = "trtllm"
+    mode: Literal["agg", "disagg"] = "disagg"
+    frontend: FrontendSpec = FrontendSpec()
+    prefill: WorkerSpec | None = None
+    decode: WorkerSpec | None = None
+    agg: WorkerSpec | None = None
+    parsers: ParserSpec = ParserSpec()
+    # auto: a file store for a deployment on one host, etcd when it spans several.
+    discovery: Literal["auto", "etcd", "file"] = "auto"
+    request_plane: Literal["tcp", "nats"] = "tcp"
+    event_plane: Literal["zmq", "nats"] = "zmq"
+    env: dict[str, EnvValue] = {}
+    mocker: MockerSpec = MockerSpec()
+    restart: RestartPolicy = RestartPolicy()
+
+    @model_validator(mode="after")
+    def _sections_match_mode(self) -> Recipe:
+        if self.mode == "disagg":
+            missing = [role for role in ("prefill", "decode") if getattr(self, role) is None]
+            if missing:
+                raise ValueError(f"mode disagg needs a {' and a '.join(missing)} section")
+            if self.agg is not None:
+                raise ValueError("mode disagg takes prefill and decode sections, not agg")
+        else:
+            if self.agg is None:
+                raise ValueError("mode agg needs an agg section")
+            if self.prefill is not None or self.decode is not None:
+                raise ValueError("mode agg takes an agg section, not prefill/decode")
+        return self
+
+    def worker_roles(self) -> list[tuple[str, WorkerSpec]]:
+        """The worker sections in start order (prefill before decode, as Dynamo's examples do)."""
+        roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
+        return [(role, getattr(self, role)) for role in roles]
+
+    @property
+    def loads_recipe_model(self) -> bool:
+        """Whether the workers load model.repo (a real engine, or a mocker told to), not the tiny model."""
+        return self.engine == "trtllm" or self.mocker.use_recipe_model
+
+    @property
+    def needs_nats(self) -> bool:
+        return "nats" in (self.request_plane, self.event_plane)
+
+
+def builtin_recipe_names() -> list[str]:
+    return sorted(path.stem for path in builtin_recipes_dir().glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file by path, or a built-in recipe by name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    builtin = builtin_recipes_dir() / f"{name_or_path}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise UserError(
+        f"--recipe {name_or_path!r}: no such file and no built-in recipe of that name "
+        f"(built-in: {', '.join(builtin_recipe_names())})"
+    )
+
+
+def resolve_engine_config(value: str, field: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = resource_dir("engine_configs") / value
+    if not path.is_file():
+        raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
+    return path
+
+
+def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; engine config paths come back absolute and checked."""
+    source = recipe_path(name_or_path)
+    data = apply_overrides(read_yaml_mapping(source), list(assignments))
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as error:
+        raise describe_validation_error(source, error) from None
+    for role, worker in recipe.worker_roles():
+        if worker.engine_config is not None:
+            worker.engine_config = str(resolve_engine_config(worker.engine_config, f"{source}: {role}.engine_config"))
+    return recipe

@@ -1,0 +1,85 @@
+"""The cluster `--hosts` stands for when it is left out: the Slurm cluster this machine submits to
+(partition, nodes, GPUs and leaf switches from scontrol), else this machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from ..config.hosts import HostEntry, Hosts, NodeSpec, SlurmSpec, SwitchSpec, TopologySpec
+from ..errors import UserError
+from ..transport.slurm import expand_hostlist, gpus_in_gres, key_values, scontrol_records, slurm
+from .parsers import count_gpus
+
+
+def local_gpu_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    return count_gpus(result.stdout) if result.returncode == 0 else 0
+
+
+def local_hosts() -> Hosts:
+    """This machine as a one-node cluster.
+
+    Without GPUs it declares 8 so that rehearsals of 8-GPU recipes (mock engine) plan exactly as they
+    would on a real node; a real engine fails its own preflight there.
+    """
+    gpus = local_gpu_count() or 8
+    return Hosts(
+        backend="local", hosts=[HostEntry(name=socket.gethostname(), address="127.0.0.1")], node=NodeSpec(gpus=gpus)
+    )
+
+
+def slurm_configured() -> bool:
+    """sbatch is installed and a slurm.conf says where the controller is (else clients retry for a minute)."""
+    return shutil.which("sbatch") is not None and Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file()
+
+
+def discover_slurm() -> Hosts:
+    """The cluster this machine submits to: its default partition's nodes, GPUs and leaf switches."""
+    partitions = scontrol_records("partition")
+    if not partitions:
+        raise UserError("no --hosts given, and the Slurm cluster configured here has no partitions: pass --hosts")
+    partition = next((p for p in partitions if p.get("Default") == "YES"), partitions[0])
+    members = set(expand_hostlist(partition.get("Nodes", "")))
+    nodes = [node for node in scontrol_records("node") if node.get("NodeName") in members]
+    if not nodes:
+        raise UserError(
+            f"no --hosts given, and partition {partition['PartitionName']} of the Slurm cluster configured here "
+            "has no nodes"
+        )
+    gpus = [gpus_in_gres(node.get("Gres", "")) for node in nodes]
+    usual = max(set(gpus), key=gpus.count)
+    hosts = [
+        HostEntry(name=node["NodeName"], address=node.get("NodeAddr") or None, gpus=None if count == usual else count)
+        for node, count in zip(nodes, gpus, strict=True)
+    ]
+    return Hosts(
+        backend="slurm",
+        slurm=SlurmSpec(partition=partition["PartitionName"]),
+        hosts=hosts,
+        node=NodeSpec(gpus=usual),
+        topology=TopologySpec(switches=slurm_leaf_switches({h.name for h in hosts})),
+    )
+
+
+def slurm_leaf_switches(names: set[str]) -> list[SwitchSpec]:
+    """Leaf switches (level 0: upper levels list every node below them) from `scontrol show topology`;
+    none on clusters without topology/tree."""
+    result = slurm("scontrol", "show", "topology", check=False)
+    switches = []
+    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+        fields = key_values(line)
+        nodes = [node for node in expand_hostlist(fields.get("Nodes", "")) if node in names]
+        if fields.get("SwitchName") and fields.get("Level") == "0" and nodes:
+            switches.append(SwitchSpec(name=fields["SwitchName"], nodes=nodes))
+    return switches
+
+
+def default_hosts() -> Hosts:
+    """What `--hosts` means when it is left out: the Slurm cluster this machine submits to, else this machine."""
+    return discover_slurm() if slurm_configured() else local_hosts()

@@ -1,0 +1,68 @@
+"""Probes of a running deployment: readiness URLs, the frontend's view of its workers, a real completion."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import httpx
+
+HTTP_TIMEOUT_S = 2.0  # an endpoint slower than this to answer a probe is not healthy
+
+
+def http_ok(url: str, timeout: float = HTTP_TIMEOUT_S) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def frontend_instances(endpoint: str, timeout: float = HTTP_TIMEOUT_S) -> list[dict[str, Any]] | None:
+    """The worker instances the frontend routes to (its /health list); None when it does not answer."""
+    try:
+        instances = httpx.get(f"{endpoint}/health", timeout=timeout).json().get("instances", [])
+    except (httpx.HTTPError, ValueError):
+        return None
+    return [instance for instance in instances if instance.get("endpoint") == "generate"]
+
+
+def workers_seen(endpoint: str) -> Counter:
+    """Worker instances the frontend knows, per Dynamo component (prefill, backend=decode/agg)."""
+    return Counter(instance.get("component") for instance in frontend_instances(endpoint) or [])
+
+
+def model_listed(endpoint: str, model: str, timeout: float = HTTP_TIMEOUT_S) -> bool:
+    try:
+        listed = httpx.get(f"{endpoint}/v1/models", timeout=timeout).json().get("data", [])
+    except (httpx.HTTPError, ValueError):
+        return False
+    return any(entry.get("id") == model for entry in listed)
+
+
+def chat_completion(
+    endpoint: str, model: str, prompt: str = "Say hello.", max_tokens: int = 16, timeout: float = 30.0
+) -> dict[str, Any]:
+    """One real completion through the frontend; raises httpx.HTTPError when it does not answer 200."""
+    response = httpx.post(
+        f"{endpoint}/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "stream": False,
+        },
+        timeout=timeout,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def canary_completion(endpoint: str, model: str) -> dict[str, Any] | None:
+    """The canary: a completion that returns 200 with at least one generated token (else None)."""
+    try:
+        response = chat_completion(endpoint, model, timeout=10.0)
+    except (httpx.HTTPError, ValueError):
+        return None
+    usage = response.get("usage") if isinstance(response, dict) else None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return response if isinstance(tokens, int) and tokens > 0 else None

@@ -1,0 +1,323 @@
+"""The supervisor: watches a deployment for as long as it runs (`python -m slurmserve.node.supervisor RUN_DIR`).
+
+The launcher starts it before the first process: the sbatch script inside the allocation (Slurm), the
+launch script or the SSH launcher on the launching machine (local, SSH). Every tick it asks the backend
+which processes are alive, probes each one's readiness URL (worker status port, etcd /health, NATS
+/healthz, frontend /health) and reads the frontend's list of worker instances; less often it checks the
+nodes' daemons and sends a canary completion. State transitions (pending -> starting -> ready ->
+unhealthy -> failed | stopped) go to events.jsonl with their reasons; the current picture goes to
+state.json, which `slurmserve status` shows. What to do about what it sees is decided by the pure
+functions of `decisions`.
+
+A process that dies after it served is started again in place (same node, GPUs, ports) through the run's
+own launch script, under the recipe's restart policy. A dead worker's discovery entry is dropped at once,
+so the frontend stops routing to it instead of waiting out its lease. One that dies before it ever served
+is left to the launcher, which reports start-up failures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+from ..backends import backend_for
+from ..planning.plan import Process
+from ..runs import CanaryResult, EventKind, ProcessState, RunDir, SupervisorState, Verdict
+from .decisions import (
+    DeploymentView,
+    Observation,
+    RestartKind,
+    Watch,
+    decide_restart,
+    decide_verdict,
+    frontend_counts,
+    next_state,
+    nothing_left,
+)
+from .discovery import forget, owner_of
+from .probes import canary_completion, frontend_instances, http_ok, model_listed
+
+TICK_S = 0.5
+READY_PROBE_TIMEOUT_S = 1.0  # a process that takes longer to answer its status port is not healthy
+NODE_CHECK_INTERVAL_S = 2.0
+CANARY_INTERVAL_S = 10.0
+CANARY_RETRY_S = 1.0
+LAST_LOG_LINE_CHARS = 200
+LOG_LINES_SEARCHED = 20
+
+Result = TypeVar("Result")
+
+
+@dataclass
+class Periodic(Generic[Result]):
+    """A slow check run in the background every `interval` seconds; the tick takes its result when done."""
+
+    interval: float
+    due: float = 0.0
+    running: Future[Result] | None = None
+
+    def poll(self, pool: ThreadPoolExecutor, work: Callable[[], Result], now: float) -> Result | None:
+        """Start the check when due; return its result once (None while none is new)."""
+        if self.running is None:
+            if now >= self.due:
+                self.running = pool.submit(work)
+            return None
+        if not self.running.done():
+            return None
+        result, self.running, self.due = self.running.result(), None, now + self.interval
+        return result
+
+
+class Supervisor:
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.plan = run.plan()
+        self.backend = backend_for(self.plan.backend)
+        now = time.time()
+        self.watch = {process.name: Watch(since=now) for process in self.plan.processes}
+        self.verdict, self.reason = Verdict.STARTING, "starting the processes"
+        self.served_once = False
+        self.stopping: str | None = None
+        self.wake = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.frontend: dict[str, tuple[int, int]] = {}
+        self.listed: bool | None = None
+        self.canary: CanaryResult | None = None
+        self.node_problems: dict[str, str] = {}
+        self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
+        self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run_until_stopped(self) -> None:
+        self.run.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
+        while not self.stopping:
+            self.tick()
+            if nothing_left(self.watch):
+                self.stopping = "every process has ended and none will be restarted"
+                break
+            self.wake.wait(TICK_S)
+        self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
+        self.reason = self.stopping
+        self.write_state(final=True)
+        self.run.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
+
+    def stop_on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = (
+            f"{signal.Signals(signum).name}: the deployment is being stopped (cancel, scancel or time limit)"
+        )
+        self.wake.set()
+
+    def tick(self) -> None:
+        now = time.time()
+        alive = self.backend.alive(self.run, in_job=True)
+        answers = dict(zip(self.watch, self.pool.map(answers_probe, self.plan.processes), strict=True))
+        instances = frontend_instances(self.plan.endpoint, READY_PROBE_TIMEOUT_S) if alive.get("frontend") else None
+        self.check_nodes(now)
+        for process in self.plan.processes:
+            self.observe(process, alive.get(process.name), answers[process.name], instances, now)
+        self.restart_due(now)
+        self.check_frontend(instances)
+        self.check_canary(now)
+        self.decide_verdict(now)
+        self.write_state()
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def observe(
+        self, process: Process, alive: bool | None, answers: bool, instances: list[dict[str, Any]] | None, now: float
+    ) -> None:
+        watch = self.watch[process.name]
+        if watch.settled:
+            return  # failed: waiting for its restart, or for good
+        node_problem = next(
+            (f"node {n}: {self.node_problems[n]}" for n in process.nodes if n in self.node_problems), None
+        )
+        seen = Observation(
+            alive=alive,
+            answers=answers,
+            ready_url=process.ready_url,
+            node_problem=node_problem,
+            exit_reason=self.exit_reason(process) if alive is False else "exited",
+        )
+        new, why = next_state(watch, seen)
+        if new == ProcessState.READY:
+            watch.served = True
+        self.transition(process.name, new, why, now)
+        if new == ProcessState.FAILED:
+            self.forget_instances(process, instances)
+            self.schedule_restart(process, now)
+
+    def transition(self, name: str, new: ProcessState, why: str | None, now: float) -> None:
+        watch = self.watch[name]
+        if why:
+            watch.last_error = why
+        if new == watch.state:
+            return
+        self.run.record(
+            EventKind.STATE, process=name, previous=watch.state, state=new, **({"reason": why} if why else {})
+        )
+        watch.state, watch.since = new, now
+
+    def exit_reason(self, process: Process) -> str:
+        """'exited', with the last error its log shows near the end (a SIGKILL leaves none)."""
+        log = self.run.path / process.log
+        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_SEARCHED:] if log.exists() else []
+        error = next((line for line in reversed(tail) if "error" in line.lower() or "traceback" in line.lower()), None)
+        return "exited" + (
+            f"; its log: {error.strip()[:LAST_LOG_LINE_CHARS]}" if error else " (no error in its log: killed?)"
+        )
+
+    def forget_instances(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
+        """The frontend would route to a dead worker until its lease expires: drop its entries now."""
+        ids = {i["instance_id"] for i in instances or [] if owner_of(self.plan, i) == process.name}
+        if ids:
+            forget(self.plan, ids)
+            self.run.record(EventKind.DEREGISTERED, process=process.name, instances=len(ids))
+
+    def schedule_restart(self, process: Process, now: float) -> None:
+        watch, policy = self.watch[process.name], self.plan.restart
+        decision = decide_restart(watch.served, watch.restarts, policy, now)
+        if decision.kind == RestartKind.STARTUP_FAILURE:
+            watch.given_up = True  # it never served: a start-up failure, which the launcher reports
+            return
+        if decision.kind == RestartKind.GIVE_UP:
+            watch.given_up = True
+            watch.last_error = f"{watch.last_error}; restart budget spent ({decision.recent} in {policy.window_s:g} s)"
+            self.run.record(
+                EventKind.RESTART_BUDGET_SPENT, process=process.name, restarts=decision.recent, window_s=policy.window_s
+            )
+            if decision.cancel_deployment:
+                self.cancel_everything(f"{process.name} failed for good and restart.fail_fast is set")
+            return
+        watch.restart_at = now + decision.delay_s
+        self.run.record(EventKind.RESTART_SCHEDULED, process=process.name, in_s=decision.delay_s)
+
+    def restart_due(self, now: float) -> None:
+        for process in self.plan.processes:
+            watch = self.watch[process.name]
+            if watch.restart_at is None or now < watch.restart_at or self.stopping:
+                continue
+            watch.restart_at = None
+            if self.run.cancel_requested:
+                self.stopping = "slurmserve cancel"
+                return
+            watch.restarts.append(now)
+            watch.served = False
+            try:
+                self.backend.restart(self.run, process)
+            except Exception as error:  # the backend could not start it: try again under the same budget
+                watch.last_error = f"restart failed: {error}"
+                self.run.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
+                self.schedule_restart(process, now)
+                continue
+            self.run.record(EventKind.RESTARTED, process=process.name, restarts=len(watch.restarts))
+            self.transition(process.name, ProcessState.STARTING, None, now)
+
+    def cancel_everything(self, why: str) -> None:
+        self.run.record(EventKind.CANCEL_REQUESTED, reason=why)
+        self.stopping = why
+        self.verdict = Verdict.FAILED
+        leftovers = self.backend.stop(self.run)
+        self.run.record(EventKind.CANCELLED, reason=why, leftovers=leftovers)
+
+    # -- the deployment as a whole -----------------------------------------------------------------
+
+    def check_frontend(self, instances: list[dict[str, Any]] | None) -> None:
+        if instances is None:
+            self.frontend, self.listed = {}, None
+            return
+        owners = [owner for instance in instances if (owner := owner_of(self.plan, instance))]
+        self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
+        for process in self.plan.processes:
+            if process.is_worker:
+                self.watch[process.name].registered = process.name in owners
+        if all(seen for seen, _ in self.frontend.values()):
+            self.listed = model_listed(self.plan.endpoint, self.plan.model, READY_PROBE_TIMEOUT_S)
+
+    def check_nodes(self, now: float) -> None:
+        problems = self.node_check.poll(self.pool, lambda: self.backend.node_problems(self.plan), now)
+        if problems is None:
+            return
+        for node, problem in problems.items():
+            if self.node_problems.get(node) != problem:
+                self.run.record(EventKind.NODE_PROBLEM, node=node, problem=problem)
+        for node in set(self.node_problems) - set(problems):
+            self.run.record(EventKind.NODE_RECOVERED, node=node)
+        self.node_problems = problems
+
+    def check_canary(self, now: float) -> None:
+        if not self.served_once:
+            return
+        result = self.canary_check.poll(self.pool, self.send_canary, now)
+        if result is None:
+            return
+        if (self.canary.ok if self.canary else True) != result.ok:
+            self.run.record(EventKind.CANARY, **result.model_dump())
+        if not result.ok:  # it holds the verdict at degraded: look again soon, not in a full interval
+            self.canary_check.due = now + CANARY_RETRY_S
+        self.canary = result
+
+    def send_canary(self) -> CanaryResult:
+        started = time.time()
+        completion = canary_completion(self.plan.endpoint, self.plan.model)
+        return CanaryResult(
+            ok=completion is not None,
+            at=started,
+            latency_s=round(time.time() - started, 3),
+            error=None if completion else "no completion with generated tokens (an error, or no answer within 10 s)",
+        )
+
+    def decide_verdict(self, now: float) -> None:
+        view = DeploymentView(
+            frontend=self.frontend,
+            model_listed=self.listed,
+            canary=self.canary,
+            node_problems=self.node_problems,
+            model=self.plan.model,
+            endpoint=self.plan.endpoint,
+        )
+        verdict, reason = decide_verdict(self.watch, view, self.served_once, now)
+        if verdict == Verdict.READY:
+            self.served_once = True
+        if verdict != self.verdict:
+            self.run.record(EventKind.DEPLOYMENT, verdict=verdict, reason=reason)
+        self.verdict, self.reason = verdict, reason
+
+    def write_state(self, final: bool = False) -> None:
+        """state.json; `final` when the supervisor stops watching (the backend answers from then on)."""
+        self.run.save_supervisor_state(
+            SupervisorState(
+                updated=time.time(),
+                final=final,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                verdict=self.verdict,
+                reason=self.reason,
+                processes={name: watch.view() for name, watch in self.watch.items()},
+                frontend=self.frontend,
+                model_listed=self.listed,
+                canary=self.canary,
+                nodes=self.node_problems,
+            )
+        )
+
+
+def answers_probe(process: Process) -> bool:
+    return process.ready_url is None or http_ok(process.ready_url, timeout=READY_PROBE_TIMEOUT_S)
+
+
+def supervise(run: RunDir) -> None:
+    """Watch the run until it is stopped (SIGTERM, SIGINT) or nothing is left to watch."""
+    supervisor = Supervisor(run)
+    signal.signal(signal.SIGTERM, supervisor.stop_on_signal)
+    signal.signal(signal.SIGINT, supervisor.stop_on_signal)
+    supervisor.run_until_stopped()

@@ -1,0 +1,190 @@
+"""The plan: a value saying everything a backend needs. Each process's node(s), GPUs, ports, env,
+command line, what it waits for and how to probe it ready. Backends and templates only read it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, PrivateAttr
+
+from ..config.hosts import SlurmSpec, SshTarget
+from ..config.recipe import RestartPolicy
+from ..errors import UserError
+from .ports import block_ports
+
+Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg"]
+WORKER_ROLES = ("prefill", "decode", "agg")
+CONTROL_ROLES = ("etcd", "nats", "frontend")
+
+
+class PlanNode(BaseModel):
+    name: str
+    address: str
+    gpus: int
+    switch: str | None = None
+    interface: str | None = None  # the control-plane IP interface, when the hosts file names it
+    ssh: SshTarget | None = None  # how the ssh backend reaches the node
+
+
+class Process(BaseModel):
+    name: str
+    role: Role
+    replica: int | None = None
+    nodes: list[str]
+    gpus: list[int] = []
+    ports: dict[str, int] = {}
+    env: dict[str, str] = {}
+    command: list[str]
+    module: str | None = None  # the Python module the command runs (`python -m MODULE`), if any
+    after: list[str] = []
+    ready_url: str | None = None  # HTTP 200 here means the process is ready
+    ready_timeout_s: int = 120
+    tasks: int = 1  # MPI ranks of the worker (one world across its nodes); 1 for everything else
+    fresh_dirs: list[str] = []  # emptied right before the process starts (a stale etcd would revive old leases)
+    # Per MPI rank (srun's block order), what differs between ranks: each rank's own HCAs.
+    rank_env: list[dict[str, str]] = []
+    # Files a dead process of this kind leaves behind on its node (globs), removed before it starts
+    # again unless a live process still holds them.
+    leftovers: list[str] = []
+    log: str  # relative to the run directory
+
+    @property
+    def is_worker(self) -> bool:
+        return self.role in WORKER_ROLES
+
+    @property
+    def host(self) -> str:
+        """Where the process starts: its first node (a worker wider than a node is one MPI world led from there)."""
+        return self.nodes[0]
+
+
+class ModelStage(BaseModel):
+    """A model to fetch once into the shared cache (Hugging Face layout) before any worker starts."""
+
+    repo: str
+    revision: str  # a commit sha
+    allow: list[str] = []
+    ignore: list[str] = []
+    cache: str
+
+    def command(self, python: str) -> list[str]:
+        patterns = [word for pattern in self.allow for word in ("--allow", pattern)]
+        patterns += [word for pattern in self.ignore for word in ("--ignore", pattern)]
+        return [
+            python,
+            "-m",
+            "slurmserve.node.stage_model",
+            "--repo",
+            self.repo,
+            "--revision",
+            self.revision,
+            "--cache",
+            self.cache,
+            *patterns,
+        ]
+
+
+class EngineFile(BaseModel):
+    """An engine YAML copied into the run directory with the recipe's parallelism written over it."""
+
+    path: str  # relative to the run directory
+    source: str
+    overrides: dict[str, int] = {}
+
+
+class Plan(BaseModel):
+    recipe: str
+    backend: Literal["slurm", "ssh", "local"]
+    run_name: str
+    run_dir: str
+    engine: Literal["trtllm", "mocker"]
+    mode: Literal["agg", "disagg"]
+    model: str  # the served model name
+    model_path: str  # what the workers load: a folder (the staged snapshot, a shipped model) or a hub id
+    discovery: Literal["etcd", "file"]
+    etcd_endpoint: str | None = None  # etcd's client URL, with etcd discovery
+    endpoint: str
+    port_block: int
+    python: str
+    nodes: list[PlanNode]
+    processes: list[Process]
+    workers_expected: dict[str, int]
+    engine_files: list[EngineFile] = []
+    model_stage: ModelStage | None = None
+    # A short UCX transfer between every prefill node and its decode peers over the planned devices,
+    # after the control plane and before any worker loads the model.
+    kv_preflight: bool = False
+    restart: RestartPolicy = RestartPolicy()
+    slurm: SlurmSpec | None = None
+
+    # Name indexes, built once: the supervisor looks processes up every tick.
+    _processes: dict[str, Process] = PrivateAttr(default_factory=dict)
+    _nodes: dict[str, PlanNode] = PrivateAttr(default_factory=dict)
+    _stages: list[list[Process]] = PrivateAttr(default_factory=list)
+
+    def model_post_init(self, _context: object) -> None:
+        self._processes = {process.name: process for process in self.processes}
+        self._nodes = {node.name: node for node in self.nodes}
+        self._stages = _start_order(self.processes)
+
+    def node(self, name: str) -> PlanNode:
+        return self._nodes[name]
+
+    def process(self, name: str) -> Process:
+        found = self._processes.get(name)
+        if found is None:
+            raise UserError(
+                f"run {self.run_name} has no process {name!r} (it has {', '.join(p.name for p in self.processes)})"
+            )
+        return found
+
+    def host_node(self, process: Process) -> PlanNode:
+        return self._nodes[process.host]
+
+    def single_leaf(self) -> bool:
+        """Every node under one known leaf switch: the job can ask Slurm to keep it so (--switches=1)."""
+        return len({node.switch for node in self.nodes}) == 1 and self.nodes[0].switch is not None
+
+    def gpus_per_node_used(self) -> int:
+        """The most GPUs the deployment uses on any one node: what a Slurm job asks for per node."""
+        used: dict[str, int] = {}
+        for process in self.processes:
+            for node in process.nodes:
+                used[node] = used.get(node, 0) + len(process.gpus)
+        return max(used.values(), default=0)
+
+    def stages(self) -> list[list[Process]]:
+        """Processes grouped so that each group depends only on earlier ones: the start order."""
+        return self._stages
+
+    def kv_check_stage(self) -> int | None:
+        """The stage (numbered from 1) before which the KV-path preflight runs: the first that starts a
+        worker, so that the control plane is up and no model is loading yet. None: no preflight."""
+        if not self.kv_preflight:
+            return None
+        return next((number for number, stage in enumerate(self._stages, 1) if any(p.is_worker for p in stage)), None)
+
+    def spare_ports(self, node: str) -> list[int]:
+        """Ports of the deployment's block that none of its processes uses on this node, highest first:
+        inside the block no other deployment collides."""
+        used = {port for p in self.processes if p.host == node for port in p.ports.values()}
+        return [port for port in reversed(block_ports(self.port_block)) if port not in used]
+
+
+def _start_order(processes: list[Process]) -> list[list[Process]]:
+    done: set[str] = set()
+    remaining = list(processes)
+    stages = []
+    while remaining:
+        stage = [p for p in remaining if set(p.after) <= done]
+        if not stage:
+            raise UserError(f"processes {', '.join(p.name for p in remaining)} wait on each other or on no process")
+        stages.append(stage)
+        done |= {p.name for p in stage}
+        remaining = [p for p in remaining if p.name not in done]
+    return stages
+
+
+def node_scratch(run_name: str) -> str:
+    """A node-local folder for a run's data (etcd on network storage hits Raft timeouts)."""
+    return f"/tmp/slurmserve-{run_name}"

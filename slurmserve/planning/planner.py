@@ -1,0 +1,403 @@
+"""The planner: (recipe, hosts, run identity) -> Plan. Pure and deterministic: no I/O, no clock."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from ..config.hosts import Hosts, Node, concrete_nodes
+from ..config.recipe import Recipe, WorkerSpec
+from ..errors import UserError
+from ..resources import builtin_model_dir
+from .placement import Placement, place_workers
+from .plan import EngineFile, ModelStage, Plan, PlanNode, Process, Role, node_scratch
+from .ports import PortAllocator, default_port_block
+from .topology import nics_for_gpus, rank_rdma_env, rdma_env
+
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+MOCKER_READY_TIMEOUT_S = 120
+ETCD_LEASE_TTL_S = 5
+MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
+# TRT-LLM's MoE workers keep expert state in shared-memory files that outlive a killed worker.
+TRTLLM_LEFTOVERS = ["/dev/shm/moe_*"]
+
+
+def choose_discovery(recipe: Recipe, hosts: Hosts, used_nodes: list[Node]) -> Literal["etcd", "file"]:
+    if recipe.discovery != "auto":
+        if recipe.discovery == "file" and len(used_nodes) > 1:
+            raise UserError(
+                "discovery: file discovery works on one host only (inotify); this deployment spans several nodes, "
+                "use etcd"
+            )
+        return recipe.discovery
+    return "file" if hosts.backend == "local" and len(used_nodes) == 1 else "etcd"
+
+
+def pinned(revision: str | None) -> bool:
+    return revision is not None and COMMIT_SHA.fullmatch(revision) is not None
+
+
+def model_location(recipe: Recipe, hosts: Hosts) -> tuple[str, dict[str, str]]:
+    """The --model-path a worker gets, and the env it needs to read it."""
+    model = recipe.model
+    if not recipe.loads_recipe_model:
+        return recipe.mocker.model_path or str(builtin_model_dir("tiny-mock")), {}
+    if model.repo.startswith("builtin:"):
+        return str(builtin_model_dir(model.repo.removeprefix("builtin:"))), {}
+    if not model.on_hub or hosts.model_cache is None:
+        return model.repo, {}
+    env = {"HF_HOME": hosts.model_cache}
+    if not pinned(model.revision):  # submit pins it first; a bare plan shows what workers would fetch
+        return model.repo, env
+    # A pinned snapshot on the shared filesystem, staged before the workers: every rank reads it, none downloads.
+    snapshot = f"{hosts.model_cache}/hub/models--{model.repo.replace('/', '--')}/snapshots/{model.revision}"
+    return snapshot, env | {"HF_HUB_OFFLINE": "1"}
+
+
+def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
+    """What to stage on the shared filesystem before the workers start, if anything."""
+    model = recipe.model
+    if not (recipe.loads_recipe_model and model.on_hub and hosts.model_cache and pinned(model.revision)):
+        return None
+    return ModelStage(
+        repo=model.repo, revision=model.revision, allow=model.allow, ignore=model.ignore, cache=hosts.model_cache
+    )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def engine_args(args: dict[str, Any]) -> list[str]:
+    """max_num_tokens: 20000 -> --max-num-tokens 20000; true -> a bare flag; false -> left out."""
+    rendered = []
+    for key, value in args.items():
+        if value is True:
+            rendered.append(flag(key))
+        elif value is not False:
+            rendered += [flag(key), str(value)]
+    return rendered
+
+
+def plane_flags(recipe: Recipe) -> list[str]:
+    """Explicit, since Dynamo's defaults differ between components and discovery backends."""
+    return ["--request-plane", recipe.request_plane, "--event-plane", recipe.event_plane]
+
+
+def worker_module(recipe: Recipe) -> str:
+    return "dynamo.mocker" if recipe.engine == "mocker" else "dynamo.trtllm"
+
+
+def worker_command(
+    recipe: Recipe, role: str, spec: WorkerSpec, python: str, model_path: str, engine_file: str | None, mpi_world: bool
+) -> list[str]:
+    if recipe.engine == "mocker":
+        return [
+            python,
+            "-m",
+            worker_module(recipe),
+            "--model-path",
+            model_path,
+            "--model-name",
+            recipe.model.name,
+            "--speedup-ratio",
+            f"{recipe.mocker.speedup_ratio:g}",
+            "--disaggregation-mode",
+            role,
+            *plane_flags(recipe),
+        ]
+    command = [
+        python,
+        "-m",
+        worker_module(recipe),
+        "--model",
+        model_path,
+        "--served-model-name",
+        recipe.model.name,
+        *plane_flags(recipe),
+    ]
+    if engine_file:
+        command += ["--extra-engine-args", engine_file]
+    if recipe.mode == "disagg":
+        command += ["--disaggregation-mode", role]
+    if recipe.parsers.reasoning:
+        command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
+    if recipe.parsers.tool_call:
+        command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
+    command += engine_args(spec.args) + spec.extra_args
+    # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
+    return ["trtllm-llmapi-launch", *command] if mpi_world else command
+
+
+def runs_as_mpi_world(recipe: Recipe, backend: str, node_count: int) -> bool:
+    """TRT-LLM workers under Slurm are one srun MPI world (a task per GPU), as Dynamo's Slurm examples
+    run them; elsewhere a worker on one node is a single process that spawns its own ranks."""
+    return recipe.engine == "trtllm" and (backend == "slurm" or node_count > 1)
+
+
+def advertise_env(address: str) -> dict[str, str]:
+    """Unset, Dynamo advertises the machine's resolved IP: wrong on multi-homed nodes."""
+    return {
+        name: address
+        for name in ("DYN_TCP_RPC_HOST", "DYN_TCP_RESPONSE_STREAM_HOST", "DYN_EVENT_PLANE_HOST", "DYN_SYSTEM_HOST")
+    }
+
+
+def log_of(name: str) -> str:
+    return str(PurePosixPath("logs") / f"{name}.log")
+
+
+@dataclass
+class _Context:
+    """What every part of one plan shares."""
+
+    recipe: Recipe
+    backend: str
+    run_name: str
+    run_dir: str
+    python: str
+    head: Node
+    ports: PortAllocator
+    dynamo_env: dict[str, str]  # what every Dynamo process of the deployment gets
+
+
+def head_service(
+    ctx: _Context,
+    role: Role,
+    port_names: tuple[str, str],
+    ready: tuple[str, str],
+    command: Callable[[str, dict[str, int], str], list[str]],
+) -> Process:
+    """A control-plane server on the deployment's head node: two ports from the block, a fresh store on
+    node-local disk, and a readiness URL (`ready`: which port, which path)."""
+    address = ctx.head.address
+    ports = {name: ctx.ports.take(ctx.head.name) for name in port_names}
+    store = f"{node_scratch(ctx.run_name)}/{role}"
+    return Process(
+        name=role,
+        role=role,
+        nodes=[ctx.head.name],
+        ports=ports,
+        fresh_dirs=[store],
+        command=command(address, ports, store),
+        ready_url=f"http://{address}:{ports[ready[0]]}{ready[1]}",
+        log=log_of(role),
+    )
+
+
+def etcd_command(address: str, ports: dict[str, int], data_dir: str) -> list[str]:
+    client, peer = f"http://{address}:{ports['client']}", f"http://{address}:{ports['peer']}"
+    return [
+        "etcd",
+        "--name",
+        "etcd",
+        "--data-dir",
+        data_dir,
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"etcd={peer}",
+    ]
+
+
+def nats_command(address: str, ports: dict[str, int], store: str) -> list[str]:
+    return ["nats-server", "-js", "-a", address, "-p", str(ports["client"]), "-m", str(ports["monitor"]), "-sd", store]
+
+
+def etcd_endpoint(address: str, etcd: Process) -> str:
+    return f"http://{address}:{etcd.ports['client']}"
+
+
+def control_plane(ctx: _Context, discovery: str) -> list[Process]:
+    """etcd (or a file store) for discovery, NATS only when a plane needs it; fills in ctx.dynamo_env."""
+    control = []
+    if discovery == "etcd":
+        etcd = head_service(ctx, "etcd", ("client", "peer"), ("client", "/health"), etcd_command)
+        control.append(etcd)
+        # A short lease: the frontend drops a dead worker after ~4 s instead of etcd's default ~26 s.
+        ctx.dynamo_env |= {
+            "DYN_DISCOVERY_BACKEND": "etcd",
+            "ETCD_ENDPOINTS": etcd_endpoint(ctx.head.address, etcd),
+            "ETCD_LEASE_TTL": str(ETCD_LEASE_TTL_S),
+        }
+    else:
+        ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{ctx.run_dir}/discovery"}
+    if ctx.recipe.needs_nats:
+        nats = head_service(ctx, "nats", ("client", "monitor"), ("monitor", "/healthz"), nats_command)
+        control.append(nats)
+        ctx.dynamo_env["NATS_SERVER"] = f"nats://{ctx.head.address}:{nats.ports['client']}"
+    return control
+
+
+def engine_file_path(ctx: _Context, role: str, spec: WorkerSpec) -> str | None:
+    return f"{ctx.run_dir}/engine/{role}.yaml" if ctx.recipe.engine == "trtllm" and spec.engine_config else None
+
+
+def engine_files(ctx: _Context) -> list[EngineFile]:
+    """One engine YAML per role, with the recipe's parallelism written over the file's."""
+    return [
+        EngineFile(
+            path=f"engine/{role}.yaml",
+            source=spec.engine_config,
+            overrides={
+                "tensor_parallel_size": spec.tensor_parallel,
+                "pipeline_parallel_size": spec.pipeline_parallel,
+                "moe_expert_parallel_size": spec.expert_parallel,
+            },
+        )
+        for role, spec in ctx.recipe.worker_roles()
+        if engine_file_path(ctx, role, spec)
+    ]
+
+
+def worker_process(
+    ctx: _Context, placement: Placement, nodes: list[Node], model: tuple[str, dict[str, str]], after: list[str]
+) -> Process:
+    recipe, role = ctx.recipe, placement.role
+    spec: WorkerSpec = getattr(recipe, role)
+    name = f"{role}-{placement.replica}"
+    leader = nodes[placement.nodes[0]]
+    mpi_world = runs_as_mpi_world(recipe, ctx.backend, len(placement.nodes))
+    model_path, model_env = model
+    # Both fixed: an ephemeral request-plane port could land in another deployment's block.
+    system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
+    worker_nodes = [nodes[index] for index in placement.nodes]
+    rank_env = rank_rdma_env(worker_nodes, list(placement.gpus)) if mpi_world else []
+    # The HCAs of all its GPUs for the process (what a single process spawning its own ranks can get);
+    # under srun each rank gets its own from rank_env. The recipe's env may override either.
+    rdma = rdma_env(nics_for_gpus(leader, list(placement.gpus)))
+    env = (
+        rdma
+        | ctx.dynamo_env
+        | model_env
+        | spec.env
+        | advertise_env(leader.address)
+        | {
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
+            "DYN_SYSTEM_PORT": str(system_port),
+            "DYN_TCP_RPC_PORT": str(rpc_port),
+            "DYN_HEALTH_CHECK_ENABLED": "true",
+        }
+    )
+    return Process(
+        name=name,
+        role=role,
+        replica=placement.replica,
+        nodes=[nodes[index].name for index in placement.nodes],
+        gpus=list(placement.gpus),
+        ports={"system": system_port, "rpc": rpc_port},
+        env=env,
+        command=worker_command(
+            recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), mpi_world
+        ),
+        module=worker_module(recipe),
+        rank_env=rank_env if any(rank_env) else [],
+        after=after,
+        ready_url=f"http://{leader.address}:{system_port}/health",
+        ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
+        tasks=spec.gpus if mpi_world else 1,
+        leftovers=TRTLLM_LEFTOVERS if recipe.engine == "trtllm" else [],
+        log=log_of(name),
+    )
+
+
+def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process:
+    address, response_port = ctx.head.address, ctx.ports.take(ctx.head.name)
+    return Process(
+        name="frontend",
+        role="frontend",
+        nodes=[ctx.head.name],
+        ports={"http": http_port, "response_stream": response_port},
+        env=ctx.dynamo_env | advertise_env(address) | {"DYN_TCP_RESPONSE_STREAM_PORT": str(response_port)},
+        module="dynamo.frontend",
+        command=[
+            ctx.python,
+            "-m",
+            "dynamo.frontend",
+            "--http-host",
+            address,
+            "--http-port",
+            str(http_port),
+            "--router-mode",
+            ctx.recipe.frontend.router_mode,
+            *plane_flags(ctx.recipe),
+            *ctx.recipe.frontend.extra_args,
+        ],
+        after=after,
+        ready_url=f"http://{address}:{http_port}/health",
+        log=log_of("frontend"),
+    )
+
+
+def make_plan(
+    recipe: Recipe,
+    hosts: Hosts,
+    *,
+    run_name: str,
+    run_dir: str,
+    python: str,
+    port_block: int | None = None,
+    kv_preflight: bool | None = None,
+) -> Plan:
+    """kv_preflight None: on for real engines (a bad KV path costs a model load), off for the mock one."""
+    nodes = concrete_nodes(hosts)
+    placements = place_workers(recipe.worker_roles(), nodes)
+    used_nodes = [nodes[index] for index in sorted({index for placement in placements for index in placement.nodes})]
+    head = used_nodes[0]  # control plane and frontend live on the first node of the deployment
+    block = default_port_block(run_name) if port_block is None else port_block
+    fixed_http = recipe.frontend.http_port
+    ctx = _Context(
+        recipe=recipe,
+        backend=hosts.backend,
+        run_name=run_name,
+        run_dir=run_dir,
+        python=python,
+        head=head,
+        ports=PortAllocator(block, {fixed_http} if fixed_http else set()),
+        # Logs go to files, not terminals: no colour codes in them.
+        dynamo_env={"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env},
+    )
+
+    discovery = choose_discovery(recipe, hosts, used_nodes)
+    control = control_plane(ctx, discovery)
+    control_names = [process.name for process in control]
+    model = model_location(recipe, hosts)
+    workers = [worker_process(ctx, placement, nodes, model, control_names) for placement in placements]
+    http_port = fixed_http or ctx.ports.take(head.name)
+    frontend = frontend_process(ctx, http_port, [worker.name for worker in workers])
+
+    return Plan(
+        recipe=recipe.name,
+        backend=hosts.backend,
+        run_name=run_name,
+        run_dir=run_dir,
+        engine=recipe.engine,
+        mode=recipe.mode,
+        model=recipe.model.name,
+        model_path=model[0],
+        discovery=discovery,
+        etcd_endpoint=ctx.dynamo_env.get("ETCD_ENDPOINTS") if discovery == "etcd" else None,
+        endpoint=f"http://{head.address}:{http_port}",
+        port_block=block,
+        python=python,
+        nodes=[
+            PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, interface=n.interface, ssh=n.ssh)
+            for n in used_nodes
+        ],
+        processes=[*control, *workers, frontend],
+        workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
+        engine_files=engine_files(ctx),
+        model_stage=model_stage(recipe, hosts),
+        kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
+        restart=recipe.restart,
+        slurm=hosts.slurm if hosts.backend == "slurm" else None,
+    )

@@ -1,0 +1,45 @@
+"""The files of a run directory that come from the plan, and writing them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..planning.plan import Plan
+from ..resources import resource_dir
+from .scripts import TASK_START, render_scripts
+
+
+def engine_yaml(source: str, overrides: dict[str, int]) -> str:
+    """The recipe's engine YAML with the recipe's parallelism written over it (the plan is the truth)."""
+    data = yaml.safe_load(Path(source).read_text()) or {}
+    data.update(overrides)
+    return f"# From {source}; parallelism set by slurmserve from the recipe.\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def rendered_files(plan: Plan) -> dict[str, str]:
+    """Every file of a run directory that comes from the plan: relative path -> text."""
+    files = {**render_scripts(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
+    if plan.backend == "slurm":
+        files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
+    for engine_file in plan.engine_files:
+        files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
+    return files
+
+
+def write_files(files: dict[str, str], directory: Path, *, overwrite: bool = False) -> list[Path]:
+    """Write the files; refuse (before writing any) if one would replace an existing file."""
+    targets = {directory / name: text for name, text in files.items()}
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"--out {directory}: would overwrite {', '.join(existing)}; choose an empty folder or pass --force"
+        )
+    for path, text in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if path.suffix in (".sh", ".sbatch"):
+            path.chmod(0o755)
+    return list(targets)

@@ -1,0 +1,126 @@
+"""Processes on this machine, through /proc: is a PID alive (and still the one we started), end a
+process group we started (never by name), and the records Slurm tasks write of themselves."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..waiting import wait_until
+
+# Fields of /proc/PID/stat after the command name, counted from 0 (stat(5) numbers them from 3).
+STATE, PGID, START_TIME = 0, 2, 19
+GONE_STATES = ("Z", "X")  # a zombie is dead, though `kill -0` still says yes until it is reaped
+
+
+def stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses); None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_time(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot: tells a reused PID from the one we recorded."""
+    fields = stat_fields(pid)
+    return fields[START_TIME] if fields else None
+
+
+def pid_alive(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[STATE] not in GONE_STATES
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace ("pid:[4026531836]"): a PID means something only within it
+    (two containers on one node share a hostname, not their PIDs)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def live_groups(pgids: set[int]) -> set[int]:
+    """Those of the process groups that still have a live (not zombie) member."""
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields and fields[STATE] not in GONE_STATES and int(fields[PGID]) in pgids:
+            alive.add(int(fields[PGID]))
+    return alive
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs (not zombies) whose process group is `pgid`: what is left of a process we started with setsid."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields and fields[STATE] not in GONE_STATES and int(fields[PGID]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
+    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL what is left; returns the groups
+    that still have a live member."""
+
+    def signal_all(signum: int) -> None:
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, signum)
+            except ProcessLookupError:
+                pass
+
+    def surviving_groups() -> list[int]:
+        return sorted(live_groups(set(pgids)))
+
+    signal_all(signal.SIGTERM)
+    if not wait_until(lambda: not surviving_groups(), grace_s):
+        signal_all(signal.SIGKILL)
+        wait_until(lambda: not surviving_groups(), grace_s)
+    return surviving_groups()
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task of a Slurm step, as it recorded itself before becoming the process."""
+
+    host: str
+    pid: int
+    start_time: str  # /proc/PID/stat field 22: tells a reused PID from ours
+    pid_namespace: str
+    boot_id: str
+    started_at: float  # wall clock, seconds since the epoch
+
+    @classmethod
+    def parse(cls, line: str) -> TaskRecord | None:
+        """None for a line that is not (yet) a whole record: the task may be writing it right now."""
+        words = line.split()
+        if len(words) != 6:
+            return None
+        host, pid, start, namespace, boot, wall = words
+        try:
+            return cls(host, int(pid), start, namespace, boot, float(wall))
+        except ValueError:
+            return None
+
+    def visible_here(self) -> bool:
+        """Whether this machine can see the task's PID (same boot, same PID namespace)."""
+        return boot_id() == self.boot_id and pid_namespace() == self.pid_namespace
+
+    def running(self) -> bool:
+        fields = stat_fields(self.pid)
+        return fields is not None and fields[START_TIME] == self.start_time and fields[STATE] not in GONE_STATES
+
+
+def task_records(path: Path) -> list[TaskRecord]:
+    if not path.exists():
+        return []
+    return [record for line in path.read_text().splitlines() if (record := TaskRecord.parse(line))]

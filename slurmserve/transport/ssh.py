@@ -1,0 +1,132 @@
+"""The one SSH transport every part of slurmserve uses (backend, probe verb, KV preflight): fabric
+connections with bounded connect times, reused per host within a process, and per-host deadlines.
+
+fabric bounds neither the connect nor the join of a fan-out: one hung host would stall everything.
+So fan-outs go through `waiting.fan_out` (a deadline for all hosts together), and every connection
+has its own connect, banner and authentication timeouts.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import fabric
+import invoke
+import paramiko
+
+from ..waiting import Outcome
+
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_DEADLINE_S = 60.0
+
+
+class Reachable(Protocol):
+    """What the transport needs of a host: a plan node or a probed host both have it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def ssh(self) -> object: ...
+
+
+def _new_connection(node: Reachable) -> fabric.Connection:
+    target = node.ssh
+    user, port, identity, jump = (getattr(target, field, None) for field in ("user", "port", "identity_file", "jump"))
+    connect_kwargs: dict[str, object] = {"banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S}
+    if identity:
+        connect_kwargs |= {"key_filename": identity, "look_for_keys": False, "allow_agent": False}
+    gateway = fabric.Connection(jump, connect_timeout=CONNECT_TIMEOUT_S) if jump else None
+    return fabric.Connection(
+        node.address,
+        user=user,
+        port=port,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        connect_kwargs=connect_kwargs,
+        gateway=gateway,
+    )
+
+
+class _Pool:
+    """Open connections by host, reused by every command of this process (a supervisor asks each
+    host twice a second); a connection that failed is dropped and made anew on the next command."""
+
+    def __init__(self) -> None:
+        self._connections: dict[tuple[str, str, str], fabric.Connection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, node: Reachable) -> fabric.Connection:
+        key = (node.name, node.address, repr(node.ssh))
+        with self._lock:
+            connection = self._connections.get(key)
+            if connection is None or not connection.is_connected:
+                connection = self._connections[key] = _new_connection(node)
+        return connection
+
+    def drop(self, node: Reachable) -> None:
+        with self._lock:
+            connection = self._connections.pop((node.name, node.address, repr(node.ssh)), None)
+        if connection is not None:
+            connection.close()
+
+
+_POOL = _Pool()
+
+
+def remote(node: Reachable, command: str, timeout: float = COMMAND_DEADLINE_S) -> invoke.Result:
+    """Run a command on a node; its exit status is in the result (no exception for a non-zero one).
+    No pty (background processes must not hang on the session) and no stdin: invoke feeds a
+    non-terminal stdin one character per 10 ms."""
+    try:
+        return _POOL.get(node).run(command, hide=True, warn=True, pty=False, timeout=timeout, in_stream=False)
+    except (OSError, paramiko.SSHException, EOFError):
+        _POOL.drop(node)
+        raise
+
+
+def remote_python(node: Reachable, python: str, *arguments: str, timeout: float = COMMAND_DEADLINE_S) -> invoke.Result:
+    """The node's Python with these arguments (`-m module ...` or `-c code ...`), every word quoted."""
+    return remote(node, shlex.join((python, *arguments)), timeout=timeout)
+
+
+def remote_lines(node: Reachable, command: str) -> Iterator[str]:
+    """The lines a command prints on a node, as they come (for `logs --follow`)."""
+    connection = _POOL.get(node)
+    connection.open()
+    _stdin, stdout, _stderr = connection.client.exec_command(command)
+    yield from stdout
+
+
+def upload(node: Reachable, files: dict[str, str]) -> None:
+    """Write files (absolute path -> text) on a node over SFTP, making their folders first."""
+    folders = sorted({str(Path(path).parent) for path in files})
+    connection = _POOL.get(node)
+    connection.run("mkdir -p " + " ".join(map(shlex.quote, folders)), hide=True, pty=False, in_stream=False)
+    for path, text in files.items():
+        connection.put(io.BytesIO(text.encode()), path)
+
+
+def why_unreachable(node: Reachable, outcome: Outcome, deadline_s: float) -> str | None:
+    """None when the host answered; else one phrase on what went wrong, naming the host."""
+    where = f"host {node.name} ({node.address})"
+    if not outcome.finished:
+        return f"{where}: no answer within {deadline_s:g} s"
+    error = outcome.error
+    if error is None:
+        return None
+    if isinstance(error, paramiko.AuthenticationException):
+        return f"{where}: SSH authentication failed (wrong key or user?)"
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return f"{where}: unreachable (connection timed out)"
+    if isinstance(error, (OSError, paramiko.SSHException)):
+        return f"{where}: unreachable ({error})"
+    return f"{where}: {type(error).__name__}: {error}"

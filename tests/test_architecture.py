@@ -1,0 +1,150 @@
+"""The package's shape: no import cycle (imports inside functions included), only the CLI prints,
+no code line over 120 characters, and the run directory's records are typed and survive torn writes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slurmserve.runs import EventKind, Handle, RunDir, SupervisorState
+
+PACKAGE = Path(__file__).resolve().parent.parent / "slurmserve"
+# Entry points whose output is a log or a terminal's: the CLI, and the `python -m` programs.
+MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__"}
+MAY_PRINT_PACKAGES = ("slurmserve.node.",)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that `name` imports, anywhere in its body (functions included)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # `from .x import name`: the module is x
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def test_no_import_cycles():
+    found = modules()
+    graph = {name: imported_modules(name, path, set(found)) for name, path in found.items()}
+    # A package's own __init__ is imported with each of its modules; an edge into it is no cycle of ours
+    # unless the __init__ imports back, which it would show as its own edge.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target) :] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_only_the_cli_and_the_node_programs_print():
+    printing = []
+    for name, path in modules().items():
+        if name in MAY_PRINT or name.startswith(MAY_PRINT_PACKAGES):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                printing.append(f"{name}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and node.attr in ("stdout",) and getattr(node.value, "id", "") == "sys":
+                printing.append(f"{name}:{node.lineno} (sys.stdout)")
+    assert not printing, f"library code printing: {printing}"
+
+
+def test_no_code_line_over_120_characters():
+    long = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if len(line) > 120
+    ]
+    assert not long, long
+
+
+def test_a_torn_event_line_is_skipped_not_fatal(tmp_path):
+    run = RunDir(tmp_path)
+    run.record(EventKind.CREATED, recipe="r", backend="local")
+    with open(tmp_path / "events.jsonl", "a") as events:
+        events.write('{"version": 1, "time": "2026-11-30T00:00:00')  # a writer cut short
+    assert [event.event for event in run.events()] == [EventKind.CREATED]
+    run.record(EventKind.CANCELLED)  # after the torn line, on a line of its own
+    assert [event.event for event in run.events()] == [EventKind.CREATED, EventKind.CANCELLED]
+
+
+def test_records_carry_a_version_and_bad_files_read_as_absent(tmp_path):
+    run = RunDir(tmp_path)
+    run.save_handle(Handle(backend="slurm", job_id="42"))
+    assert json.loads((tmp_path / "handle.json").read_text())["version"] == 1
+    assert run.handle() == Handle(backend="slurm", job_id="42")
+    (tmp_path / "state.json").write_text('{"verdict": "rea')
+    assert run.supervisor_state() is None
+    assert SupervisorState.model_fields["version"].default == 1
+
+
+def test_a_half_written_pid_file_reads_as_no_pid(tmp_path):
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "pids" / "decode-0.pid").write_text("")
+    assert RunDir(tmp_path).pid("decode-0") is None
+    (tmp_path / "pids" / "decode-0.pid").write_text("123\n")
+    assert RunDir(tmp_path).pid("decode-0") == 123
+
+
+def linter(*argv: str) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).parent / argv[0]
+    return subprocess.run([str(tool), *argv[1:]], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("ruff", "check", "slurmserve", "tests", "benchmarks", "scripts"),
+        ("ruff", "format", "--check", "slurmserve", "tests", "benchmarks", "scripts"),
+        ("mypy",),
+    ],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
+def test_linters_are_clean(command):
+    """ruff (lint and format, lines up to 120) and mypy, as configured in pyproject.toml."""
+    result = linter(*command)
+    assert result.returncode == 0, result.stdout + result.stderr

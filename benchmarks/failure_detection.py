@@ -33,9 +33,9 @@ from slurmserve import deploy
 from slurmserve.backends import backend_for
 from slurmserve.backends.base import stop_helpers
 from slurmserve.health.discovery import owner_of
-from slurmserve.health.probes import frontend_instances
 from slurmserve.render.files import rendered_files, write_files
 from slurmserve.runs import create_run, open_run
+from slurmserve.transport.http import frontend_instances
 from slurmserve.waiting import wait_until
 from tests.helpers import ClientLoop, event_time
 

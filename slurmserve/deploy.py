@@ -32,7 +32,6 @@ from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts
 from .health.decisions import direct_state, direct_verdict
-from .health.probes import canary_completion, http_ok, model_listed, workers_seen
 from .planning.plan import Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
@@ -50,6 +49,7 @@ from .runs import (
     new_run_name,
     run_dir_for,
 )
+from .transport.http import canary_completion, http_ok, model_listed, workers_seen
 from .waiting import throttled, wait_until
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe

@@ -43,7 +43,6 @@ SECTIONS = [
     "nvidia-smi -L",
     "nvidia-smi topo -m",
     "infiniband ports",
-    "infiniband netdevs",
     "ibv_devinfo",
     "ibstat",
     "ip -j addr",
@@ -188,7 +187,8 @@ def test_pcie_box_without_rdma_has_gpus_and_no_nics():
 
 def test_split_sections_ignores_the_fixture_header_and_keeps_empty_sections():
     sections = split_sections((FIXTURES / "dgx_h100_ib_mooncake.txt").read_text())
-    assert list(sections) == SECTIONS
+    # Captured when the probe still printed an "infiniband netdevs" section, which nothing reads.
+    assert [name for name in sections if name != "infiniband netdevs"] == SECTIONS
     assert sections["hostname"] == "" and sections["ibstat"].startswith("CA 'mlx5_0'")
 
 

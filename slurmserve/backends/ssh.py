@@ -16,10 +16,10 @@ import invoke
 
 from ..errors import DeploymentFailed, UserError
 from ..hardware.parsers import count_gpus
-from ..health.probes import http_ok
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.scripts import host_script, render_scripts
 from ..runs import EventKind, Handle, RunDir, StartedGroup
+from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, start_supervisor, stop_helpers, unanswering_daemons
@@ -216,9 +216,7 @@ class SSHBackend(Backend):
         def still_alive() -> bool:
             return self.alive(run).get(process.name) is not False
 
-        return wait_until(
-            lambda: http_ok(url), process.ready_timeout_s, throttled(still_alive, LIVENESS_CHECK_INTERVAL_S)
-        )
+        return wait_ready(url, process.ready_timeout_s, throttled(still_alive, LIVENESS_CHECK_INTERVAL_S))
 
     def _abort(self, run: RunDir, reason: str) -> None:
         leftovers = self.stop(run)

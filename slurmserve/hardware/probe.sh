@@ -24,10 +24,6 @@ for port in /sys/class/infiniband/*/ports/*; do
         [ -r "$port/$attr" ] && printf '%s:%s\n' "$port/$attr" "$(cat "$port/$attr" 2>/dev/null)"
     done
 done
-section 'infiniband netdevs'
-for net in /sys/class/infiniband/*/device/net/*; do
-    [ -e "$net" ] && printf '%s\n' "$net"
-done
 section 'ibv_devinfo'
 run ibv_devinfo
 section 'ibstat'

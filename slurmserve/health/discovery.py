@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from ..planning.plan import Plan, Process
-from .probes import HTTP_TIMEOUT_S
+from ..transport.http import HTTP_TIMEOUT_S
 
 
 def rpc_address(plan: Plan, process: Process) -> str | None:

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 from ..backends import backend_for
 from ..planning.plan import Process
 from ..runs import CanaryResult, EventKind, ProcessState, RunDir, SupervisorState, Verdict
+from ..transport.http import canary_completion, frontend_instances, http_ok, model_listed
 from .decisions import (
     DeploymentView,
     Observation,
@@ -43,7 +44,6 @@ from .decisions import (
     nothing_left,
 )
 from .discovery import forget, owner_of
-from .probes import canary_completion, frontend_instances, http_ok, model_listed
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # a process that takes longer to answer its status port is not healthy

@@ -25,7 +25,7 @@ class PairCheck:
     prefill_devices: tuple[str, ...]
     decode_devices: tuple[str, ...]
     server_address: str  # the decode node's address, which the client connects to
-    port: int = 13337  # ucx_perftest's TCP port for the parameter exchange, on the decode node
+    port: int = DEFAULT_PERFTEST_PORT  # ucx_perftest's TCP port for the parameter exchange, on the decode node
     prefill_address: str = ""
     prefill_tls: str | None = None
     decode_tls: str | None = None
@@ -86,7 +86,7 @@ def checks_for_plan(plan: Plan) -> list[PairCheck]:
             if prefill == decode:
                 continue
             spare = plan.spare_ports(decode)  # the workers are not started yet anyway
-            port = spare[taken.get(decode, 0) % len(spare)] if spare else 13337
+            port = spare[taken.get(decode, 0) % len(spare)] if spare else DEFAULT_PERFTEST_PORT
             taken[decode] = taken.get(decode, 0) + 1
             (prefill_devices, prefill_tls), (decode_devices, decode_tls) = (
                 _side(plan, "prefill", prefill),

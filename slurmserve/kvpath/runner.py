@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..planning.plan import Plan
+from ..waiting import fan_out
 from .checks import PairCheck, rounds
 from .perftest import (
     BANDWIDTH_TEST,
@@ -68,6 +69,7 @@ from .perftest import (
 )
 
 SERVER_GRACE_S = 3.0  # after the client ends, how long the server gets to end (and tell why it failed)
+ROUND_SLACK_S = 10.0  # srun or SSH launching both sides, on top of the transfers' own bounds
 RETRY_INTERVAL_S = 0.2
 
 # (node, argv, env, timeout_s) -> (exit status, stdout, stderr)
@@ -263,25 +265,31 @@ def run_checks(
 ) -> list[CheckResult]:
     """Every check, round by round (a round's checks at once, no node in two of them); results in
     the order of `checks`. All run, so that a report names every broken pair, not just the first."""
+    # Each transfer ends within its own bounds (connect window, run timeout, `timeout -k` on the node);
+    # the round's deadline is only a backstop that no report waits past.
+    per_transfer = options.get("connect_window_s", CONNECT_WINDOW_S) + options.get("timeout_s", RUN_TIMEOUT_S)
+    deadline_s = (2 if options.get("latency") else 1) * (per_transfer + KILL_AFTER_S + SERVER_GRACE_S) + ROUND_SLACK_S
+
+    def check_and_report(check: PairCheck) -> CheckResult:
+        result = run_check(check, run_on, **options)
+        if on_result:
+            on_result(result)
+        return result
+
     results: dict[PairCheck, CheckResult] = {}
     for group in rounds(checks):
-        threads = []
-        for check in group:
-
-            def work(check: PairCheck = check) -> None:
-                try:
-                    results[check] = run_check(check, run_on, **options)
-                except Exception as error:  # a bug here must not pass for a clean report
-                    results[check] = CheckResult(
-                        check, ok=False, error=f"KV path {check.route()}: {type(error).__name__}: {error}"
-                    )
-                if on_result:
-                    on_result(results[check])
-
-            threads.append(threading.Thread(target=work, daemon=True))
-            threads[-1].start()
-        for thread in threads:
-            thread.join()
+        for check, outcome in fan_out(group, check_and_report, deadline_s).items():
+            if outcome.ok and outcome.value is not None:
+                results[check] = outcome.value
+                continue
+            why = (
+                f"{type(outcome.error).__name__}: {outcome.error}"
+                if outcome.error
+                else f"no result within {deadline_s:g} s"
+            )
+            results[check] = CheckResult(
+                check, ok=False, error=f"KV path {check.route()}: {why}"
+            )  # never a clean report
     return [results[check] for check in checks]
 
 

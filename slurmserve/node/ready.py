@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..backends.base import pid_file_alive
-from ..health.probes import http_ok
+from ..transport.http import wait_ready
 from ..transport.slurm import running_steps
-from ..waiting import throttled, wait_until
+from ..waiting import throttled
 
 LOG_TAIL_LINES = 30
 STEP_CHECK_INTERVAL_S = 2.0  # squeue asks slurmctld: not on every 0.1 s poll
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slurm-step", help="name of the srun step running the process (inside a Slurm job)")
     args = parser.parse_args(argv)
     alive = liveness(args)
-    if wait_until(lambda: http_ok(args.url), args.timeout, alive):
+    if wait_ready(args.url, args.timeout, alive):
         return 0
     reason = "exited" if not alive() else f"did not answer {args.url} within {args.timeout:g} s"
     print(f"slurmserve: {args.name} {reason}", file=sys.stderr)

@@ -14,7 +14,6 @@ from .ports import block_ports
 
 Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg"]
 WORKER_ROLES = ("prefill", "decode", "agg")
-CONTROL_ROLES = ("etcd", "nats", "frontend")
 
 
 class PlanNode(BaseModel):

@@ -9,7 +9,7 @@ import shlex
 
 import jinja2
 
-from ..planning.plan import Plan, Process
+from ..planning.plan import Plan, PlanNode, Process
 from ..resources import resource_dir
 
 # Variables Dynamo reads from the environment: a stray one inherited from the user's shell (say a
@@ -68,6 +68,20 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
     return lines
 
 
+def ssh_words(node: PlanNode) -> list[str]:
+    """`ssh` with what the hosts file says of reaching the node, every word quoted."""
+    target = node.ssh
+    words = ["ssh", "-o", "BatchMode=yes"]
+    if target and target.port:
+        words += ["-p", str(target.port)]
+    if target and target.identity_file:
+        words += ["-i", target.identity_file]
+    if target and target.jump:
+        words += ["-J", target.jump]
+    user = f"{target.user}@" if target and target.user else ""
+    return [shlex.quote(word) for word in [*words, user + node.address]]
+
+
 @functools.cache
 def template_environment() -> jinja2.Environment:
     environment = jinja2.Environment(
@@ -114,7 +128,10 @@ def render_scripts(plan: Plan) -> dict[str, str]:
     ]
     scripts = {
         "driver.sh": templates.get_template("ssh_driver.sh.j2").render(
-            context, stages=driver_stages, host_index={host: index for index, host in enumerate(hosts, 1)}
+            context,
+            stages=driver_stages,
+            host_index={host: index for index, host in enumerate(hosts, 1)},
+            ssh_words={node.name: ssh_words(node) for node in plan.nodes},
         )
     }
     for host in hosts:

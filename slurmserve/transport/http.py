@@ -1,11 +1,14 @@
-"""Probes of a running deployment: readiness URLs, the frontend's view of its workers, a real completion."""
+"""HTTP probes of a running deployment: readiness URLs, the frontend's view of its workers, a real completion."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from ..waiting import wait_until
 
 HTTP_TIMEOUT_S = 2.0  # an endpoint slower than this to answer a probe is not healthy
 
@@ -15,6 +18,12 @@ def http_ok(url: str, timeout: float = HTTP_TIMEOUT_S) -> bool:
         return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_ready(url: str, timeout: float, still_alive: Callable[[], bool]) -> bool:
+    """Until the URL answers 200 (True), the deadline passes or the process waited for is gone (False):
+    the readiness wait between stages, wherever the stages run."""
+    return wait_until(lambda: http_ok(url), timeout, still_alive)
 
 
 def frontend_instances(endpoint: str, timeout: float = HTTP_TIMEOUT_S) -> list[dict[str, Any]] | None:

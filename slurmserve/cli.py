@@ -71,6 +71,12 @@ def clean_errors(command: Command) -> Command:
     return cast(Command, wrapper)
 
 
+def warn(plan: Plan) -> None:
+    """What the plan cannot honour, on stderr: said, never silently dropped."""
+    for warning in plan.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
 def placement_table(plan: Plan) -> Table:
     table = Table(title=f"{plan.recipe} ({plan.engine}, {plan.mode}) on {plan.backend}: run {plan.run_name}")
     for column in ("process", "role", "node", "leaf", "GPUs", "ports", "after"):
@@ -116,6 +122,7 @@ def plan(
 ) -> None:
     """Show where every process would run: node, GPUs, ports (--json: the plan itself)."""
     the_plan = deploy.plan_for(deploy.load_inputs(recipe, hosts, set_))
+    warn(the_plan)
     if as_json:
         print(the_plan.model_dump_json(indent=2))
     else:
@@ -161,7 +168,9 @@ def render(
 ) -> None:
     """Write the deployment's script(s), plan and engine configs to a folder, without running anything."""
     out = out.resolve()
-    for path in deploy.render_to(deploy.prepare(recipe, hosts, set_, run_dir=str(out)), out, force):
+    prepared = deploy.prepare(recipe, hosts, set_, run_dir=str(out))
+    warn(prepared.plan)
+    for path in deploy.render_to(prepared, out, force):
         console.print(f"wrote {path}")
 
 
@@ -183,6 +192,7 @@ def submit(
 ) -> None:
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input)."""
     prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight)
+    warn(prepared.plan)
     if dry_run:
         print(prepared.script, end="")
         return

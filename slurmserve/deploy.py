@@ -30,7 +30,7 @@ from .backends.base import Backend, Launch
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
-from .hardware.discovery import default_hosts
+from .hardware.discovery import default_hosts, with_local_nodes
 from .health.decisions import direct_state, direct_verdict
 from .planning.plan import Plan, Process
 from .planning.planner import make_plan
@@ -70,7 +70,7 @@ class Inputs:
 def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
     """A recipe (built-in name or file) with `--set` assignments, and a hosts file (default: the Slurm
     cluster this machine submits to, else this machine)."""
-    return Inputs(load_recipe(recipe, list(assignments)), load_hosts(hosts) if hosts else default_hosts())
+    return Inputs(load_recipe(recipe, assignments), with_local_nodes(load_hosts(hosts)) if hosts else default_hosts())
 
 
 def plan_for(

@@ -14,14 +14,18 @@ from ..errors import UserError
 class Strict(BaseModel):
     """Every file a user writes rejects unknown keys: a typo must not be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start : error.start + 1]!r})"
+        ) from None
     except yaml.YAMLError as error:
         raise UserError(
             f"{path}: not valid YAML ({str(error).splitlines()[0]} {getattr(error, 'problem_mark', '')})"

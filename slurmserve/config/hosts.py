@@ -9,50 +9,51 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
+from .fields import AbsolutePath, Address, Identifier, Interface, JumpHost, SbatchOption, SlurmTime, SshUser, Text
 from .files import Strict, read_yaml_mapping
 
 
 class NicSpec(Strict):
-    name: str
+    name: Identifier
     port: int = Field(1, ge=1)
     gpus: list[int] = []  # the local GPUs this HCA is closest to
     state: Literal["active", "down"] = "active"
 
 
 class NodeSpec(Strict):
-    gpus: int = Field(8, ge=0)
-    interface: str | None = None  # IP interface for control-plane traffic
+    gpus: int = Field(8, ge=1)  # a host entry may say 0 for a node without GPUs
+    interface: Interface | None = None  # IP interface for control-plane traffic
     nics: list[NicSpec] = []
 
 
 class HostEntry(Strict):
-    name: str
-    address: str | None = None
+    name: Identifier
+    address: Address | None = None
     # SSH: what is left out comes from ~/.ssh/config (for the address), then ssh's own defaults.
-    user: str | None = None
+    user: SshUser | None = None
     port: int | None = Field(None, ge=1, le=65535)
-    identity_file: str | None = None
-    jump: str | None = None  # a jump host, [user@]host[:port]
+    identity_file: AbsolutePath | None = None
+    jump: JumpHost | None = None  # a jump host, [user@]host[:port]
     # Per-host hardware overrides of `node:`.
     gpus: int | None = Field(None, ge=0)
-    interface: str | None = None
+    interface: Interface | None = None
     nics: list[NicSpec] | None = None
 
 
 class SlurmSpec(Strict):
-    partition: str | None = None
-    account: str | None = None
-    time: str = "04:00:00"
-    qos: str | None = None
-    reservation: str | None = None
-    container_image: str | None = None
-    container_mounts: list[str] = []
-    extra_sbatch: list[str] = []  # further `#SBATCH` options, verbatim
+    partition: Identifier | None = None
+    account: Identifier | None = None
+    time: SlurmTime = "04:00:00"
+    qos: Identifier | None = None
+    reservation: Identifier | None = None
+    container_image: Text | None = None
+    container_mounts: list[Text] = []
+    extra_sbatch: list[SbatchOption] = []  # further `#SBATCH` options, one per entry
 
 
 class SwitchSpec(Strict):
-    name: str
-    nodes: list[str]
+    name: Identifier
+    nodes: list[Identifier]
 
 
 class TopologySpec(Strict):
@@ -65,9 +66,9 @@ class Hosts(Strict):
     hosts: list[HostEntry] = []
     node: NodeSpec = NodeSpec()
     topology: TopologySpec = TopologySpec()
-    model_cache: str | None = None  # shared-filesystem root holding the Hugging Face cache
-    python: str | None = None  # interpreter on the nodes; None = the one running slurmserve
-    run_root: str | None = None  # where run directories go (on the shared filesystem for Slurm)
+    model_cache: AbsolutePath | None = None  # shared-filesystem root holding the Hugging Face cache
+    python: AbsolutePath | None = None  # interpreter on the nodes; None = the one running slurmserve
+    run_root: AbsolutePath | None = None  # where run directories go (on the shared filesystem for Slurm)
 
     @model_validator(mode="after")
     def _consistent(self) -> Hosts:
@@ -87,10 +88,10 @@ class Hosts(Strict):
 class SshTarget(Strict):
     """How to reach a host over SSH (None fields: ~/.ssh/config and ssh's defaults decide)."""
 
-    user: str | None = None
+    user: SshUser | None = None
     port: int | None = None
-    identity_file: str | None = None
-    jump: str | None = None
+    identity_file: AbsolutePath | None = None
+    jump: JumpHost | None = None
 
 
 @dataclass(frozen=True)

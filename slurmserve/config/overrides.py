@@ -10,7 +10,8 @@ from ..errors import UserError
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply `--set dotted.path=value` assignments; values are parsed as YAML (2 -> int, [a, b] -> list)."""
+    """Apply `--set dotted.path=value` assignments. Values are parsed as YAML (2 -> int, [a, b] -> list),
+    except an environment variable's (`--set env.X=1`, `--set decode.env.X=on`): that is text as written."""
     for assignment in assignments:
         key, sep, raw_value = assignment.partition("=")
         if not sep or not key:
@@ -22,6 +23,9 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise UserError(f"--set {assignment!r}: {'.'.join(parents[: depth + 1])} is not a section")
             target = child
+        if parents and parents[-1] == "env":
+            target[leaf] = raw_value
+            continue
         try:
             target[leaf] = yaml.safe_load(raw_value) if raw_value else ""
         except yaml.YAMLError:

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
 from ..resources import builtin_recipes_dir, resource_dir
+from .fields import AbsolutePath, EnvKey, EnvValue, FlagName, Identifier, Revision, Text
 from .files import Strict, read_yaml_mapping
 from .overrides import apply_overrides
 
-# YAML reads `TRTLLM_ENABLE_PDL: 1` as an int; environment values are always strings.
-EnvValue = Annotated[str, BeforeValidator(lambda value: str(value).lower() if isinstance(value, bool) else str(value))]
-ArgValue = str | int | float | bool
+ArgValue = Text | int | float | bool
 
 
 class ModelSpec(Strict):
-    repo: str = Field(
+    repo: Text = Field(
         description="Hugging Face repo id, a local path, or builtin:NAME (a model folder shipped with slurmserve)"
     )
-    revision: str | None = None
-    allow: list[str] = []
-    ignore: list[str] = []
-    served_name: str | None = None
+    revision: Revision | None = None
+    allow: list[Text] = []
+    ignore: list[Text] = []
+    served_name: Text | None = None
 
     @property
     def name(self) -> str:
@@ -41,7 +40,7 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
-    extra_args: list[str] = []
+    extra_args: list[Text] = []
 
 
 class WorkerSpec(Strict):
@@ -49,10 +48,10 @@ class WorkerSpec(Strict):
     tensor_parallel: int = Field(1, ge=1)
     pipeline_parallel: int = Field(1, ge=1)
     expert_parallel: int = Field(1, ge=1)
-    engine_config: str | None = None  # relative to engine_configs/, or an absolute path
-    args: dict[str, ArgValue] = {}  # engine flags: max_num_tokens: 20000 -> --max-num-tokens 20000
-    extra_args: list[str] = []
-    env: dict[str, EnvValue] = {}
+    engine_config: Text | None = None  # relative to engine_configs/, or an absolute path
+    args: dict[FlagName, ArgValue] = {}  # engine flags: max_num_tokens: 20000 -> --max-num-tokens 20000
+    extra_args: list[Text] = []
+    env: dict[EnvKey, EnvValue] = {}
 
     @property
     def gpus(self) -> int:
@@ -61,15 +60,15 @@ class WorkerSpec(Strict):
 
 
 class ParserSpec(Strict):
-    reasoning: str | None = None
-    tool_call: str | None = None
+    reasoning: Identifier | None = None
+    tool_call: Identifier | None = None
 
 
 class MockerSpec(Strict):
     """How Dynamo's mock engine stands in for the real one (recipes with engine: mocker, and rehearsals)."""
 
     # The mocker needs a config and a tokenizer, never weights; None = the tiny model shipped with slurmserve.
-    model_path: str | None = None
+    model_path: AbsolutePath | None = None
     # True: load the recipe's own model (staged from the hub like a real engine's) instead.
     use_recipe_model: bool = False
     speedup_ratio: float = Field(100.0, gt=0)
@@ -88,7 +87,7 @@ class RestartPolicy(Strict):
 
 
 class Recipe(Strict):
-    name: str
+    name: Identifier
     description: str = ""
     model: ModelSpec
     engine: Literal["trtllm", "mocker"] = "trtllm"
@@ -102,7 +101,7 @@ class Recipe(Strict):
     discovery: Literal["auto", "etcd", "file"] = "auto"
     request_plane: Literal["tcp", "nats"] = "tcp"
     event_plane: Literal["zmq", "nats"] = "zmq"
-    env: dict[str, EnvValue] = {}
+    env: dict[EnvKey, EnvValue] = {}
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
 
@@ -130,6 +129,16 @@ class Recipe(Strict):
     def loads_recipe_model(self) -> bool:
         """Whether the workers load model.repo (a real engine, or a mocker told to), not the tiny model."""
         return self.engine == "trtllm" or self.mocker.use_recipe_model
+
+    def ignored_settings(self) -> list[str]:
+        """Settings the chosen engine cannot take (dotted paths): TensorRT-LLM's under the mock engine
+        (a rehearsal keeps placement, ports and env), the mock engine's under TensorRT-LLM."""
+        if self.engine == "trtllm":
+            return [f"mocker.{key}" for key in sorted(self.mocker.model_fields_set)]
+        ignored = [f"parsers.{key}" for key in ("reasoning", "tool_call") if getattr(self.parsers, key)]
+        for role, spec in self.worker_roles():
+            ignored += [f"{role}.{key}" for key in ("engine_config", "args", "extra_args") if getattr(spec, key)]
+        return ignored
 
     @property
     def needs_nats(self) -> bool:
@@ -160,7 +169,24 @@ def resolve_engine_config(value: str, field: str) -> Path:
         path = resource_dir("engine_configs") / value
     if not path.is_file():
         raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
+    try:
+        read_yaml_mapping(path)  # a malformed engine YAML fails here, before anything is planned
+    except UserError as error:
+        raise UserError(f"{field}: {error}") from None
     return path
+
+
+def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None:
+    """A `--set` the engine would ignore is refused: the user asked for it, and it would not happen."""
+    ignored = recipe.ignored_settings()
+    for assignment in assignments:
+        key = assignment.partition("=")[0]
+        hit = next((path for path in ignored if key == path or key.startswith(path + ".")), None)
+        if hit:
+            raise UserError(
+                f"--set {key}: engine {recipe.engine} does not use {hit}, so this setting would have no effect"
+                + (" (the mock engine takes no TensorRT-LLM settings)" if recipe.engine == "mocker" else "")
+            )
 
 
 def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
@@ -171,6 +197,7 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise describe_validation_error(source, error) from None
+    refuse_ignored_overrides(recipe, assignments)
     for role, worker in recipe.worker_roles():
         if worker.engine_config is not None:
             worker.engine_config = str(resolve_engine_config(worker.engine_config, f"{source}: {role}.engine_config"))

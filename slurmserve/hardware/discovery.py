@@ -34,6 +34,15 @@ def local_hosts() -> Hosts:
     )
 
 
+def with_local_nodes(hosts: Hosts) -> Hosts:
+    """`backend: local` without a hosts list means this machine (the hosts file's other settings kept)."""
+    if hosts.backend != "local" or hosts.hosts:
+        return hosts
+    here = local_hosts()
+    node = hosts.node if "node" in hosts.model_fields_set else here.node
+    return hosts.model_copy(update={"hosts": here.hosts, "node": node})
+
+
 def slurm_configured() -> bool:
     """sbatch is installed and a slurm.conf says where the controller is (else clients retry for a minute)."""
     return shutil.which("sbatch") is not None and Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file()

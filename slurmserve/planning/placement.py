@@ -8,7 +8,8 @@ Strategy, in order:
    first (on one 8-GPU node: prefill on GPUs 0-3, decode on 4-7, as Dynamo publishes it).
 Either way nodes are taken in topology order (topology.preferred_node_order): under one leaf switch
 when the deployment fits there, so prefill->decode KV transfers stay inside the leaf.
-A worker wider than a node takes whole nodes.
+A worker wider than a node takes whole nodes of one size. Each node counts with its own GPUs: a worker
+goes only where it fits, and divides the node's GPUs evenly (a 3-GPU worker on 8 GPUs would strand two).
 """
 
 from __future__ import annotations
@@ -30,29 +31,57 @@ class Placement:
     gpus: tuple[int, ...]  # local GPU indices, the same on every node of a wide worker
 
 
-def check_shape(role: str, spec: WorkerSpec, gpus_per_node: int) -> None:
+def fits(gpus: int, node_gpus: int) -> bool:
+    """A worker of `gpus` GPUs sits on a node of `node_gpus` (evenly: the node holds whole workers only)."""
+    return 0 < gpus <= node_gpus and node_gpus % gpus == 0
+
+
+def spans(gpus: int, node_gpus: int) -> bool:
+    """A worker of `gpus` GPUs spans whole nodes of `node_gpus`."""
+    return 0 < node_gpus < gpus and gpus % node_gpus == 0
+
+
+def check_shape(role: str, spec: WorkerSpec, sizes: set[int]) -> None:
+    """The worker fits some node (evenly), or spans whole nodes of one size; EP divides its GPUs."""
     shape = (
         f"{role} needs {spec.gpus} GPUs per worker "
         f"(tensor_parallel {spec.tensor_parallel} x pipeline_parallel {spec.pipeline_parallel})"
     )
-    if gpus_per_node == 0:
+    sizes = {size for size in sizes if size}
+    if not sizes:
         raise UserError(f"{role}.tensor_parallel: {shape}, but the nodes have no GPUs")
-    if spec.gpus <= gpus_per_node:
-        if gpus_per_node % spec.gpus:
-            raise UserError(f"{role}.tensor_parallel: {shape}, which does not divide a node's {gpus_per_node} GPUs")
-    elif spec.gpus % gpus_per_node:
+    listed = "/".join(map(str, sorted(sizes)))
+    if any(size >= spec.gpus for size in sizes):
+        if not any(fits(spec.gpus, size) for size in sizes):
+            raise UserError(f"{role}.tensor_parallel: {shape}, which does not divide a node's {listed} GPUs")
+    elif not any(spans(spec.gpus, size) for size in sizes):
         raise UserError(
             f"{role}.tensor_parallel: {shape}; a worker wider than a node must span whole nodes "
-            f"of {gpus_per_node} GPUs, and {spec.gpus} is not a multiple of {gpus_per_node}"
+            f"of {listed} GPUs, and {spec.gpus} is not a multiple of {listed}"
         )
     if spec.expert_parallel > spec.gpus:
         raise UserError(f"{role}.expert_parallel: {spec.expert_parallel} is larger than the worker's {spec.gpus} GPUs")
+    if spec.gpus % spec.expert_parallel:
+        raise UserError(
+            f"{role}.expert_parallel: {spec.expert_parallel} does not divide the worker's {spec.gpus} GPUs "
+            "(experts are split evenly over them)"
+        )
 
 
-def nodes_needed(spec: WorkerSpec, gpus_per_node: int) -> int:
-    if spec.gpus > gpus_per_node:
-        return spec.replicas * (spec.gpus // gpus_per_node)
-    return math.ceil(spec.replicas / (gpus_per_node // spec.gpus))
+def nodes_needed(spec: WorkerSpec, sizes: list[int]) -> int | None:
+    """How many of these nodes (in order) the role's replicas take, each node holding as many whole
+    workers as fit; None when they do not fit at all."""
+    left: float = spec.replicas
+    taken = 0
+    for size in sizes:
+        if left <= 0:
+            break
+        taken += 1
+        if fits(spec.gpus, size):
+            left -= size // spec.gpus
+        elif spans(spec.gpus, size):
+            left -= size / spec.gpus  # a share of one wide worker; whole nodes of one size, checked at placing
+    return taken if left <= 1e-9 else None
 
 
 class _FreeGpus:
@@ -63,33 +92,36 @@ class _FreeGpus:
         self.free = [list(range(node.gpus)) for node in nodes]
 
     def take(self, node: int, count: int) -> tuple[int, ...] | None:
-        if len(self.free[node]) < count:
+        if not fits(count, self.size[node]) or len(self.free[node]) < count:
             return None
         taken, self.free[node] = self.free[node][:count], self.free[node][count:]
         return tuple(taken)
 
-    def take_whole_nodes(self, candidates: list[int], span: int) -> tuple[int, ...] | None:
-        """The first `span` untouched nodes among the candidates, in order."""
-        untouched = [index for index in candidates if len(self.free[index]) == self.size[index]]
-        if len(untouched) < span:
-            return None
-        chosen = tuple(untouched[:span])
-        for index in chosen:
-            self.free[index] = []
-        return chosen
+    def take_whole_nodes(self, candidates: list[int], gpus: int) -> tuple[int, ...] | None:
+        """The first untouched candidates of one size that a worker of `gpus` GPUs spans, in order."""
+        for size in dict.fromkeys(self.size[index] for index in candidates):
+            if not spans(gpus, size):
+                continue
+            untouched = [i for i in candidates if self.size[i] == size and len(self.free[i]) == size]
+            if len(untouched) >= gpus // size:
+                chosen = tuple(untouched[: gpus // size])
+                for index in chosen:
+                    self.free[index] = []
+                return chosen
+        return None
 
 
 def _place_role(
     role: str, spec: WorkerSpec, candidates: list[int], free: _FreeGpus, spread: bool
 ) -> list[Placement] | None:
-    node_gpus = free.size[candidates[0]]
     placements = []
+    wide = not any(fits(spec.gpus, free.size[index]) for index in candidates)
     for replica in range(spec.replicas):
-        if spec.gpus > node_gpus:
-            chosen = free.take_whole_nodes(candidates, spec.gpus // node_gpus)
+        if wide:
+            chosen = free.take_whole_nodes(candidates, spec.gpus)
             if chosen is None:
                 return None
-            placements.append(Placement(role, replica, chosen, tuple(range(node_gpus))))
+            placements.append(Placement(role, replica, chosen, tuple(range(free.size[chosen[0]]))))
             continue
         # Round-robin start point spreads replicas over the role's nodes; packing always starts at the first.
         shift = replica % len(candidates) if spread else 0
@@ -103,14 +135,21 @@ def _place_role(
     return placements
 
 
+def _nodes_apart(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> int:
+    """About how many nodes the deployment takes, each role on nodes of its own when it can (counted on
+    the biggest nodes): how far the topology order should look for one leaf that holds it."""
+    biggest = max(node.gpus for node in nodes)
+    return sum(nodes_needed(spec, [biggest] * len(nodes)) or len(nodes) for _, spec in roles)
+
+
 def _roles_apart(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list[Placement] | None:
-    needed = [nodes_needed(spec, nodes[0].gpus) for _, spec in roles]
-    if sum(needed) > len(nodes):
-        return None
-    order = preferred_node_order(nodes, sum(needed))
+    order = preferred_node_order(nodes, _nodes_apart(roles, nodes))
     free = _FreeGpus(nodes)
     placements, start = [], 0
-    for (role, spec), count in zip(roles, needed, strict=True):
+    for role, spec in roles:
+        count = nodes_needed(spec, [nodes[index].gpus for index in order[start:]])
+        if count is None:
+            return None
         placed = _place_role(role, spec, order[start : start + count], free, spread=True)
         if placed is None:
             return None
@@ -120,7 +159,8 @@ def _roles_apart(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list
 
 
 def _packed(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> list[Placement] | None:
-    order = preferred_node_order(nodes, math.ceil(sum(s.replicas * s.gpus for _, s in roles) / nodes[0].gpus))
+    biggest = max(node.gpus for node in nodes)
+    order = preferred_node_order(nodes, math.ceil(sum(spec.replicas * spec.gpus for _, spec in roles) / biggest))
     free = _FreeGpus(nodes)
     placements = []
     for role, spec in roles:
@@ -135,7 +175,7 @@ def place_workers(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> lis
     if not nodes:
         raise UserError("hosts: no nodes to place the deployment on")
     for role, spec in roles:
-        check_shape(role, spec, nodes[0].gpus)
+        check_shape(role, spec, {node.gpus for node in nodes})
     placements = _roles_apart(roles, nodes) if len(roles) > 1 else None
     placements = placements or _packed(roles, nodes)
     if placements is None:

@@ -115,6 +115,7 @@ class Plan(BaseModel):
     kv_preflight: bool = False
     restart: RestartPolicy = RestartPolicy()
     slurm: SlurmSpec | None = None
+    warnings: list[str] = []  # settings of the recipe that this plan cannot honour, in words
 
     # Name indexes, built once: the supervisor looks processes up every tick.
     _processes: dict[str, Process] = PrivateAttr(default_factory=dict)

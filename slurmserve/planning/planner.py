@@ -400,4 +400,15 @@ def make_plan(
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
         restart=recipe.restart,
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
+        warnings=ignored_settings_warning(recipe),
     )
+
+
+def ignored_settings_warning(recipe: Recipe) -> list[str]:
+    ignored = recipe.ignored_settings()
+    if not ignored:
+        return []
+    why = (
+        "the mock engine takes no TensorRT-LLM settings" if recipe.engine == "mocker" else "they are the mock engine's"
+    )
+    return [f"engine {recipe.engine} ignores {', '.join(ignored)} ({why}; placement, ports and env are as planned)"]

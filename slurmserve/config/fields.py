@@ -1,0 +1,89 @@
+"""The kinds of value users write, each with the one form it may take.
+
+Whatever a user writes ends up in bash scripts, `#SBATCH` lines, command lines, paths that are later
+removed, or a process's environment. The rendered scripts quote every value anyway; these forms make
+sure that what passes is also what the user meant (no `..` run name escaping its folder, no newline
+splitting an `#SBATCH` line, no YAML number silently becoming another string).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
+
+from ..errors import UserError
+
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+IDENTIFIER_FORM = "letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)"
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FLAG_NAME = re.compile(r"[a-z][a-z0-9_]*")
+ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
+SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
+JUMP_HOST = re.compile(r"(?:[A-Za-z_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?")
+INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,14}")
+SLURM_TIME = re.compile(r"(?:[0-9]+-)?[0-9]+(?::[0-9]+){0,2}|UNLIMITED|INFINITE")
+SBATCH_OPTION = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(?:[= ][^\x00-\x1f\x7f]*)?")
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _matching(pattern: re.Pattern[str], form: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {form}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _one_line(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if CONTROL.search(value):
+        raise ValueError("must be one line of text, without control characters")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    _one_line(value)
+    expanded = os.path.expanduser(value)
+    if not expanded.startswith("/"):
+        raise ValueError("must be an absolute path (or start with ~)")
+    return expanded
+
+
+def _env_text(value: Any) -> Any:
+    """Environment values are text. YAML reads `1`, `0123`, `on` or `1.10` as numbers and booleans and
+    would hand over another string than the one written, so only quoted values are taken."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+    if value is None or isinstance(value, (list, dict)):
+        raise ValueError(f"must be text, not {'nothing' if value is None else type(value).__name__}")
+    raise ValueError(f"must be text; YAML read {value!r} as a {type(value).__name__}: write it in quotes")
+
+
+Identifier = Annotated[str, _matching(IDENTIFIER, IDENTIFIER_FORM)]
+EnvKey = Annotated[str, _matching(ENV_KEY, "a letter or '_', then letters, digits or '_'")]
+EnvValue = Annotated[str, BeforeValidator(_env_text)]
+FlagName = Annotated[str, _matching(FLAG_NAME, "lowercase letters, digits and '_', starting with a letter")]
+Address = Annotated[str, _matching(ADDRESS, "a host name or an IP address")]
+SshUser = Annotated[str, _matching(SSH_USER, "a user name: letters, digits, '.', '_', '-'")]
+JumpHost = Annotated[str, _matching(JUMP_HOST, "[user@]host[:port]")]
+Interface = Annotated[str, _matching(INTERFACE, "an interface name such as ib0 or eth0 (at most 15 characters)")]
+SlurmTime = Annotated[str, _matching(SLURM_TIME, "a Slurm time such as 04:00:00, 2-00:00:00 or UNLIMITED")]
+SbatchOption = Annotated[str, _matching(SBATCH_OPTION, "one sbatch option such as --exclusive or --mem=0")]
+Revision = Annotated[str, _matching(REVISION, "a branch, tag or commit")]
+Text = Annotated[str, AfterValidator(_one_line)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+
+
+def check_identifier(value: str, field: str) -> str:
+    """For names given on the command line (a run name, a process): the same form as in the files."""
+    if not IDENTIFIER.fullmatch(value):
+        raise UserError(f"{field} {value!r}: must be {IDENTIFIER_FORM}")
+    return value

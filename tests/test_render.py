@@ -15,7 +15,7 @@ from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
 from slurmserve.planning.planner import make_plan
 from slurmserve.render.files import rendered_files, write_files
-from slurmserve.render.scripts import env_command, render_script, render_scripts
+from slurmserve.render.scripts import env_command, render_script, render_scripts, secret_assignments
 
 from .conftest import HOSTS, plan_of
 from .helpers import SHELLCHECK
@@ -70,7 +70,7 @@ def test_ssh_render_is_a_driver_plus_one_stage_script_per_host():
     assert set(scripts) == {"driver.sh", "launch-gpu01.sh", "launch-gpu02.sh"}
     driver = scripts["driver.sh"]
     assert "ssh_1() { ssh -o BatchMode=yes -p 22 svc@10.0.0.11" in driver
-    assert 'ssh_2 bash "$RUN_DIR/launch-gpu02.sh" 2 &' in driver  # decode-0 lives on gpu02
+    assert "ssh_2 'bash /runs/test-run/launch-gpu02.sh 2' &" in driver  # decode-0 lives on gpu02
     assert "start decode-0 logs/decode-0.log env" in scripts["launch-gpu02.sh"]
     assert "setsid nohup" in scripts["launch-gpu01.sh"] and "decode-0" not in scripts["launch-gpu01.sh"]
 
@@ -93,10 +93,12 @@ def test_env_is_explicit_on_every_command_line():
     assert "trtllm-llmapi-launch /usr/bin/python3 -m dynamo.trtllm" in line
 
 
-def test_secret_references_stay_references():
+def test_secret_references_stay_references_and_out_of_argv():
     plan = plan_of("mocker-agg", "local.yaml")
     worker = plan.process("agg-0").model_copy(update={"env": {"HF_TOKEN": "${HF_TOKEN}", "X": "a b"}})
-    assert env_command(worker).split(" -m ")[0].endswith("HF_TOKEN=\"${HF_TOKEN}\" X='a b' /usr/bin/python3")
+    assert env_command(worker).split(" -m ")[0].endswith("X='a b' /usr/bin/python3")
+    assert "HF_TOKEN" not in env_command(worker)
+    assert secret_assignments(worker) == 'HF_TOKEN="${HF_TOKEN}" '
 
 
 def test_pyxis_container_flags():

@@ -23,16 +23,37 @@ PER_TASK_VARS = ("CUDA_VISIBLE_DEVICES",)
 PER_RANK_VARS = ("CUDA_VISIBLE_DEVICES", "UCX_NET_DEVICES", "NCCL_IB_HCA")
 
 
-def shell_word(value: str) -> str:
-    """Quote for bash; a secret reference like ${HF_TOKEN} stays a reference, expanded only at run time."""
-    return f'"{value}"' if SECRET_REFERENCE.match(value) else shlex.quote(value)
+def is_secret(value: str) -> bool:
+    """A reference like ${HF_TOKEN}: the value is the launching shell's, at run time."""
+    return SECRET_REFERENCE.match(value) is not None
 
 
 def env_command(process: Process, leave_out: tuple[str, ...] = ()) -> str:
-    """`env -u ... KEY=VALUE ... command...`: the process's whole environment, explicit on its command line."""
+    """`env -u ... KEY=VALUE ... command...`: the process's whole environment, explicit on its command
+    line; all but secrets, which reach it through the environment (`secret_assignments`), never argv."""
     unset = [f"-u {name}" for name in AMBIENT_DYNAMO_VARS if name not in process.env]
-    assignments = [f"{key}={shell_word(value)}" for key, value in process.env.items() if key not in leave_out]
+    assignments = [
+        f"{key}={shlex.quote(value)}"
+        for key, value in process.env.items()
+        if key not in leave_out and not is_secret(value)
+    ]
     return " ".join(["env", *unset, *assignments, *map(shlex.quote, process.command)])
+
+
+def secret_assignments(process: Process) -> str:
+    """`KEY="${NAME}" ` for each secret of the process: assignments in front of the command that starts
+    it, which bash keeps in the environment (a process's argv is readable by anyone on the node)."""
+    return "".join(f'{key}="{value}" ' for key, value in process.env.items() if is_secret(value))
+
+
+def comment(value: str) -> str:
+    """A value inside a `#` comment: one line, whatever it holds."""
+    return " ".join(str(value).split())
+
+
+def remote_command(words: list[str]) -> str:
+    """Words to run on another host through ssh, quoted for this shell and again for the remote one."""
+    return shlex.quote(shlex.join(words))
 
 
 def srun_step(plan: Plan, process: Process) -> list[str]:
@@ -40,7 +61,9 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
     GPUs, its MPI world, the container, its log; then task-start.sh with what each task picks for itself."""
     quote = shlex.quote
     nodes = process.nodes
-    lines = [f"srun --overlap --nodes={len(nodes)} --ntasks={process.tasks} --nodelist={quote(','.join(nodes))}"]
+    lines = [
+        f"srun --overlap --nodes={len(nodes)} --ntasks={process.tasks} --nodelist={quote(','.join(nodes))} --export=ALL"
+    ]
     if process.gpus:
         lines.append(f"--gres=gpu:{plan.gpus_per_node_used()}")
     if process.tasks > 1:
@@ -94,6 +117,9 @@ def template_environment() -> jinja2.Environment:
     )
     environment.filters["q"] = lambda value: shlex.quote(str(value))
     environment.filters["envcmd"] = env_command
+    environment.filters["secrets"] = secret_assignments
+    environment.filters["comment"] = comment
+    environment.filters["remote"] = remote_command
     return environment
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from .backends import backend_for
 from .backends.base import Backend, Launch
+from .config.fields import check_identifier
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
@@ -35,6 +36,7 @@ from .health.decisions import direct_state, direct_verdict
 from .planning.plan import Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
+from .private import write_private
 from .render.files import rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
 from .runs import (
@@ -81,7 +83,7 @@ def plan_for(
     kv_preflight: bool | None = None,
 ) -> Plan:
     """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
-    name = run_name or new_run_name(inputs.recipe.name)
+    name = check_identifier(run_name, "--name") if run_name else new_run_name(inputs.recipe.name)
     directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
     python = inputs.hosts.python or sys.executable
 
@@ -175,7 +177,7 @@ def stage_model(inputs: Inputs) -> Path:
 def save_inputs(run: RunDir, inputs: Inputs) -> None:
     """The resolved recipe and hosts, so the run can be understood (and re-planned) from its folder alone."""
     for name, model in (("recipe.yaml", inputs.recipe), ("hosts.yaml", inputs.hosts)):
-        (run.path / name).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
+        write_private(run.path / name, yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .config.fields import check_identifier
 from .errors import UserError
 from .planning.plan import Plan
+from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 
 SCHEMA_VERSION = 1
 
@@ -153,13 +155,6 @@ def run_dir_for(run_name: str, run_root: str | None) -> Path:
     return (Path(run_root).expanduser() if run_root else runs_root()) / run_name
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """A reader sees the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
 @dataclass
 class RunDir:
     path: Path
@@ -169,7 +164,12 @@ class RunDir:
         return self.path.name
 
     def plan(self) -> Plan:
-        return Plan.model_validate_json((self.path / "plan.json").read_text())
+        try:
+            return Plan.model_validate_json((self.path / "plan.json").read_text())
+        except ValidationError:
+            raise UserError(
+                f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
+            ) from None
 
     def log_path(self, process: str) -> Path:
         return self.path / self.plan().process(process).log
@@ -195,21 +195,21 @@ class RunDir:
         return self._read("handle.json", Handle)
 
     def save_handle(self, handle: Handle) -> None:
-        write_atomically(self.path / "handle.json", handle.model_dump_json(indent=2) + "\n")
+        write_private(self.path / "handle.json", handle.model_dump_json(indent=2) + "\n")
 
     def supervisor_state(self) -> SupervisorState | None:
         """The supervisor's latest picture of the deployment (state.json), if it has written one."""
         return self._read("state.json", SupervisorState)
 
     def save_supervisor_state(self, state: SupervisorState) -> None:
-        write_atomically(self.path / "state.json", state.model_dump_json(indent=2) + "\n")
+        write_private(self.path / "state.json", state.model_dump_json(indent=2) + "\n")
 
     def record(self, event: EventKind, **fields: Any) -> None:
         """Append one event to events.jsonl (the deployment's history; never rewritten)."""
         entry = Event(time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), event=event, **fields)
         line = entry.model_dump_json().encode() + b"\n"
         # One write(2) of the whole line, with O_APPEND: concurrent writers never interleave inside a line.
-        descriptor = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        descriptor = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             size = os.fstat(descriptor).st_size
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
@@ -254,9 +254,11 @@ def create_run(plan: Plan) -> RunDir:
     """Make the run directory (refusing to reuse one) and link it from the home folder when it lives elsewhere."""
     path = Path(plan.run_dir)
     try:
-        path.mkdir(parents=True)
-        (path / "logs").mkdir()
-        (path / "pids").mkdir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=DIR_MODE)
+        path.chmod(DIR_MODE)  # whatever the umask
+        make_private_dir(path / "logs")
+        make_private_dir(path / "pids")
     except FileExistsError:
         raise UserError(f"--name {plan.run_name}: a run of that name already exists at {path}") from None
     link = runs_root() / plan.run_name
@@ -265,13 +267,13 @@ def create_run(plan: Plan) -> RunDir:
         link.symlink_to(path)
     run = RunDir(path)
     # The plan first: from here on `status` and `cancel` can handle the run, even if the CLI dies.
-    (path / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")
+    write_private(path / "plan.json", plan.model_dump_json(indent=2) + "\n")
     run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
     return run
 
 
 def open_run(name: str) -> RunDir:
-    path = runs_root() / name
+    path = runs_root() / check_identifier(name, "run")
     if not (path / "plan.json").exists():
         known = ", ".join(run.name for run in list_runs()[-5:]) or "none yet"
         raise UserError(f"run {name!r}: not found under {runs_root()} (recent runs: {known})")

@@ -7,8 +7,10 @@ import pytest
 from slurmserve.config.hosts import load_hosts
 from slurmserve.config.recipe import load_recipe
 from slurmserve.planning.planner import make_plan
+from tests.cluster.lab import DEFAULT
 
 REPO = Path(__file__).resolve().parent.parent
+LAB_KNOWN_HOSTS = DEFAULT / "ssh" / "known_hosts"  # written by tests/cluster/lab.py when the lab comes up
 HOSTS = REPO / "hosts"
 
 
@@ -18,6 +20,10 @@ def isolated_home(tmp_path, monkeypatch):
     ~/.slurmserve, and Dynamo's frontend starts with an empty model-card cache ($HOME/.cache/dynamo)."""
     monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / "slurmserve-home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # As a user of the test cluster would have it: ssh knows its nodes' host keys (and checks them).
+    ssh = tmp_path / "home" / ".ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "config").write_text(f"Host *\n    UserKnownHostsFile {LAB_KNOWN_HOSTS}\n")
 
 
 @pytest.fixture

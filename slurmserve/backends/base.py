@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..planning.plan import Plan, PlanNode, Process
+from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG
 from ..runs import RunDir
 from ..transport.procfs import pid_alive, stop_groups
@@ -107,11 +108,7 @@ class ProcessLaunch(Launch):
 
     def __init__(self, run: RunDir, argv: list[str]):
         self.run = run
-        with open(run.path / LAUNCHER_LOG, "a") as log:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        (run.path / "pids" / "launcher.pid").write_text(f"{self.process.pid}\n")
+        self.process = start_detached(run, "launcher", argv)  # its output: logs/launcher.log (LAUNCHER_LOG)
 
     def settle(self, timeout: float) -> None:
         try:
@@ -127,19 +124,19 @@ class ProcessLaunch(Launch):
         return log or f"the launcher exited {returncode}"
 
 
-def start_detached(run: RunDir, name: str, argv: list[str]) -> int:
-    """A helper of the run (the supervisor) as a detached process on this machine, in its own session
-    with its PID in pids/NAME.pid and its output in logs/NAME.log."""
-    with open(run.path / "logs" / f"{name}.log", "a") as log:
+def start_detached(run: RunDir, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    """A helper of the run (a launcher, the supervisor) as a detached process on this machine, in its own
+    session with its PID in pids/NAME.pid and its output in logs/NAME.log, under umask 077."""
+    with open(run.path / "logs" / f"{name}.log", "a", opener=private_opener) as log:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077
         )
-    (run.path / "pids" / f"{name}.pid").write_text(f"{process.pid}\n")
-    return process.pid
+    write_private(run.path / "pids" / f"{name}.pid", f"{process.pid}\n")
+    return process
 
 
-def start_supervisor(run: RunDir) -> int:
-    return start_detached(run, "supervisor", [sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
+def start_supervisor(run: RunDir) -> None:
+    start_detached(run, "supervisor", [sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
 
 
 def stop_helpers(run: RunDir, *names: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
 from ..planning.plan import Plan, Process
+from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
 from ..runs import EventKind, Handle, RunDir
 from ..transport.procfs import task_records
@@ -104,7 +105,8 @@ class SlurmBackend(Backend):
                 )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
-        result = slurm("sbatch", "--parsable", str(run.path / "slurmserve.sbatch"), check=False)
+        # Under umask 077: the files Slurm makes for the job (its output, each step's log) are the user's alone.
+        result = slurm("sbatch", "--parsable", str(run.path / "slurmserve.sbatch"), check=False, umask=0o077)
         if result.returncode != 0:
             raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
         job_id = result.stdout.strip().split(";")[0]
@@ -150,14 +152,14 @@ class SlurmBackend(Backend):
 
     def restart(self, run: RunDir, process: Process) -> None:
         """A new srun step in the allocation, from the job's own script (`--restart NAME`)."""
-        with open(run.path / LAUNCHER_LOG, "a") as log:
+        with open(run.path / LAUNCHER_LOG, "a", opener=private_opener) as log:
             step = subprocess.Popen(
                 ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        (run.path / "pids" / f"{process.name}.srun").write_text(f"{step.pid}\n")
+        write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid}\n")
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()

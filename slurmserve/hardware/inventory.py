@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..config.fields import check_identifier
 from ..config.hosts import Hosts, Node, concrete_nodes
 from ..errors import UserError
 from ..transport.slurm import gpus_in_gres, node_gres, slurm
@@ -72,6 +73,15 @@ def probe_here() -> dict[str, str]:
     return {node_from_probe(result.stdout, None)["name"]: result.stdout}
 
 
+def probed_node(name: str, text: str, interface: str | None) -> dict[str, Any]:
+    """One node's entry, its name checked like any host name (it is whatever `hostname` printed there)."""
+    check_identifier(name, "probed host name")
+    try:
+        return {**node_from_probe(text, interface), "name": name}
+    except ValueError as error:
+        raise UserError(f"--interface: node {name}: {error}") from None
+
+
 def probed_hosts_file(hosts: Hosts, interface: str | None) -> str:
     """A hosts file describing what the probe found on every node of `hosts` (same backend and
     scheduler settings), ready for `plan`."""
@@ -82,7 +92,7 @@ def probed_hosts_file(hosts: Hosts, interface: str | None) -> str:
         outputs = probe_ssh(hosts)
     else:
         outputs = probe_here()
-    nodes = [{**node_from_probe(text, interface), "name": name} for name, text in outputs.items()]
+    nodes = [probed_node(name, text, interface) for name, text in outputs.items()]
     if hosts.backend == "slurm":  # where nvidia-smi sees nothing, the GPUs Slurm schedules (GRES) are the truth
         gres = node_gres()
         for node in nodes:

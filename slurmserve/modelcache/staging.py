@@ -210,8 +210,7 @@ def resolve_revision(model: ModelSpec, *, token: str | None = None) -> str:
     """The commit the model's revision points at. One metadata call, which is also the check that repo,
     revision and token are good: done before anything starts, so bad input never gets that far."""
     _check_repo_id(model.repo)
-    if model.revision and REGEX_COMMIT_HASH.fullmatch(model.revision):
-        return model.revision
+    # Asked even for a revision pinned to a commit: the call is what checks repo, revision and token.
     job = _Job(
         model=model,
         cache=Path("."),

@@ -8,6 +8,7 @@ import yaml
 
 from ..errors import UserError
 from ..planning.plan import Plan
+from ..private import make_private_dir, write_private
 from ..resources import resource_dir
 from .scripts import TASK_START, render_scripts
 
@@ -37,9 +38,10 @@ def write_files(files: dict[str, str], directory: Path, *, overwrite: bool = Fal
         raise UserError(
             f"--out {directory}: would overwrite {', '.join(existing)}; choose an empty folder or pass --force"
         )
-    for path, text in targets.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if path.suffix in (".sh", ".sbatch"):
-            path.chmod(0o755)
+    try:
+        for path, text in targets.items():
+            make_private_dir(path.parent)
+            write_private(path, text)  # scripts run as `bash SCRIPT`: no execute bit needed
+    except OSError as error:
+        raise UserError(f"--out {directory}: cannot write there ({error.strerror}: {error.filename})") from None
     return list(targets)

@@ -15,10 +15,10 @@ TERMINAL_STATES = frozenset(
 )
 
 
-def slurm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def slurm(*args: str, check: bool = True, umask: int = -1) -> subprocess.CompletedProcess[str]:
     """Run a Slurm client command. With `check`, a failure is the user's to fix (exit 2), with Slurm's words."""
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=SLURM_TIMEOUT_S, umask=umask)
     except FileNotFoundError:
         raise UserError(f"hosts: backend slurm, but {args[0]} is not installed on this machine") from None
     except subprocess.TimeoutExpired:
@@ -107,5 +107,6 @@ def running_steps(job_id: str) -> set[str] | None:
 
 
 def jobs_named(name: str) -> list[str]:
-    """Ids of the jobs of this name that slurmctld still knows."""
-    return slurm("squeue", "-h", "--name", name, "-o", "%i", check=False).stdout.split()
+    """Ids of this user's jobs of this name that slurmctld still knows (another user's job of the same
+    name is none of ours to adopt or cancel)."""
+    return slurm("squeue", "-h", "--me", "--name", name, "-o", "%i", check=False).stdout.split()

@@ -9,6 +9,7 @@ has its own connect, banner and authentication timeouts.
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import socket
 import threading
@@ -23,6 +24,7 @@ import paramiko
 from ..waiting import Outcome
 
 CONNECT_TIMEOUT_S = 10.0
+KNOWN_HOSTS = "~/.ssh/known_hosts"
 COMMAND_DEADLINE_S = 60.0
 
 
@@ -45,15 +47,33 @@ def _new_connection(node: Reachable) -> fabric.Connection:
     connect_kwargs: dict[str, object] = {"banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S}
     if identity:
         connect_kwargs |= {"key_filename": identity, "look_for_keys": False, "allow_agent": False}
-    gateway = fabric.Connection(jump, connect_timeout=CONNECT_TIMEOUT_S) if jump else None
-    return fabric.Connection(
-        node.address,
-        user=user,
-        port=port,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        connect_kwargs=connect_kwargs,
-        gateway=gateway,
+    gateway = verified(fabric.Connection(jump, connect_timeout=CONNECT_TIMEOUT_S)) if jump else None
+    return verified(
+        fabric.Connection(
+            node.address,
+            user=user,
+            port=port,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            connect_kwargs=connect_kwargs,
+            gateway=gateway,
+        )
     )
+
+
+def verified(connection: fabric.Connection) -> fabric.Connection:
+    """Host keys checked as ssh checks them: against ~/.ssh/known_hosts and the UserKnownHostsFile that
+    ~/.ssh/config names for the host. An unknown key is refused unless the config's StrictHostKeyChecking
+    says no (or accept-new); a changed key is refused always (paramiko raises BadHostKeyException)."""
+    client = connection.client
+    files = [KNOWN_HOSTS, *str(connection.ssh_config.get("userknownhostsfile", "")).split()]
+    for name in files:
+        path = os.path.expanduser(name)
+        if os.path.isfile(path):
+            client.load_host_keys(path)
+    strict = str(connection.ssh_config.get("stricthostkeychecking", "yes")).lower()
+    accept_unknown = strict in ("no", "off", "accept-new")
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_unknown else paramiko.RejectPolicy())
+    return connection
 
 
 class _Pool:
@@ -125,6 +145,16 @@ def why_unreachable(node: Reachable, outcome: Outcome, deadline_s: float) -> str
         return None
     if isinstance(error, paramiko.AuthenticationException):
         return f"{where}: SSH authentication failed (wrong key or user?)"
+    if isinstance(error, paramiko.BadHostKeyException):
+        return (
+            f"{where}: its SSH host key has changed (it is not the one known_hosts holds for it). If the change "
+            f"is expected, remove the old key with `ssh-keygen -R {node.address}` and connect once with ssh"
+        )
+    if isinstance(error, paramiko.SSHException) and "known_hosts" in str(error):
+        return (
+            f"{where}: its SSH host key is unknown (not in {KNOWN_HOSTS} nor a UserKnownHostsFile of ~/.ssh/config); "
+            f"accept it by connecting once with `ssh {node.address}`"
+        )
     if isinstance(error, (socket.timeout, TimeoutError)):
         return f"{where}: unreachable (connection timed out)"
     if isinstance(error, (OSError, paramiko.SSHException)):

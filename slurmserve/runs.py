@@ -171,6 +171,13 @@ class RunDir:
                 f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
             ) from None
 
+    def readable(self) -> bool:
+        try:
+            self.plan()
+        except UserError:
+            return False
+        return True
+
     def log_path(self, process: str) -> Path:
         return self.path / self.plan().process(process).log
 
@@ -281,12 +288,12 @@ def open_run(name: str) -> RunDir:
 
 
 def list_runs() -> list[RunDir]:
-    """Every run, oldest first."""
+    """Every run whose plan can be read, oldest first (a damaged one is named when opened by name)."""
     root = runs_root()
     if not root.is_dir():
         return []
     runs = [RunDir(entry.resolve()) for entry in root.iterdir() if (entry / "plan.json").exists()]
-    return sorted(runs, key=lambda run: (run.path / "plan.json").stat().st_mtime)
+    return sorted((run for run in runs if run.readable()), key=lambda run: (run.path / "plan.json").stat().st_mtime)
 
 
 def live_runs() -> list[RunDir]:

@@ -64,7 +64,8 @@ def _env_text(value: Any) -> Any:
         return value
     if value is None or isinstance(value, (list, dict)):
         raise ValueError(f"must be text, not {'nothing' if value is None else type(value).__name__}")
-    raise ValueError(f"must be text; YAML read {value!r} as a {type(value).__name__}: write it in quotes")
+    kind = "boolean" if isinstance(value, bool) else "number"
+    raise ValueError(f"must be text: YAML read {value!r} as a {kind}; write the value in quotes")
 
 
 Identifier = Annotated[str, _matching(IDENTIFIER, IDENTIFIER_FORM)]

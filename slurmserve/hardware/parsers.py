@@ -399,7 +399,9 @@ def hosts_file_text(
         raise ValueError(f"extra may not set {', '.join(sorted(clash))}: the probe writes them")
     if not nodes:
         raise ValueError("no probed nodes")
-    common_gpus = _most_common([node["gpus"] for node in nodes])
+    # node.gpus is at least 1: when most nodes show none, the block takes the most common count that is
+    # not zero (else 1), and the GPU-less nodes say `gpus: 0` for themselves.
+    common_gpus = _most_common([node["gpus"] for node in nodes if node["gpus"]] or [1])
     common_nics = _most_common([node["nics"] for node in nodes])
     node_block: dict[str, Any] = {"gpus": common_gpus}
     if interface:

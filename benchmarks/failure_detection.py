@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from slurmserve import deploy
 from slurmserve.backends import backend_for
 from slurmserve.backends.base import stop_helpers
-from slurmserve.health.discovery import owner_of
+from slurmserve.health.discovery import InstanceOwners
 from slurmserve.render.files import rendered_files, write_files
 from slurmserve.runs import create_run, open_run
 from slurmserve.transport.http import frontend_instances
@@ -67,7 +67,8 @@ def start(name: str, decode_replicas: int, upstream: bool):
 
 def listed(run, process: str) -> bool:
     plan = run.plan()
-    return any(owner_of(plan, instance) == process for instance in frontend_instances(plan.endpoint) or [])
+    owners = InstanceOwners(plan)
+    return any(owners.owner(instance) == process for instance in frontend_instances(plan.endpoint) or [])
 
 
 def first_event_after(run, kind: str, since: float, **fields) -> float | None:

@@ -56,7 +56,7 @@ from .waiting import throttled, wait_until
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
 SUPERVISOR_SETTLE_S = 5.0
-SUPERVISOR_STALE_S = 10.0  # a state.json older than this: the supervisor is gone
+HEARTBEAT_WAIT_S = 3.0  # a supervisor on another machine that has not ticked in this long is gone
 LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit saw first
 DEFAULT_TIMEOUT_S = 600.0
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
@@ -325,8 +325,23 @@ class RunStatus:
     nodes: dict[str, str] = field(default_factory=dict)  # node -> problem
 
 
-def supervisor_live(state: SupervisorState | None, cancelled: bool) -> bool:
-    return state is not None and not state.final and time.time() - state.updated < SUPERVISOR_STALE_S and not cancelled
+def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
+    """Why no supervisor watches the run now, in words; None while one does. Judged by the supervisor's
+    PID (with its start time) where this machine can see it, else by its heartbeat advancing: never by
+    comparing the clocks of two machines."""
+    if state is None:
+        return "no supervisor has reported yet"
+    if state.final:
+        return f"its supervisor stopped ({state.reason})"
+    where = f"pid {state.pid} on {state.host}"
+    running = state.identity.running_here()
+    if running is not None:
+        return None if running else f"its supervisor ({where}) is gone"
+    if wait_until(
+        lambda: (now := run.supervisor_state()) is not None and now.heartbeat != state.heartbeat, HEARTBEAT_WAIT_S
+    ):
+        return None
+    return f"its supervisor ({where}) has not ticked for {HEARTBEAT_WAIT_S:g} s"
 
 
 def status(run: RunDir) -> RunStatus:
@@ -356,7 +371,8 @@ def status(run: RunDir) -> RunStatus:
     report = functools.partial(
         RunStatus, run.name, plan.recipe, plan.backend, scheduler=scheduler.description, endpoint=plan.endpoint
     )
-    if state is not None and supervisor_live(state, cancelled):
+    absence = "the run was cancelled" if cancelled else supervisor_absence(run, state)
+    if state is not None and absence is None:
         processes = [process_status(p, watched[p.name].state) for p in plan.processes]
         return report(
             verdict=state.verdict,
@@ -374,7 +390,9 @@ def status(run: RunDir) -> RunStatus:
         process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped))
         for p in plan.processes
     ]
-    verdict, reason = direct_verdict({p.name: (p.role, p.state) for p in processes}, cancelled, ended)
+    verdict, reason = direct_verdict(
+        {p.name: (p.role, p.state) for p in processes}, cancelled, ended, absence or "no supervisor running"
+    )
     return report(verdict=verdict, reason=reason, supervised=False, processes=processes)
 
 

@@ -26,6 +26,7 @@ from .config.fields import check_identifier
 from .errors import UserError
 from .planning.plan import Plan
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
+from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 
 SCHEMA_VERSION = 1
 
@@ -68,6 +69,7 @@ class EventKind(str, Enum):
     DEPLOYMENT = "deployment"
     CANCEL_REQUESTED = "cancel requested"
     CANCELLED = "cancelled"
+    SUPERVISOR_ERROR = "supervisor error"
 
 
 class Event(BaseModel):
@@ -102,6 +104,27 @@ class CanaryResult(BaseModel):
     error: str | None = None
 
 
+class ProcessIdentity(BaseModel):
+    """Who a PID is: a reused PID has another start time; another machine or PID namespace another meaning."""
+
+    pid: int
+    start_time: str  # /proc/PID/stat field 22
+    boot_id: str
+    pid_namespace: str | None
+
+    def running_here(self) -> bool | None:
+        """True/False when this machine can see the PID; None when it cannot (another node)."""
+        if boot_id() != self.boot_id or pid_namespace() != self.pid_namespace:
+            return None
+        return start_time(self.pid) == self.start_time and pid_alive(self.pid)
+
+    @classmethod
+    def of_this_process(cls) -> ProcessIdentity:
+        return cls(
+            pid=os.getpid(), start_time=start_time(os.getpid()) or "", boot_id=boot_id(), pid_namespace=pid_namespace()
+        )
+
+
 class SupervisorState(BaseModel):
     """state.json: the supervisor's latest picture of the deployment."""
 
@@ -110,6 +133,10 @@ class SupervisorState(BaseModel):
     final: bool  # the supervisor stopped watching: the backend answers from then on
     pid: int
     host: str
+    identity: ProcessIdentity
+    heartbeat: int  # ticks so far: a reader on another machine sees it advance, whatever the clocks say
+    errors: int = 0  # ticks that failed (each recorded as a "supervisor error" event)
+    tick_s: float = 0.0  # how long the last tick took
     verdict: Verdict
     reason: str
     processes: dict[str, ProcessWatch]

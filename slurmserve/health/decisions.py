@@ -28,6 +28,7 @@ class Watch:
     restart_at: float | None = None
     given_up: bool = False
     registered: bool | None = None  # a worker the frontend routes to (None: not a worker, or unknown)
+    silent: int = 0  # ticks in a row its readiness URL gave no answer within the budget
 
     def view(self) -> ProcessWatch:
         return ProcessWatch(
@@ -166,7 +167,10 @@ def direct_state(alive: bool | None, answers: bool, stopped: bool) -> ProcessSta
 
 
 def direct_verdict(
-    states: dict[str, tuple[str, ProcessState]], cancelled: bool, ended: str | None
+    states: dict[str, tuple[str, ProcessState]],
+    cancelled: bool,
+    ended: str | None,
+    unsupervised: str = "no supervisor running",
 ) -> tuple[Verdict, str]:
     """One word for the whole run without a supervisor (process -> (role, state)): ready, starting,
     degraded (a worker down), failed, or stopped; and why."""
@@ -180,7 +184,6 @@ def direct_verdict(
         )
     if kinds <= {ProcessState.STOPPED}:
         return Verdict.STOPPED, "no process is running"
-    unsupervised = "no supervisor running"
     if kinds == {ProcessState.READY}:
         return Verdict.READY, unsupervised
     failed = [name for name, (_, state) in states.items() if state == ProcessState.FAILED]

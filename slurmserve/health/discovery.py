@@ -9,27 +9,34 @@ sooner: it revokes the lease (etcd) or removes the files (file discovery) of a p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from ..planning.plan import Plan, Process
+from ..planning.plan import Plan
 from ..transport.http import HTTP_TIMEOUT_S
 
 
-def rpc_address(plan: Plan, process: Process) -> str | None:
-    """host:port a worker's request plane listens on: how its instances name it."""
-    port = process.ports.get("rpc")
-    return f"{plan.node(process.nodes[0]).address}:{port}" if port else None
+class InstanceOwners:
+    """Which of the plan's processes registered an instance of the frontend's /health list, in O(1).
 
+    A worker's instance names its request plane: with `request_plane: tcp` the transport is
+    {"tcp": "HOST:RPC_PORT/..."}, the worker's pinned RPC port on its node.
+    """
 
-def owner_of(plan: Plan, instance: dict) -> str | None:
-    """The plan's process that registered an instance (from the frontend's /health list)."""
-    transport = instance.get("transport", {}).get("tcp", "")
-    for process in plan.processes:
-        address = rpc_address(plan, process)
-        if address and transport.startswith(address + "/"):
-            return process.name
-    return None
+    def __init__(self, plan: Plan):
+        self.by_address = {
+            f"{plan.host_node(process).address}:{process.ports['rpc']}": process.name
+            for process in plan.processes
+            if "rpc" in process.ports
+        }
+
+    def owner(self, instance: dict[str, Any]) -> str | None:
+        transport = instance.get("transport")
+        address = transport.get("tcp") if isinstance(transport, dict) else None
+        if not isinstance(address, str):
+            return None
+        return self.by_address.get(address.split("/", 1)[0])
 
 
 def forget(plan: Plan, instance_ids: set[int]) -> None:

@@ -30,8 +30,10 @@ from typing import Any, Generic, TypeVar
 
 from ..backends import backend_for
 from ..planning.plan import Process
-from ..runs import CanaryResult, EventKind, ProcessState, RunDir, SupervisorState, Verdict
-from ..transport.http import canary_completion, frontend_instances, http_ok, model_listed
+from ..runs import CanaryResult, EventKind, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
+from ..transport.http import canary_completion, frontend_instances, model_listed
+from ..transport.prober import Prober
+from ..transport.procfs import pid_alive
 from .decisions import (
     DeploymentView,
     Observation,
@@ -43,10 +45,12 @@ from .decisions import (
     next_state,
     nothing_left,
 )
-from .discovery import forget, owner_of
+from .discovery import InstanceOwners, forget
 
 TICK_S = 0.5
-READY_PROBE_TIMEOUT_S = 1.0  # a process that takes longer to answer its status port is not healthy
+READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
+PROBE_BUDGET_S = 0.4  # every readiness URL at once; what has not answered by then did not answer this tick
+SILENT_TICKS = 3  # ticks without any answer before a ready process counts as not answering
 NODE_CHECK_INTERVAL_S = 2.0
 CANARY_INTERVAL_S = 10.0
 CANARY_RETRY_S = 1.0
@@ -93,6 +97,13 @@ class Supervisor:
         self.canary: CanaryResult | None = None
         self.node_problems: dict[str, str] = {}
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
+        self.prober = Prober()
+        self.owners = InstanceOwners(self.plan)
+        self.urls = sorted({p.ready_url for p in self.plan.processes if p.ready_url})
+        self.identity = ProcessIdentity.of_this_process()
+        self.parent = os.getppid()
+        self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0
+        self.last_error: str | None = None
         self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -100,11 +111,14 @@ class Supervisor:
     def run_until_stopped(self) -> None:
         self.run.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
         while not self.stopping:
-            self.tick()
+            started = time.monotonic()
+            self.guarded_tick()
             if nothing_left(self.watch):
                 self.stopping = "every process has ended and none will be restarted"
                 break
-            self.wake.wait(TICK_S)
+            self.stopping = self.stopping or self.launch_abandoned()
+            self.tick_s = time.monotonic() - started
+            self.wake.wait(max(0.0, TICK_S - self.tick_s))
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)
@@ -116,10 +130,42 @@ class Supervisor:
         )
         self.wake.set()
 
+    def guarded_tick(self) -> None:
+        """One tick; whatever one observation throws at it (a torn file, an odd reply) is recorded and
+        counted, and the next tick comes as usual: the supervisor never ends on a bad observation."""
+        self.heartbeat += 1
+        try:
+            self.tick()
+        except Exception as error:
+            self.errors += 1
+            message = f"{type(error).__name__}: {error}"
+            if message != self.last_error:  # the same error tick after tick is one event
+                self.run.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
+            self.last_error = message
+            self.write_state()
+        else:
+            self.last_error = None
+
+    def launch_abandoned(self) -> str | None:
+        """Why the deployment can no longer run, now that its launcher is gone: inside a Slurm job the
+        batch script (the supervisor's parent) ends with the job; elsewhere a launcher that ended with
+        processes never started will start none of them."""
+        if os.getppid() != self.parent:
+            if self.plan.backend == "slurm":
+                return "the Slurm job's batch script has ended"
+        elif self.plan.backend == "slurm":
+            return None
+        launcher = self.run.pid("launcher")
+        if launcher is not None and pid_alive(launcher):
+            return None
+        never = [name for name, watch in self.watch.items() if watch.state == ProcessState.PENDING]
+        return f"the launch ended before starting {', '.join(never)}" if never else None
+
     def tick(self) -> None:
         now = time.time()
         alive = self.backend.alive(self.run, in_job=True)
-        answers = dict(zip(self.watch, self.pool.map(answers_probe, self.plan.processes), strict=True))
+        answered = self.prober.probe(self.urls, PROBE_BUDGET_S)
+        answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.plan.processes}
         instances = frontend_instances(self.plan.endpoint, READY_PROBE_TIMEOUT_S) if alive.get("frontend") else None
         self.check_nodes(now)
         for process in self.plan.processes:
@@ -133,11 +179,21 @@ class Supervisor:
     # -- processes -------------------------------------------------------------------------------
 
     def observe(
-        self, process: Process, alive: bool | None, answers: bool, instances: list[dict[str, Any]] | None, now: float
+        self,
+        process: Process,
+        alive: bool | None,
+        answers: bool | None,
+        instances: list[dict[str, Any]] | None,
+        now: float,
     ) -> None:
         watch = self.watch[process.name]
         if watch.settled:
             return  # failed: waiting for its restart, or for good
+        # No answer within the tick's budget (a slow reply, not a refusal) keeps a process as it was,
+        # until it has not answered for SILENT_TICKS in a row.
+        watch.silent = watch.silent + 1 if answers is None else 0
+        if answers is None:
+            answers = watch.state == ProcessState.READY and watch.silent < SILENT_TICKS
         node_problem = next(
             (f"node {n}: {self.node_problems[n]}" for n in process.nodes if n in self.node_problems), None
         )
@@ -178,7 +234,7 @@ class Supervisor:
 
     def forget_instances(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
         """The frontend would route to a dead worker until its lease expires: drop its entries now."""
-        ids = {i["instance_id"] for i in instances or [] if owner_of(self.plan, i) == process.name}
+        ids = {i["instance_id"] for i in instances or [] if self.owners.owner(i) == process.name}
         if ids:
             forget(self.plan, ids)
             self.run.record(EventKind.DEREGISTERED, process=process.name, instances=len(ids))
@@ -235,7 +291,7 @@ class Supervisor:
         if instances is None:
             self.frontend, self.listed = {}, None
             return
-        owners = [owner for instance in instances if (owner := owner_of(self.plan, instance))]
+        owners = [owner for instance in instances if (owner := self.owners.owner(instance))]
         self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
         for process in self.plan.processes:
             if process.is_worker:
@@ -300,6 +356,10 @@ class Supervisor:
                 final=final,
                 pid=os.getpid(),
                 host=socket.gethostname(),
+                identity=self.identity,
+                heartbeat=self.heartbeat,
+                errors=self.errors,
+                tick_s=round(self.tick_s, 4),
                 verdict=self.verdict,
                 reason=self.reason,
                 processes={name: watch.view() for name, watch in self.watch.items()},
@@ -309,10 +369,6 @@ class Supervisor:
                 nodes=self.node_problems,
             )
         )
-
-
-def answers_probe(process: Process) -> bool:
-    return process.ready_url is None or http_ok(process.ready_url, timeout=READY_PROBE_TIMEOUT_S)
 
 
 def supervise(run: RunDir) -> None:

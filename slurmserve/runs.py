@@ -70,6 +70,7 @@ class EventKind(str, Enum):
     CANCEL_REQUESTED = "cancel requested"
     CANCELLED = "cancelled"
     SUPERVISOR_ERROR = "supervisor error"
+    DEREGISTRATION_FAILED = "deregistration failed"
 
 
 class Event(BaseModel):

@@ -29,6 +29,7 @@ class Watch:
     given_up: bool = False
     registered: bool | None = None  # a worker the frontend routes to (None: not a worker, or unknown)
     silent: int = 0  # ticks in a row its readiness URL gave no answer within the budget
+    instance_known: bool = False  # its instance id learnt since it last started (NATS request plane)
 
     def view(self) -> ProcessWatch:
         return ProcessWatch(

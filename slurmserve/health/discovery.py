@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..planning.plan import Plan
 from ..transport.http import HTTP_TIMEOUT_S
 
 
 class InstanceOwners:
-    """Which of the plan's processes registered an instance of the frontend's /health list, in O(1).
+    """Which of the plan's processes registered the instances of the frontend's /health list.
 
-    A worker's instance names its request plane: with `request_plane: tcp` the transport is
-    {"tcp": "HOST:RPC_PORT/..."}, the worker's pinned RPC port on its node.
+    With `request_plane: tcp` an instance's transport is {"tcp": "HOST:RPC_PORT/..."}: the worker's
+    pinned RPC port on its node names it. With NATS it is {"nats_tcp": "SUBJECT-INSTANCE_ID"}, which names
+    no process; there the worker's own /metrics does: its series carry `worker_id`, its instance id in
+    hex. `learn` takes those once the worker serves (each start anew: a restart is a new instance).
     """
 
     def __init__(self, plan: Plan):
@@ -30,26 +33,54 @@ class InstanceOwners:
             for process in plan.processes
             if "rpc" in process.ports
         }
+        self.by_id: dict[int, str] = {}
+
+    def learn(self, process: str, instance_ids: set[int]) -> None:
+        self.by_id = {instance: owner for instance, owner in self.by_id.items() if owner != process}
+        self.by_id |= dict.fromkeys(instance_ids, process)
 
     def owner(self, instance: dict[str, Any]) -> str | None:
         transport = instance.get("transport")
         address = transport.get("tcp") if isinstance(transport, dict) else None
-        if not isinstance(address, str):
-            return None
-        return self.by_address.get(address.split("/", 1)[0])
+        if isinstance(address, str):
+            return self.by_address.get(address.split("/", 1)[0])
+        instance_id = instance.get("instance_id")
+        return self.by_id.get(instance_id) if isinstance(instance_id, int) else None
 
 
-def forget(plan: Plan, instance_ids: set[int]) -> None:
-    """Remove these instances from discovery now, so the frontend stops routing to them."""
+def worker_ids(metrics: str) -> set[int]:
+    """The instance ids a worker's /metrics names (label `worker_id`, in hex)."""
+    ids = set()
+    try:
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                worker = sample.labels.get("worker_id")
+                if worker:
+                    ids.add(int(worker, 16))
+    except ValueError:  # not the exposition format (or a torn reply): nothing learnt this time
+        return set()
+    return ids
+
+
+def forget(plan: Plan, instance_ids: set[int]) -> set[int]:
+    """Remove these instances from discovery now, so the frontend stops routing to them; returns those
+    the store confirmed removing (etcd: its lease revoked; file discovery: its files deleted)."""
     if plan.etcd_endpoint:
-        etcd = plan.etcd_endpoint
-        for instance_id in instance_ids:  # an instance id is its etcd lease: revoking drops all its keys
-            try:
-                httpx.post(f"{etcd}/v3/lease/revoke", json={"ID": str(instance_id)}, timeout=HTTP_TIMEOUT_S)
-            except httpx.HTTPError:
-                pass  # etcd down: its keys expire with the lease anyway
-        return
-    suffixes = tuple(f"%2F{instance_id:x}" for instance_id in instance_ids)
+        return {instance_id for instance_id in instance_ids if revoke(plan.etcd_endpoint, instance_id)}
+    suffixes = {f"%2F{instance_id:x}": instance_id for instance_id in instance_ids}
+    removed = set()
     for path in (Path(plan.run_dir) / "discovery" / "v1").glob("*/*"):
-        if path.name.endswith(suffixes):
+        suffix = path.name[path.name.rfind("%2F") :]
+        if suffix in suffixes:
             path.unlink(missing_ok=True)
+            removed.add(suffixes[suffix])
+    return removed
+
+
+def revoke(etcd: str, lease: int) -> bool:
+    """An instance id is its etcd lease: revoking it drops all of the instance's keys at once."""
+    try:
+        reply = httpx.post(f"{etcd}/v3/lease/revoke", json={"ID": str(lease)}, timeout=HTTP_TIMEOUT_S)
+        return reply.status_code == 200 and "error" not in reply.json()
+    except (httpx.HTTPError, ValueError):
+        return False  # etcd down: its keys expire with the lease anyway

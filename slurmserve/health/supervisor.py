@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 from ..backends import backend_for
 from ..planning.plan import Process
 from ..runs import CanaryResult, EventKind, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
-from ..transport.http import canary_completion, frontend_instances, model_listed
+from ..transport.http import canary_completion, frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
 from .decisions import (
@@ -45,7 +45,7 @@ from .decisions import (
     next_state,
     nothing_left,
 )
-from .discovery import InstanceOwners, forget
+from .discovery import InstanceOwners, forget, worker_ids
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
@@ -235,9 +235,23 @@ class Supervisor:
     def forget_instances(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
         """The frontend would route to a dead worker until its lease expires: drop its entries now."""
         ids = {i["instance_id"] for i in instances or [] if self.owners.owner(i) == process.name}
-        if ids:
-            forget(self.plan, ids)
-            self.run.record(EventKind.DEREGISTERED, process=process.name, instances=len(ids))
+        if not ids:
+            return
+        removed = forget(self.plan, ids)
+        if removed:
+            self.run.record(EventKind.DEREGISTERED, process=process.name, instances=len(removed))
+        if removed != ids:
+            self.run.record(EventKind.DEREGISTRATION_FAILED, process=process.name, instances=len(ids - removed))
+
+    def learn_instance_ids(self) -> None:
+        """Instances that name no address (a NATS request plane): each serving worker's instance id, from
+        its own /metrics, once per start."""
+        for process in self.plan.processes:
+            watch = self.watch[process.name]
+            if process.is_worker and process.ready_url and watch.served and not watch.instance_known:
+                ids = worker_ids(text_of(process.ready_url.removesuffix("/health") + "/metrics"))
+                self.owners.learn(process.name, ids)
+                watch.instance_known = bool(ids)
 
     def schedule_restart(self, process: Process, now: float) -> None:
         watch, policy = self.watch[process.name], self.plan.restart
@@ -267,7 +281,7 @@ class Supervisor:
                 self.stopping = "slurmserve cancel"
                 return
             watch.restarts.append(now)
-            watch.served = False
+            watch.served = watch.instance_known = False
             try:
                 self.backend.restart(self.run, process)
             except Exception as error:  # the backend could not start it: try again under the same budget
@@ -291,7 +305,10 @@ class Supervisor:
         if instances is None:
             self.frontend, self.listed = {}, None
             return
-        owners = [owner for instance in instances if (owner := self.owners.owner(instance))]
+        routed = serving(instances)
+        if any(self.owners.owner(instance) is None for instance in routed):
+            self.learn_instance_ids()
+        owners = [owner for instance in routed if (owner := self.owners.owner(instance))]
         self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
         for process in self.plan.processes:
             if process.is_worker:

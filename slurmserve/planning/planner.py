@@ -223,12 +223,10 @@ def control_plane(ctx: _Context, discovery: str) -> list[Process]:
     if discovery == "etcd":
         etcd = head_service(ctx, "etcd", ("client", "peer"), ("client", "/health"), etcd_command)
         control.append(etcd)
-        # A short lease: the frontend drops a dead worker after ~4 s instead of etcd's default ~26 s.
-        ctx.dynamo_env |= {
-            "DYN_DISCOVERY_BACKEND": "etcd",
-            "ETCD_ENDPOINTS": etcd_endpoint(ctx.head.address, etcd),
-            "ETCD_LEASE_TTL": str(ETCD_LEASE_TTL_S),
-        }
+        ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_endpoint(ctx.head.address, etcd)}
+        # A short lease: the frontend drops a dead worker after ~4 s instead of etcd's default ~26 s (the
+        # recipe's env may set another).
+        ctx.dynamo_env.setdefault("ETCD_LEASE_TTL", str(ETCD_LEASE_TTL_S))
     else:
         ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{ctx.run_dir}/discovery"}
     if ctx.recipe.needs_nats:

@@ -27,17 +27,32 @@ def wait_ready(url: str, timeout: float, still_alive: Callable[[], bool]) -> boo
 
 
 def frontend_instances(endpoint: str, timeout: float = HTTP_TIMEOUT_S) -> list[dict[str, Any]] | None:
-    """The worker instances the frontend routes to (its /health list); None when it does not answer."""
+    """Every instance the frontend knows (its /health list: each worker's `generate`, and its other
+    endpoints); None when it does not answer."""
     try:
         instances = httpx.get(f"{endpoint}/health", timeout=timeout).json().get("instances", [])
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError, AttributeError):
         return None
+    return [instance for instance in instances if isinstance(instance, dict)] if isinstance(instances, list) else None
+
+
+def serving(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The instances requests are routed to: the workers' `generate` endpoints."""
     return [instance for instance in instances if instance.get("endpoint") == "generate"]
+
+
+def text_of(url: str, timeout: float = HTTP_TIMEOUT_S) -> str:
+    """A URL's body ("" when it does not answer 200)."""
+    try:
+        reply = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return ""
+    return reply.text if reply.status_code == 200 else ""
 
 
 def workers_seen(endpoint: str) -> Counter:
     """Worker instances the frontend knows, per Dynamo component (prefill, backend=decode/agg)."""
-    return Counter(instance.get("component") for instance in frontend_instances(endpoint) or [])
+    return Counter(instance.get("component") for instance in serving(frontend_instances(endpoint) or []))
 
 
 def model_listed(endpoint: str, model: str, timeout: float = HTTP_TIMEOUT_S) -> bool:

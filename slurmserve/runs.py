@@ -152,6 +152,7 @@ class StartedGroup(BaseModel):
 
     host: str
     pgid: int
+    started: str | None = None  # its leader's start time: a reused PID is not ours
 
 
 class Handle(BaseModel):
@@ -211,11 +212,12 @@ class RunDir:
 
     def pid(self, process: str) -> int | None:
         """The PID a launch script recorded for a process; None when there is none, or none whole yet."""
-        try:
-            text = (self.path / "pids" / f"{process}.pid").read_text()
-        except FileNotFoundError:
-            return None
-        return int(text) if text.strip().isdigit() else None
+        record = self.pid_record(process)
+        return record[0] if record else None
+
+    def pid_record(self, process: str, suffix: str = "pid") -> tuple[int, str | None] | None:
+        """(PID, its start time) from pids/NAME.pid ("PID START-TIME"; the start time may be missing)."""
+        return read_pid_record(self.path / "pids" / f"{process}.{suffix}")
 
     def _read(self, name: str, model: type[Model]) -> Model | None:
         try:
@@ -283,6 +285,16 @@ class RunDir:
     def ended(self) -> bool:
         """Cancelled, or failed and stopped by submit: it holds no ports any more."""
         return self.has_event(EventKind.CANCELLED, EventKind.FAILED)
+
+
+def read_pid_record(path: Path) -> tuple[int, str | None] | None:
+    try:
+        words = path.read_text().split()
+    except FileNotFoundError:
+        return None
+    if not words or not words[0].isdigit():
+        return None  # not written whole yet (or damaged): no PID to act on
+    return int(words[0]), (words[1] if len(words) > 1 and words[1].isdigit() else None)
 
 
 def create_run(plan: Plan) -> RunDir:

@@ -17,8 +17,8 @@ from ..errors import UserError
 from ..planning.plan import Plan, PlanNode, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG
-from ..runs import RunDir
-from ..transport.procfs import pid_alive, stop_groups
+from ..runs import RunDir, read_pid_record
+from ..transport.procfs import pid_alive, start_time, stop_groups
 from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
@@ -131,7 +131,7 @@ def start_detached(run: RunDir, name: str, argv: list[str]) -> subprocess.Popen[
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077
         )
-    write_private(run.path / "pids" / f"{name}.pid", f"{process.pid}\n")
+    write_private(run.path / "pids" / f"{name}.pid", f"{process.pid} {start_time(process.pid) or ''}\n")
     return process
 
 
@@ -143,18 +143,16 @@ def stop_helpers(run: RunDir, *names: str) -> None:
     """Stop the run's own helpers on this machine before its processes: the launcher would start more,
     the supervisor would restart what is being stopped (inside a Slurm job, scancel stops it with the
     rest). A supervisor cancelling its deployment (fail_fast) does not stop itself."""
-    pids = [pid for name in names if (pid := run.pid(name)) is not None and pid != os.getpid()]
-    if pids:
-        stop_groups(pids)
+    groups = [record for name in names if (record := run.pid_record(name)) and record[0] != os.getpid()]
+    if groups:
+        stop_groups(groups)
 
 
 def pid_file_alive(path: Path) -> bool | None:
-    """Whether the process a PID file names runs; None when there is no whole PID file (yet)."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return pid_alive(int(text)) if text.isdigit() else None
+    """Whether the process a PID file names runs (the same process: its start time matches); None when
+    there is no whole PID file (yet)."""
+    record = read_pid_record(path)
+    return pid_alive(*record) if record else None
 
 
 def unanswering_daemons(nodes: list[PlanNode], port_of: Callable[[PlanNode], int], what: str) -> dict[str, str]:

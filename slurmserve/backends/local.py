@@ -38,7 +38,7 @@ class LocalBackend(Backend):
         return ProcessLaunch(run, ["bash", str(run.path / script_name(plan))])
 
     def restart(self, run: RunDir, process: Process) -> None:
-        old = run.pid(process.name)
+        old = run.pid_record(process.name)
         if old is not None:
             stop_groups([old], grace_s=2.0)  # what is left of its group (children of the dead process)
         result = subprocess.run(
@@ -52,14 +52,15 @@ class LocalBackend(Backend):
             raise RuntimeError(result.stderr.strip() or f"launch script exited {result.returncode}")
 
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
-        return {p.name: None if (pid := run.pid(p.name)) is None else pid_alive(pid) for p in run.plan().processes}
+        records = {p.name: run.pid_record(p.name) for p in run.plan().processes}
+        return {name: None if record is None else pid_alive(*record) for name, record in records.items()}
 
     def scheduler(self, run: RunDir) -> SchedulerView:
         return SchedulerView("processes on this machine")
 
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")
-        pgids = {name: pid for name in (p.name for p in run.plan().processes) if (pid := run.pid(name)) is not None}
-        still_running = stop_groups(list(pgids.values()))
+        groups = {p.name: record for p in run.plan().processes if (record := run.pid_record(p.name))}
+        still_running = stop_groups(list(groups.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)
-        return [f"{name} (process group {pgid})" for name, pgid in pgids.items() if pgid in still_running]
+        return [f"{name} (process group {pgid})" for name, (pgid, _) in groups.items() if pgid in still_running]

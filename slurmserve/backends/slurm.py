@@ -17,7 +17,7 @@ from ..planning.plan import Plan, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
 from ..runs import EventKind, Handle, RunDir
-from ..transport.procfs import task_records
+from ..transport.procfs import start_time, task_records
 from ..transport.slurm import (
     TERMINAL_STATES,
     gpus_in_gres,
@@ -159,7 +159,7 @@ class SlurmBackend(Backend):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid}\n")
+        write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid} {start_time(step.pid) or ''}\n")
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()

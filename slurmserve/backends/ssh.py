@@ -8,6 +8,7 @@ runs each stage on its hosts in parallel and waits on the stage's readiness prob
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
 LIVENESS_CHECK_INTERVAL_S = 2.0
 LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on each host: which process groups still have a member
+STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
 
 # Run with the plan's Python on each host before anything starts: what the host lacks.
 PREFLIGHT_PY = """
@@ -150,6 +152,8 @@ class SSHBackend(Backend):
         if unreachable:
             self._abort(run, f"could not copy the launch scripts: {'; '.join(unreachable)}")
         for number, stage in enumerate(plan.stages(), 1):
+            if run.cancel_requested:  # `cancel` stops this launcher too; between two stages it may just see it
+                self._abort(run, f"cancelled before stage {number}")
             if number == plan.kv_check_stage():
                 self._kv_preflight(plan, run)
             hosts = sorted({p.host for p in stage})
@@ -183,24 +187,53 @@ class SSHBackend(Backend):
             self._abort(run, f"KV-path preflight failed: {problem}")
 
     def _remember_started(self, run: RunDir, outcomes: dict[str, Outcome[invoke.Result]]) -> None:
-        """Each host's launch script prints "NAME PID" per process it started (the PID is its group)."""
+        """Each host's launch script prints "NAME PID START-TIME" per process it started (the PID is its
+        group); anything else it prints is not a record, and is left alone."""
         handle = run.handle() or Handle(backend="ssh")
         for host, outcome in outcomes.items():
             if outcome.ok and outcome.value is not None:
                 for line in outcome.value.stdout.splitlines():
-                    name, pgid = line.split()
-                    handle.processes[name] = StartedGroup(host=host, pgid=int(pgid))
+                    if match := STARTED_LINE.fullmatch(line.strip()):
+                        name, pgid, started = match.groups()
+                        handle.processes[name] = StartedGroup(host=host, pgid=int(pgid), started=started or None)
         run.save_handle(handle)
 
     def _started(self, run: RunDir) -> dict[str, StartedGroup]:
         handle = run.handle()
         return handle.processes if handle else {}
 
+    def _groups(self, run: RunDir, plan: Plan, signal: str | None = None) -> dict[str, set[str] | None]:
+        """Per host, the names of the run's processes whose groups are still ours and alive there (None:
+        the host did not answer); with `signal`, those are signalled first. Each host is asked about the
+        groups the launcher recorded and about its own PID files: a process whose start never reached
+        the launcher (a host that answered too late) is found all the same."""
+        started = self._started(run)
+        specs: dict[str, list[str]] = {node.name: [] for node in plan.nodes}
+        for process in plan.processes:
+            record = started.get(process.name)
+            if record:
+                specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
+            specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+
+        def ask(host: str) -> invoke.Result:
+            flags = ["--signal", signal] if signal else []
+            return remote_python(plan.node(host), plan.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[host])
+
+        outcomes = fan_out(list(specs), ask, COMMAND_DEADLINE_S)
+        return {
+            host: set(outcome.value.stdout.split())
+            if outcome.ok and outcome.value is not None and outcome.value.exited == 0
+            else None
+            for host, outcome in outcomes.items()
+        }
+
     def restart(self, run: RunDir, process: Process) -> None:
-        """What is left of its process group killed, then the host's launch script `--restart NAME`."""
+        """What is left of its process group killed (if still ours), then the host's launch script
+        `--restart NAME`."""
         plan = run.plan()
         old = self._started(run).get(process.name)
-        kill = f"kill -KILL -- -{old.pgid} 2>/dev/null; " if old else ""
+        spec = f"{process.name}={old.pgid}:{old.started or ''}" if old else f"{process.name}=@/dev/null"
+        kill = shlex.join([plan.python, "-m", LIVE_GROUPS_MODULE, "--signal", "KILL", spec]) + " >/dev/null; "
         command = f"bash {shlex.quote(host_script_path(plan, process.host))} --restart {shlex.quote(process.name)}"
         result = remote(plan.host_node(process), kill + command)
         if result.exited != 0:
@@ -222,33 +255,16 @@ class SSHBackend(Backend):
         leftovers = self.stop(run)
         raise DeploymentFailed(reason + (f"\nstill running after stop: {', '.join(leftovers)}" if leftovers else ""))
 
-    def _groups_by_host(self, run: RunDir) -> dict[str, dict[int, str]]:
-        by_host: dict[str, dict[int, str]] = {}
-        for name, started in self._started(run).items():
-            by_host.setdefault(started.host, {})[started.pgid] = name
-        return by_host
-
-    def _live_groups(self, plan: Plan, by_host: dict[str, dict[int, str]]) -> dict[str, set[int] | None]:
-        """Per host, the process groups that still have a live member (None: the host did not answer)."""
-
-        def ask(host: str) -> invoke.Result:
-            return remote_python(plan.node(host), plan.python, "-m", LIVE_GROUPS_MODULE, *map(str, by_host[host]))
-
-        outcomes = fan_out(list(by_host), ask, COMMAND_DEADLINE_S)
-        return {
-            host: {int(group) for group in outcome.value.stdout.split()}
-            if outcome.ok and outcome.value is not None and outcome.value.exited == 0
-            else None
-            for host, outcome in outcomes.items()
-        }
-
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
         plan = run.plan()
-        by_host = self._groups_by_host(run)
+        started = self._started(run)
         states: dict[str, bool | None] = {p.name: None for p in plan.processes}
-        for host, running in self._live_groups(plan, by_host).items():
-            if running is not None:  # an unreachable host leaves its processes unknown (None)
-                states |= {name: pgid in running for pgid, name in by_host[host].items()}
+        for host, running in self._groups(run, plan).items():
+            if running is None:  # an unreachable host leaves its processes unknown (None)
+                continue
+            for process in plan.processes:
+                if process.host == host and (process.name in started or process.name in running):
+                    states[process.name] = process.name in running
         return states
 
     def scheduler(self, run: RunDir) -> SchedulerView:
@@ -257,28 +273,15 @@ class SSHBackend(Backend):
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")
         plan = run.plan()
-        by_host = self._groups_by_host(run)
 
-        def signal(signal_name: str) -> None:
-            def send(host: str) -> invoke.Result:
-                kills = " ; ".join(f"kill -{signal_name} -- -{pgid} 2>/dev/null" for pgid in by_host[host])
-                return remote(plan.node(host), kills + " ; true")
-
-            fan_out(list(by_host), send, COMMAND_DEADLINE_S)
-
-        def left() -> dict[str, list[str]]:
+        def left(signal: str | None = None) -> dict[str, list[str]]:
             return {
-                host: (
-                    ["(host unreachable: cannot verify)"]
-                    if running is None
-                    else [by_host[host][pgid] for pgid in running if pgid in by_host[host]]
-                )
-                for host, running in self._live_groups(plan, by_host).items()
+                host: ["(host unreachable: cannot verify)"] if running is None else sorted(running)
+                for host, running in self._groups(run, plan, signal).items()
             }
 
-        signal("TERM")
-        if not wait_until(lambda: not any(left().values()), STOP_GRACE_S):
-            signal("KILL")
+        if any(left("TERM").values()) and not wait_until(lambda: not any(left().values()), STOP_GRACE_S):
+            left("KILL")
             wait_until(lambda: not any(left().values()), STOP_GRACE_S)
         scratch = f"rm -rf {shlex.quote(node_scratch(plan.run_name))}"
         fan_out([node.name for node in plan.nodes], lambda host: remote(plan.node(host), scratch), COMMAND_DEADLINE_S)

@@ -155,8 +155,8 @@ class Supervisor:
                 return "the Slurm job's batch script has ended"
         elif self.plan.backend == "slurm":
             return None
-        launcher = self.run.pid("launcher")
-        if launcher is not None and pid_alive(launcher):
+        launcher = self.run.pid_record("launcher")
+        if launcher is not None and pid_alive(*launcher):
             return None
         never = [name for name, watch in self.watch.items() if watch.state == ProcessState.PENDING]
         return f"the launch ended before starting {', '.join(never)}" if never else None

@@ -29,9 +29,20 @@ def start_time(pid: int) -> str | None:
     return fields[START_TIME] if fields else None
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, started: str | None = None) -> bool:
+    """The process runs (and, given its recorded start time, is still the one recorded: not a reused PID)."""
     fields = stat_fields(pid)
-    return fields is not None and fields[STATE] not in GONE_STATES
+    return fields is not None and fields[STATE] not in GONE_STATES and started in (None, fields[START_TIME])
+
+
+def group_is_ours(pgid: int, started: str | None) -> bool:
+    """Whether process group `pgid` is still the one we started, whose leader started at `started`.
+    Its leader runs with that start time; or the leader is gone but the group has members (while it has
+    any, Linux gives no new process that PID, so no other group can have that id)."""
+    fields = stat_fields(pgid)
+    if fields is not None and fields[STATE] not in GONE_STATES:
+        return started in (None, fields[START_TIME])
+    return bool(live_groups({pgid}))
 
 
 def pid_namespace() -> str | None:
@@ -67,9 +78,11 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def stop_groups(pgids: list[int], grace_s: float = 5.0) -> list[int]:
-    """SIGTERM each process group, wait up to `grace_s`, then SIGKILL what is left; returns the groups
-    that still have a live member."""
+def stop_groups(groups: list[tuple[int, str | None]], grace_s: float = 5.0) -> list[int]:
+    """SIGTERM each of our process groups (pgid, its leader's start time), wait up to `grace_s`, then
+    SIGKILL what is left; returns the groups that still have a live member. A group that is no longer
+    ours (its PID reused by another process) is never signalled."""
+    pgids = [pgid for pgid, started in groups if group_is_ours(pgid, started)]
 
     def signal_all(signum: int) -> None:
         for pgid in pgids:

@@ -142,8 +142,14 @@ class HubServer:
         token: str | None = None,
         bytes_per_second: float | None = None,
         host: str = "127.0.0.1",
+        hold_first_file: bool = False,
     ):
         self.repos, self.token, self.bytes_per_second, self.host = repos, token, bytes_per_second, host
+        # hold_first_file: requests for files wait (`holding` is set at the first) until `admit` is set;
+        # those that waited are answered 404 once `release` is set, without a byte: a client caught there
+        # has fetched nothing. Requests after `admit` are served as usual.
+        self.hold_first_file = hold_first_file
+        self.holding, self.admit, self.release = threading.Event(), threading.Event(), threading.Event()
         self.stats = _Stats()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -268,6 +274,10 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _resolve(self, repo_id: str, revision: str, path: str, send_body: bool) -> None:
         repo = self.hub.check_access(repo_id, self.headers.get("Authorization"))
+        if self.hub.hold_first_file and not self.hub.admit.is_set():
+            self.hub.holding.set()
+            self.hub.release.wait(120)
+            raise HubError(404, "EntryNotFound", f"{path}: held, then refused")
         self.hub.stats.count_request("GET" if send_body else "HEAD")
         self.hub.check_revision(repo, revision)
         if path not in repo.files:

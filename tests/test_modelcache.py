@@ -217,6 +217,33 @@ def test_a_stager_killed_mid_download_leaves_its_lock_to_the_next_one(monkeypatc
     assert_nothing_partial(cache)
 
 
+def test_a_stopped_holder_is_taken_over_and_every_file_is_fetched_once(monkeypatch, cache):
+    """The holder is SIGSTOPped past its heartbeat, just as it asks for its first file: a waiter takes
+    the lock over and fetches everything; the holder, resumed, finds the lock is not its own any more,
+    fetches nothing and waits its turn; none of the eight fails. (The holder fetches one file at a time
+    here: with several in flight, those it had already asked for when it stopped would still arrive.)"""
+    with serve(monkeypatch, hold_first_file=True) as hub:
+        holder = stager(cache, "--stale-after", "2", "--parallel", "1")
+        assert hub.holding.wait(60), "the first stager never asked for a file"
+        holder.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # what it asked for before it stopped has arrived, and is held too
+        hub.admit.set()
+        try:
+            others = [stager(cache, "--stale-after", "2") for _ in range(7)]
+            results = [proc.communicate(timeout=120) + (proc.returncode,) for proc in others]
+        finally:
+            hub.release.set()
+            holder.send_signal(signal.SIGCONT)
+        results.append(holder.communicate(timeout=120) + (holder.returncode,))
+
+    assert [rc for _, _, rc in results] == [0] * 8, [err for _, err, _ in results]
+    assert "took over" in "".join(err for _, err, _ in results)
+    assert "another stager took over" in results[-1][1]  # the resumed holder saw it
+    assert hub.bytes_by_file == {f"{REPO}/{path}": len(TINY.files[path]) for path in STAGED}
+    assert_staged(snapshot_dir(cache), STAGED)
+    assert_nothing_partial(cache)
+
+
 def plant_lock(cache: Path, host: str) -> Path:
     lock = cache / ".slurmserve" / "locks" / f"models--acme--tiny--{TINY.sha}.lock"
     lock.parent.mkdir(parents=True)

@@ -8,7 +8,7 @@ import subprocess
 from ..errors import UserError
 from ..planning.plan import Plan, Process, node_scratch
 from ..render.scripts import script_name
-from ..runs import RunDir
+from ..runs import RunDir, live_runs
 from ..transport.procfs import pid_alive, stop_groups
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, stop_helpers
 from .preflight import busy_ports, missing_programs
@@ -16,15 +16,29 @@ from .preflight import busy_ports, missing_programs
 RESTART_TIMEOUT_S = 60
 
 
+def port_owners(plan: Plan) -> dict[int, str]:
+    """Which live run of this machine holds each port it planned (other than this plan's run)."""
+    owners: dict[int, str] = {}
+    for run in live_runs():
+        other = run.plan()
+        if other.run_name != plan.run_name and other.backend == "local":
+            owners |= {port: f"run {other.run_name}" for process in other.processes for port in process.ports.values()}
+    return owners
+
+
 class LocalBackend(Backend):
     def preflight(self, plan: Plan) -> None:
         busy = busy_ports(plan, plan.nodes[0].address)
         if busy:
-            held = ", ".join(f"{port} ({process} {label})" for process, label, port in busy)
-            if any(process == "frontend" for process, _, _ in busy):
-                field, hint = "frontend.http_port", "set frontend.http_port to a free port"
+            owners = port_owners(plan)
+            held = ", ".join(
+                f"{port} ({process} {label}, held by {owners.get(port, 'another process on this machine')})"
+                for process, label, port in busy
+            )
+            if any(label == "http" for _, label, _ in busy):
+                field, hint = "frontend.http_port", "set frontend.http_port to a free port, or leave it out"
             else:
-                field, hint = f"port block {plan.port_block}", "submit again: another run name takes another port block"
+                field, hint = f"run {plan.run_name}", "cancel that run, or submit again under another name"
             raise UserError(f"{field}: ports already in use on this machine: {held}; {hint}")
         missing = missing_programs(plan)
         if missing:

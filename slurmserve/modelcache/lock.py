@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from ..transport.procfs import pid_alive, pid_namespace
 
@@ -43,6 +44,20 @@ class SharedLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
+    @property
+    def tag(self) -> str:
+        """Names what this holder owns (its staging folder): host, PID namespace, PID, nonce."""
+        namespace = "".join(ch for ch in str(self.record["pidns"]) if ch.isdigit()) or "0"
+        return f"{self.record['host']}.{namespace}.{self.record['pid']}.{self.nonce}"
+
+    def owner_gone(self, tag: str) -> bool:
+        """Whether the holder a tag names is provably gone: on this host and PID namespace, PID not running."""
+        parts = tag.rsplit(".", 3)
+        if len(parts) != 4 or not parts[2].isdigit():
+            return False
+        mine = self.tag.rsplit(".", 3)
+        return parts[:2] == mine[:2] and not pid_alive(int(parts[2]))
+
     def __enter__(self) -> SharedLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._acquire()
@@ -54,7 +69,7 @@ class SharedLock:
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
-        if self._holds():
+        if self.holds():
             self.path.unlink(missing_ok=True)
 
     def _acquire(self) -> None:
@@ -69,10 +84,10 @@ class SharedLock:
                     log.info("waiting for %s, which holds %s", _describe_holder(holder), self.path.name)
                 watched = (key, time.monotonic())
             if self._holder_dead(holder):
-                self._take_over(key[0], holder, "its process is gone")
+                self._take_over(key, holder, "its process is gone")
                 watched = None
             elif time.monotonic() - watched[1] >= self.stale_after:
-                self._take_over(key[0], holder, f"its heartbeat stood still for {self.stale_after:g} s")
+                self._take_over(key, holder, f"its heartbeat stood still for {self.stale_after:g} s")
                 watched = None
             else:
                 time.sleep(min(POLL_S, self.stale_after / 4))
@@ -112,23 +127,30 @@ class SharedLock:
             and not pid_alive(holder["pid"])
         )
 
-    def _take_over(self, inode: int, holder: dict | None, reason: str) -> None:
-        """Move the judged file out of the way; if it is not the one judged (a new holder's), put it back."""
-        grave = self.path.with_name(f"{self.path.name}.{self.nonce}.stale")
+    def _take_over(self, judged: tuple[object, ...], holder: dict[str, Any] | None, reason: str) -> None:
+        """Remove a lock judged dead. One waiter at a time (an exclusive-create guard file), and only if
+        the lock is still the very file judged: a waiter that judged an older lock must not remove the
+        lock a new holder made meanwhile (that is how two stagers would come to fetch the same files)."""
+        guard = self.path.with_name(f"{self.path.name}.takeover")
         try:
-            os.rename(self.path, grave)
-        except FileNotFoundError:
-            return
-        if grave.stat().st_ino != inode:
+            os.close(os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:  # another waiter is at it; a guard left by one that died goes after a while
             try:
-                os.link(grave, self.path)
-            except FileExistsError:
-                pass  # yet another holder came in: at worst two fetch, and renames keep the cache whole
-        else:
-            log.warning("took over %s from %s: %s", self.path.name, _describe_holder(holder), reason)
-        grave.unlink()
+                if time.time() - guard.stat().st_mtime > self.stale_after:
+                    guard.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return
+        try:
+            seen = self._look()
+            if seen is not None and seen[0] == judged:
+                self.path.unlink(missing_ok=True)
+                log.warning("took over %s from %s: %s", self.path.name, _describe_holder(holder), reason)
+        finally:
+            guard.unlink(missing_ok=True)
 
-    def _holds(self) -> bool:
+    def holds(self) -> bool:
+        """Whether the lock file is still ours (a waiter may have taken it over while we were silent)."""
         try:
             return json.loads(self.path.read_text()).get("nonce") == self.nonce
         except (OSError, ValueError):
@@ -137,7 +159,7 @@ class SharedLock:
     def _beat(self) -> None:
         while not self._stop.wait(self.stale_after / 4):
             try:
-                if self._holds():
+                if self.holds():
                     os.utime(self.path)
             except OSError:
                 pass  # a hiccup of the filesystem: the next beat tries again

@@ -156,6 +156,7 @@ class _Job:
     endpoint: str
     token: str | None
     stale_after: float
+    parallel: int = MAX_PARALLEL_FILES  # files fetched at once
 
     @property
     def folder(self) -> str:
@@ -176,7 +177,12 @@ class _Job:
 
 
 def stage_model(
-    model: ModelSpec, cache_root: str | Path, *, token: str | None = None, stale_after: float = STALE_AFTER_S
+    model: ModelSpec,
+    cache_root: str | Path,
+    *,
+    token: str | None = None,
+    stale_after: float = STALE_AFTER_S,
+    parallel: int = MAX_PARALLEL_FILES,
 ) -> Path:
     """Download `model` (allow/ignore patterns honoured) into the cache once; return its snapshot folder.
 
@@ -190,6 +196,7 @@ def stage_model(
         cache=_cache_root(cache_root),
         token=token or get_token(),
         stale_after=stale_after,
+        parallel=parallel,
         endpoint=(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/"),
     )
     with _user_errors(job):
@@ -282,22 +289,40 @@ def _wanted(model: ModelSpec, listing: Listing) -> list[str]:
     return wanted
 
 
+class LockLost(Exception):
+    """Another stager took the lock over while this one was silent (stopped, or its heartbeat stalled)."""
+
+
 def _stage_locked(job: _Job, listing: Listing, wanted: list[str]) -> None:
-    """Under the snapshot's lock: fetch what is still missing (a peer may have fetched it all meanwhile)."""
+    """Under the snapshot's lock: fetch what is still missing (a peer may have fetched it all meanwhile).
+    A stager that finds it lost the lock stops fetching and waits its turn again."""
+    while True:
+        try:
+            _stage_holding(job, listing, wanted)
+            return
+        except LockLost:
+            log.warning("another stager took over %s@%s; waiting for it", job.model.repo, listing.sha)
+
+
+def _stage_holding(job: _Job, listing: Listing, wanted: list[str]) -> None:
     snapshot = job.snapshot(listing.sha)
     with SharedLock(job.lock_path(listing.sha), job.stale_after) as lock:
         if _complete(snapshot, listing, wanted):
             return
         staging_root = job.staging_root(listing.sha)
-        # Whatever is here belongs to holders before us, all gone: their partial downloads go too.
-        shutil.rmtree(staging_root, ignore_errors=True)
+        # Each holder downloads into a folder of its own (named by lock.tag), and removes only that one,
+        # and those of holders provably gone: a stopped holder taken over may resume into its own.
+        for folder in staging_root.glob("*"):
+            if lock.owner_gone(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
         missing = _missing(snapshot, listing, wanted)
         if missing:
             _check_space(job, listing, missing)
+            mine = staging_root / lock.tag
             try:
-                _fetch(job, listing, missing, staging_root / lock.nonce)
+                _fetch(job, listing, missing, mine, lock)
             finally:
-                shutil.rmtree(staging_root, ignore_errors=True)
+                shutil.rmtree(mine, ignore_errors=True)
         still_missing = _missing(snapshot, listing, wanted)
         if still_missing:
             raise UserError(
@@ -320,7 +345,7 @@ def _check_space(job: _Job, listing: Listing, missing: list[str]) -> None:
         )
 
 
-def _fetch(job: _Job, listing: Listing, missing: list[str], staging: Path) -> None:
+def _fetch(job: _Job, listing: Listing, missing: list[str], staging: Path, lock: SharedLock) -> None:
     log.info(
         "staging %s@%s: %d files, %s, into %s",
         job.model.repo,
@@ -329,8 +354,8 @@ def _fetch(job: _Job, listing: Listing, missing: list[str], staging: Path) -> No
         _gb(sum(listing.files[path].size for path in missing)),
         job.snapshot(listing.sha),
     )
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FILES, len(missing))) as pool:
-        futures = [pool.submit(_fetch_one, job, listing.sha, path, staging) for path in missing]
+    with ThreadPoolExecutor(max_workers=min(job.parallel, len(missing))) as pool:
+        futures = [pool.submit(_fetch_one, job, listing.sha, path, staging, lock) for path in missing]
         try:
             for future in as_completed(futures):
                 future.result()
@@ -339,13 +364,21 @@ def _fetch(job: _Job, listing: Listing, missing: list[str], staging: Path) -> No
             raise
 
 
-def _fetch_one(job: _Job, sha: str, path: str, staging: Path) -> None:
-    """huggingface_hub downloads into our private cache (its locks there are ours alone); we publish."""
-    pointer = Path(
-        hf_hub_download(
-            job.model.repo, path, revision=sha, cache_dir=staging, endpoint=job.endpoint, token=job.token or False
+def _fetch_one(job: _Job, sha: str, path: str, staging: Path, lock: SharedLock) -> None:
+    """huggingface_hub downloads into our private cache (its locks there are ours alone); we publish.
+    Each file starts only while the lock is still ours."""
+    if not lock.holds():
+        raise LockLost
+    try:
+        pointer = Path(
+            hf_hub_download(
+                job.model.repo, path, revision=sha, cache_dir=staging, endpoint=job.endpoint, token=job.token or False
+            )
         )
-    )
+    except Exception:
+        if not lock.holds():  # the failure may be ours no longer to report: the new holder fetches it
+            raise LockLost from None
+        raise
     destination = job.snapshot(sha) / path
     _publish(pointer, destination, job.storage / "blobs")
     log.info("fetched %s (%s)", path, _gb(destination.stat().st_size))

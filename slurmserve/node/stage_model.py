@@ -10,7 +10,8 @@ from huggingface_hub import constants
 
 from ..config.recipe import ModelSpec
 from ..errors import UserError
-from ..modelcache.staging import stage_model
+from ..modelcache.lock import STALE_AFTER_S
+from ..modelcache.staging import MAX_PARALLEL_FILES, stage_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow", action="append", default=[], help="glob of files to fetch (repeatable)")
     parser.add_argument("--ignore", action="append", default=[], help="glob of files to skip (repeatable)")
     parser.add_argument("--cache", required=True, help="model cache root (the hosts file's model_cache)")
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER_S,
+        help="seconds a lock holder whose heartbeat stands still is waited for",
+    )
+    parser.add_argument("--parallel", type=int, default=MAX_PARALLEL_FILES, help="files fetched at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("slurmserve.modelcache").setLevel(logging.INFO)
@@ -28,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     constants.HF_HUB_DISABLE_TELEMETRY = True
     model = ModelSpec(repo=args.repo, revision=args.revision, allow=args.allow, ignore=args.ignore)
     try:
-        print(stage_model(model, args.cache))
+        print(stage_model(model, args.cache, stale_after=args.stale_after, parallel=max(1, args.parallel)))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -391,7 +391,11 @@ def status(run: RunDir) -> RunStatus:
         for p in plan.processes
     ]
     verdict, reason = direct_verdict(
-        {p.name: (p.role, p.state) for p in processes}, cancelled, ended, absence or "no supervisor running"
+        {p.name: (p.role, p.state) for p in processes},
+        cancelled,
+        ended,
+        absence or "no supervisor running",
+        start_failed=run.has_event(EventKind.FAILED),
     )
     return report(verdict=verdict, reason=reason, supervised=False, processes=processes)
 

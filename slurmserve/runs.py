@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -138,6 +138,8 @@ class SupervisorState(BaseModel):
     heartbeat: int  # ticks so far: a reader on another machine sees it advance, whatever the clocks say
     errors: int = 0  # ticks that failed (each recorded as a "supervisor error" event)
     tick_s: float = 0.0  # how long the last tick took
+    tick_p50_s: float = 0.0  # over about the last minute
+    tick_p99_s: float = 0.0
     verdict: Verdict
     reason: str
     processes: dict[str, ProcessWatch]
@@ -187,18 +189,22 @@ def run_dir_for(run_name: str, run_root: str | None) -> Path:
 @dataclass
 class RunDir:
     path: Path
+    _plan: Plan | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.path.name
 
     def plan(self) -> Plan:
-        try:
-            return Plan.model_validate_json((self.path / "plan.json").read_text())
-        except ValidationError:
-            raise UserError(
-                f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
-            ) from None
+        """The run's plan, read once (plan.json does not change once the run exists)."""
+        if self._plan is None:
+            try:
+                self._plan = Plan.model_validate_json((self.path / "plan.json").read_text())
+            except ValidationError:
+                raise UserError(
+                    f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
+                ) from None
+        return self._plan
 
     def readable(self) -> bool:
         try:
@@ -289,7 +295,8 @@ class RunDir:
 
 def read_pid_record(path: Path) -> tuple[int, str | None] | None:
     try:
-        words = path.read_text().split()
+        with open(path, "rb") as record:
+            words = record.read().decode(errors="replace").split()
     except FileNotFoundError:
         return None
     if not words or not words[0].isdigit():

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from slurmserve.config.recipe import RestartPolicy
 from slurmserve.health.decisions import (
+    SILENT_TICKS,
     DeploymentView,
     Observation,
     RestartKind,
     Watch,
+    abandoned,
     decide_restart,
     decide_verdict,
     direct_state,
     direct_verdict,
     frontend_counts,
+    judge_answer,
     next_state,
     nothing_left,
 )
@@ -170,3 +173,25 @@ def test_direct_verdicts():
     assert direct_verdict(etcd_down, cancelled=False, ended=None)[0] == Verdict.FAILED
     verdict, reason = direct_verdict(ready, cancelled=False, ended="Slurm job 42 CANCELLED")
     assert verdict == Verdict.STOPPED and reason.startswith("Slurm job 42 CANCELLED")
+
+
+# -- silence and an abandoned launch --------------------------------------------------------------------
+
+
+def test_a_slow_answer_keeps_a_ready_process_ready_for_a_few_ticks_a_refusal_does_not():
+    silent = 0
+    for _ in range(SILENT_TICKS - 1):
+        answers, silent = judge_answer(ProcessState.READY, silent, None)
+        assert answers
+    assert judge_answer(ProcessState.READY, silent, None) == (False, SILENT_TICKS)
+    assert judge_answer(ProcessState.READY, 0, False) == (False, 0)
+    assert judge_answer(ProcessState.STARTING, 0, None) == (False, 1)
+
+
+def test_a_launch_that_ended_with_processes_never_started_is_abandoned():
+    watches = {"etcd": Watch(since=0, state=ProcessState.FAILED), "decode-0": Watch(since=0)}
+    assert abandoned("local", False, False, watches) == "the launch ended before starting decode-0"
+    assert abandoned("local", False, True, watches) is None  # still starting things
+    assert abandoned("ssh", False, False, ready_watches("etcd")) is None  # all started: it is just done
+    assert abandoned("slurm", True, True, ready_watches("etcd")) == "the Slurm job's batch script has ended"
+    assert abandoned("slurm", False, True, watches) is None

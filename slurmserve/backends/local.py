@@ -65,9 +65,21 @@ class LocalBackend(Backend):
         if result.returncode != 0:
             raise RuntimeError(result.stderr.strip() or f"launch script exited {result.returncode}")
 
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[int, str | None]] = {}  # a PID file is read again once its process ends
+
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
-        records = {p.name: run.pid_record(p.name) for p in run.plan().processes}
-        return {name: None if record is None else pid_alive(*record) for name, record in records.items()}
+        alive: dict[str, bool | None] = {}
+        for process in run.plan().processes:
+            record = self.records.get(process.name)
+            if record is None or not pid_alive(*record):
+                record = run.pid_record(process.name)  # not started yet, or restarted since
+                if record is None:
+                    alive[process.name] = None
+                    continue
+                self.records[process.name] = record
+            alive[process.name] = pid_alive(*record)
+        return alive
 
     def scheduler(self, run: RunDir) -> SchedulerView:
         return SchedulerView("processes on this machine")

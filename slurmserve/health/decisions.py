@@ -73,6 +73,31 @@ def next_state(watch: Watch, seen: Observation) -> tuple[ProcessState, str | Non
     return ProcessState.STARTING, None
 
 
+SILENT_TICKS = 3  # ticks without any answer before a ready process counts as not answering
+
+
+def judge_answer(state: ProcessState, silent: int, answers: bool | None) -> tuple[bool, int]:
+    """(whether the process counts as answering, ticks it has been silent): no answer within a tick's
+    budget (None: slow, not refused) keeps a ready process ready until it has been silent SILENT_TICKS
+    ticks in a row; an answer or a refusal counts at once."""
+    if answers is not None:
+        return answers, 0
+    silent += 1
+    return state == ProcessState.READY and silent < SILENT_TICKS, silent
+
+
+def abandoned(backend: str, parent_gone: bool, launcher_running: bool, watches: dict[str, Watch]) -> str | None:
+    """Why the deployment can no longer run, now that its launcher is gone (None: it can). Inside a Slurm
+    job the batch script (the supervisor's parent) ends with the job; elsewhere a launcher that ended
+    with processes it never started will start none of them."""
+    if backend == "slurm":
+        return "the Slurm job's batch script has ended" if parent_gone else None
+    if launcher_running:
+        return None
+    never = [name for name, watch in watches.items() if watch.state == ProcessState.PENDING]
+    return f"the launch ended before starting {', '.join(never)}" if never else None
+
+
 class RestartKind(Enum):
     STARTUP_FAILURE = "startup failure"  # it never served: the launcher reports it, nothing restarts it
     GIVE_UP = "give up"  # the restart budget is spent
@@ -172,12 +197,15 @@ def direct_verdict(
     cancelled: bool,
     ended: str | None,
     unsupervised: str = "no supervisor running",
+    start_failed: bool = False,
 ) -> tuple[Verdict, str]:
     """One word for the whole run without a supervisor (process -> (role, state)): ready, starting,
     degraded (a worker down), failed, or stopped; and why."""
     kinds = {state for _, state in states.values()}
     if cancelled:
         return Verdict.STOPPED, "cancelled with slurmserve cancel"
+    if start_failed:
+        return Verdict.FAILED, "the start failed, and everything was stopped (`slurmserve logs RUN` shows why)"
     if ended:
         return (
             Verdict.STOPPED,

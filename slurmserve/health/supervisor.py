@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ from .decisions import (
     Observation,
     RestartKind,
     Watch,
+    abandoned,
     decide_restart,
     decide_verdict,
     frontend_counts,
+    judge_answer,
     next_state,
     nothing_left,
 )
@@ -50,7 +53,8 @@ from .discovery import InstanceOwners, forget, worker_ids
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
 PROBE_BUDGET_S = 0.4  # every readiness URL at once; what has not answered by then did not answer this tick
-SILENT_TICKS = 3  # ticks without any answer before a ready process counts as not answering
+STATE_EVERY_S = 1.0  # state.json at least this often (its heartbeat), and at once when anything changes
+TICKS_KEPT = 120  # the tick times state.json sums up (p50, p99): about the last minute
 NODE_CHECK_INTERVAL_S = 2.0
 CANARY_INTERVAL_S = 10.0
 CANARY_RETRY_S = 1.0
@@ -103,13 +107,17 @@ class Supervisor:
         self.identity = ProcessIdentity.of_this_process()
         self.parent = os.getppid()
         self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0
+        self.tick_times: deque[float] = deque(maxlen=TICKS_KEPT)
+        self.recorded = 0  # events this supervisor wrote: a change of state.json when it grows
+        self.written: tuple[object, ...] | None = None
+        self.written_at = 0.0
         self.last_error: str | None = None
         self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
 
     # -- the loop --------------------------------------------------------------------------------
 
     def run_until_stopped(self) -> None:
-        self.run.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
+        self.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -118,11 +126,12 @@ class Supervisor:
                 break
             self.stopping = self.stopping or self.launch_abandoned()
             self.tick_s = time.monotonic() - started
+            self.tick_times.append(self.tick_s)
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)
-        self.run.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
+        self.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
 
     def stop_on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = (
@@ -140,7 +149,7 @@ class Supervisor:
             self.errors += 1
             message = f"{type(error).__name__}: {error}"
             if message != self.last_error:  # the same error tick after tick is one event
-                self.run.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
+                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
             self.last_error = message
             self.write_state()
         else:
@@ -150,16 +159,10 @@ class Supervisor:
         """Why the deployment can no longer run, now that its launcher is gone: inside a Slurm job the
         batch script (the supervisor's parent) ends with the job; elsewhere a launcher that ended with
         processes never started will start none of them."""
-        if os.getppid() != self.parent:
-            if self.plan.backend == "slurm":
-                return "the Slurm job's batch script has ended"
-        elif self.plan.backend == "slurm":
-            return None
+        if self.plan.backend == "slurm":
+            return abandoned(self.plan.backend, os.getppid() != self.parent, True, self.watch)
         launcher = self.run.pid_record("launcher")
-        if launcher is not None and pid_alive(*launcher):
-            return None
-        never = [name for name, watch in self.watch.items() if watch.state == ProcessState.PENDING]
-        return f"the launch ended before starting {', '.join(never)}" if never else None
+        return abandoned(self.plan.backend, False, launcher is not None and pid_alive(*launcher), self.watch)
 
     def tick(self) -> None:
         now = time.time()
@@ -191,9 +194,7 @@ class Supervisor:
             return  # failed: waiting for its restart, or for good
         # No answer within the tick's budget (a slow reply, not a refusal) keeps a process as it was,
         # until it has not answered for SILENT_TICKS in a row.
-        watch.silent = watch.silent + 1 if answers is None else 0
-        if answers is None:
-            answers = watch.state == ProcessState.READY and watch.silent < SILENT_TICKS
+        answers, watch.silent = judge_answer(watch.state, watch.silent, answers)
         node_problem = next(
             (f"node {n}: {self.node_problems[n]}" for n in process.nodes if n in self.node_problems), None
         )
@@ -218,9 +219,7 @@ class Supervisor:
             watch.last_error = why
         if new == watch.state:
             return
-        self.run.record(
-            EventKind.STATE, process=name, previous=watch.state, state=new, **({"reason": why} if why else {})
-        )
+        self.record(EventKind.STATE, process=name, previous=watch.state, state=new, **({"reason": why} if why else {}))
         watch.state, watch.since = new, now
 
     def exit_reason(self, process: Process) -> str:
@@ -239,9 +238,9 @@ class Supervisor:
             return
         removed = forget(self.plan, ids)
         if removed:
-            self.run.record(EventKind.DEREGISTERED, process=process.name, instances=len(removed))
+            self.record(EventKind.DEREGISTERED, process=process.name, instances=len(removed))
         if removed != ids:
-            self.run.record(EventKind.DEREGISTRATION_FAILED, process=process.name, instances=len(ids - removed))
+            self.record(EventKind.DEREGISTRATION_FAILED, process=process.name, instances=len(ids - removed))
 
     def learn_instance_ids(self) -> None:
         """Instances that name no address (a NATS request plane): each serving worker's instance id, from
@@ -262,14 +261,14 @@ class Supervisor:
         if decision.kind == RestartKind.GIVE_UP:
             watch.given_up = True
             watch.last_error = f"{watch.last_error}; restart budget spent ({decision.recent} in {policy.window_s:g} s)"
-            self.run.record(
+            self.record(
                 EventKind.RESTART_BUDGET_SPENT, process=process.name, restarts=decision.recent, window_s=policy.window_s
             )
             if decision.cancel_deployment:
                 self.cancel_everything(f"{process.name} failed for good and restart.fail_fast is set")
             return
         watch.restart_at = now + decision.delay_s
-        self.run.record(EventKind.RESTART_SCHEDULED, process=process.name, in_s=decision.delay_s)
+        self.record(EventKind.RESTART_SCHEDULED, process=process.name, in_s=decision.delay_s)
 
     def restart_due(self, now: float) -> None:
         for process in self.plan.processes:
@@ -286,18 +285,18 @@ class Supervisor:
                 self.backend.restart(self.run, process)
             except Exception as error:  # the backend could not start it: try again under the same budget
                 watch.last_error = f"restart failed: {error}"
-                self.run.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
+                self.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
                 self.schedule_restart(process, now)
                 continue
-            self.run.record(EventKind.RESTARTED, process=process.name, restarts=len(watch.restarts))
+            self.record(EventKind.RESTARTED, process=process.name, restarts=len(watch.restarts))
             self.transition(process.name, ProcessState.STARTING, None, now)
 
     def cancel_everything(self, why: str) -> None:
-        self.run.record(EventKind.CANCEL_REQUESTED, reason=why)
+        self.record(EventKind.CANCEL_REQUESTED, reason=why)
         self.stopping = why
         self.verdict = Verdict.FAILED
         leftovers = self.backend.stop(self.run)
-        self.run.record(EventKind.CANCELLED, reason=why, leftovers=leftovers)
+        self.record(EventKind.CANCELLED, reason=why, leftovers=leftovers)
 
     # -- the deployment as a whole -----------------------------------------------------------------
 
@@ -322,9 +321,9 @@ class Supervisor:
             return
         for node, problem in problems.items():
             if self.node_problems.get(node) != problem:
-                self.run.record(EventKind.NODE_PROBLEM, node=node, problem=problem)
+                self.record(EventKind.NODE_PROBLEM, node=node, problem=problem)
         for node in set(self.node_problems) - set(problems):
-            self.run.record(EventKind.NODE_RECOVERED, node=node)
+            self.record(EventKind.NODE_RECOVERED, node=node)
         self.node_problems = problems
 
     def check_canary(self, now: float) -> None:
@@ -334,7 +333,7 @@ class Supervisor:
         if result is None:
             return
         if (self.canary.ok if self.canary else True) != result.ok:
-            self.run.record(EventKind.CANARY, **result.model_dump())
+            self.record(EventKind.CANARY, **result.model_dump())
         if not result.ok:  # it holds the verdict at degraded: look again soon, not in a full interval
             self.canary_check.due = now + CANARY_RETRY_S
         self.canary = result
@@ -362,11 +361,31 @@ class Supervisor:
         if verdict == Verdict.READY:
             self.served_once = True
         if verdict != self.verdict:
-            self.run.record(EventKind.DEPLOYMENT, verdict=verdict, reason=reason)
+            self.record(EventKind.DEPLOYMENT, verdict=verdict, reason=reason)
         self.verdict, self.reason = verdict, reason
 
+    def record(self, event: EventKind, **fields: Any) -> None:
+        self.recorded += 1
+        self.run.record(event, **fields)
+
     def write_state(self, final: bool = False) -> None:
-        """state.json; `final` when the supervisor stops watching (the backend answers from then on)."""
+        """state.json; `final` when the supervisor stops watching (the backend answers from then on).
+        Written when anything in it changed, else once a STATE_EVERY_S for the heartbeat: at thousands
+        of processes the writing is a good part of a tick."""
+        changed = (
+            self.verdict,
+            self.reason,
+            self.recorded,
+            self.errors,
+            tuple(self.frontend.items()),
+            self.listed,
+            self.canary,
+            tuple(self.node_problems.items()),
+        )
+        if not final and changed == self.written and time.monotonic() - self.written_at < STATE_EVERY_S:
+            return
+        self.written, self.written_at = changed, time.monotonic()
+        ticks = sorted(self.tick_times) or [0.0]
         self.run.save_supervisor_state(
             SupervisorState(
                 updated=time.time(),
@@ -377,6 +396,8 @@ class Supervisor:
                 heartbeat=self.heartbeat,
                 errors=self.errors,
                 tick_s=round(self.tick_s, 4),
+                tick_p50_s=round(ticks[len(ticks) // 2], 4),
+                tick_p99_s=round(ticks[min(len(ticks) - 1, int(len(ticks) * 0.99))], 4),
                 verdict=self.verdict,
                 reason=self.reason,
                 processes={name: watch.view() for name, watch in self.watch.items()},

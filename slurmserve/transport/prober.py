@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import h11
 
 Endpoint = tuple[str, int]
+
+
 READ_SIZE = 65536
 
 

@@ -17,8 +17,9 @@ GONE_STATES = ("Z", "X")  # a zombie is dead, though `kill -0` still says yes un
 
 def stat_fields(pid: int | str) -> list[str] | None:
     """/proc/PID/stat after the command name (which may hold spaces and parentheses); None when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:  # open() rather than pathlib: the supervisor reads thousands of these a second
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].decode().split()
     except (OSError, IndexError):
         return None
 

@@ -28,7 +28,7 @@ import yaml
 from .backends import backend_for
 from .backends.base import Backend, Launch
 from .config.fields import check_identifier
-from .config.hosts import Hosts, load_hosts
+from .config.hosts import ControlPlaneSpec, Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
@@ -39,6 +39,7 @@ from .planning.ports import PORT_BLOCKS
 from .private import write_private
 from .render.files import rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
+from .resources import bundled_binary
 from .runs import (
     CanaryResult,
     EventKind,
@@ -87,6 +88,12 @@ def plan_for(
     directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
     python = inputs.hosts.python or sys.executable
 
+    configured = inputs.hosts.control_plane
+    binaries = ControlPlaneSpec(
+        etcd=configured.etcd or bundled_binary("etcd", python),
+        nats_server=configured.nats_server or bundled_binary("nats-server", python),
+    )
+
     def plan_in(block: int | None) -> Plan:
         return make_plan(
             inputs.recipe,
@@ -96,6 +103,7 @@ def plan_for(
             python=python,
             port_block=block,
             kv_preflight=kv_preflight,
+            binaries=binaries,
         )
 
     plan = plan_in(None)

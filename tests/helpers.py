@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from slurmserve.runs import open_run
+from slurmserve.runs import open_run, runs_root
 from slurmserve.transport.procfs import group_members
 from slurmserve.waiting import wait_until
 
@@ -28,6 +28,22 @@ def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=300, cwd=cwd
     )
+
+
+def submit_then_kill_the_cli(run: str, marker: str, *argv: str) -> None:
+    """`submit` in a process of its own, SIGKILLed once the run directory holds `marker` (a path in it):
+    a user's terminal closing mid-submit."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "submit", "--name", run, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker_path = runs_root() / run / marker
+    try:
+        assert wait_until(marker_path.exists, 60), f"{marker_path} never appeared"
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
 
 
 def status_of(run: str) -> dict:

@@ -3,14 +3,12 @@ machine, the supervisor watching them, real faults (SIGKILL) and a client measur
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from slurmserve.runs import open_run, runs_root
+from slurmserve.runs import open_run
 from slurmserve.waiting import wait_until
 
 from .helpers import (
@@ -20,6 +18,7 @@ from .helpers import (
     leftover_processes,
     slurmserve,
     status_of,
+    submit_then_kill_the_cli,
     survive_kills,
     wait_for_event,
 )
@@ -79,15 +78,7 @@ def test_spent_restart_budget_fails_the_deployment_and_fail_fast_cancels_it(canc
 
 def test_cli_killed_mid_submit_leaves_a_run_that_status_and_cancel_handle(cancel_later):
     cancel_later("orphan")
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-disagg", "--name", "orphan"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    launcher = runs_root() / "orphan" / "pids" / "launcher.pid"
-    assert wait_until(launcher.exists, 30)
-    cli.send_signal(signal.SIGKILL)
-    cli.wait()
+    submit_then_kill_the_cli("orphan", "pids/launcher.pid", "--recipe", "mocker-disagg")
     # The launcher finishes the start on its own, and its supervisor takes over.
     assert wait_until(lambda: status_of("orphan")["verdict"] == "ready", 60), status_of("orphan")
     result = slurmserve("cancel", "orphan")

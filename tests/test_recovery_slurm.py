@@ -5,9 +5,7 @@ a CLI killed mid-submit."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,7 @@ from slurmserve.runs import open_run, runs_root
 from slurmserve.transport.procfs import task_records
 from slurmserve.waiting import wait_until
 
-from .helpers import events_of, slurmserve, status_of, survive_kills, wait_for_event
+from .helpers import events_of, slurmserve, status_of, submit_then_kill_the_cli, survive_kills, wait_for_event
 from .test_slurm import assert_cancel_leaves_nothing, submit_and_check_ready
 
 pytestmark = pytest.mark.slow
@@ -88,26 +86,8 @@ def test_outside_scancel_is_reported_and_cancel_still_works(lab_hosts, cancel_la
 
 def test_cli_killed_mid_submit_and_a_lost_handle(lab_hosts, cancel_later):
     cancel_later("lab-orphan")
-    cli = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "slurmserve",
-            "submit",
-            "--recipe",
-            "mocker-agg",
-            "--hosts",
-            lab_hosts,
-            "--name",
-            "lab-orphan",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    submit_then_kill_the_cli("lab-orphan", "handle.json", "--recipe", "mocker-agg", "--hosts", lab_hosts)
     handle = runs_root() / "lab-orphan" / "handle.json"
-    assert wait_until(handle.exists, 60)
-    cli.send_signal(signal.SIGKILL)
-    cli.wait()
     # As if the CLI had died between sbatch and writing the handle: the job is found by its name.
     job_id = open_run("lab-orphan").handle().job_id
     handle.unlink()

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve.runs import open_run, runs_root
+from slurmserve.runs import open_run
 from slurmserve.transport.http import canary_completion, frontend_instances, serving
 from slurmserve.transport.procfs import task_records
 from slurmserve.waiting import wait_until
 
-from .helpers import events_of, lab_hosts_variant, slurmserve, status_of, wait_for_event
+from .helpers import events_of, lab_hosts_variant, slurmserve, status_of, submit_then_kill_the_cli, wait_for_event
 
 pytestmark = pytest.mark.slow
 
@@ -143,15 +142,14 @@ def test_deregistration_takes_a_dead_worker_off_the_frontend_at_once(no_slurm, c
 # -- the test cluster ---------------------------------------------------------------------------------------
 
 
-def test_a_failed_start_on_the_test_cluster_leaves_nothing(slurm_lab, tmp_path, monkeypatch):
-    """etcd cannot start (an etcd that exits at once, found first on PATH): submit fails, and neither the
+def test_a_failed_start_on_the_test_cluster_leaves_nothing(slurm_lab, tmp_path, cancel_later):
+    """etcd cannot start (the hosts file names an etcd that exits at once): submit fails, and neither the
     supervisor nor any task is left on any node."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "etcd").write_text("#!/bin/sh\necho 'etcd: cannot start' >&2\nexit 1\n")
-    (fake / "etcd").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    hosts = lab_hosts_variant(slurm_lab, "slurm", tmp_path)
+    cancel_later("lab-nostart")
+    broken = tmp_path / "etcd"
+    broken.write_text("#!/bin/sh\necho 'etcd: cannot start' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    hosts = lab_hosts_variant(slurm_lab, "slurm", tmp_path, lambda h: h.update(control_plane={"etcd": str(broken)}))
     result = slurmserve(
         "submit", "--recipe", "mocker-disagg", "--hosts", hosts, "--name", "lab-nostart", "--timeout", "120"
     )
@@ -224,26 +222,9 @@ def test_ssh_no_wait_then_cancel_at_once_leaves_nothing_and_starts_nothing_after
 
 def test_ssh_cli_killed_mid_submit_leaves_a_run_that_status_and_cancel_handle(slurm_lab, cancel_later):
     cancel_later("ssh-orphan")
-    cli = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "slurmserve",
-            "submit",
-            "--recipe",
-            "mocker-agg",
-            "--hosts",
-            str(slurm_lab.hosts_file("ssh")),
-            "--name",
-            "ssh-orphan",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    submit_then_kill_the_cli(
+        "ssh-orphan", "pids/launcher.pid", "--recipe", "mocker-agg", "--hosts", str(slurm_lab.hosts_file("ssh"))
     )
-    launcher = runs_root() / "ssh-orphan" / "pids" / "launcher.pid"
-    assert wait_until(launcher.exists, 60)
-    cli.kill()
-    cli.wait()
     assert wait_until(lambda: status_of("ssh-orphan")["verdict"] == "ready", 90), status_of("ssh-orphan")
     result = slurmserve("cancel", "ssh-orphan")
     assert result.returncode == 0 and "no process left" in result.stdout, result.stdout + result.stderr

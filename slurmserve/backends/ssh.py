@@ -84,7 +84,16 @@ class SSHBackend(Backend):
         nodes = {node.name: node for node in plan.nodes}
         ports = {name: [port for p in plan.processes if p.host == name for port in p.ports.values()] for name in nodes}
         modules = ",".join([*python_modules(plan), LIVE_GROUPS_MODULE])
-        paths = ",".join(shared_paths(plan))
+        # What each host must see: the model on the shared filesystem, and the binaries it runs by path.
+        paths = {
+            name: ",".join(
+                [
+                    *shared_paths(plan),
+                    *(p.command[0] for p in plan.processes if p.host == name and p.command[0].startswith("/")),
+                ]
+            )
+            for name in nodes
+        }
 
         def check(name: str) -> invoke.Result:
             return remote_python(
@@ -95,7 +104,7 @@ class SSHBackend(Backend):
                 nodes[name].address,
                 modules,
                 ",".join(map(str, ports[name])),
-                paths,
+                paths[name],
                 timeout=PREFLIGHT_DEADLINE_S,
             )
 
@@ -121,7 +130,8 @@ class SSHBackend(Backend):
             problems.append(f"{where}: python {plan.python} cannot import {', '.join(found['missing_modules'])}")
         if found["missing_paths"]:
             problems.append(
-                f"{where}: {', '.join(found['missing_paths'])} not found (the model on the shared filesystem)"
+                f"{where}: {', '.join(found['missing_paths'])} not found there (the model on the shared "
+                "filesystem, or a program the plan runs)"
             )
         if found["busy_ports"]:
             problems.append(f"{where}: ports {', '.join(map(str, found['busy_ports']))} already in use")

@@ -60,6 +60,13 @@ class TopologySpec(Strict):
     switches: list[SwitchSpec] = []
 
 
+class ControlPlaneSpec(Strict):
+    """The etcd and nats-server binaries the nodes run (None: those bundled in slurmserve's venv)."""
+
+    etcd: AbsolutePath | None = None
+    nats_server: AbsolutePath | None = None
+
+
 class Hosts(Strict):
     backend: Literal["slurm", "ssh", "local"]
     slurm: SlurmSpec = SlurmSpec()
@@ -69,6 +76,7 @@ class Hosts(Strict):
     model_cache: AbsolutePath | None = None  # shared-filesystem root holding the Hugging Face cache
     python: AbsolutePath | None = None  # interpreter on the nodes; None = the one running slurmserve
     run_root: AbsolutePath | None = None  # where run directories go (on the shared filesystem for Slurm)
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Hosts:

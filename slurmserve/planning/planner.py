@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from ..config.hosts import Hosts, Node, concrete_nodes
+from ..config.hosts import ControlPlaneSpec, Hosts, Node, concrete_nodes
 from ..config.recipe import Recipe, WorkerSpec
 from ..errors import UserError
 from ..resources import builtin_model_dir
@@ -162,6 +163,7 @@ class _Context:
     head: Node
     ports: PortAllocator
     dynamo_env: dict[str, str]  # what every Dynamo process of the deployment gets
+    binaries: ControlPlaneSpec  # etcd's and nats-server's paths (None: found on PATH)
 
 
 def head_service(
@@ -188,10 +190,10 @@ def head_service(
     )
 
 
-def etcd_command(address: str, ports: dict[str, int], data_dir: str) -> list[str]:
+def etcd_command(binary: str, address: str, ports: dict[str, int], data_dir: str) -> list[str]:
     client, peer = f"http://{address}:{ports['client']}", f"http://{address}:{ports['peer']}"
     return [
-        "etcd",
+        binary,
         "--name",
         "etcd",
         "--data-dir",
@@ -209,8 +211,8 @@ def etcd_command(address: str, ports: dict[str, int], data_dir: str) -> list[str
     ]
 
 
-def nats_command(address: str, ports: dict[str, int], store: str) -> list[str]:
-    return ["nats-server", "-js", "-a", address, "-p", str(ports["client"]), "-m", str(ports["monitor"]), "-sd", store]
+def nats_command(binary: str, address: str, ports: dict[str, int], store: str) -> list[str]:
+    return [binary, "-js", "-a", address, "-p", str(ports["client"]), "-m", str(ports["monitor"]), "-sd", store]
 
 
 def etcd_endpoint(address: str, etcd: Process) -> str:
@@ -221,7 +223,8 @@ def control_plane(ctx: _Context, discovery: str) -> list[Process]:
     """etcd (or a file store) for discovery, NATS only when a plane needs it; fills in ctx.dynamo_env."""
     control = []
     if discovery == "etcd":
-        etcd = head_service(ctx, "etcd", ("client", "peer"), ("client", "/health"), etcd_command)
+        etcd_of = functools.partial(etcd_command, ctx.binaries.etcd or "etcd")
+        etcd = head_service(ctx, "etcd", ("client", "peer"), ("client", "/health"), etcd_of)
         control.append(etcd)
         ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "etcd", "ETCD_ENDPOINTS": etcd_endpoint(ctx.head.address, etcd)}
         # A short lease: the frontend drops a dead worker after ~4 s instead of etcd's default ~26 s (the
@@ -230,7 +233,8 @@ def control_plane(ctx: _Context, discovery: str) -> list[Process]:
     else:
         ctx.dynamo_env |= {"DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": f"{ctx.run_dir}/discovery"}
     if ctx.recipe.needs_nats:
-        nats = head_service(ctx, "nats", ("client", "monitor"), ("monitor", "/healthz"), nats_command)
+        nats_of = functools.partial(nats_command, ctx.binaries.nats_server or "nats-server")
+        nats = head_service(ctx, "nats", ("client", "monitor"), ("monitor", "/healthz"), nats_of)
         control.append(nats)
         ctx.dynamo_env["NATS_SERVER"] = f"nats://{ctx.head.address}:{nats.ports['client']}"
     return control
@@ -345,8 +349,10 @@ def make_plan(
     python: str,
     port_block: int | None = None,
     kv_preflight: bool | None = None,
+    binaries: ControlPlaneSpec | None = None,
 ) -> Plan:
-    """kv_preflight None: on for real engines (a bad KV path costs a model load), off for the mock one."""
+    """kv_preflight None: on for real engines (a bad KV path costs a model load), off for the mock one.
+    binaries: the etcd and nats-server to run (default: the hosts file's, else found on the nodes' PATH)."""
     nodes = concrete_nodes(hosts)
     placements = place_workers(recipe.worker_roles(), nodes)
     used_nodes = [nodes[index] for index in sorted({index for placement in placements for index in placement.nodes})]
@@ -363,6 +369,7 @@ def make_plan(
         ports=PortAllocator(block, {fixed_http} if fixed_http else set()),
         # Logs go to files, not terminals: no colour codes in them.
         dynamo_env={"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env},
+        binaries=binaries or hosts.control_plane,
     )
 
     discovery = choose_discovery(recipe, hosts, used_nodes)

@@ -38,18 +38,7 @@ SWITCHES = (("leaf1", ("node1", "node2")), ("leaf2", ("node3",)))
 HOSTS_TAG = "# slurmserve-lab"
 MYSQL_PORT = 13306
 DBD_PORT = 6819
-PACKAGES = (
-    "slurmctld",
-    "slurmd",
-    "slurm-client",
-    "munge",
-    "openssh-server",
-    "openssh-client",
-    "etcd-server",
-    "nats-server",
-    "iproute2",
-    "ucx-utils",
-)
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client", "iproute2", "ucx-utils")
 ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 SSHD_PRIVSEP_DIR = Path("/run/sshd")

@@ -117,3 +117,14 @@ def test_an_ssh_host_whose_key_changed_is_refused_naming_it(slurm_lab, tmp_path)
     assert f"host node2 ({slurm_lab.addresses['node2']}): its SSH host key has changed" in message
     assert f"ssh-keygen -R {slurm_lab.addresses['node2']}" in message and "Nothing was started" in message
     assert json.loads(slurmserve("status", "--json").stdout) == []
+
+
+def test_an_ssh_host_whose_key_is_unknown_is_refused_naming_it(slurm_lab, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    (Path(os.environ["HOME"]) / ".ssh" / "config").write_text(f"Host *\n    UserKnownHostsFile {empty}\n")
+    result = slurmserve(
+        "submit", "--recipe", "mocker-disagg", "--hosts", str(slurm_lab.hosts_file("ssh")), "--name", "ssh-unknown"
+    )
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "its SSH host key is unknown" in message and "host node1" in message, message

@@ -91,3 +91,10 @@ def test_frontend_binds_loopback_only():
     frontend = next(p for p in plan["processes"] if p["role"] == "frontend")
     assert frontend["command"][frontend["command"].index("--http-host") + 1] == "127.0.0.1"
     assert socket.gethostname() in {n["name"] for n in plan["nodes"]}
+
+
+def test_the_timeout_bounds_the_whole_submit(no_slurm):
+    """The launch included: a deployment that cannot be ready in 0.2 s fails then, everything stopped."""
+    result = slurmserve("submit", "--recipe", "mocker-disagg", "--name", "hurried", "--timeout", "0.2")
+    assert result.returncode == 1 and "not ready within 0.2 s" in result.stderr, result.stderr
+    assert leftover_processes("hurried") == []

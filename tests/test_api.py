@@ -31,6 +31,9 @@ def test_the_dry_run_and_render_print_what_submit_starts(tmp_path, no_slurm, can
     # A second dry run of another name while "same" runs: its port block, if it collides, is moved off.
     other = deploy.prepare("mocker-agg", name="same", run_dir=str(tmp_path / "other"))
     assert other.plan.port_block != run.plan().port_block
+    # Cancelled while its launcher is still starting things: every process it started had a record.
+    assert slurmserve("cancel", "same").returncode == 0
+    assert leftover_processes("same") == []
 
 
 def test_the_python_api_runs_a_deployment_end_to_end(no_slurm):

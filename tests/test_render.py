@@ -72,7 +72,8 @@ def test_ssh_render_is_a_driver_plus_one_stage_script_per_host():
     assert "ssh_1() { ssh -o BatchMode=yes -p 22 svc@10.0.0.11" in driver
     assert "ssh_2 'bash /runs/test-run/launch-gpu02.sh 2' &" in driver  # decode-0 lives on gpu02
     assert "start decode-0 logs/decode-0.log env" in scripts["launch-gpu02.sh"]
-    assert "setsid nohup" in scripts["launch-gpu01.sh"] and "decode-0" not in scripts["launch-gpu01.sh"]
+    host = scripts["launch-gpu01.sh"]
+    assert 'DETACH="nohup"' in host and 'setsid ${DETACH:-} bash -c "$RECORD_SELF"' in host and "decode-0" not in host
 
 
 def test_sbatch_pins_steps_to_planned_nodes_and_gpus():

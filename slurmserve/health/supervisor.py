@@ -305,13 +305,16 @@ class Supervisor:
             self.frontend, self.listed = {}, None
             return
         routed = serving(instances)
-        if any(self.owners.owner(instance) is None for instance in routed):
+        found = [self.owners.owner(instance) for instance in routed]
+        if None in found:
             self.learn_instance_ids()
-        owners = [owner for instance in routed if (owner := self.owners.owner(instance))]
+            found = [self.owners.owner(instance) for instance in routed]
+        owners = [owner for owner in found if owner]
         self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
+        registered = set(owners)  # a set: thousands of workers are looked up every tick
         for process in self.plan.processes:
             if process.is_worker:
-                self.watch[process.name].registered = process.name in owners
+                self.watch[process.name].registered = process.name in registered
         if all(seen for seen, _ in self.frontend.values()):
             self.listed = model_listed(self.plan.endpoint, self.plan.model, READY_PROBE_TIMEOUT_S)
 

@@ -59,24 +59,24 @@ def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def live_groups(pgids: set[int]) -> set[int]:
-    """Those of the process groups that still have a live (not zombie) member."""
-    alive = set()
+def members_of(pgids: set[int]) -> dict[int, list[int]]:
+    """The live (not zombie) PIDs of each of these process groups that has any, in one pass over /proc."""
+    members: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         fields = stat_fields(entry.name) if entry.name.isdigit() else None
         if fields and fields[STATE] not in GONE_STATES and int(fields[PGID]) in pgids:
-            alive.add(int(fields[PGID]))
-    return alive
+            members.setdefault(int(fields[PGID]), []).append(int(entry.name))
+    return members
+
+
+def live_groups(pgids: set[int]) -> set[int]:
+    """Those of the process groups that still have a live (not zombie) member."""
+    return set(members_of(pgids))
 
 
 def group_members(pgid: int) -> list[int]:
     """PIDs (not zombies) whose process group is `pgid`: what is left of a process we started with setsid."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        fields = stat_fields(entry.name) if entry.name.isdigit() else None
-        if fields and fields[STATE] not in GONE_STATES and int(fields[PGID]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return members_of({pgid}).get(pgid, [])
 
 
 def stop_groups(groups: list[tuple[int, str | None]], grace_s: float = 5.0) -> list[int]:

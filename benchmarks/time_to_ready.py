@@ -11,7 +11,11 @@ Slurm's scheduling is sbatch -> RUNNING. Each component's own start-up is from i
 total is overhead: slurmserve's (planning, preflight, readiness probes, stage hand-offs) plus
 srun's step launches, which are shown on their own. Target: slurmserve's overhead <= 1 s.
 
-    python benchmarks/time_to_ready.py [--runs 3]
+    python benchmarks/time_to_ready.py [--runs 3] [--before CHECKOUT]
+
+--before runs the same, alternating run by run, from another checkout (e.g. `git worktree add
+/tmp/before HEAD~1`: slurmserve before the job's node preflight), and prints both side by side with the
+difference of the medians (target for the node preflight: at most 0.3 s more).
 """
 
 from __future__ import annotations
@@ -73,10 +77,13 @@ def job_running(job_id: str) -> bool:
 
 
 def event_time(run, name: str) -> float:
-    return next(datetime.fromisoformat(e["time"]).timestamp() for e in run.events() if e["event"] == name)
+    return next(datetime.fromisoformat(e.time).timestamp() for e in run.events() if e.event == name)
 
 
-def one_run(hosts: str, name: str) -> dict:
+def one_run(hosts: str, name: str, checkout: Path = REPO) -> dict:
+    """One submit -> first completion of mocker-disagg, with slurmserve from `checkout` (the CLI and,
+    through the environment sbatch passes on, the job's own helpers)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     submitted_at = time.time()
     subprocess.run(
         [
@@ -94,6 +101,7 @@ def one_run(hosts: str, name: str) -> dict:
         ],
         check=True,
         capture_output=True,
+        env=env,
     )
     run = open_run(name)
     plan, deadline = run.plan(), time.time() + 180
@@ -113,7 +121,7 @@ def one_run(hosts: str, name: str) -> dict:
             for p in plan.processes
         }
     finally:
-        subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True)
+        subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True, env=env)
     workers = [p.name for p in plan.processes if p.is_worker]
     own = {
         "etcd": ready_at["etcd"] - started_at["etcd"],
@@ -146,30 +154,61 @@ def one_run(hosts: str, name: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    with lab_session() as cluster:
-        results = [one_run(str(cluster.hosts_file("slurm")), f"bench-{i}") for i in range(args.runs)]
+def median_of(results: list[dict]) -> dict:
+    return sorted(results, key=lambda r: r["total"])[len(results) // 2]
+
+
+def report(label: str, results: list[dict]) -> dict:
     for i, result in enumerate(results):
-        print(f"run {i}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["milestones"].items()))
-    median = sorted(results, key=lambda r: r["total"])[len(results) // 2]
+        print(f"{label} run {i}: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["milestones"].items()))
+    median = median_of(results)
     handoffs = sum(median["handoffs"].values())
-    print(f"\nmedian run (times from `slurmserve submit`): total {median['total']:.2f} s")
+    print(f"\n{label}: median run (times from `slurmserve submit`): total {median['total']:.2f} s")
     print(f"  before sbatch (plan, preflight: sinfo, sbatch --test-only): {median['before sbatch']:.2f} s")
     print(f"  Slurm scheduling (sbatch -> RUNNING):                        {median['scheduling']:.2f} s")
     print("  components' own start-up: " + ", ".join(f"{k} {v:.2f} s" for k, v in median["own"].items()))
     print(
-        "  stage hand-offs (probe latency + srun step launch): "
+        "  stage hand-offs (node preflight, probe latency, srun step launch): "
         + ", ".join(f"{k} {v:.2f} s" for k, v in median["handoffs"].items())
     )
     print(
         f"  overhead beyond scheduling and start-up: {median['overhead']:.2f} s "
         f"(of which srun step launches and probes at hand-offs {handoffs:.2f} s); target <= 1 s: "
-        f"{'met' if median['overhead'] <= 1.0 else 'MISSED'}"
+        f"{'met' if median['overhead'] <= 1.0 else 'MISSED'}\n"
     )
-    print(json.dumps(results, indent=1) if os.environ.get("VERBOSE") else "", end="")
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="a checkout to compare with, run alternately with this one")
+    args = parser.parse_args()
+    now: list[dict] = []
+    before: list[dict] = []
+    with lab_session() as cluster:
+        hosts = str(cluster.hosts_file("slurm"))
+        for i in range(args.runs):
+            if args.before:
+                before.append(one_run(hosts, f"bench-before-{i}", args.before.resolve()))
+            now.append(one_run(hosts, f"bench-{i}"))
+    report("this checkout", now)
+    if args.before:
+        report(f"before ({args.before})", before)
+        start = "job start -> etcd started"
+        print("side by side (medians)      before   this checkout   difference")
+
+        def middle(results: list[dict], figure) -> float:
+            return sorted(map(figure, results))[len(results) // 2]
+
+        for label, figure in (
+            ("submit -> first completion", lambda r: r["total"]),
+            ("  less Slurm's scheduling", lambda r: r["total"] - r["scheduling"]),
+            (start, lambda r: r["handoffs"][start]),
+        ):
+            then, here = middle(before, figure), middle(now, figure)
+            print(f"  {label:<27} {then:6.2f} s  {here:6.2f} s        {here - then:+.2f} s")
+    print(json.dumps(now + before, indent=1) if os.environ.get("VERBOSE") else "", end="")
 
 
 if __name__ == "__main__":

@@ -246,6 +246,14 @@ def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Pla
     launch.settle(LAUNCHER_REPORT_S)
     gone, launch_failure = dead(), launch.failure()
     leftovers = backend.stop(run)
+    lacking = run.preflight_report()
+    if lacking:
+        run.record(EventKind.FAILED, preflight=lacking)
+        raise DeploymentFailed(
+            f"run {plan.run_name}: the node preflight failed, nothing was started:\n"
+            + "\n".join(f"  {line}" for line in lacking)
+            + (f"\n(still running: {', '.join(leftovers)})" if leftovers else "")
+        )
     run.record(EventKind.FAILED, waiting_for=missing, dead=gone)
     if gone:
         reason = ", ".join(f"{name} exited" for name in gone)

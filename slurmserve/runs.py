@@ -225,6 +225,18 @@ class RunDir:
         """(PID, its start time) from pids/NAME.pid ("PID START-TIME"; the start time may be missing)."""
         return read_pid_record(self.path / "pids" / f"{process}.{suffix}")
 
+    def preflight_report(self) -> list[str]:
+        """What the job's node preflight found lacking, a line per node and place ("node2: ..."); each
+        node's step output is preflight/NODE[@container].log, with a line only when something lacks."""
+        lines = []
+        for log in sorted((self.path / "preflight").glob("*.log")):
+            node, _, place = log.stem.partition("@")
+            text = " ".join(log.read_text(errors="replace").split())
+            if text and not text.startswith(node):  # the check could not run at all: srun's words
+                text = f"{node}{' (in the container)' if place else ''}: the preflight could not run: {text[-300:]}"
+            lines += [text] if text else []
+        return lines
+
     def _read(self, name: str, model: type[Model]) -> Model | None:
         try:
             return model.model_validate_json((self.path / name).read_text())

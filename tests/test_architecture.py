@@ -14,8 +14,9 @@ import pytest
 from slurmserve.runs import EventKind, Handle, RunDir, SupervisorState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "slurmserve"
-# Entry points whose output is a log or a terminal's: the CLI, and the `python -m` programs.
-MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__"}
+# Entry points whose output is a log or a terminal's: the CLI, the `python -m` programs, and the node
+# check a job runs as a plain script.
+MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__", "slurmserve.hardware.node_check"}
 MAY_PRINT_PACKAGES = ("slurmserve.node.",)
 
 

@@ -67,6 +67,9 @@ SLURM_FIELDS = [
     "slurm.reservation",
     "slurm.container_image",
     "slurm.container_mounts",
+    "slurm.container_bundle",
+    "slurm.container_tools.python",
+    "slurm.container_tools.llmapi_launch",
     "slurm.extra_sbatch",
     "topology.switches.0.name",
     "model_cache",
@@ -182,6 +185,8 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind, no_
     hosts["topology"] = {"switches": [{"name": "leaf1", "nodes": [hosts["hosts"][0]["name"]]}]}
     hosts.pop("model_cache", None)
     set_path(hosts, field, payload)
+    if field.startswith("slurm.container_tools"):  # used only with a container
+        hosts["slurm"]["container_image"] = "nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
     if field == "hosts.0.name":
         hosts["topology"]["switches"][0]["nodes"] = [payload]
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
@@ -370,6 +375,21 @@ def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path, no_sl
     )
     assert result.returncode == 2 and "prefill.engine_config" in result.stderr and "not valid YAML" in result.stderr
     assert slurmserve("status", "badengine").returncode == 2  # no run was made
+
+
+def test_a_misspelt_engine_key_is_exit_2_naming_file_key_and_the_closest_valid_one(tmp_path, no_slurm):
+    shipped = Path(__file__).parent.parent / "engine_configs" / "gpt-oss-120b" / "decode.yaml"
+    typo = tmp_path / "decode.yaml"
+    typo.write_text(shipped.read_text().replace("enable_attention_dp", "enable_atention_dp"))
+    argv = ["--recipe", "gpt-oss-120b-disagg", "--set", f"decode.engine_config={typo}"]
+    result = slurmserve("submit", *argv, "--name", "typo", "--no-wait")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"decode.engine_config: engine config {typo} does not fit TensorRT-LLM 1.1.0rc5" in result.stderr
+    assert "unknown key 'enable_atention_dp' (did you mean 'enable_attention_dp'?)" in result.stderr
+    assert slurmserve("status", "typo").returncode == 2  # no run was made
+    typo.write_text(shipped.read_text().replace("max_batch_size: 128", "max_batch_size: lots", 1))
+    result = slurmserve("plan", *argv)
+    assert result.returncode == 2 and "max_batch_size: expected an integer, got 'lots'" in result.stderr
 
 
 def test_render_into_an_unwritable_place_is_exit_2(no_slurm):

@@ -29,7 +29,7 @@ from slurmserve.kvpath.perftest import (
 )
 from slurmserve.kvpath.runner import CheckResult, run_check
 from slurmserve.node import kvcheck
-from slurmserve.planning.plan import Plan, PlanNode
+from slurmserve.planning.plan import Container, Plan, PlanNode
 from slurmserve.planning.ports import PORT_BLOCK_SIZE, PORT_RANGE_START
 
 from .conftest import plan_of
@@ -306,12 +306,19 @@ def test_srun_steps_inside_and_outside_a_job(monkeypatch):
     ]
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     plan = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml").model_copy(deep=True)
-    plan.slurm.container_image = "nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
-    runner.run_on_for(plan, container=True)("gpu01", ["true"], {}, 5)
-    assert launched[-1][:2] == ["srun", "--time=1"] and "--partition=gpu" in launched[-1]
-    assert "--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1" in launched[-1]
     runner.run_on_for(plan)("gpu01", ["true"], {}, 5)
-    assert not any(arg.startswith("--container") for arg in launched[-1])  # the host's ucx_perftest unless asked
+    assert not any(arg.startswith("--container") for arg in launched[-1])  # no container: the host's ucx_perftest
+    plan.container = Container(
+        kind="pyxis",
+        source="nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1",
+        mounts=["/runs:/runs"],
+        python="python3",
+        llmapi_launch="trtllm-llmapi-launch",
+        ucx_perftest="ucx_perftest",
+    )
+    runner.run_on_for(plan)("gpu01", ["true"], {}, 5)
+    assert launched[-1][:2] == ["srun", "--time=1"] and "--partition=gpu" in launched[-1]
+    assert "--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1" in launched[-1]  # the image's UCX
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +452,7 @@ def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_pa
         return CheckResult(check, ok=True, bandwidth_mbs=12000.0, lanes=["rc_mlx5/mlx5_0:1"], seconds=0.4)
 
     monkeypatch.setattr(runner, "run_check", fake_run_check)
-    monkeypatch.setattr(kvcheck, "run_on_for", lambda plan, via=None, container=False: None)
+    monkeypatch.setattr(kvcheck, "run_on_for", lambda plan, via=None: None)
     assert kvcheck.main([str(path)]) == 1
     out, err = capsys.readouterr()
     assert "kvpath: KV path a -> b over mlx5_0:1 (a) / " in out and "12000 MB/s [rc_mlx5/mlx5_0:1]" in out

@@ -57,13 +57,19 @@ def test_rehearsal_of_a_trtllm_recipe_runs_on_the_mock_engine(cancel_later):
     assert completion_tokens(status["endpoint"], "openai/gpt-oss-120b") > 0
 
 
+def test_a_model_folder_that_is_not_there_is_found_before_anything_starts(tmp_path):
+    result = slurmserve("submit", "--recipe", "mocker-agg", "--set", f"mocker.model_path={tmp_path}/nothing")
+    assert result.returncode == 2 and f"model folder {tmp_path}/nothing does not exist" in result.stderr
+
+
 def test_a_worker_that_dies_fails_submit_and_leaves_nothing_running(tmp_path, cancel_later):
+    (tmp_path / "empty-model").mkdir()  # there, but no model in it: the workers exit at start-up
     result = slurmserve(
         "submit",
         "--recipe",
         "mocker-disagg",
         "--set",
-        f"mocker.model_path={tmp_path}/missing-model",
+        f"mocker.model_path={tmp_path}/empty-model",
         "--name",
         "broken",
         "--timeout",

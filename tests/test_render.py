@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -55,6 +56,8 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
         ("gpt-oss-120b-disagg", "single-node-8gpu.yaml"),
         ("gpt-oss-120b-disagg", "two-node-8gpu.yaml"),
         ("deepseek-r1-wide-ep", "four-node-8gpu.yaml"),
+        ("gpt-oss-120b-disagg", "pyxis-two-node.yaml"),
+        ("gpt-oss-120b-disagg", "oci-two-node.yaml"),
     ],
 )
 def test_sbatch_matches_golden_file(recipe, hosts):
@@ -102,15 +105,79 @@ def test_secret_references_stay_references_and_out_of_argv():
     assert secret_assignments(worker) == 'HF_TOKEN="${HF_TOKEN}" '
 
 
-def test_pyxis_container_flags():
-    hosts = load_hosts(HOSTS / "two-node-8gpu.yaml").model_copy(deep=True)
-    hosts.slurm.container_image = "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1"
-    hosts.slurm.container_mounts = ["/shared:/shared"]
-    plan = make_plan(load_recipe("gpt-oss-120b-disagg"), hosts, run_name="c", run_dir="/runs/c", python="python3")
+def test_in_a_container_dynamo_runs_on_the_images_python_and_helpers_on_the_nodes():
+    plan = plan_of("gpt-oss-120b-disagg", "pyxis-two-node.yaml")
+    steps = render_script(plan).split("step() {")[1].split("\n}")[0]
+    decode = steps.split("decode-0)")[1].split(";;")[0]
+    # The leftovers (slurmserve's Python) on the node first, then the task in the image, mounts and all.
+    prepare, task = decode.split("--prepare &&")
+    assert "--container" not in prepare and 'SLURMSERVE_PYTHON="$PYTHON"' in prepare
     assert (
-        "--container-image=nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1 --container-mounts=/shared:/shared"
-        in render_script(plan)
+        "'--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1' "
+        "--container-mounts=/runs/test-run:/runs/test-run,/shared/models:/shared/models" in task
     )
+    assert "trtllm-llmapi-launch python3 -m dynamo.trtllm" in task and "SLURMSERVE_PYTHON" not in task
+    etcd = steps.split("etcd)")[1].split(";;")[0]
+    assert "--container" not in etcd  # the control plane runs from the venv, on the node
+
+
+def test_an_oci_bundle_becomes_the_runs_own_bundle_with_the_image_mounted(tmp_path):
+    """Slurm runs BUNDLE/rootfs whatever config.json says: the run's bundle has an empty root of its own,
+    and the image's entries (a merged-/usr link followed within the image) come in as mounts."""
+    bundle = tmp_path / "bundle"
+    for folder in ("rootfs/usr/bin", "rootfs/etc", "rootfs/tmp", "rootfs/proc"):
+        (bundle / folder).mkdir(parents=True)
+    (bundle / "rootfs" / "bin").symlink_to("usr/bin")
+    (bundle / "rootfs" / "lib64").symlink_to("/usr/lib64")  # absolute: the image's /usr/lib64
+    image = {
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": True},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/tmp", "type": "tmpfs"},
+        ],
+    }
+    (bundle / "config.json").write_text(json.dumps(image))
+    hosts = load_hosts(HOSTS / "oci-two-node.yaml").model_copy(deep=True)
+    hosts.slurm.container_bundle = str(bundle)
+    hosts.slurm.container_mounts = ["/scratch:/scratch:ro"]
+    plan = make_plan(load_recipe("mocker-disagg"), hosts, run_name="c", run_dir="/runs/c", python="/venv/bin/python")
+    files = rendered_files(plan)
+    config = json.loads(files["oci/config.json"])
+    assert config["root"] == {"path": "rootfs", "readonly": True}
+    rootfs = str(bundle / "rootfs")
+
+    def bind(source, target, mode="rw"):
+        return {"destination": target, "type": "bind", "source": source, "options": ["rbind", mode]}
+
+    assert config["mounts"] == [
+        bind(f"{rootfs}/usr/bin", "/bin"),
+        bind(f"{rootfs}/etc", "/etc"),
+        bind(f"{rootfs}/usr/lib64", "/lib64"),
+        bind(f"{rootfs}/usr", "/usr"),
+        *image["mounts"],  # the image's own: /proc and /tmp are not bound from the image
+        bind("/runs/c", "/runs/c"),
+        bind("/shared/models", "/shared/models"),
+        bind("/scratch", "/scratch", "ro"),
+    ]
+    # The image's root is read-only: so are its entries, once the runtime has mounted everything.
+    assert config["linux"]["readonlyPaths"] == ["/bin", "/etc", "/lib64", "/usr"]
+    sbatch = files["slurmserve.sbatch"]
+    assert "--container=/runs/c/oci" in sbatch and 'mkdir -p "$RUN_DIR/oci/rootfs"' in sbatch
+    assert plan.process("decode-0").command[:3] == ["/opt/dynamo/bin/python3", "-m", "dynamo.mocker"]
+    (bundle / "config.json").unlink()
+    with pytest.raises(UserError, match="slurm.container_bundle .*: not an OCI bundle"):
+        rendered_files(plan)
+
+
+def test_oci_containers_run_a_trtllm_worker_as_one_process_and_refuse_one_wider_than_a_node():
+    plan = plan_of("gpt-oss-120b-disagg", "oci-two-node.yaml")
+    decode = plan.process("decode-0")
+    assert decode.tasks == 1 and decode.command[0] == "/opt/dynamo/bin/python3"  # it spawns its own ranks
+    sbatch = render_script(plan)
+    assert 'SLURMSERVE_GPU_GRANTS="$RUN_DIR/preflight"' in sbatch and '--save-gpus "$RUN_DIR/preflight"' in sbatch
+    with pytest.raises(UserError, match="slurm.container_bundle: worker agg-0 spans 2 nodes"):
+        plan_of("gpt-oss-120b-agg", "oci-two-node.yaml", "agg.tensor_parallel=16", "agg.expert_parallel=16")
 
 
 def test_engine_yaml_gets_the_recipes_parallelism():

@@ -113,6 +113,7 @@ def test_a_model_folder_missing_on_the_hosts_fails_preflight(slurm_lab, tmp_path
         "--set",
         f"mocker.model_path={tmp_path}/not-there",
     )
-    assert result.returncode == 2 and f"{tmp_path}/not-there not found" in " ".join(result.stderr.split()), (
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and f"host node1: model folder {tmp_path}/not-there does not exist" in message, (
         result.stderr
     )

@@ -6,12 +6,13 @@ import shutil
 import subprocess
 
 from ..errors import UserError
+from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process, node_scratch
 from ..render.scripts import script_name
 from ..runs import RunDir, live_runs
 from ..transport.procfs import pid_alive, stop_groups
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, stop_helpers
-from .preflight import busy_ports, missing_programs
+from .preflight import busy_ports, check_here
 
 RESTART_TIMEOUT_S = 60
 
@@ -40,11 +41,11 @@ class LocalBackend(Backend):
             else:
                 field, hint = f"run {plan.run_name}", "cancel that run, or submit again under another name"
             raise UserError(f"{field}: ports already in use on this machine: {held}; {hint}")
-        missing = missing_programs(plan)
-        if missing:
+        lacking = check_here(needs_of(plan).nodes[plan.nodes[0].name].model_copy(update={"ports": {}}))
+        if lacking:
             raise UserError(
-                f"this machine lacks what run {plan.run_name} needs: {'; '.join(missing)}. Install Dynamo with "
-                "./install.sh (it also installs slurmserve), or pick a recipe whose engine is installed."
+                f"this machine lacks what run {plan.run_name} needs: {lacking.partition(': ')[2]}. Install Dynamo "
+                "with ./install.sh (it also installs slurmserve), or pick a recipe whose engine is installed."
             )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:

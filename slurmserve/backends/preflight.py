@@ -1,24 +1,17 @@
-"""Preflight checks shared by backends: free ports, programs and Python modules a plan needs."""
+"""The node preflight, from this machine: run slurmserve.hardware.node_check's checks with a node's own
+interpreter (here, or on an SSH host), and what a plan's ports look like here."""
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
+from pathlib import Path
 
+from ..hardware import node_check
+from ..planning.needs import NodeNeeds
 from ..planning.plan import Plan
 
-
-def port_free(address: str, port: int) -> bool:
-    """Whether a process could listen on the port now. SO_REUSEADDR, as Dynamo's servers bind: a socket
-    of a run that just ended, in TIME_WAIT, does not hold the port; a listener does."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
+CHECK_TIMEOUT_S = 30
+CHECK_SOURCE = Path(node_check.__file__).read_text()  # runs as `python -c` where slurmserve may not be
 
 
 def busy_ports(plan: Plan, address: str) -> list[tuple[str, str, int]]:
@@ -27,30 +20,25 @@ def busy_ports(plan: Plan, address: str) -> list[tuple[str, str, int]]:
         (process.name, label, port)
         for process in plan.processes
         for label, port in process.ports.items()
-        if not port_free(address, port)
+        if not node_check.port_free(address, port)
     ]
 
 
-def python_modules(plan: Plan) -> list[str]:
-    """The Python modules the plan's processes run (`python -m MODULE`)."""
-    return sorted({process.module for process in plan.processes if process.module})
-
-
-def missing_modules(python: str, modules: list[str]) -> list[str]:
-    """The modules that interpreter cannot import (all of them if the interpreter does not run)."""
-    code = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+def check_here(needs: NodeNeeds) -> str | None:
+    """The node preflight on this machine, under the interpreter the needs name: its one-line report,
+    or None when nothing is lacking."""
     try:
-        result = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True, timeout=60)
-    except OSError:
-        return modules
-    return result.stdout.split() if result.returncode == 0 else modules
-
-
-def missing_programs(plan: Plan) -> list[str]:
-    """What the plan runs that this machine lacks: programs on PATH, Python modules in plan.python."""
-    programs = {p.command[0] for p in plan.processes if p.command[0] != plan.python}
-    missing = [f"program {program}" for program in sorted(programs) if shutil.which(program) is None]
-    missing += [
-        f"Python module {module} in {plan.python}" for module in missing_modules(plan.python, python_modules(plan))
-    ]
-    return missing
+        result = subprocess.run(
+            [needs.python, "-c", CHECK_SOURCE, needs.model_dump_json()],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as error:
+        return f"{needs.node}: python {needs.python} cannot run ({error.strerror})"
+    except subprocess.TimeoutExpired:
+        return f"{needs.node}: the preflight check did not finish within {CHECK_TIMEOUT_S} s"
+    if result.returncode in (0, 1):
+        return result.stdout.strip() or None
+    return f"{needs.node}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"

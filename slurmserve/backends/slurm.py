@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
+from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
@@ -31,7 +32,7 @@ from ..transport.slurm import (
 )
 from ..waiting import wait_until
 from .base import Backend, Launch, SchedulerView, pid_file_alive, unanswering_daemons
-from .preflight import missing_modules, python_modules
+from .preflight import check_here
 
 CANCEL_WAIT_S = 60
 
@@ -95,13 +96,17 @@ class SlurmBackend(Backend):
         check_cluster_fits(plan)
         check_sbatch_accepts(plan)
         # The nodes run the interpreter slurmserve runs in (same path on the shared filesystem): when it
-        # is visible here, check it has what the plan needs.
+        # is visible here, check at once that it imports what the plan runs (the job's node preflight
+        # checks each node again, and the rest, before anything starts).
         if Path(plan.python).exists():
-            missing = missing_modules(plan.python, python_modules(plan))
-            if missing:
+            modules = {m: packages for node in needs_of(plan).nodes.values() for m, packages in node.modules.items()}
+            lacking = check_here(
+                NodeNeeds(node="this machine", address="127.0.0.1", python=plan.python, modules=modules)
+            )
+            if lacking:
                 raise UserError(
-                    f"python {plan.python} lacks {', '.join(missing)}: install Dynamo with ./install.sh, "
-                    "or set python: in the hosts file"
+                    f"python: {lacking.partition(': ')[2]}. Install Dynamo with ./install.sh, or set python: in "
+                    "the hosts file"
                 )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:

@@ -7,7 +7,6 @@ runs each stage on its hosts in parallel and waits on the stage's readiness prob
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import invoke
 
 from ..errors import DeploymentFailed, UserError
-from ..hardware.parsers import count_gpus
+from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.scripts import host_script, render_scripts
 from ..runs import EventKind, Handle, RunDir, StartedGroup
@@ -24,41 +23,13 @@ from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, start_supervisor, stop_helpers, unanswering_daemons
-from .preflight import python_modules
+from .preflight import CHECK_SOURCE
 
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
 LIVENESS_CHECK_INTERVAL_S = 2.0
 LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on each host: which process groups still have a member
 STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
-
-# Run with the plan's Python on each host before anything starts: what the host lacks.
-PREFLIGHT_PY = """
-import importlib.util, json, os, shutil, socket, subprocess, sys
-address, modules, ports = sys.argv[1], sys.argv[2].split(","), [int(p) for p in sys.argv[3].split(",") if p]
-paths = [p for p in sys.argv[4].split(",") if p]
-def busy(port):
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return True
-    return False
-listing = ""
-if shutil.which("nvidia-smi"):
-    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-print(json.dumps({"missing_modules": [m for m in modules if m and importlib.util.find_spec(m) is None],
-                  "busy_ports": [p for p in ports if busy(p)], "gpu_listing": listing,
-                  "missing_paths": [p for p in paths if not os.path.exists(p)]}))
-"""
-
-
-def shared_paths(plan: Plan) -> list[str]:
-    """What every host must see on the shared filesystem: the model cache a staged model goes to, or
-    the model folder the workers read."""
-    if plan.model_stage:
-        return [plan.model_stage.cache]
-    return [plan.model_path] if plan.model_path.startswith("/") else []
 
 
 def start_problem(node: PlanNode, outcome: Outcome[invoke.Result]) -> str | None:
@@ -67,6 +38,15 @@ def start_problem(node: PlanNode, outcome: Outcome[invoke.Result]) -> str | None
     if unreachable or outcome.value is None or outcome.value.exited == 0:
         return unreachable
     return f"host {node.name}: {' '.join(outcome.value.stderr.split())}"
+
+
+def unfit(plan: Plan, node: PlanNode, result: invoke.Result) -> list[str]:
+    """What the node preflight on a host found lacking ("host NAME: ..."), or why it could not run."""
+    if result.exited == 127:
+        return [f"host {node.name}: python {plan.python} not found (set python: in the hosts file)"]
+    if result.exited not in (0, 1):
+        return [f"host {node.name}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"]
+    return [f"host {line}" for line in result.stdout.splitlines() if line.strip()]
 
 
 def host_script_path(plan: Plan, host: str) -> str:
@@ -82,29 +62,15 @@ class SSHBackend(Backend):
                 "one MPI world across nodes needs Slurm"
             )
         nodes = {node.name: node for node in plan.nodes}
-        ports = {name: [port for p in plan.processes if p.host == name for port in p.ports.values()] for name in nodes}
-        modules = ",".join([*python_modules(plan), LIVE_GROUPS_MODULE])
-        # What each host must see: the model on the shared filesystem, and the binaries it runs by path.
-        paths = {
-            name: ",".join(
-                [
-                    *shared_paths(plan),
-                    *(p.command[0] for p in plan.processes if p.host == name and p.command[0].startswith("/")),
-                ]
-            )
-            for name in nodes
-        }
+        needs = needs_of(plan).nodes
 
         def check(name: str) -> invoke.Result:
             return remote_python(
                 nodes[name],
                 plan.python,
                 "-c",
-                PREFLIGHT_PY,
-                nodes[name].address,
-                modules,
-                ",".join(map(str, ports[name])),
-                paths[name],
+                CHECK_SOURCE,
+                needs[name].model_dump_json(),
                 timeout=PREFLIGHT_DEADLINE_S,
             )
 
@@ -114,32 +80,9 @@ class SSHBackend(Backend):
         ]
         for name, outcome in outcomes.items():
             if outcome.ok and outcome.value is not None:
-                problems += self._unfit(plan, nodes[name], outcome.value)
+                problems += unfit(plan, nodes[name], outcome.value)
         if problems:
             raise UserError("hosts: " + "; ".join(problems) + ". Nothing was started.")
-
-    def _unfit(self, plan: Plan, node: PlanNode, result: invoke.Result) -> list[str]:
-        where = f"host {node.name}"
-        if result.exited == 127:
-            return [f"{where}: python {plan.python} not found (set python: in the hosts file)"]
-        if result.exited != 0:
-            return [f"{where}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"]
-        found = json.loads(result.stdout)
-        problems = []
-        if found["missing_modules"]:
-            problems.append(f"{where}: python {plan.python} cannot import {', '.join(found['missing_modules'])}")
-        if found["missing_paths"]:
-            problems.append(
-                f"{where}: {', '.join(found['missing_paths'])} not found there (the model on the shared "
-                "filesystem, or a program the plan runs)"
-            )
-        if found["busy_ports"]:
-            problems.append(f"{where}: ports {', '.join(map(str, found['busy_ports']))} already in use")
-        needed = max((len(p.gpus) for p in plan.processes if p.host == node.name), default=0)
-        gpus = count_gpus(found["gpu_listing"])
-        if plan.engine != "mocker" and gpus < needed:
-            problems.append(f"{where}: {gpus} GPUs visible, the plan needs {needed}")
-        return problems
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The stages need someone to wait on their probes: a launcher of their own, detached."""

@@ -28,6 +28,9 @@ SLURM_TIME = re.compile(r"(?:[0-9]+-)?[0-9]+(?::[0-9]+){0,2}|UNLIMITED|INFINITE"
 SBATCH_OPTION = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*(?:[= ][^\x00-\x1f\x7f]*)?")
 REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PROGRAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}|/[^\x00-\x1f\x7f]{1,4095}")
+# SOURCE[:TARGET[:OPTIONS]], absolute paths without ',' (Pyxis separates mounts with commas).
+CONTAINER_MOUNT = re.compile(r"/[^,:\x00-\x1f\x7f]*(?::/[^,:\x00-\x1f\x7f]*(?::[a-z]+)?)?")
 
 
 def _matching(pattern: re.Pattern[str], form: str) -> AfterValidator:
@@ -79,6 +82,8 @@ Interface = Annotated[str, _matching(INTERFACE, "an interface name such as ib0 o
 SlurmTime = Annotated[str, _matching(SLURM_TIME, "a Slurm time such as 04:00:00, 2-00:00:00 or UNLIMITED")]
 SbatchOption = Annotated[str, _matching(SBATCH_OPTION, "one sbatch option such as --exclusive or --mem=0")]
 Revision = Annotated[str, _matching(REVISION, "a branch, tag or commit")]
+Program = Annotated[str, _matching(PROGRAM, "a program name found on PATH, or an absolute path")]
+ContainerMount = Annotated[str, _matching(CONTAINER_MOUNT, "SOURCE[:TARGET[:OPTIONS]] with absolute paths and no ','")]
 Text = Annotated[str, AfterValidator(_one_line)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 

@@ -9,7 +9,19 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
-from .fields import AbsolutePath, Address, Identifier, Interface, JumpHost, SbatchOption, SlurmTime, SshUser, Text
+from .fields import (
+    AbsolutePath,
+    Address,
+    ContainerMount,
+    Identifier,
+    Interface,
+    JumpHost,
+    Program,
+    SbatchOption,
+    SlurmTime,
+    SshUser,
+    Text,
+)
 from .files import Strict, read_yaml_mapping
 
 
@@ -40,15 +52,33 @@ class HostEntry(Strict):
     nics: list[NicSpec] | None = None
 
 
+class ContainerTools(Strict):
+    """The image's own programs, by name on its PATH or by absolute path in it."""
+
+    python: Program = "python3"
+    llmapi_launch: Program = "trtllm-llmapi-launch"
+    ucx_perftest: Program = "ucx_perftest"
+
+
 class SlurmSpec(Strict):
     partition: Identifier | None = None
     account: Identifier | None = None
     time: SlurmTime = "04:00:00"
     qos: Identifier | None = None
     reservation: Identifier | None = None
+    # Where the Dynamo processes run: a Pyxis image (`srun --container-image`) or an OCI bundle folder
+    # (Slurm's own `srun --container`); etcd, NATS and slurmserve's helpers stay outside.
     container_image: Text | None = None
-    container_mounts: list[Text] = []
+    container_bundle: AbsolutePath | None = None
+    container_mounts: list[ContainerMount] = []  # besides the run directory and model cache, mounted always
+    container_tools: ContainerTools = ContainerTools()
     extra_sbatch: list[SbatchOption] = []  # further `#SBATCH` options, one per entry
+
+    @model_validator(mode="after")
+    def one_container(self) -> SlurmSpec:
+        if self.container_image and self.container_bundle:
+            raise ValueError("set container_image (Pyxis) or container_bundle (Slurm OCI), not both")
+        return self
 
 
 class SwitchSpec(Strict):

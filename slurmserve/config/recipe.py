@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
 from ..resources import builtin_recipes_dir, resource_dir
+from .engine_schema import engine_file_problems, schema_version
 from .fields import AbsolutePath, EnvKey, EnvValue, FlagName, Identifier, Revision, Text
 from .files import Strict, read_yaml_mapping
 from .overrides import apply_overrides
@@ -170,9 +171,16 @@ def resolve_engine_config(value: str, field: str) -> Path:
     if not path.is_file():
         raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
     try:
-        read_yaml_mapping(path)  # a malformed engine YAML fails here, before anything is planned
+        # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
+        # planned, not on the GPU node after the queue wait and the model load.
+        problems = engine_file_problems(path)
     except UserError as error:
         raise UserError(f"{field}: {error}") from None
+    if problems:
+        raise UserError(
+            f"{field}: engine config {path} does not fit TensorRT-LLM {schema_version()}'s arguments: "
+            + "; ".join(problem.removeprefix(f"{path}: ") for problem in problems)
+        )
     return path
 
 

@@ -346,7 +346,7 @@ def _stop_all() -> None:
 def slurm_run_on(*, in_allocation: bool | None = None, srun_args: Sequence[str] = (), srun: str = "srun") -> RunOn:
     """Run on a node as an srun step: inside a job (SLURM_JOB_ID set: the batch script) a step that
     shares the job's resources (--overlap); outside, a one-node job of its own (pass the partition
-    etc. in srun_args). srun_args may add a container (--container-image=...)."""
+    etc. in srun_args). srun_args may add a container (--container-image=..., --container=...)."""
     inside = "SLURM_JOB_ID" in os.environ if in_allocation is None else in_allocation
 
     def run_on(node: str, argv: Sequence[str], env: dict[str, str], timeout_s: float) -> tuple[int, str, str]:
@@ -377,21 +377,15 @@ def ssh_run_on(plan: Plan) -> RunOn:
     return run_on
 
 
-def run_on_for(plan: Plan, via: str | None = None, container: bool = False) -> RunOn:
-    """How a plan's nodes are reached: srun steps for Slurm plans, SSH for SSH plans.
-
-    ucx_perftest runs on the host by default. container=True runs it in the plan's container image
-    (the UCX the workers use; pyxis imports the image for each step, so it is slow)."""
+def run_on_for(plan: Plan, via: str | None = None) -> RunOn:
+    """How a plan's nodes are reached: srun steps for Slurm plans (inside the plan's container when it
+    has one: the UCX the workers use), SSH for SSH plans."""
     via = via or plan.backend
     if via == "ssh":
         return ssh_run_on(plan)
     if via != "slurm":
         raise ValueError(f"no way to reach nodes via {via!r} (slurm or ssh)")
-    srun_args = []
-    if container and plan.slurm and plan.slurm.container_image:
-        srun_args.append(f"--container-image={plan.slurm.container_image}")
-        if plan.slurm.container_mounts:
-            srun_args.append(f"--container-mounts={','.join(plan.slurm.container_mounts)}")
+    srun_args = plan.container.srun_flags(plan.run_dir) if plan.container else []
     if plan.slurm and "SLURM_JOB_ID" not in os.environ:  # outside the job: each step is a small job of its own
         srun_args += [
             f"--{name}={value}"

@@ -18,12 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("plan", type=Path, help="the run's plan.json")
     parser.add_argument("--via", choices=("slurm", "ssh"), help="how to reach the nodes (default: the plan's backend)")
     parser.add_argument("--latency", action="store_true", help="also run an 8-byte latency test per pair")
-    parser.add_argument("--perftest", default=PERFTEST, help=f"ucx_perftest on the nodes (default {PERFTEST})")
     parser.add_argument(
-        "--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds one transfer may take, launch included"
+        "--perftest", help=f"ucx_perftest on the nodes (default: the container's, else {PERFTEST} on PATH)"
     )
     parser.add_argument(
-        "--container", action="store_true", help="run ucx_perftest in the plan's container image (Slurm)"
+        "--timeout", type=float, default=RUN_TIMEOUT_S, help="seconds one transfer may take, launch included"
     )
     args = parser.parse_args(argv)
 
@@ -38,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = run_checks(
         checks,
-        run_on_for(plan, args.via, args.container),
+        run_on_for(plan, args.via),
         on_result=report,
         latency=args.latency,
-        perftest=args.perftest,
+        perftest=args.perftest or (plan.container.ucx_perftest if plan.container else PERFTEST),
         timeout_s=args.timeout,
     )
     problems = failures(results)

@@ -45,6 +45,7 @@ class Process(BaseModel):
     # Files a dead process of this kind leaves behind on its node (globs), removed before it starts
     # again unless a live process still holds them.
     leftovers: list[str] = []
+    in_container: bool = False  # runs in the plan's container (with the image's own interpreter and tools)
     log: str  # relative to the run directory
 
     @property
@@ -83,6 +84,28 @@ class ModelStage(BaseModel):
         ]
 
 
+RUN_BUNDLE = "oci"  # the run's own OCI bundle (config.json), in the run directory
+
+
+class Container(BaseModel):
+    """Where a Slurm job's Dynamo processes run: a Pyxis image, or an OCI bundle run by Slurm itself
+    (`srun --container`). What runs inside uses the image's interpreter and tools; the run directory
+    and the model are mounted at their own paths."""
+
+    kind: Literal["pyxis", "oci"]
+    source: str  # the image (Pyxis), or the bundle folder the run's own bundle takes its root from (OCI)
+    mounts: list[str]  # SOURCE:TARGET[:OPTIONS]
+    python: str
+    llmapi_launch: str
+    ucx_perftest: str
+
+    def srun_flags(self, run_dir: str) -> list[str]:
+        """What puts an srun step's tasks in the container."""
+        if self.kind == "pyxis":
+            return [f"--container-image={self.source}", f"--container-mounts={','.join(self.mounts)}"]
+        return [f"--container={run_dir}/{RUN_BUNDLE}"]
+
+
 class EngineFile(BaseModel):
     """An engine YAML copied into the run directory with the recipe's parallelism written over it."""
 
@@ -115,6 +138,7 @@ class Plan(BaseModel):
     kv_preflight: bool = False
     restart: RestartPolicy = RestartPolicy()
     slurm: SlurmSpec | None = None
+    container: Container | None = None
     warnings: list[str] = []  # settings of the recipe that this plan cannot honour, in words
 
     # Name indexes, built once: the supervisor looks processes up every tick.

@@ -7,14 +7,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..config.hosts import ControlPlaneSpec, Hosts, Node, concrete_nodes
 from ..config.recipe import Recipe, WorkerSpec
 from ..errors import UserError
 from ..resources import builtin_model_dir
 from .placement import Placement, place_workers
-from .plan import EngineFile, ModelStage, Plan, PlanNode, Process, Role, node_scratch
+from .plan import Container, EngineFile, ModelStage, Plan, PlanNode, Process, Role, node_scratch
 from .ports import PortAllocator, default_port_block
 from .topology import nics_for_gpus, rank_rdma_env, rdma_env
 
@@ -68,6 +68,25 @@ def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
     )
 
 
+def container_for(hosts: Hosts, run_dir: str, model_path: str) -> Container | None:
+    """The hosts file's container, for a Slurm job; it sees the run directory, the model cache (or the
+    model's own folder) and the hosts file's mounts, each at its own path."""
+    slurm = hosts.slurm
+    if hosts.backend != "slurm" or not (slurm.container_image or slurm.container_bundle):
+        return None
+    shared = [run_dir, hosts.model_cache or (model_path if model_path.startswith("/") else None)]
+    mounts = [f"{path}:{path}" for path in shared if path] + slurm.container_mounts
+    tools = slurm.container_tools
+    return Container(
+        kind="pyxis" if slurm.container_image else "oci",
+        source=slurm.container_image or slurm.container_bundle or "",
+        mounts=mounts,
+        python=tools.python,
+        llmapi_launch=tools.llmapi_launch,
+        ucx_perftest=tools.ucx_perftest,
+    )
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -92,12 +111,19 @@ def worker_module(recipe: Recipe) -> str:
     return "dynamo.mocker" if recipe.engine == "mocker" else "dynamo.trtllm"
 
 
+class Tools(NamedTuple):
+    """What the Dynamo processes run through: their interpreter, and TRT-LLM's MPI launcher."""
+
+    python: str
+    llmapi_launch: str
+
+
 def worker_command(
-    recipe: Recipe, role: str, spec: WorkerSpec, python: str, model_path: str, engine_file: str | None, mpi_world: bool
+    recipe: Recipe, role: str, spec: WorkerSpec, tools: Tools, model_path: str, engine_file: str | None, mpi_world: bool
 ) -> list[str]:
     if recipe.engine == "mocker":
         return [
-            python,
+            tools.python,
             "-m",
             worker_module(recipe),
             "--model-path",
@@ -111,7 +137,7 @@ def worker_command(
             *plane_flags(recipe),
         ]
     command = [
-        python,
+        tools.python,
         "-m",
         worker_module(recipe),
         "--model",
@@ -130,13 +156,24 @@ def worker_command(
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
     command += engine_args(spec.args) + spec.extra_args
     # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
-    return ["trtllm-llmapi-launch", *command] if mpi_world else command
+    return [tools.llmapi_launch, *command] if mpi_world else command
 
 
-def runs_as_mpi_world(recipe: Recipe, backend: str, node_count: int) -> bool:
+def runs_as_mpi_world(ctx: _Context, name: str, node_count: int) -> bool:
     """TRT-LLM workers under Slurm are one srun MPI world (a task per GPU), as Dynamo's Slurm examples
-    run them; elsewhere a worker on one node is a single process that spawns its own ranks."""
-    return recipe.engine == "trtllm" and (backend == "slurm" or node_count > 1)
+    run them; elsewhere a worker on one node is a single process that spawns its own ranks. So are they
+    in Slurm's OCI containers, which run one task per node and step (Slurm 22.05): a worker wider than
+    a node cannot run there."""
+    if ctx.recipe.engine != "trtllm":
+        return False
+    if ctx.container and ctx.container.kind == "oci":
+        if node_count > 1:
+            raise UserError(
+                f"slurm.container_bundle: worker {name} spans {node_count} nodes, but Slurm's OCI containers "
+                "run one task per node and step, so its MPI world cannot start; use container_image (Pyxis)"
+            )
+        return False
+    return ctx.backend == "slurm" or node_count > 1
 
 
 def advertise_env(address: str) -> dict[str, str]:
@@ -164,6 +201,14 @@ class _Context:
     ports: PortAllocator
     dynamo_env: dict[str, str]  # what every Dynamo process of the deployment gets
     binaries: ControlPlaneSpec  # etcd's and nats-server's paths (None: found on PATH)
+    container: Container | None  # where the Dynamo processes run (Slurm), None: on the nodes themselves
+
+    @property
+    def dynamo_tools(self) -> Tools:
+        """The interpreter and launcher of the Dynamo processes: the image's in a container."""
+        if self.container:
+            return Tools(self.container.python, self.container.llmapi_launch)
+        return Tools(self.python, "trtllm-llmapi-launch")
 
 
 def head_service(
@@ -268,7 +313,7 @@ def worker_process(
     spec: WorkerSpec = getattr(recipe, role)
     name = f"{role}-{placement.replica}"
     leader = nodes[placement.nodes[0]]
-    mpi_world = runs_as_mpi_world(recipe, ctx.backend, len(placement.nodes))
+    mpi_world = runs_as_mpi_world(ctx, name, len(placement.nodes))
     model_path, model_env = model
     # Both fixed: an ephemeral request-plane port could land in another deployment's block.
     system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
@@ -299,7 +344,7 @@ def worker_process(
         ports={"system": system_port, "rpc": rpc_port},
         env=env,
         command=worker_command(
-            recipe, role, spec, ctx.python, model_path, engine_file_path(ctx, role, spec), mpi_world
+            recipe, role, spec, ctx.dynamo_tools, model_path, engine_file_path(ctx, role, spec), mpi_world
         ),
         module=worker_module(recipe),
         rank_env=rank_env if any(rank_env) else [],
@@ -308,6 +353,7 @@ def worker_process(
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
         tasks=spec.gpus if mpi_world else 1,
         leftovers=TRTLLM_LEFTOVERS if recipe.engine == "trtllm" else [],
+        in_container=ctx.container is not None,
         log=log_of(name),
     )
 
@@ -322,7 +368,7 @@ def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process
         env=ctx.dynamo_env | advertise_env(address) | {"DYN_TCP_RESPONSE_STREAM_PORT": str(response_port)},
         module="dynamo.frontend",
         command=[
-            ctx.python,
+            ctx.dynamo_tools.python,
             "-m",
             "dynamo.frontend",
             "--http-host",
@@ -336,6 +382,7 @@ def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process
         ],
         after=after,
         ready_url=f"http://{address}:{http_port}/health",
+        in_container=ctx.container is not None,
         log=log_of("frontend"),
     )
 
@@ -370,6 +417,7 @@ def make_plan(
         # Logs go to files, not terminals: no colour codes in them.
         dynamo_env={"DYN_SDK_DISABLE_ANSI_LOGGING": "1", **recipe.env},
         binaries=binaries or hosts.control_plane,
+        container=container_for(hosts, run_dir, model_location(recipe, hosts)[0]),
     )
 
     discovery = choose_discovery(recipe, hosts, used_nodes)
@@ -405,6 +453,7 @@ def make_plan(
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
         restart=recipe.restart,
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
+        container=ctx.container,
         warnings=ignored_settings_warning(recipe),
     )
 

@@ -7,10 +7,13 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..planning.plan import Plan
+from ..hardware import node_check
+from ..planning.needs import needs_of
+from ..planning.plan import RUN_BUNDLE, Plan
 from ..private import make_private_dir, write_private
 from ..resources import resource_dir
-from .scripts import TASK_START, render_scripts
+from .containers import run_bundle_config
+from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
 
 
 def engine_yaml(source: str, overrides: dict[str, int]) -> str:
@@ -25,6 +28,10 @@ def rendered_files(plan: Plan) -> dict[str, str]:
     files = {**render_scripts(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
     if plan.backend == "slurm":
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
+        files[PREFLIGHT_SCRIPT] = Path(node_check.__file__).read_text()
+        files[NEEDS_FILE] = needs_of(plan).model_dump_json(indent=2) + "\n"
+    if plan.container and plan.container.kind == "oci":
+        files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)
     for engine_file in plan.engine_files:
         files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
     return files

@@ -9,6 +9,7 @@ import shlex
 
 import jinja2
 
+from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process
 from ..resources import resource_dir
 
@@ -18,6 +19,8 @@ AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND",
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
 TASK_START = "task-start.sh"  # the per-task start of a Slurm step, shipped beside the templates
+PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.hardware.node_check, copied: an image's Python runs it too
+NEEDS_FILE = "preflight.json"  # what each node needs (planning.needs), the node preflight's input
 # What each Slurm task picks for itself (task-start.sh) instead of taking it from the command line.
 PER_TASK_VARS = ("CUDA_VISIBLE_DEVICES",)
 PER_RANK_VARS = ("CUDA_VISIBLE_DEVICES", "UCX_NET_DEVICES", "NCCL_IB_HCA")
@@ -58,30 +61,34 @@ def remote_command(words: list[str]) -> str:
 
 def srun_step(plan: Plan, process: Process) -> list[str]:
     """The lines (joined with line continuations) of a process's srun step: its nodes and tasks, its
-    GPUs, its MPI world, the container, its log; then task-start.sh with what each task picks for itself."""
+    GPUs, its MPI world, the container, its log; then task-start.sh with what each task picks for itself.
+    In a container, what needs slurmserve's own Python (leftovers) runs in a host step just before."""
     quote = shlex.quote
     nodes = process.nodes
-    lines = [
-        f"srun --overlap --nodes={len(nodes)} --ntasks={process.tasks} --nodelist={quote(','.join(nodes))} --export=ALL"
-    ]
+    lines = srun_words(process.name, nodes, process.tasks)
+    lines.append(f"--output={quote(plan.run_dir + '/' + process.log)} --open-mode=append")
     if process.gpus:
-        lines.append(f"--gres=gpu:{plan.gpus_per_node_used()}")
+        lines.insert(1, f"--gres=gpu:{plan.gpus_per_node_used()}")
     if process.tasks > 1:
-        lines.append(f"--mpi=pmix --ntasks-per-node={process.tasks // len(nodes)}")
-    slurm = plan.slurm
-    if slurm and slurm.container_image:
-        mounts = f" --container-mounts={quote(','.join(slurm.container_mounts))}" if slurm.container_mounts else ""
-        lines.append(f"--container-image={quote(slurm.container_image)}{mounts}")
-    lines.append(
-        f"--output={quote(plan.run_dir + '/' + process.log)} --open-mode=append --job-name={quote(process.name)}"
-    )
+        lines.insert(1, f"--mpi=pmix --ntasks-per-node={process.tasks // len(nodes)}")
+    if process.in_container and plan.container:
+        lines.insert(-1, " ".join(map(quote, plan.container.srun_flags(plan.run_dir))))
+    prepare = prepare_env(process)
     task_env = ['SLURMSERVE_RESTART="${RESTARTING:-}"']
+    if process.in_container and prepare:
+        on_the_nodes = [
+            *srun_words(process.name, nodes, len(nodes)),
+            f"--output={quote(plan.run_dir + '/' + process.log)} --open-mode=append",
+            f"env {task_env[0]} {' '.join(prepare)}",
+            f'bash "$RUN_DIR/{TASK_START}" --prepare &&',
+        ]
+        lines = on_the_nodes + lines
+    else:
+        task_env += prepare
     if process.gpus:
         task_env.append(f"SLURMSERVE_GPUS={','.join(map(str, process.gpus))}")
-    if process.fresh_dirs:
-        task_env.append(f"SLURMSERVE_FRESH_DIRS={quote(' '.join(process.fresh_dirs))}")
-    if process.leftovers:
-        task_env.append(f'SLURMSERVE_LEFTOVERS={quote(" ".join(process.leftovers))} SLURMSERVE_PYTHON="$PYTHON"')
+        if process.in_container and loses_task_env(plan):
+            task_env.append('SLURMSERVE_GPU_GRANTS="$RUN_DIR/preflight"')
     if process.rank_env:
         task_env.append("SLURMSERVE_RANK_UCX=" + quote(";".join(env["UCX_NET_DEVICES"] for env in process.rank_env)))
         task_env.append("SLURMSERVE_RANK_HCA=" + quote(";".join(env["NCCL_IB_HCA"] for env in process.rank_env)))
@@ -89,6 +96,54 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
     lines.append(f'bash "$RUN_DIR/{TASK_START}" "$RUN_DIR/pids/{process.name}.tasks"')
     lines.append(env_command(process, PER_RANK_VARS if process.rank_env else PER_TASK_VARS))
     return lines
+
+
+def loses_task_env(plan: Plan) -> bool:
+    """Slurm's OCI containers get the step's environment, not the task's: no CUDA_VISIBLE_DEVICES inside.
+    The node preflight saves each node's grant for the tasks to read (task-start.sh)."""
+    return plan.container is not None and plan.container.kind == "oci"
+
+
+def srun_words(name: str, nodes: list[str], tasks: int) -> list[str]:
+    """The first line of an srun step of the job: its name, its nodes and tasks (every srun states its
+    own, whatever job-wide defaults the hosts file's extra_sbatch set)."""
+    return [
+        f"srun --overlap --nodes={len(nodes)} --ntasks={tasks} --nodelist={shlex.quote(','.join(nodes))} "
+        f"--export=ALL --job-name={shlex.quote(name)}"
+    ]
+
+
+def preflight_steps(plan: Plan) -> tuple[list[str], list[str]]:
+    """The node preflight's srun steps (one task per node, all nodes at once): on the nodes, with
+    slurmserve's interpreter, and (with a container) inside it, with the image's."""
+    needs = needs_of(plan)
+    nodes = [node.name for node in plan.nodes]
+    script, needs_file = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"', f'"$RUN_DIR/{NEEDS_FILE}"'
+    gpus = plan.gpus_per_node_used()
+    on_nodes = [*srun_words("preflight", nodes, len(nodes)), '--output="$RUN_DIR/preflight/%N.log"']
+    on_nodes[1:1] = [f"--gres=gpu:{gpus}"] if gpus else []
+    save_gpus = ' --save-gpus "$RUN_DIR/preflight"' if loses_task_env(plan) and gpus else ""
+    on_nodes.append(f'"$PYTHON" {script} {needs_file}{save_gpus}')
+    if not (needs.container and plan.container):
+        return on_nodes, []
+    inside = srun_words("preflight", list(needs.container), len(needs.container))
+    inside += [
+        " ".join(map(shlex.quote, plan.container.srun_flags(plan.run_dir))),
+        '--output="$RUN_DIR/preflight/%N@container.log"',
+        f"{shlex.quote(plan.container.python)} {script} {needs_file} --part container",
+    ]
+    return on_nodes, inside
+
+
+def prepare_env(process: Process) -> list[str]:
+    """What a task's start leaves behind it on the node before the process runs (task-start.sh)."""
+    quote = shlex.quote
+    env = []
+    if process.fresh_dirs:
+        env.append(f"SLURMSERVE_FRESH_DIRS={quote(' '.join(process.fresh_dirs))}")
+    if process.leftovers:
+        env.append(f'SLURMSERVE_LEFTOVERS={quote(" ".join(process.leftovers))} SLURMSERVE_PYTHON="$PYTHON"')
+    return env
 
 
 def ssh_words(node: PlanNode) -> list[str]:
@@ -139,7 +194,11 @@ def render_scripts(plan: Plan) -> dict[str, str]:
     context = {"plan": plan, "launcher_log": LAUNCHER_LOG}
     if plan.backend == "slurm":
         steps = {process.name: srun_step(plan, process) for process in plan.processes}
-        return {"slurmserve.sbatch": templates.get_template("slurm.sbatch.j2").render(context, steps=steps)}
+        preflight, container_preflight = preflight_steps(plan)
+        sbatch = templates.get_template("slurm.sbatch.j2").render(
+            context, steps=steps, preflight=preflight, container_preflight=container_preflight
+        )
+        return {"slurmserve.sbatch": sbatch}
     if plan.backend == "local":
         return {"launch.sh": templates.get_template("launch.sh.j2").render(context)}
     stages = plan.stages()

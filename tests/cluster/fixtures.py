@@ -17,9 +17,11 @@ Both skip when not root (and fail instead when SLURMSERVE_REQUIRE_LAB is set, as
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from . import oci
 from .lab import DEFAULT, Lab, down, status, up
 
 _UNSET = object()
@@ -93,3 +95,16 @@ def slurm_lab_accounting(request: pytest.FixtureRequest) -> Lab:
     yield lab
     if _SESSION.plain_in_use:
         _SESSION.ensure(accounting=False)
+
+
+# Built once per machine and kept (about 30 s, 620 MB): outside the lab directory, which `down` removes.
+OCI_IMAGE = Path("/var/tmp/slurmserve-oci/image")
+
+
+@pytest.fixture(scope="session")
+def oci_image() -> Path:
+    """An OCI bundle of Debian with python3 and Dynamo's frontend and mock engine in /opt/dynamo (not the
+    host's venv), for Slurm's `srun --container` (tests/cluster/oci.py)."""
+    _require_root()
+    oci.build(OCI_IMAGE)
+    return OCI_IMAGE

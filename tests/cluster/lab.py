@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.cluster import oci
+
 DEFAULT = Path("/tmp/slurmserve-lab")
 CLUSTER = "lab"
 PARTITION = "debug"
@@ -38,7 +40,17 @@ SWITCHES = (("leaf1", ("node1", "node2")), ("leaf2", ("node3",)))
 HOSTS_TAG = "# slurmserve-lab"
 MYSQL_PORT = 13306
 DBD_PORT = 6819
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client", "iproute2", "ucx-utils")
+PACKAGES = (
+    "slurmctld",
+    "slurmd",
+    "slurm-client",
+    "munge",
+    "openssh-server",
+    "openssh-client",
+    "iproute2",
+    "ucx-utils",
+    "runc",  # what oci.conf runs for `srun --container` (crun fails here: cgroups in hybrid mode)
+)
 ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
@@ -478,6 +490,9 @@ def _write_files(p: _Paths, accounting: bool) -> None:
     _write(p.slurm_conf, _slurm_conf(p, accounting))
     _write(p.etc / "gres.conf", f"Name=gpu File={p.dev}/gpu[0-{GPUS - 1}]\n")
     _write(p.etc / "topology.conf", _topology_conf())
+    # Slurm's own OCI containers (`srun --container=BUNDLE`); without oci.conf the flag is ignored.
+    (p.run / "oci").mkdir(exist_ok=True)
+    _write(p.etc / "oci.conf", oci.oci_conf(p.run / "oci"))
     if accounting:
         _write(p.etc / "slurmdbd.conf", _slurmdbd_conf(p), 0o600)
     key = p.munge / "munge.key"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Install slurmserve with Dynamo's frontend and mock engine into a virtual environment (default .venv).
 #   ./install.sh          what the local demo needs
-#   ./install.sh --test   plus the test tools
+#   ./install.sh --bench  plus aiperf (in $VENV/aiperf, a venv of its own) for `slurmserve bench`/`sweep`
+#   ./install.sh --test   plus the test tools (and aiperf: the suite benchmarks for real)
 # Idempotent: run it again to update. VENV=/path and PYTHON=python3.x choose where and with what.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
+AIPERF_VERSION=0.13.0
 extras=dynamo
-[ "${1:-}" = "--test" ] && extras=dynamo,test
+case "${1:-}" in
+  --bench) extras=dynamo,bench ;;
+  --test) extras=dynamo,bench,test ;;
+esac
 
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
@@ -17,4 +22,10 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --no-deps ai-dynamo==1.6.1
 # (--no-warn-conflicts: pip would otherwise list ai-dynamo's unmet declared dependencies as errors.)
 "${pip[@]}" --no-warn-conflicts --editable ".[$extras]"
+if [[ $extras == *bench* ]]; then
+  # aiperf pins older huggingface_hub, rich and prometheus_client than slurmserve uses: its own venv,
+  # inside slurmserve's (the same path on the nodes' shared filesystem), where `bench` looks for it.
+  [ -x "$VENV/aiperf/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/aiperf"
+  "$VENV/aiperf/bin/python" -m pip install --quiet --disable-pip-version-check "aiperf==$AIPERF_VERSION"
+fi
 echo "slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"

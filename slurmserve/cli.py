@@ -19,6 +19,9 @@ from rich.live import Live
 from rich.table import Table
 
 from . import deploy
+from .bench.results import TABLE_COLUMNS, BenchSummary, PointResult, invalid_points, table_rows
+from .bench.runner import BenchRequest
+from .bench.sweep import sweep_points
 from .config.hosts import load_hosts
 from .config.recipe import builtin_recipe_names, load_recipe
 from .errors import DeploymentFailed, UserError
@@ -36,6 +39,15 @@ errors = Console(stderr=True, soft_wrap=True)  # one paragraph; the terminal wra
 RecipeOption = typer.Option(..., "--recipe", help="A built-in recipe name or a recipe file")
 HostsOption = typer.Option(None, "--hosts", help="Hosts file (default: this machine)")
 SetOption = typer.Option([], "--set", help="Override a recipe field: --set decode.replicas=2")
+# What `bench` and `sweep` share: the command line's changes to the recipe's bench profile.
+ConcurrencyOption = typer.Option(None, "--concurrency", help="Concurrency points, e.g. 1,8,32 (default: the recipe's)")
+IslOption = typer.Option(None, "--isl", min=1, help="Input tokens per request")
+OslOption = typer.Option(None, "--osl", min=1, help="Output tokens per request")
+RequestsOption = typer.Option(None, "--requests", min=1, help="Requests per point")
+AiperfOption = typer.Option(None, "--aiperf", help="aiperf to run (default: the one install.sh --bench installs)")
+FreshOption = typer.Option(
+    False, "--fresh-between-points", help="Restart the workers between points (prefix and KV caches empty)"
+)
 LAST_ERROR_CHARS = 80  # in the table; --json has all of it
 STATE_STYLE = {
     "ready": "green",
@@ -331,6 +343,113 @@ def logs(
     for line in deploy.logs(the_run, process, follow):
         sys.stdout.write(line)
         sys.stdout.flush()
+
+
+def numbers(text: str | None, option: str) -> list[int] | None:
+    """`1,8,32` -> [1, 8, 32]."""
+    if text is None:
+        return None
+    try:
+        values = [int(word) for word in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: must be whole numbers separated by commas, such as 1,8,32") from None
+    if any(value < 1 for value in values):
+        raise UserError(f"{option} {text!r}: each must be at least 1")
+    return values
+
+
+def point_line(point: PointResult) -> str:
+    """The progress line of one benchmark point."""
+    figures = (
+        f"{point.requests} requests, {point.output_tokens_per_s:.1f} tok/s ({point.output_tokens_per_s_per_user:.1f}"
+        f"/user), TTFT p50 {point.ttft_ms.p50:.1f} ms"
+        if point.ttft_ms
+        else "no figures"
+    )
+    verdict = "valid" if point.valid else "INVALID: " + "; ".join(point.problems)
+    return f"concurrency {point.concurrency}: {figures}, {point.errors} errors; {verdict}"
+
+
+def bench_table(summaries: list[BenchSummary]) -> Table:
+    table = Table(*TABLE_COLUMNS)
+    for row in table_rows(summaries):
+        table.add_row(*row)
+    return table
+
+
+@app.command()
+@clean_errors
+def bench(
+    run: str = typer.Argument(..., metavar="RUN | compare", help="A serving run; or `compare` and benchmark folders"),
+    folders: Optional[list[str]] = typer.Argument(None, metavar="[DIR...]", help="With compare: benchmark folders"),
+    concurrency: Optional[str] = ConcurrencyOption,
+    isl: Optional[int] = IslOption,
+    osl: Optional[int] = OslOption,
+    requests: Optional[int] = RequestsOption,
+    aiperf: Optional[str] = AiperfOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="With compare: where the combined table and plot go"),
+    fresh: bool = FreshOption,
+    json_out: bool = typer.Option(False, "--json", help="Print the summary (summary.json) instead of the table"),
+) -> None:
+    """Benchmark a serving run with aiperf, a point per concurrency (exit 1 if a point fails the validity
+    gate); `bench compare DIR...` puts benchmarks side by side."""
+    if run == "compare":
+        summaries, folder = deploy.compare([Path(folder) for folder in folders or []], out)
+        console.print(bench_table(summaries))
+        for line in invalid_points(summaries):
+            console.print(f"invalid: {line}", highlight=False)
+        console.print(f"table and plots: {folder}")
+        return
+    request = BenchRequest(
+        numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
+    )
+    progress = errors if json_out else console  # with --json, stdout is the summary alone
+    summary, folder = deploy.bench(open_run(run), request, lambda point: progress.print(point_line(point)))
+    if json_out:
+        print(summary.model_dump_json(indent=2))
+    else:
+        console.print(bench_table([summary]))
+    progress.print(f"results: {folder / 'summary.json'} (with table.txt, the plots, aiperf's own files per point)")
+    if not summary.valid:
+        raise DeploymentFailed(
+            f"run {run}: {sum(not p.valid for p in summary.points)} point(s) failed the validity gate"
+        )
+
+
+@app.command()
+@clean_errors
+def sweep(
+    recipe: str = RecipeOption,
+    hosts: Optional[str] = HostsOption,
+    set_: list[str] = SetOption,
+    vary: list[str] = typer.Option([], "--vary", help="A field and its values: --vary decode.replicas=1,2"),
+    zipped: bool = typer.Option(False, "--zip", help="Pair the --vary lists (i-th values together), not every mix"),
+    concurrency: Optional[str] = ConcurrencyOption,
+    isl: Optional[int] = IslOption,
+    osl: Optional[int] = OslOption,
+    requests: Optional[int] = RequestsOption,
+    aiperf: Optional[str] = AiperfOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="The sweep's folder (default: one per command)"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds each deployment may take to serve"),
+    fresh: bool = FreshOption,
+) -> None:
+    """Deploy, benchmark and cancel one deployment per combination of the --vary values (exit 1 if a
+    point failed); run again, it measures only what is missing."""
+    points = sweep_points(vary, zipped)
+    request = BenchRequest(
+        numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
+    )
+    console.print(f"sweep of {len(points)} point(s): " + "; ".join(point.name for point in points), highlight=False)
+    report = deploy.sweep(recipe, hosts, set_, points, request, out=out, timeout=timeout, say=console.print)
+    if report.summaries:
+        console.print(bench_table(report.summaries))
+    console.print(
+        f"sweep folder: {report.folder} (table.txt, pareto.png with the frontier, a folder per point); "
+        f"measured {len(report.measured)}, skipped {len(report.skipped)}, failed {len(report.failed)}"
+    )
+    invalid = invalid_points(report.summaries)
+    if report.failed or invalid:
+        raise DeploymentFailed("; ".join([*(f"{name}: {why}" for name, why in report.failed.items()), *invalid]))
 
 
 @app.command()

@@ -16,10 +16,12 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,12 @@ import yaml
 
 from .backends import backend_for
 from .backends.base import Backend, Launch
+from .bench.plots import draw as draw_plots
+from .bench.results import BenchSummary, PointResult, read_summary, text_table
+from .bench.runner import BenchRequest
+from .bench.runner import bench as run_bench
+from .bench.runner import compare as compare_benchmarks
+from .bench.sweep import SweepPoint, default_folder, sweep_key
 from .config.fields import check_identifier
 from .config.hosts import ControlPlaneSpec, Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
@@ -36,7 +44,7 @@ from .health.decisions import direct_state, direct_verdict
 from .planning.plan import Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
-from .private import write_private
+from .private import make_private_dir, write_private
 from .render.files import rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
 from .resources import bundled_binary
@@ -51,15 +59,17 @@ from .runs import (
     live_runs,
     new_run_name,
     run_dir_for,
+    slurmserve_home,
 )
 from .transport.http import canary_completion, http_ok, model_listed, workers_seen
-from .waiting import throttled, wait_until
+from .waiting import fan_out, throttled, wait_until
 
 LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
 SUPERVISOR_SETTLE_S = 5.0
 HEARTBEAT_WAIT_S = 3.0  # a supervisor on another machine that has not ticked in this long is gone
 LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit saw first
 DEFAULT_TIMEOUT_S = 600.0
+SWEEP_DEADLINE_S = 7 * 24 * 3600.0  # deployments side by side on Slurm: each ends on its own (queue, bench)
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
 FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
 
@@ -434,3 +444,95 @@ def cancel(run: RunDir) -> list[str]:
     leftovers = backend_for(run.plan().backend).stop(run)
     run.record(EventKind.CANCELLED, leftovers=leftovers)
     return leftovers
+
+
+def run_recipe(run: RunDir) -> Recipe:
+    """The recipe the run was planned from, as submit saved it."""
+    return Recipe.model_validate(yaml.safe_load((run.path / "recipe.yaml").read_text()))
+
+
+def bench(
+    run: RunDir, request: BenchRequest, on_point: Callable[[PointResult], None] = lambda _: None
+) -> tuple[BenchSummary, Path]:
+    """aiperf against a serving run, a point at a time (`on_point` hears each); the summary and its folder."""
+    return run_bench(run, run_recipe(run), request, on_point)
+
+
+def compare(folders: list[Path], out: Path | None = None) -> tuple[list[BenchSummary], Path]:
+    """Benchmark folders side by side: their summaries, and the folder with the combined table and plots."""
+    return compare_benchmarks(folders, out)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    folder: Path  # one folder per point (its benchmark), and the combined table and plots
+    summaries: list[BenchSummary]
+    measured: list[str]  # points deployed and benchmarked now
+    skipped: list[str]  # points a run before had measured
+    failed: dict[str, str]  # points whose deployment or benchmark failed, and why
+
+
+def sweep(
+    recipe: str,
+    hosts: str | None,
+    sets: Sequence[str],
+    points: list[SweepPoint],
+    request: BenchRequest,
+    *,
+    out: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    say: Callable[[str], None] = lambda _: None,
+) -> SweepReport:
+    """One deployment per point: submitted, benchmarked, cancelled. Deployments start side by side (on
+    Slurm, as many at once as the partition has room for: the jobs queue for the rest); benchmarks run
+    one at a time. A point with a summary in `out` from an earlier run is skipped: the same command
+    resumes the sweep."""
+    key = sweep_key(recipe, hosts, list(sets), points)
+    folder = out or default_folder(slurmserve_home(), recipe, key)
+    todo = [point for point in points if read_summary(folder / point.name) is None]
+    skipped = [point.name for point in points if point not in todo]
+    for name in skipped:
+        say(f"{name}: measured before, skipped")
+    benchmarks = threading.Lock()
+    failed: dict[str, str] = {}
+    # Every point planned first: a point that cannot be deployed (too many GPUs, a bad value) is the
+    # user's error, found before any deployment starts.
+    prepared: dict[SweepPoint, Prepared] = {}
+    for point in todo:
+        try:
+            prepared[point] = prepare(
+                recipe, hosts, [*sets, *point.assignments], name=f"sweep-{key}-{points.index(point)}"
+            )
+        except UserError as error:
+            raise UserError(f"sweep point {point.name}: {error}") from None
+
+    def measure_point(point: SweepPoint) -> None:
+        name = prepared[point].plan.run_name
+        try:
+            deployment = submit(prepared[point], timeout=timeout)
+        except (UserError, DeploymentFailed) as error:
+            failed[point.name] = str(error)
+            say(f"{point.name}: deployment failed: {error}")
+            return
+        try:
+            say(f"{point.name}: run {name} serves; benchmarking")
+            with benchmarks:
+                summary, results = bench(deployment.run, replace(request, label=point.name))
+            shutil.copytree(results, folder / point.name, dirs_exist_ok=True)
+            say(f"{point.name}: {'valid' if summary.valid else 'INVALID'} ({len(summary.points)} points)")
+        except UserError as error:
+            failed[point.name] = str(error)
+        finally:
+            cancel(deployment.run)
+
+    make_private_dir(folder)
+    if load_inputs(recipe, hosts, sets).hosts.backend == "slurm":  # each deployment a job of its own
+        fan_out(todo, measure_point, SWEEP_DEADLINE_S)
+    else:  # one machine's (or hosts') GPUs and ports: one deployment at a time
+        for point in todo:
+            measure_point(point)
+    summaries = [found for point in points if (found := read_summary(folder / point.name))]
+    if summaries:
+        write_private(folder / "table.txt", text_table(summaries))
+        draw_plots(summaries, folder)
+    return SweepReport(folder, summaries, [p.name for p in todo if p.name not in failed], skipped, failed)

@@ -36,5 +36,11 @@ def bundled_binary(name: str, python: str) -> str:
     return str(Path(python).parent / name)
 
 
+def bundled_aiperf(python: str) -> str:
+    """aiperf as `install.sh --bench` installs it: a venv of its own inside slurmserve's (its pins would
+    change libraries slurmserve uses), at the same path on the nodes' shared filesystem."""
+    return str(Path(python).parent.parent / "aiperf" / "bin" / "aiperf")
+
+
 def builtin_model_dir(name: str) -> Path:
     return PACKAGE_DIR / "models" / name

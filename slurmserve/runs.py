@@ -71,6 +71,9 @@ class EventKind(str, Enum):
     CANCELLED = "cancelled"
     SUPERVISOR_ERROR = "supervisor error"
     DEREGISTRATION_FAILED = "deregistration failed"
+    RESTART_REQUESTED = "restart requested"
+    BENCH_STARTED = "bench started"
+    BENCH_DONE = "bench done"
 
 
 class Event(BaseModel):
@@ -126,6 +129,37 @@ class ProcessIdentity(BaseModel):
         )
 
 
+class Quantiles(BaseModel):
+    p50: float
+    p99: float
+
+
+class WorkerLive(BaseModel):
+    requests_per_s: float
+    kv_cache_usage: float | None = None  # fraction of the KV cache in use, when the engine says
+
+
+class TrendPoint(BaseModel):
+    at: float
+    requests_per_s: float
+    ttft_p50_ms: float | None = None
+
+
+class LiveMetrics(BaseModel):
+    """What the deployment is serving, from the frontend's and workers' /metrics over the last window."""
+
+    at: float
+    window_s: float  # the span the rates and percentiles cover (up to a minute)
+    requests_per_s: float
+    in_flight: float
+    queued: float
+    ttft_ms: Quantiles | None = None  # None: no request finished its first token in the window
+    itl_ms: Quantiles | None = None
+    output_tokens_per_s: float
+    workers: dict[str, WorkerLive] = {}
+    trend: list[TrendPoint] = []  # one per scrape, oldest first (status --watch draws them)
+
+
 class SupervisorState(BaseModel):
     """state.json: the supervisor's latest picture of the deployment."""
 
@@ -147,6 +181,7 @@ class SupervisorState(BaseModel):
     model_listed: bool | None = None
     canary: CanaryResult | None = None
     nodes: dict[str, str] = {}  # node -> what is wrong with it
+    metrics: LiveMetrics | None = None
 
 
 class StartedGroup(BaseModel):
@@ -236,6 +271,23 @@ class RunDir:
                 text = f"{node}{' (in the container)' if place else ''}: the preflight could not run: {text[-300:]}"
             lines += [text] if text else []
         return lines
+
+    def request_restart(self, process: str) -> None:
+        """Ask the supervisor to start a running process afresh (requests/restart-NAME): it stops and
+        restarts it in place, outside the restart budget (a benchmark's fresh caches, not a fault)."""
+        make_private_dir(self.path / "requests")
+        write_private(self.path / "requests" / f"restart-{process}", "")
+
+    def restart_requests(self) -> list[str]:
+        """The processes whose restart was asked for and is not yet done."""
+        try:
+            names = os.listdir(self.path / "requests")
+        except FileNotFoundError:
+            return []
+        return sorted(name.removeprefix("restart-") for name in names if name.startswith("restart-"))
+
+    def restart_done(self, process: str) -> None:
+        (self.path / "requests" / f"restart-{process}").unlink(missing_ok=True)
 
     def _read(self, name: str, model: type[Model]) -> Model | None:
         try:

@@ -10,26 +10,25 @@ from slurmserve.planning.planner import make_plan
 from tests.cluster.lab import DEFAULT
 
 REPO = Path(__file__).resolve().parent.parent
+LAB_FIXTURES = {"slurm_lab", "slurm_lab_accounting"}
 LAB_KNOWN_HOSTS = DEFAULT / "ssh" / "known_hosts"  # written by tests/cluster/lab.py when the lab comes up
 HOSTS = REPO / "hosts"
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
+def isolated_home(tmp_path, monkeypatch, request):
     """Every test gets its own run registry and its own HOME: nothing reads or writes the user's
-    ~/.slurmserve, and Dynamo's frontend starts with an empty model-card cache ($HOME/.cache/dynamo)."""
+    ~/.slurmserve, and Dynamo's frontend starts with an empty model-card cache ($HOME/.cache/dynamo).
+    Only the tests that ask for the test cluster see it: once a lab test has run, the session's
+    SLURM_CONF would turn every other test's no-`--hosts` submit into a Slurm one."""
+    if not LAB_FIXTURES & set(request.fixturenames):
+        monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
     monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path / "slurmserve-home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # As a user of the test cluster would have it: ssh knows its nodes' host keys (and checks them).
     ssh = tmp_path / "home" / ".ssh"
     ssh.mkdir(parents=True)
     (ssh / "config").write_text(f"Host *\n    UserKnownHostsFile {LAB_KNOWN_HOSTS}\n")
-
-
-@pytest.fixture
-def no_slurm(tmp_path, monkeypatch):
-    """No Slurm cluster (the lab fixture's SLURM_CONF) must turn no-`--hosts` submits into Slurm ones."""
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
 
 
 @pytest.fixture

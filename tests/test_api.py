@@ -14,13 +14,13 @@ from .helpers import leftover_processes, slurmserve
 pytestmark = pytest.mark.slow
 
 
-def test_prepare_starts_and_writes_nothing(tmp_path, no_slurm):
+def test_prepare_starts_and_writes_nothing(tmp_path):
     prepared = deploy.prepare("mocker-agg", name="dry", run_dir=str(tmp_path / "dry"))
     assert prepared.script == prepared.files["launch.sh"] and "plan.json" in prepared.files
     assert not (tmp_path / "dry").exists()
 
 
-def test_the_dry_run_and_render_print_what_submit_starts(tmp_path, no_slurm, cancel_later):
+def test_the_dry_run_and_render_print_what_submit_starts(tmp_path, cancel_later):
     dry = slurmserve("submit", "--recipe", "mocker-agg", "--name", "same", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     cancel_later("same")
@@ -36,7 +36,7 @@ def test_the_dry_run_and_render_print_what_submit_starts(tmp_path, no_slurm, can
     assert leftover_processes("same") == []
 
 
-def test_the_python_api_runs_a_deployment_end_to_end(no_slurm):
+def test_the_python_api_runs_a_deployment_end_to_end():
     prepared = deploy.prepare("mocker-agg", name="api")
     deployment = deploy.submit(prepared, timeout=120)
     try:

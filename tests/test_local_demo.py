@@ -10,7 +10,7 @@ import pytest
 
 from .helpers import completion_tokens, leftover_processes, slurmserve, status_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_slurm")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("recipe", ["mocker-disagg", "mocker-agg"])
@@ -99,7 +99,7 @@ def test_frontend_binds_loopback_only():
     assert socket.gethostname() in {n["name"] for n in plan["nodes"]}
 
 
-def test_the_timeout_bounds_the_whole_submit(no_slurm):
+def test_the_timeout_bounds_the_whole_submit():
     """The launch included: a deployment that cannot be ready in 0.2 s fails then, everything stopped."""
     result = slurmserve("submit", "--recipe", "mocker-disagg", "--name", "hurried", "--timeout", "0.2")
     assert result.returncode == 1 and "not ready within 0.2 s" in result.stderr, result.stderr

@@ -23,7 +23,7 @@ from .helpers import (
     wait_for_event,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_slurm")]
+pytestmark = pytest.mark.slow
 
 
 def submit(run: str, *sets: str) -> dict:

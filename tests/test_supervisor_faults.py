@@ -76,7 +76,7 @@ def test_a_canary_reply_without_usage_is_a_failed_canary_not_an_exception():
 # -- the local backend --------------------------------------------------------------------------------------
 
 
-def test_torn_pid_file_and_torn_event_line_end_nothing(no_slurm, cancel_later):
+def test_torn_pid_file_and_torn_event_line_end_nothing(cancel_later):
     cancel_later("torn")
     submit("torn", "--recipe", "mocker-disagg")
     run = open_run("torn")
@@ -97,7 +97,7 @@ def test_torn_pid_file_and_torn_event_line_end_nothing(no_slurm, cancel_later):
     assert not any(e["event"] == "supervisor error" for e in events_of("torn")), events_of("torn")
 
 
-def test_a_killed_supervisor_is_named_by_status(no_slurm, cancel_later):
+def test_a_killed_supervisor_is_named_by_status(cancel_later):
     cancel_later("orphaned")
     submit("orphaned", "--recipe", "mocker-agg")
     supervisor = open_run("orphaned").pid("supervisor")
@@ -108,7 +108,7 @@ def test_a_killed_supervisor_is_named_by_status(no_slurm, cancel_later):
     assert status["verdict"] == "ready"  # the processes themselves still serve: asked of the backend
 
 
-def test_a_recycled_pid_is_never_signalled(no_slurm, cancel_later):
+def test_a_recycled_pid_is_never_signalled(cancel_later):
     cancel_later("decoyed")
     submit("decoyed", "--recipe", "mocker-agg")
     run = open_run("decoyed")
@@ -124,7 +124,7 @@ def test_a_recycled_pid_is_never_signalled(no_slurm, cancel_later):
         os.killpg(real, signal.SIGKILL)
 
 
-def test_deregistration_takes_a_dead_worker_off_the_frontend_at_once(no_slurm, cancel_later):
+def test_deregistration_takes_a_dead_worker_off_the_frontend_at_once(cancel_later):
     """With a 60 s lease only the revocation can take the instance off the frontend's list in 2 s."""
     cancel_later("dereg")
     status = submit("dereg", "--recipe", "mocker-disagg", "--set", "discovery=etcd", "--set", "env.ETCD_LEASE_TTL=60")

@@ -77,10 +77,33 @@ class Backend(ABC):
         """Per node whose own daemon (slurmd, sshd) does not answer: what is wrong. Run by the supervisor."""
         return {}
 
+    def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+        """Run a client of the deployment (a benchmark) where it belongs: here, a process of this
+        machine. Its output goes to `log`; returns its exit status (TIMED_OUT past `timeout` seconds)."""
+        return run_logged(argv, {**os.environ, **env}, log, timeout)
+
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
         run directory, where the local backend and Slurm (shared filesystem) write them."""
         return follow_file(run.log_path(process), follow, f"run {run.name}: process {process} has no log yet")
+
+
+TIMED_OUT = 124  # as timeout(1) says it
+
+
+def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """A command in a session of its own, its output appended to `log`; stopped (its whole group) past
+    `timeout` seconds."""
+    with open(log, "a", opener=private_opener) as out:
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
+        process.wait()
+        return TIMED_OUT
 
 
 def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:

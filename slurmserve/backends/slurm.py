@@ -7,6 +7,7 @@ directory, so later `status` calls need not ask Slurm again.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,12 +30,14 @@ from ..transport.slurm import (
     running_steps,
     slurm,
     slurmd_port,
+    steps_named,
 )
 from ..waiting import wait_until
-from .base import Backend, Launch, SchedulerView, pid_file_alive, unanswering_daemons
+from .base import Backend, Launch, SchedulerView, pid_file_alive, run_logged, unanswering_daemons
 from .preflight import check_here
 
 CANCEL_WAIT_S = 60
+STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
 
 
 def job_name(run_name: str) -> str:
@@ -156,7 +159,13 @@ class SlurmBackend(Backend):
         return {name: True if name in steps else (False if name in started else None) for name in names}
 
     def restart(self, run: RunDir, process: Process) -> None:
-        """A new srun step in the allocation, from the job's own script (`--restart NAME`)."""
+        """A new srun step in the allocation, from the job's own script (`--restart NAME`), once any step
+        of that name still running is cancelled (SIGTERM first: a Dynamo worker deregisters on it)."""
+        job_id = self.job_id(run)
+        old_steps = steps_named(job_id, process.name) if job_id else []
+        if old_steps:
+            slurm("scancel", *old_steps, check=False)
+            wait_until(lambda: not steps_named(job_id or "", process.name), STEP_STOP_S)
         with open(run.path / LAUNCHER_LOG, "a", opener=private_opener) as log:
             step = subprocess.Popen(
                 ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
@@ -165,6 +174,16 @@ class SlurmBackend(Backend):
                 stderr=subprocess.STDOUT,
             )
         write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid} {start_time(step.pid) or ''}\n")
+
+    def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+        """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
+        job_id = self.job_id(run)
+        if job_id is None or self.job_state(run) != "RUNNING":
+            raise UserError(f"run {run.name}: its Slurm job is not running")
+        head = run.plan().nodes[0].name
+        step = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={head}"]
+        step += ["--export=ALL", "--job-name=bench", "env", *(f"{key}={value}" for key, value in env.items())]
+        return run_logged([*step, *argv], dict(os.environ), log, timeout)
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()

@@ -11,8 +11,10 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import invoke
+from invoke.exceptions import CommandTimedOut
 
 from ..errors import DeploymentFailed, UserError
 from ..planning.needs import needs_of
@@ -20,9 +22,18 @@ from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.scripts import host_script, render_scripts
 from ..runs import EventKind, Handle, RunDir, StartedGroup
 from ..transport.http import wait_ready
-from ..transport.ssh import COMMAND_DEADLINE_S, remote, remote_lines, remote_python, upload, why_unreachable
+from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
-from .base import Backend, Launch, ProcessLaunch, SchedulerView, start_supervisor, stop_helpers, unanswering_daemons
+from .base import (
+    TIMED_OUT,
+    Backend,
+    Launch,
+    ProcessLaunch,
+    SchedulerView,
+    start_supervisor,
+    stop_helpers,
+    unanswering_daemons,
+)
 from .preflight import CHECK_SOURCE
 
 PREFLIGHT_DEADLINE_S = 20.0
@@ -83,6 +94,20 @@ class SSHBackend(Backend):
                 problems += unfit(plan, nodes[name], outcome.value)
         if problems:
             raise UserError("hosts: " + "; ".join(problems) + ". Nothing was started.")
+
+    def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+        """On the deployment's head host, over SSH; what it wrote under the run directory there (when the
+        hosts do not share this machine's filesystem) is copied back."""
+        head = run.plan().nodes[0]
+        command = shlex.join(["env", *(f"{key}={value}" for key, value in env.items()), *argv])
+        remote(head, f"mkdir -p {shlex.quote(str(log.parent))}")
+        try:
+            exited = int(remote(head, f"{command} >>{shlex.quote(str(log))} 2>&1", timeout=timeout).exited)
+        except CommandTimedOut:
+            exited = TIMED_OUT
+        if not log.exists():
+            download(head, str(log.parent), log.parent)
+        return exited
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The stages need someone to wait on their probes: a launcher of their own, detached."""

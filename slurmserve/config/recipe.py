@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -73,6 +73,42 @@ class MockerSpec(Strict):
     # True: load the recipe's own model (staged from the hub like a real engine's) instead.
     use_recipe_model: bool = False
     speedup_ratio: float = Field(100.0, gt=0)
+    # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
+    # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
+    replay_trace: AbsolutePath | None = None
+
+
+GoodputMetric = Literal["time_to_first_token", "inter_token_latency", "request_latency"]
+
+
+class BenchSpec(Strict):
+    """What `slurmserve bench` runs by default: one aiperf run per concurrency point, as Dynamo's
+    perf.yaml files run them (streaming chat, fixed ISL/OSL, 10x concurrency requests, the concurrency
+    as warm-up, a fixed seed, ignore_eos)."""
+
+    endpoint_type: Literal["chat", "completions"] = "chat"
+    isl: int = Field(128, ge=1)
+    osl: int = Field(64, ge=1)
+    concurrency: list[Annotated[int, Field(ge=1)]] = []
+    concurrency_per_gpu: list[Annotated[int, Field(ge=1)]] = []  # times the deployment's GPUs
+    requests_per_concurrency: int = Field(10, ge=1)
+    warmup_requests: int | None = Field(None, ge=0)  # None: as many as the concurrency
+    seed: int = 100
+    ignore_eos: bool = True  # and min_tokens = max_tokens = osl: every output exactly osl tokens
+    extra_inputs: dict[FlagName, ArgValue] = {}  # further request fields, e.g. temperature: 0.0
+    goodput: dict[GoodputMetric, Annotated[float, Field(gt=0)]] = {}  # SLOs in ms for aiperf's goodput
+
+    @model_validator(mode="after")
+    def _one_kind_of_concurrency(self) -> BenchSpec:
+        if self.concurrency and self.concurrency_per_gpu:
+            raise ValueError("set concurrency or concurrency_per_gpu, not both")
+        return self
+
+    def concurrencies(self, gpus: int) -> list[int]:
+        """The concurrency points for a deployment of `gpus` GPUs (default: 1)."""
+        if self.concurrency_per_gpu:
+            return [per_gpu * max(gpus, 1) for per_gpu in self.concurrency_per_gpu]
+        return self.concurrency or [1]
 
 
 class RestartPolicy(Strict):
@@ -105,6 +141,7 @@ class Recipe(Strict):
     env: dict[EnvKey, EnvValue] = {}
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
+    bench: BenchSpec = BenchSpec()
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:

@@ -174,6 +174,7 @@ class Supervisor:
         for process in self.plan.processes:
             self.observe(process, alive.get(process.name), answers[process.name], instances, now)
         self.restart_due(now)
+        self.restart_requested(now)
         self.check_frontend(instances)
         self.check_canary(now)
         self.decide_verdict(now)
@@ -290,6 +291,26 @@ class Supervisor:
                 continue
             self.record(EventKind.RESTARTED, process=process.name, restarts=len(watch.restarts))
             self.transition(process.name, ProcessState.STARTING, None, now)
+
+    def restart_requested(self, now: float) -> None:
+        """Restarts asked for (`RunDir.request_restart`: a benchmark's fresh caches): the process is stopped
+        and started again in place by the same backend restart, but outside the restart budget."""
+        for name in self.run.restart_requests():
+            self.run.restart_done(name)
+            if name not in self.watch or self.stopping or self.run.cancel_requested:
+                continue
+            process, watch = self.plan.process(name), self.watch[name]
+            self.record(EventKind.RESTART_REQUESTED, process=name)
+            watch.served = watch.instance_known = False
+            watch.restart_at = None
+            try:
+                self.backend.restart(self.run, process)
+            except Exception as error:
+                watch.last_error = f"requested restart failed: {error}"
+                self.record(EventKind.RESTART_FAILED, process=name, error=str(error))
+                continue
+            self.record(EventKind.RESTARTED, process=name, requested=True)
+            self.transition(name, ProcessState.STARTING, None, now)
 
     def cancel_everything(self, why: str) -> None:
         self.record(EventKind.CANCEL_REQUESTED, reason=why)

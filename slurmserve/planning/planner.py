@@ -24,6 +24,7 @@ ETCD_LEASE_TTL_S = 5
 MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
 # TRT-LLM's MoE workers keep expert state in shared-memory files that outlive a killed worker.
 TRTLLM_LEFTOVERS = ["/dev/shm/moe_*"]
+REPLAY_TRACE = "replay.jsonl"  # beside the tiny model (scripts/make_replay_trace.py)
 
 
 def choose_discovery(recipe: Recipe, hosts: Hosts, used_nodes: list[Node]) -> Literal["etcd", "file"]:
@@ -107,6 +108,14 @@ def plane_flags(recipe: Recipe) -> list[str]:
     return ["--request-plane", recipe.request_plane, "--event-plane", recipe.event_plane]
 
 
+def replay_trace(recipe: Recipe, model_path: str) -> str | None:
+    """The mocker's response replay trace: the recipe's, or the one shipped with the tiny model."""
+    if recipe.mocker.replay_trace:
+        return recipe.mocker.replay_trace
+    shipped = builtin_model_dir("tiny-mock")
+    return str(shipped / REPLAY_TRACE) if model_path == str(shipped) else None
+
+
 def worker_module(recipe: Recipe) -> str:
     return "dynamo.mocker" if recipe.engine == "mocker" else "dynamo.trtllm"
 
@@ -135,6 +144,7 @@ def worker_command(
             "--disaggregation-mode",
             role,
             *plane_flags(recipe),
+            *(["--response-replay-trace-path", trace] if (trace := replay_trace(recipe, model_path)) else []),
         ]
     command = [
         tools.python,

@@ -106,6 +106,12 @@ def running_steps(job_id: str) -> set[str] | None:
     return set(result.stdout.split()) if result.returncode == 0 else None
 
 
+def steps_named(job_id: str, name: str) -> list[str]:
+    """The ids (JOB.STEP) of the job's running steps of that name."""
+    result = slurm("squeue", "-h", "--steps", "-j", job_id, "-o", "%i %j", check=False)
+    return [step for step, _, found in (line.partition(" ") for line in result.stdout.splitlines()) if found == name]
+
+
 def jobs_named(name: str) -> list[str]:
     """Ids of this user's jobs of this name that slurmctld still knows (another user's job of the same
     name is none of ours to adopt or cancel)."""

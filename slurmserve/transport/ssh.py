@@ -12,6 +12,7 @@ import io
 import os
 import shlex
 import socket
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,22 @@ def upload(node: Reachable, files: dict[str, str]) -> None:
     connection.run("mkdir -p " + " ".join(map(shlex.quote, folders)), hide=True, pty=False, in_stream=False)
     for path, text in files.items():
         connection.put(io.BytesIO(text.encode()), path)
+
+
+def download(node: Reachable, folder: str, into: Path) -> None:
+    """A node's folder (files and subfolders) copied into a local one, over SFTP."""
+    sftp = _POOL.get(node).sftp()
+
+    def copy(remote_folder: str, local_folder: Path) -> None:
+        local_folder.mkdir(parents=True, exist_ok=True)
+        for entry in sftp.listdir_attr(remote_folder):
+            source = f"{remote_folder}/{entry.filename}"
+            if stat.S_ISDIR(entry.st_mode or 0):
+                copy(source, local_folder / entry.filename)
+            else:
+                sftp.get(source, str(local_folder / entry.filename))
+
+    copy(folder, into)
 
 
 def why_unreachable(node: Reachable, outcome: Outcome, deadline_s: float) -> str | None:

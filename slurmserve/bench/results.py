@@ -1,0 +1,223 @@
+"""A benchmark's results: each point's figures from aiperf's export, the validity gate, and the
+summary (summary.json, our own schema) with its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..health.metrics import FrontendCounters
+
+SUMMARY_VERSION = 1
+AIPERF_EXPORT = "profile_export_aiperf.json"
+# The frontend may count a little more than aiperf sent (the supervisor's own canary requests meanwhile).
+COUNTER_SLACK_TOKENS = 64
+
+
+class Percentiles(BaseModel):
+    p50: float
+    p90: float
+    p99: float
+
+
+class PointResult(BaseModel):
+    """One concurrency point: aiperf's figures, and whether the point is valid (and if not, why)."""
+
+    concurrency: int
+    requests: int  # completed, after warm-up
+    errors: int
+    error_rate: float  # % of requests
+    ttft_ms: Percentiles | None = None
+    itl_ms: Percentiles | None = None
+    request_latency_ms: Percentiles | None = None
+    output_tokens_per_s: float = 0.0
+    output_tokens_per_s_per_gpu: float = 0.0
+    output_tokens_per_s_per_user: float = 0.0
+    requests_per_s: float = 0.0
+    goodput: float | None = None  # requests/s meeting the recipe's goodput SLOs
+    output_tokens: int = 0
+    shortest_output: float = 0.0  # tokens
+    warmup_requests: int = 0
+    warmup_output_tokens: int = 0
+    artifacts: str  # aiperf's own files, relative to the benchmark folder
+    measuring_s: float = 0.0  # aiperf's measured window (after warm-up)
+    aiperf_s: float = 0.0  # aiperf's whole run, its start-up and warm-up included
+    valid: bool = True
+    problems: list[str] = []
+
+
+class BenchSummary(BaseModel):
+    version: int = SUMMARY_VERSION
+    id: str
+    run: str
+    recipe: str
+    backend: str
+    engine: str
+    mode: str
+    model: str
+    gpus: int
+    endpoint_type: str
+    isl: int
+    osl: int
+    started: str
+    points: list[PointResult] = []
+    label: str = ""  # what tells this benchmark from others in a comparison (a sweep point's settings)
+
+    @property
+    def valid(self) -> bool:
+        return all(point.valid for point in self.points)
+
+
+def _figure(export: dict[str, Any], key: str, field: str = "avg") -> float:
+    value = (export.get(key) or {}).get(field)
+    return float(value) if value is not None else 0.0
+
+
+def _percentiles(export: dict[str, Any], key: str) -> Percentiles | None:
+    found = export.get(key)
+    if not found or found.get("p50") is None:
+        return None
+    return Percentiles(p50=found["p50"], p90=found["p90"], p99=found["p99"])
+
+
+def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts: str) -> PointResult:
+    """A point's figures from aiperf's profile_export_aiperf.json."""
+    warmup = export.get("warmup_metrics") or {}
+    errors = sum(int(entry.get("count", 0)) for entry in export.get("error_summary") or [])
+    throughput = _figure(export, "output_token_throughput")
+    return PointResult(
+        concurrency=concurrency,
+        requests=int(_figure(export, "request_count")),
+        errors=errors,
+        error_rate=_figure(export, "request_error_rate"),
+        ttft_ms=_percentiles(export, "time_to_first_token"),
+        itl_ms=_percentiles(export, "inter_token_latency"),
+        request_latency_ms=_percentiles(export, "request_latency"),
+        output_tokens_per_s=throughput,
+        output_tokens_per_s_per_gpu=throughput / max(gpus, 1),
+        # The median user's: aiperf's average of per-request rates is pulled far up by a request whose
+        # tokens came in one burst.
+        output_tokens_per_s_per_user=_figure(export, "output_token_throughput_per_user", "p50")
+        or _figure(export, "output_token_throughput_per_user"),
+        requests_per_s=_figure(export, "request_throughput"),
+        goodput=_figure(export, "goodput") if export.get("goodput") else None,
+        output_tokens=int(_figure(export, "total_output_tokens")),
+        shortest_output=_figure(export, "output_sequence_length", "min"),
+        warmup_requests=int(_figure(warmup, "request_count")),
+        warmup_output_tokens=int(_figure(warmup, "total_output_tokens")),
+        artifacts=artifacts,
+        measuring_s=_figure(export, "benchmark_duration"),
+    )
+
+
+def failed_point(concurrency: int, artifacts: str, why: str) -> PointResult:
+    """A point aiperf could not measure at all (it exits non-zero when every request failed)."""
+    return PointResult(
+        concurrency=concurrency,
+        requests=0,
+        errors=0,
+        error_rate=100.0,
+        artifacts=artifacts,
+        valid=False,
+        problems=[why],
+    )
+
+
+def gate(result: PointResult, osl: int, ignore_eos: bool, counted: FrontendCounters | None) -> list[str]:
+    """Why a point's figures cannot be trusted (empty: valid): errors, no tokens, outputs shorter than
+    asked, or the frontend's own counters disagreeing with aiperf's."""
+    problems = []
+    if result.errors:
+        problems.append(f"{result.errors} of {result.requests + result.errors} requests failed")
+    if result.output_tokens == 0:
+        problems.append("0 output tokens were generated")
+    elif ignore_eos and result.shortest_output < osl:
+        problems.append(
+            f"outputs shorter than asked: as few as {result.shortest_output:g} of {osl} tokens (ignore_eos)"
+        )
+    if counted is None:
+        problems.append("the frontend's /metrics did not answer, so its counters could not be checked")
+        return problems
+    sent_ok = result.requests + result.warmup_requests
+    if counted.streamed_ok < sent_ok:
+        problems.append(f"the frontend counted {counted.streamed_ok:g} streamed requests served, aiperf {sent_ok}")
+    tokens = result.output_tokens + result.warmup_output_tokens
+    if abs(counted.output_tokens - tokens) > max(COUNTER_SLACK_TOKENS, 0.01 * tokens):
+        problems.append(f"the frontend counted {counted.output_tokens:g} output tokens, aiperf {tokens}")
+    return problems
+
+
+def read_export(folder: Path) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = json.loads((folder / AIPERF_EXPORT).read_text())
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def read_summary(folder: Path) -> BenchSummary | None:
+    try:
+        return BenchSummary.model_validate_json((folder / "summary.json").read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+TABLE_COLUMNS = (
+    "point",
+    "conc",
+    "req/s",
+    "tok/s",
+    "tok/s/GPU",
+    "tok/s/user",
+    "TTFT p50/p99 ms",
+    "ITL p50/p99 ms",
+    "latency p50/p99 ms",
+    "errors",
+    "valid",
+)
+
+
+def _pair(found: Percentiles | None) -> str:
+    return f"{found.p50:.1f} / {found.p99:.1f}" if found else "-"
+
+
+def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
+    """One row per point of each benchmark, in TABLE_COLUMNS' order."""
+    return [
+        [
+            summary.label or summary.id,
+            str(point.concurrency),
+            f"{point.requests_per_s:.2f}",
+            f"{point.output_tokens_per_s:.1f}",
+            f"{point.output_tokens_per_s_per_gpu:.1f}",
+            f"{point.output_tokens_per_s_per_user:.1f}",
+            _pair(point.ttft_ms),
+            _pair(point.itl_ms),
+            _pair(point.request_latency_ms),
+            f"{point.errors} ({point.error_rate:.1f}%)",
+            "yes" if point.valid else "NO",
+        ]
+        for summary in summaries
+        for point in summary.points
+    ]
+
+
+def invalid_points(summaries: list[BenchSummary]) -> list[str]:
+    """A line per point that failed the validity gate, saying why."""
+    return [
+        f"{summary.label or summary.id} concurrency {point.concurrency}: {'; '.join(point.problems)}"
+        for summary in summaries
+        for point in summary.points
+        if not point.valid
+    ]
+
+
+def text_table(summaries: list[BenchSummary]) -> str:
+    """The table as plain text (table.txt beside the summary), then why any point is invalid."""
+    rows = [list(TABLE_COLUMNS), *table_rows(summaries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
+    lines = ["  ".join([*map(str.ljust, row[:-1], widths), row[-1]]) for row in rows]
+    return "\n".join(lines + [f"invalid: {line}" for line in invalid_points(summaries)]) + "\n"

@@ -1,0 +1,241 @@
+"""`slurmserve bench RUN`: aiperf against a running deployment, one run per concurrency point, where the
+backend runs clients (a step of the job on Slurm, a process here otherwise), each point checked by the
+validity gate; the results in RUN_DIR/bench/<id>/: aiperf's artifacts per point, summary.json, a table
+and the plots."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from ..backends import backend_for
+from ..config.recipe import BenchSpec, Recipe
+from ..errors import UserError
+from ..health.metrics import frontend_counters
+from ..private import make_private_dir, write_private
+from ..resources import bundled_aiperf
+from ..runs import EventKind, ProcessState, RunDir, Verdict
+from ..transport.http import canary_completion
+from ..waiting import wait_until
+from . import plots
+from .results import BenchSummary, PointResult, failed_point, gate, point_result, read_export, read_summary, text_table
+from .workload import Point, Tokenizer, Workload, check_replay_covers, replay_trace_of
+
+POINT_TIMEOUT_S = 1800.0
+FRESH_TIMEOUT_S = 300.0  # workers restarted between points: a real engine reloads its model
+LOG_TAIL_LINES = 5
+SNAPSHOT = re.compile(r"^(?P<cache>/.+)/hub/models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})$")
+LOCAL_REVISION = "0" * 40  # the snapshot name aiperf's offline tokenizer lookup finds for a local folder
+# aiperf leaves memory-mapped stores in TMPDIR and puts its ZeroMQ sockets there (paths of at most 107
+# bytes): a short scratch folder of its own on the node where it runs, removed after. Its log starts
+# with the host it ran on.
+IN_SCRATCH = [
+    "sh",
+    "-c",
+    'echo "aiperf on $(cat /proc/sys/kernel/hostname)"; d=$(mktemp -d /tmp/sb-XXXXXX) && TMPDIR=$d "$@"; '
+    's=$?; rm -rf "$d"; exit $s',
+    "aiperf",
+]
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """The command line's changes to the recipe's bench profile (None: the recipe's)."""
+
+    concurrency: list[int] | None = None
+    isl: int | None = None
+    osl: int | None = None
+    requests: int | None = None  # per point (default: the profile's requests per concurrency, times it)
+    aiperf: str | None = None
+    label: str | None = None  # the benchmark's name in tables and plots (default: the run's)
+    fresh_between_points: bool = False  # restart the workers between points: caches start empty
+
+    def applied_to(self, spec: BenchSpec) -> BenchSpec:
+        changes: dict[str, object] = {key: value for key in ("isl", "osl") if (value := getattr(self, key))}
+        if self.concurrency:
+            changes |= {"concurrency": self.concurrency, "concurrency_per_gpu": []}
+        return spec.model_copy(update=changes)
+
+
+def bench_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def tokenizer_for(model_path: str, bench_root: Path) -> Tokenizer:
+    """How aiperf reads the served model's tokenizer without reaching the hub: a staged snapshot from the
+    model cache itself; a local folder through a Hugging Face cache layout made for it (aiperf takes
+    a hub name, not a folder, offline)."""
+    staged = SNAPSHOT.match(model_path)
+    if staged:
+        return Tokenizer(f"{staged['org']}/{staged['name']}", staged["cache"], staged["rev"])
+    if not model_path.startswith("/"):
+        hub_cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        return Tokenizer(model_path, hub_cache, offline=False)
+    folder = Path(model_path)
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", folder.name) or "model"
+    cache = bench_root / "hf"
+    snapshot = cache / "hub" / f"models--local--{name}" / "snapshots" / LOCAL_REVISION
+    make_private_dir(snapshot)
+    for source in folder.iterdir():
+        if source.is_file() and source.suffix in (".json", ".txt", ".model", ".jinja"):
+            shutil.copyfile(source, snapshot / source.name)
+    make_private_dir(snapshot.parent.parent / "refs")
+    write_private(snapshot.parent.parent / "refs" / "main", LOCAL_REVISION)
+    return Tokenizer(f"local/{name}", str(cache))
+
+
+def log_tail(log: Path) -> str:
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-LOG_TAIL_LINES:])
+
+
+def measure(
+    run: RunDir, workload: Workload, point: Point, folder: Path, aiperf: str, tokenizer: Tokenizer
+) -> PointResult:
+    """One point: aiperf between two readings of the frontend's counters, then the validity gate."""
+    plan = run.plan()
+    out = folder / point.label
+    make_private_dir(out)
+    env = {"HF_HOME": tokenizer.hf_home, "COLUMNS": "200", "NO_COLOR": "1"}
+    if tokenizer.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    before = frontend_counters(plan.endpoint, plan.model)
+    argv = [*IN_SCRATCH, *workload.aiperf_argv(aiperf, plan, point, tokenizer, out)]
+    started = time.monotonic()
+    status = backend_for(plan.backend).run_beside(run, argv, env, out / "aiperf.log", POINT_TIMEOUT_S)
+    aiperf_s = time.monotonic() - started
+    after = frontend_counters(plan.endpoint, plan.model)
+    export = read_export(out)
+    if export is None:
+        why = f"aiperf exited {status} without results: {log_tail(out / 'aiperf.log')}"
+        return failed_point(point.concurrency, point.label, why)
+    result = point_result(export, point.concurrency, workload.gpus, point.label).model_copy(
+        update={"aiperf_s": aiperf_s}
+    )
+    counted = after - before if after and before else None
+    problems = gate(result, workload.spec.osl, workload.spec.ignore_eos, counted)
+    return result.model_copy(update={"valid": not problems, "problems": problems})
+
+
+def restarted_since(run: RunDir, moment: float) -> set[str]:
+    """The processes the supervisor restarted on request since `moment`."""
+    return {
+        str(event.field("process"))
+        for event in run.events()
+        if event.event == EventKind.RESTARTED
+        and event.field("requested")
+        and datetime.fromisoformat(event.time).timestamp() >= moment
+    }
+
+
+def start_afresh(run: RunDir) -> None:
+    """Every worker restarted through the supervisor (empty prefix and KV caches), and serving again:
+    each one restarted and ready, and a completion answered. UserError if not within FRESH_TIMEOUT_S."""
+    plan = run.plan()
+    workers = {process.name for process in plan.processes if process.is_worker}
+    asked = time.time()
+    for name in sorted(workers):
+        run.request_restart(name)
+
+    def serving_again() -> bool:
+        state = run.supervisor_state()
+        return (
+            workers <= restarted_since(run, asked)
+            and state is not None
+            and state.verdict == Verdict.READY
+            and all(state.processes[name].state == ProcessState.READY for name in workers)
+            and canary_completion(plan.endpoint, plan.model) is not None
+        )
+
+    if not wait_until(serving_again, FRESH_TIMEOUT_S):
+        raise UserError(f"run {run.name}: the workers did not serve again within {FRESH_TIMEOUT_S:g} s of a restart")
+
+
+def deployment_gpus(run: RunDir) -> int:
+    return sum(len(process.gpus) * len(process.nodes) for process in run.plan().processes)
+
+
+def bench(
+    run: RunDir, recipe: Recipe, request: BenchRequest, on_point: Callable[[PointResult], None] = lambda _: None
+) -> tuple[BenchSummary, Path]:
+    """Benchmark a serving deployment; returns the summary and its folder. Raises UserError before
+    anything runs when aiperf or the plots' library is missing, or the run does not serve."""
+    plan = run.plan()
+    spec = request.applied_to(recipe.bench)
+    aiperf = request.aiperf or bundled_aiperf(plan.python)
+    if not Path(aiperf).is_file():
+        raise UserError(f"--aiperf {aiperf}: not found; `./install.sh --bench` installs aiperf beside slurmserve")
+    state = run.supervisor_state()
+    if run.ended or state is None or state.verdict != Verdict.READY:
+        raise UserError(f"run {run.name} is not serving (see `slurmserve status {run.name}`)")
+    trace = replay_trace_of(plan)
+    if trace:
+        check_replay_covers(trace, spec.osl)
+    workload = Workload(spec, deployment_gpus(run), replay=trace is not None)
+    points = workload.points()
+    if request.requests:
+        points = [replace(point, requests=request.requests) for point in points]
+    folder = run.path / "bench" / bench_id()
+    make_private_dir(folder)
+    tokenizer = tokenizer_for(plan.model_path, folder.parent)
+    summary = BenchSummary(
+        id=folder.name,
+        run=run.name,
+        recipe=plan.recipe,
+        backend=plan.backend,
+        engine=plan.engine,
+        mode=plan.mode,
+        model=plan.model,
+        gpus=workload.gpus,
+        endpoint_type=spec.endpoint_type,
+        isl=spec.isl,
+        osl=spec.osl,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        label=request.label or run.name,
+    )
+    run.record(EventKind.BENCH_STARTED, bench=folder.name, points=[point.concurrency for point in points])
+    for number, point in enumerate(points):
+        if request.fresh_between_points and number:
+            start_afresh(run)
+        result = measure(run, workload, point, folder, aiperf, tokenizer)
+        summary.points.append(result)
+        on_point(result)
+    save(summary, folder)
+    run.record(EventKind.BENCH_DONE, bench=folder.name, valid=summary.valid)
+    return summary, folder
+
+
+def save(summary: BenchSummary, folder: Path) -> None:
+    """summary.json, table.txt and the plots, in the benchmark's folder."""
+    write_private(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
+    write_private(folder / "table.txt", text_table([summary]))
+    plots.draw([summary], folder)
+
+
+def compare(folders: list[Path], out: Path | None = None) -> tuple[list[BenchSummary], Path]:
+    """Benchmarks from anywhere (runs, sweeps) side by side: their table and plots in `out` (default: a
+    compare-<id> folder beside the first)."""
+    if not folders:
+        raise UserError("bench compare: name the benchmark folders to compare (RUN_DIR/bench/<id>)")
+    summaries = []
+    for folder in folders:
+        summary = read_summary(folder)
+        if summary is None:
+            raise UserError(f"bench compare: {folder} holds no benchmark summary (summary.json)")
+        summaries.append(
+            summary if summary.label else summary.model_copy(update={"label": f"{summary.run}/{summary.id}"})
+        )
+    target = out or folders[0].parent / f"compare-{bench_id()}"
+    make_private_dir(target)
+    write_private(target / "table.txt", text_table(summaries))
+    plots.draw(summaries, target)
+    return summaries, target

@@ -1,0 +1,136 @@
+"""What a benchmark sends: the recipe's bench profile with the command line's changes, its concurrency
+points, and aiperf's command line for one point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.recipe import BenchSpec
+from ..errors import UserError
+from ..planning.plan import Plan
+
+AIPERF_ENDPOINT = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+REPLAY_ANNOTATION = "output_replay_id:osl-{osl}"  # a row of the mocker's replay trace (see its planner)
+REPLAY_FLAG = "--response-replay-trace-path"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One aiperf run: a concurrency, and the requests it sends (after its warm-up)."""
+
+    concurrency: int
+    requests: int
+    warmup: int
+
+    @property
+    def label(self) -> str:
+        return f"c{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """How aiperf finds the model's tokenizer offline: a name in the Hugging Face cache at `hf_home`."""
+
+    name: str
+    hf_home: str
+    revision: str | None = None
+    offline: bool = True  # found in that cache (a staged snapshot, a local folder), not on the hub
+
+
+@dataclass(frozen=True)
+class Workload:
+    spec: BenchSpec
+    gpus: int  # the deployment's, for per-GPU concurrency and throughput
+    replay: bool  # a mocker with a replay trace: requests carry the annotation that makes it answer text
+
+    def points(self) -> list[Point]:
+        return [
+            Point(
+                c,
+                c * self.spec.requests_per_concurrency,
+                c if self.spec.warmup_requests is None else self.spec.warmup_requests,
+            )
+            for c in self.spec.concurrencies(self.gpus)
+        ]
+
+    def extra_inputs(self) -> list[str]:
+        """aiperf's --extra-inputs: exact output lengths (max = min = OSL, ignore_eos) as Dynamo's perf
+        jobs send them, the recipe's own fields, and the mocker's replay annotation."""
+        spec = self.spec
+        inputs = [f"max_tokens:{spec.osl}"]
+        if spec.ignore_eos:
+            inputs += [f"min_tokens:{spec.osl}", "ignore_eos:true"]
+        inputs += [f"{key}:{json.dumps(value)}" for key, value in spec.extra_inputs.items()]
+        if self.replay:
+            inputs.append(json.dumps({"nvext": {"annotations": [REPLAY_ANNOTATION.format(osl=spec.osl)]}}))
+        return inputs
+
+    def aiperf_argv(self, aiperf: str, plan: Plan, point: Point, tokenizer: Tokenizer, out: Path) -> list[str]:
+        spec = self.spec
+        argv = [
+            aiperf,
+            "profile",
+            "--model",
+            plan.model,
+            "--tokenizer",
+            tokenizer.name,
+            *(["--tokenizer-revision", tokenizer.revision] if tokenizer.revision else []),
+            "--url",
+            plan.endpoint,
+            "--endpoint-type",
+            spec.endpoint_type,
+            "--endpoint",
+            AIPERF_ENDPOINT[spec.endpoint_type],
+            "--streaming",
+            "--synthetic-input-tokens-mean",
+            str(spec.isl),
+            "--synthetic-input-tokens-stddev",
+            "0",
+            "--output-tokens-mean",
+            str(spec.osl),
+            "--output-tokens-stddev",
+            "0",
+            *[word for value in self.extra_inputs() for word in ("--extra-inputs", value)],
+            "--concurrency",
+            str(point.concurrency),
+            "--request-count",
+            str(point.requests),
+            "--warmup-request-count",
+            str(point.warmup),
+            "--random-seed",
+            str(spec.seed),
+            "--no-gpu-telemetry",
+            "--use-server-token-count",  # the engine's count of what it generated, not a re-tokenized text's
+            "--artifact-dir",
+            str(out),
+            "--ui",
+            "simple",
+        ]
+        if spec.goodput:
+            argv += ["--goodput", " ".join(f"{metric}:{ms:g}" for metric, ms in spec.goodput.items())]
+        return argv
+
+
+def replay_trace_of(plan: Plan) -> str | None:
+    """The replay trace the plan's mock workers answer from (None: not a mocker, or none)."""
+    for process in plan.processes:
+        if process.is_worker and REPLAY_FLAG in process.command:
+            return process.command[process.command.index(REPLAY_FLAG) + 1]
+    return None
+
+
+def check_replay_covers(trace: str, osl: int) -> None:
+    """A mocker answers text only for output lengths its trace has a row for: refuse another at once."""
+    try:
+        rows = [json.loads(line)["request_id"] for line in Path(trace).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"mocker.replay_trace {trace}: cannot read it ({error})") from None
+    lengths = sorted(int(row.removeprefix("osl-")) for row in rows if row.startswith("osl-"))
+    if osl not in lengths:
+        nearest = sorted(lengths, key=lambda length: abs(length - osl))[:3]
+        raise UserError(
+            f"--osl {osl}: the mock engine's replay trace {trace} has no answer of that length "
+            f"(nearest: {', '.join(map(str, sorted(nearest)))})"
+        )

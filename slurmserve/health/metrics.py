@@ -1,0 +1,56 @@
+"""Dynamo's Prometheus metrics, read with prometheus_client's parser of the exposition format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+SCRAPE_TIMEOUT_S = 2.0
+
+
+def samples(url: str) -> list[Sample] | None:
+    """Every sample a /metrics endpoint exposes now (None: it did not answer)."""
+    try:
+        response = httpx.get(url, timeout=SCRAPE_TIMEOUT_S)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return [sample for family in text_string_to_metric_families(response.text) for sample in family.samples]
+
+
+def total(found: Iterable[Sample], name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    return sum(
+        sample.value
+        for sample in found
+        if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
+    )
+
+
+@dataclass(frozen=True)
+class FrontendCounters:
+    """What the frontend has counted for a model since it started: streamed requests that succeeded,
+    and output tokens."""
+
+    streamed_ok: float
+    output_tokens: float
+
+    def __sub__(self, earlier: FrontendCounters) -> FrontendCounters:
+        return FrontendCounters(self.streamed_ok - earlier.streamed_ok, self.output_tokens - earlier.output_tokens)
+
+
+def frontend_counters(endpoint: str, model: str) -> FrontendCounters | None:
+    found = samples(f"{endpoint}/metrics")
+    if found is None:
+        return None
+    return FrontendCounters(
+        streamed_ok=total(
+            found, "dynamo_frontend_requests_total", model=model, request_type="stream", status="success"
+        ),
+        output_tokens=total(found, "dynamo_frontend_output_sequence_tokens_sum", model=model),
+    )

@@ -16,7 +16,7 @@ import typer
 from pydantic import TypeAdapter
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import deploy
 from .bench.results import TABLE_COLUMNS, BenchSummary, PointResult, invalid_points, table_rows
@@ -28,7 +28,7 @@ from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts
 from .planning.plan import Plan
 from .render.files import write_files
-from .runs import list_runs, open_run
+from .runs import LiveMetrics, Quantiles, list_runs, open_run
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Disaggregated LLM serving on Slurm, SSH hosts and this machine."
@@ -246,7 +246,7 @@ def styled(word: str) -> str:
     return f"[{STATE_STYLE[word]}]{word}[/]"
 
 
-def status_table(report: deploy.RunStatus) -> Table:
+def status_table(report: deploy.RunStatus, trend: bool = False) -> Table:
     table = Table(
         "process",
         "node",
@@ -277,8 +277,45 @@ def status_table(report: deploy.RunStatus) -> Table:
         outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"
         lines.append(f"canary completion {ago(canary.at)}: {outcome}")
     lines += [f"node {node}: {problem}" for node, problem in report.nodes.items()]
+    if report.metrics:
+        lines += serving_lines(report.metrics, trend)
     table.caption = "\n".join(lines)
     return table
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """The values as a row of bars, scaled to their own range."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    return "".join(
+        SPARKS[round((value - low) / (high - low) * (len(SPARKS) - 1)) if high > low else 0] for value in values
+    )
+
+
+def pair(found: Quantiles | None) -> str:
+    return f"{found.p50:.1f}/{found.p99:.1f} ms" if found else "-"
+
+
+def serving_lines(live: LiveMetrics, trend: bool) -> list[str]:
+    """What the deployment serves, from its /metrics over the last window; with `trend`, sparklines."""
+    lines = [
+        f"serving (last {live.window_s:.0f} s): {live.requests_per_s:.2f} req/s, {live.in_flight:g} in flight, "
+        f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s, TTFT p50/p99 {pair(live.ttft_ms)}, "
+        f"ITL p50/p99 {pair(live.itl_ms)}"
+    ]
+    lines += [
+        f"  {name}: {worker.requests_per_s:.2f} req/s"
+        + (f", KV cache {worker.kv_cache_usage:.0%}" if worker.kv_cache_usage is not None else "")
+        for name, worker in live.workers.items()
+    ]
+    if trend and live.trend:
+        lines.append(f"  req/s  {sparkline([point.requests_per_s for point in live.trend])}")
+        lines.append(f"  TTFT   {sparkline([point.ttft_p50_ms or 0.0 for point in live.trend])}")
+    return lines
 
 
 def run_summary(report: deploy.RunStatus) -> dict[str, str]:
@@ -304,7 +341,14 @@ def status(
         if as_json_:
             print(as_json([run_summary(report) for report in reports], list[dict[str, str]]))
             return
-        table = Table("run", "recipe", "backend", "state", "endpoint")
+        # The run name whole, whatever the terminal's width: the other columns fold instead.
+        table = Table(
+            Column("run", no_wrap=True, min_width=max((len(report.run) for report in reports), default=3)),
+            Column("recipe", overflow="fold"),
+            "backend",
+            "state",
+            Column("endpoint", overflow="fold"),
+        )
         for report in reports:
             table.add_row(report.run, report.recipe, report.backend, styled(report.verdict.value), report.endpoint)
         console.print(table)
@@ -316,11 +360,11 @@ def status(
     if not watch:
         console.print(status_table(deploy.status(the_run)))
         return
-    with Live(status_table(deploy.status(the_run)), console=console, auto_refresh=False) as live:
+    with Live(status_table(deploy.status(the_run), trend=True), console=console, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(1)
-                live.update(status_table(deploy.status(the_run)), refresh=True)
+                live.update(status_table(deploy.status(the_run), trend=True), refresh=True)
         except KeyboardInterrupt:
             pass
 
@@ -450,6 +494,18 @@ def sweep(
     invalid = invalid_points(report.summaries)
     if report.failed or invalid:
         raise DeploymentFailed("; ".join([*(f"{name}: {why}" for name, why in report.failed.items()), *invalid]))
+
+
+@app.command()
+@clean_errors
+def metrics(run: str, as_json_: bool = typer.Option(False, "--json", help="Print the targets (file_sd JSON)")) -> None:
+    """The run's Prometheus targets: every /metrics endpoint (frontend, workers, etcd), labelled with run,
+    recipe, role, process, node and backend, in file_sd format (RUN_DIR/prometheus/targets.json)."""
+    path, groups = deploy.metrics_targets(open_run(run))
+    if as_json_:
+        print(json.dumps(groups, indent=2))
+        return
+    console.print(f"{len(groups)} targets in {path} (a Prometheus file_sd_configs file; kept while the run lives)")
 
 
 @app.command()

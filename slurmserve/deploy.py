@@ -41,6 +41,7 @@ from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
 from .health.decisions import direct_state, direct_verdict
+from .health.targets import file_sd_targets
 from .planning.plan import Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
@@ -51,6 +52,7 @@ from .resources import bundled_binary
 from .runs import (
     CanaryResult,
     EventKind,
+    LiveMetrics,
     ProcessState,
     RunDir,
     SupervisorState,
@@ -349,6 +351,7 @@ class RunStatus:
     frontend: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> (seen, planned)
     canary: CanaryResult | None = None
     nodes: dict[str, str] = field(default_factory=dict)  # node -> problem
+    metrics: LiveMetrics | None = None  # what it serves, over the last minute (while supervised)
 
 
 def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
@@ -408,6 +411,7 @@ def status(run: RunDir) -> RunStatus:
             frontend=state.frontend,
             canary=state.canary,
             nodes=state.nodes,
+            metrics=state.metrics,
         )
     ended = None if cancelled else scheduler.ended
     alive_of = backend.alive(run)
@@ -442,6 +446,7 @@ def cancel(run: RunDir) -> list[str]:
     """Stop every process of the run; returns what survived (nothing, normally)."""
     run.record(EventKind.CANCEL_REQUESTED)  # the supervisor restarts nothing from here on
     leftovers = backend_for(run.plan().backend).stop(run)
+    run.targets_path.unlink(missing_ok=True)  # a Prometheus watching run directories stops scraping it
     run.record(EventKind.CANCELLED, leftovers=leftovers)
     return leftovers
 
@@ -536,3 +541,12 @@ def sweep(
         write_private(folder / "table.txt", text_table(summaries))
         draw_plots(summaries, folder)
     return SweepReport(folder, summaries, [p.name for p in todo if p.name not in failed], skipped, failed)
+
+
+def metrics_targets(run: RunDir) -> tuple[Path, list[dict[str, Any]]]:
+    """The run's Prometheus targets (file_sd), written into its folder as the supervisor keeps them."""
+    if run.ended:
+        raise UserError(f"run {run.name} has ended: it has no metrics endpoints any more")
+    groups = file_sd_targets(run.plan())
+    run.save_targets(groups)
+    return run.targets_path, groups

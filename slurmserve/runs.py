@@ -12,6 +12,7 @@ not (yet) whole rather than failing on it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -271,6 +272,15 @@ class RunDir:
                 text = f"{node}{' (in the container)' if place else ''}: the preflight could not run: {text[-300:]}"
             lines += [text] if text else []
         return lines
+
+    @property
+    def targets_path(self) -> Path:
+        """The deployment's Prometheus targets (file_sd), while it runs."""
+        return self.path / "prometheus" / "targets.json"
+
+    def save_targets(self, groups: list[dict[str, Any]]) -> None:
+        make_private_dir(self.targets_path.parent)
+        write_private(self.targets_path, json.dumps(groups, indent=2) + "\n")
 
     def request_restart(self, process: str) -> None:
         """Ask the supervisor to start a running process afresh (requests/restart-NAME): it stops and

@@ -3,9 +3,16 @@ counter deltas, percentiles from histogram bucket deltas."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from slurmserve.health.live import Reading, frontend_reading, quantile, summarize, worker_reading
+from slurmserve.runs import create_run, run_dir_for
+
+from .conftest import plan_of
 
 FRONTEND = """# TYPE dynamo_frontend_requests_total counter
 dynamo_frontend_requests_total{{model="m",request_type="stream",status="success"}} {requests}
@@ -61,3 +68,22 @@ def test_the_quantile_interpolates_within_its_bucket_as_prometheus_does():
 def test_without_the_frontend_there_is_nothing_to_say():
     worker_only = Reading(1.0, None, {})
     assert summarize(worker_only, reading(2.0, 1, 1, 1, 1), []) is None
+
+
+def test_scraping_is_a_recipe_setting_and_can_be_off():
+    assert plan_of("mocker-agg", "local.yaml").scrape_interval_s == 5.0
+    assert plan_of("mocker-agg", "local.yaml", "observability.scrape_interval_s=0").scrape_interval_s == 0.0
+
+
+def test_the_run_list_never_cuts_a_run_name_on_a_narrow_terminal():
+    name = "mocker-disagg-20261130-061530-2a68b"
+    plan = plan_of("mocker-disagg", "local.yaml")
+    create_run(plan.model_copy(update={"run_name": name, "run_dir": str(run_dir_for(name, None))}))
+    result = subprocess.run(
+        [sys.executable, "-m", "slurmserve", "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0 and name in result.stdout, result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

@@ -111,6 +111,12 @@ class BenchSpec(Strict):
         return self.concurrency or [1]
 
 
+class ObservabilitySpec(Strict):
+    """How the deployment is watched beyond its health: the supervisor's scrapes of every /metrics."""
+
+    scrape_interval_s: float = Field(5.0, ge=0)  # live figures in `status`; 0: no scraping
+
+
 class RestartPolicy(Strict):
     """What the supervisor does when a process that was serving dies: start it again in place (same
     node, GPUs and ports), at most `max_restarts` times within `window_s`, waiting `backoff_s` before
@@ -142,6 +148,7 @@ class Recipe(Strict):
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()
+    observability: ObservabilitySpec = ObservabilitySpec()
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import httpx
 from prometheus_client.samples import Sample
 
 from ..planning.plan import Plan
@@ -19,7 +20,6 @@ from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
 from ..waiting import fan_out
 from .metrics import samples, total
 
-METRICS_EVERY_S = 5.0
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
 SCRAPE_DEADLINE_S = 3.0
@@ -143,9 +143,11 @@ def summarize(old: Reading, new: Reading, trend: list[TrendPoint]) -> LiveMetric
 
 
 class MetricsWatcher:
-    """Scrapes the deployment every METRICS_EVERY_S in a daemon thread; `latest` is the last summary."""
+    """Scrapes the deployment every plan.scrape_interval_s in a daemon thread (each second until the frontend
+    first answers); `latest` is the last summary."""
 
     def __init__(self, plan: Plan):
+        self.every_s = plan.scrape_interval_s
         self.frontend = f"{plan.endpoint}/metrics"
         self.workers = {
             p.name: f"http://{plan.host_node(p).address}:{p.ports['system']}/metrics"
@@ -156,21 +158,26 @@ class MetricsWatcher:
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_POINTS)
         self.latest: LiveMetrics | None = None
         self.stopped = threading.Event()
+        # One client for every scrape: kept-alive connections, one per endpoint.
+        self.client = httpx.Client(limits=httpx.Limits(max_connections=len(self.workers) + 1))
 
     def start(self) -> None:
-        threading.Thread(target=self.loop, name="metrics", daemon=True).start()
+        if self.every_s > 0:
+            threading.Thread(target=self.loop, name="metrics", daemon=True).start()
 
     def loop(self) -> None:
-        while not self.stopped.wait(METRICS_EVERY_S if self.readings else 0.0):
+        while not self.stopped.wait(self.every_s if self.readings else 1.0):
             self.scrape()
 
     def scrape(self) -> None:
         urls = {"": self.frontend, **self.workers}
-        found = fan_out(list(urls), lambda name: samples(urls[name]), SCRAPE_DEADLINE_S)
+        found = fan_out(list(urls), lambda name: samples(urls[name], self.client), SCRAPE_DEADLINE_S)
         front = found[""].value
+        if front is None:  # no frontend yet (or not now): no window can start or end here
+            return
         reading = Reading(
             at=time.time(),
-            frontend=frontend_reading(front) if front is not None else None,
+            frontend=frontend_reading(front),
             workers={name: worker_reading(got.value) for name, got in found.items() if name and got.value is not None},
         )
         self.readings.append(reading)

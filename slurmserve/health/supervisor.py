@@ -49,6 +49,8 @@ from .decisions import (
     nothing_left,
 )
 from .discovery import InstanceOwners, forget, worker_ids
+from .live import MetricsWatcher
+from .targets import file_sd_targets
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
@@ -102,6 +104,8 @@ class Supervisor:
         self.node_problems: dict[str, str] = {}
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
         self.prober = Prober()
+        self.metrics = MetricsWatcher(self.plan)  # live serving figures, scraped off the fast tick
+        self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
         self.urls = sorted({p.ready_url for p in self.plan.processes if p.ready_url})
         self.identity = ProcessIdentity.of_this_process()
@@ -118,6 +122,8 @@ class Supervisor:
 
     def run_until_stopped(self) -> None:
         self.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
+        self.run.save_targets(file_sd_targets(self.plan))
+        self.metrics.start()
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -128,16 +134,26 @@ class Supervisor:
             self.tick_s = time.monotonic() - started
             self.tick_times.append(self.tick_s)
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
+        self.metrics.stopped.set()
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)
-        self.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
+        self.say_stopped()
+
+    def say_stopped(self) -> None:
+        """The `supervisor stopped` event, once."""
+        if not self.said_stopped:
+            self.said_stopped = True
+            self.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
 
     def stop_on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = (
             f"{signal.Signals(signum).name}: the deployment is being stopped (cancel, scancel or time limit)"
         )
         self.wake.set()
+        # Said at once: Slurm kills what is left of a step KillWait seconds after its SIGTERM, which may
+        # fall in the middle of a tick, before the loop gets to its end.
+        self.say_stopped()
 
     def guarded_tick(self) -> None:
         """One tick; whatever one observation throws at it (a torn file, an odd reply) is recorded and
@@ -405,6 +421,7 @@ class Supervisor:
             self.listed,
             self.canary,
             tuple(self.node_problems.items()),
+            self.metrics.latest.at if self.metrics.latest else None,
         )
         if not final and changed == self.written and time.monotonic() - self.written_at < STATE_EVERY_S:
             return
@@ -429,6 +446,7 @@ class Supervisor:
                 model_listed=self.listed,
                 canary=self.canary,
                 nodes=self.node_problems,
+                metrics=self.metrics.latest,
             )
         )
 

@@ -137,6 +137,7 @@ class Plan(BaseModel):
     # after the control plane and before any worker loads the model.
     kv_preflight: bool = False
     restart: RestartPolicy = RestartPolicy()
+    scrape_interval_s: float = 5.0  # the supervisor's scrapes of /metrics for `status` (0: none)
     slurm: SlurmSpec | None = None
     container: Container | None = None
     warnings: list[str] = []  # settings of the recipe that this plan cannot honour, in words

@@ -462,6 +462,7 @@ def make_plan(
         model_stage=model_stage(recipe, hosts),
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
         restart=recipe.restart,
+        scrape_interval_s=recipe.observability.scrape_interval_s,
         slurm=hosts.slurm if hosts.backend == "slurm" else None,
         container=ctx.container,
         warnings=ignored_settings_warning(recipe),

@@ -183,6 +183,8 @@ class MetricsWatcher:
         self.readings.append(reading)
         while len(self.readings) > 2 and reading.at - self.readings[1].at >= WINDOW_S:
             self.readings.popleft()
+        if len(self.readings) < 2:  # a window needs two ends
+            return
         summary = summarize(self.readings[0], reading, list(self.trend))
         if summary is not None:
             point = TrendPoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -34,6 +35,13 @@ def bundled_binary(name: str, python: str) -> str:
         if spec is not None and spec.origin is not None:
             return str(Path(spec.origin).parent / "etcdbin" / "etcd")
     return str(Path(python).parent / name)
+
+
+@functools.cache
+def node_check_source() -> str:
+    """hardware/node_check.py's text: the node preflight, run as a script where slurmserve may not be
+    (copied into Slurm run directories, sent to SSH hosts with `python -c`)."""
+    return (PACKAGE_DIR / "hardware" / "node_check.py").read_text()
 
 
 def bundled_aiperf(python: str) -> str:

@@ -4,14 +4,13 @@ interpreter (here, or on an SSH host), and what a plan's ports look like here.""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 from ..hardware import node_check
 from ..planning.needs import NodeNeeds
 from ..planning.plan import Plan
+from ..resources import node_check_source
 
 CHECK_TIMEOUT_S = 30
-CHECK_SOURCE = Path(node_check.__file__).read_text()  # runs as `python -c` where slurmserve may not be
 
 
 def busy_ports(plan: Plan, address: str) -> list[tuple[str, str, int]]:
@@ -29,7 +28,7 @@ def check_here(needs: NodeNeeds) -> str | None:
     or None when nothing is lacking."""
     try:
         result = subprocess.run(
-            [needs.python, "-c", CHECK_SOURCE, needs.model_dump_json()],
+            [needs.python, "-c", node_check_source(), needs.model_dump_json()],
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT_S,

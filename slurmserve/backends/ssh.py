@@ -20,6 +20,7 @@ from ..errors import DeploymentFailed, UserError
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.scripts import host_script, render_scripts
+from ..resources import node_check_source
 from ..runs import EventKind, Handle, RunDir, StartedGroup
 from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
@@ -34,7 +35,6 @@ from .base import (
     stop_helpers,
     unanswering_daemons,
 )
-from .preflight import CHECK_SOURCE
 
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
@@ -80,7 +80,7 @@ class SSHBackend(Backend):
                 nodes[name],
                 plan.python,
                 "-c",
-                CHECK_SOURCE,
+                node_check_source(),
                 needs[name].model_dump_json(),
                 timeout=PREFLIGHT_DEADLINE_S,
             )
@@ -100,9 +100,9 @@ class SSHBackend(Backend):
         hosts do not share this machine's filesystem) is copied back."""
         head = run.plan().nodes[0]
         command = shlex.join(["env", *(f"{key}={value}" for key, value in env.items()), *argv])
-        remote(head, f"mkdir -p {shlex.quote(str(log.parent))}")
+        folder, into = shlex.quote(str(log.parent)), shlex.quote(str(log))
         try:
-            exited = int(remote(head, f"{command} >>{shlex.quote(str(log))} 2>&1", timeout=timeout).exited)
+            exited = int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
         except CommandTimedOut:
             exited = TIMED_OUT
         if not log.exists():

@@ -19,6 +19,7 @@ from ..planning.plan import Plan
 from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
 from ..waiting import fan_out
 from .metrics import samples, total
+from .targets import metrics_port
 
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
@@ -150,9 +151,9 @@ class MetricsWatcher:
         self.every_s = plan.scrape_interval_s
         self.frontend = f"{plan.endpoint}/metrics"
         self.workers = {
-            p.name: f"http://{plan.host_node(p).address}:{p.ports['system']}/metrics"
+            p.name: f"http://{plan.host_node(p).address}:{port}/metrics"
             for p in plan.processes
-            if p.is_worker and "system" in p.ports
+            if p.is_worker and (port := metrics_port(p))
         }
         self.readings: deque[Reading] = deque()
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_POINTS)

@@ -297,16 +297,8 @@ class Supervisor:
                 self.stopping = "slurmserve cancel"
                 return
             watch.restarts.append(now)
-            watch.served = watch.instance_known = False
-            try:
-                self.backend.restart(self.run, process)
-            except Exception as error:  # the backend could not start it: try again under the same budget
-                watch.last_error = f"restart failed: {error}"
-                self.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
-                self.schedule_restart(process, now)
-                continue
-            self.record(EventKind.RESTARTED, process=process.name, restarts=len(watch.restarts))
-            self.transition(process.name, ProcessState.STARTING, None, now)
+            if not self.start_again(process, now, restarts=len(watch.restarts)):
+                self.schedule_restart(process, now)  # try again under the same budget
 
     def restart_requested(self, now: float) -> None:
         """Restarts asked for (`RunDir.request_restart`: a benchmark's fresh caches): the process is stopped
@@ -315,18 +307,23 @@ class Supervisor:
             self.run.restart_done(name)
             if name not in self.watch or self.stopping or self.run.cancel_requested:
                 continue
-            process, watch = self.plan.process(name), self.watch[name]
             self.record(EventKind.RESTART_REQUESTED, process=name)
-            watch.served = watch.instance_known = False
-            watch.restart_at = None
-            try:
-                self.backend.restart(self.run, process)
-            except Exception as error:
-                watch.last_error = f"requested restart failed: {error}"
-                self.record(EventKind.RESTART_FAILED, process=name, error=str(error))
-                continue
-            self.record(EventKind.RESTARTED, process=name, requested=True)
-            self.transition(name, ProcessState.STARTING, None, now)
+            self.watch[name].restart_at = None
+            self.start_again(self.plan.process(name), now, requested=True)
+
+    def start_again(self, process: Process, now: float, **recorded: object) -> bool:
+        """The backend's restart of a process in place, recorded either way; False when it could not."""
+        watch = self.watch[process.name]
+        watch.served = watch.instance_known = False
+        try:
+            self.backend.restart(self.run, process)
+        except Exception as error:  # the backend could not start it
+            watch.last_error = f"restart failed: {error}"
+            self.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
+            return False
+        self.record(EventKind.RESTARTED, process=process.name, **recorded)
+        self.transition(process.name, ProcessState.STARTING, None, now)
+        return True
 
     def cancel_everything(self, why: str) -> None:
         self.record(EventKind.CANCEL_REQUESTED, reason=why)

@@ -7,11 +7,10 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..hardware import node_check
 from ..planning.needs import needs_of
 from ..planning.plan import RUN_BUNDLE, Plan
 from ..private import make_private_dir, write_private
-from ..resources import resource_dir
+from ..resources import node_check_source, resource_dir
 from .containers import run_bundle_config
 from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
 
@@ -28,7 +27,7 @@ def rendered_files(plan: Plan) -> dict[str, str]:
     files = {**render_scripts(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
     if plan.backend == "slurm":
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
-        files[PREFLIGHT_SCRIPT] = Path(node_check.__file__).read_text()
+        files[PREFLIGHT_SCRIPT] = node_check_source()
         files[NEEDS_FILE] = needs_of(plan).model_dump_json(indent=2) + "\n"
     if plan.container and plan.container.kind == "oci":
         files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)

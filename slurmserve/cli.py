@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts
 from .planning.plan import Plan
 from .render.files import write_files
-from .runs import LiveMetrics, Quantiles, list_runs, open_run
+from .runs import LiveMetrics, Quantiles, RunDir, list_runs, open_run
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Disaggregated LLM serving on Slurm, SSH hosts and this machine."
@@ -269,6 +270,8 @@ def status_table(report: deploy.RunStatus, trend: bool = False) -> Table:
         )
     watcher = "watched by its supervisor" if report.supervised else "not supervised now: states asked of the backend"
     lines = [f"{report.scheduler} · endpoint {report.endpoint} · {watcher}"]
+    if report.prometheus:
+        lines.append(f"Prometheus {report.prometheus} (the run's own: every series since the start)")
     if report.frontend:
         seen = ", ".join(f"{role} {count}/{planned}" for role, (count, planned) in report.frontend.items())
         lines.append(f"frontend sees {seen}")
@@ -302,10 +305,11 @@ def pair(found: Quantiles | None) -> str:
 
 def serving_lines(live: LiveMetrics, trend: bool) -> list[str]:
     """What the deployment serves, from its /metrics over the last window; with `trend`, sparklines."""
+    # Two short lines, not one long one: `--watch` crops what is wider than the terminal.
     lines = [
         f"serving (last {live.window_s:.0f} s): {live.requests_per_s:.2f} req/s, {live.in_flight:g} in flight, "
-        f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s, TTFT p50/p99 {pair(live.ttft_ms)}, "
-        f"ITL p50/p99 {pair(live.itl_ms)}"
+        f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s",
+        f"  TTFT p50/p99 {pair(live.ttft_ms)}, ITL p50/p99 {pair(live.itl_ms)}",
     ]
     lines += [
         f"  {name}: {worker.requests_per_s:.2f} req/s"
@@ -498,14 +502,45 @@ def sweep(
 
 @app.command()
 @clean_errors
-def metrics(run: str, as_json_: bool = typer.Option(False, "--json", help="Print the targets (file_sd JSON)")) -> None:
-    """The run's Prometheus targets: every /metrics endpoint (frontend, workers, etcd), labelled with run,
-    recipe, role, process, node and backend, in file_sd format (RUN_DIR/prometheus/targets.json)."""
-    path, groups = deploy.metrics_targets(open_run(run))
+def metrics(
+    run: str,
+    as_json_: bool = typer.Option(False, "--json", help="Print the targets (file_sd JSON)"),
+    open_: bool = typer.Option(False, "--open", help="Serve the run's saved Prometheus data here, until Ctrl-C"),
+    grafana: bool = typer.Option(False, "--grafana", help="Print the Grafana dashboard set on this run"),
+) -> None:
+    """The run's Prometheus targets: every /metrics endpoint (frontend, workers, etcd, the supervisor),
+    labelled with run, recipe, role, process, node and backend, in file_sd format (RUN_DIR/prometheus/targets.json).
+    With --open, the run's own Prometheus (observability.prometheus): live, or its saved data served again."""
+    found = open_run(run)
+    if grafana:
+        dashboard, datasource = deploy.grafana_dashboard(found)
+        print(json.dumps(dashboard, indent=2))
+        where = f"its datasource: {datasource} (Grafana provisioning)" if datasource else "pick its Prometheus"
+        errors.print(f"Grafana dashboard for run {run}; {where}")
+        return
+    if open_:
+        serve_saved_metrics(found)
+        return
+    path, groups = deploy.metrics_targets(found)
     if as_json_:
         print(json.dumps(groups, indent=2))
         return
     console.print(f"{len(groups)} targets in {path} (a Prometheus file_sd_configs file; kept while the run lives)")
+
+
+def serve_saved_metrics(run: RunDir) -> None:
+    saved = deploy.open_metrics(run)
+    if saved.opened is None:
+        console.print(f"run {run.name}'s Prometheus is live at [bold]{saved.url}[/]")
+        return
+    console.print(f"run {run.name}'s saved metrics at [bold]{saved.url}[/] (Ctrl-C to stop)", highlight=False)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops the server it started, as Ctrl-C does
+    try:
+        saved.opened.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        saved.opened.close()
 
 
 @app.command()

@@ -40,9 +40,11 @@ from .config.hosts import ControlPlaneSpec, Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
+from .health.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .health.decisions import direct_state, direct_verdict
+from .health.prometheus import OpenedData, open_saved
 from .health.targets import file_sd_targets
-from .planning.plan import Plan, Process
+from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
 from .private import make_private_dir, write_private
@@ -352,6 +354,7 @@ class RunStatus:
     canary: CanaryResult | None = None
     nodes: dict[str, str] = field(default_factory=dict)  # node -> problem
     metrics: LiveMetrics | None = None  # what it serves, over the last minute (while supervised)
+    prometheus: str | None = None  # the in-job Prometheus's URL, when the recipe asked for one
 
 
 def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
@@ -398,7 +401,13 @@ def status(run: RunDir) -> RunStatus:
 
     scheduler = backend.scheduler(run)
     report = functools.partial(
-        RunStatus, run.name, plan.recipe, plan.backend, scheduler=scheduler.description, endpoint=plan.endpoint
+        RunStatus,
+        run.name,
+        plan.recipe,
+        plan.backend,
+        scheduler=scheduler.description,
+        endpoint=plan.endpoint,
+        prometheus=plan.prometheus_url,
     )
     absence = "the run was cancelled" if cancelled else supervisor_absence(run, state)
     if state is not None and absence is None:
@@ -547,6 +556,57 @@ def metrics_targets(run: RunDir) -> tuple[Path, list[dict[str, Any]]]:
     """The run's Prometheus targets (file_sd), written into its folder as the supervisor keeps them."""
     if run.ended:
         raise UserError(f"run {run.name} has ended: it has no metrics endpoints any more")
-    groups = file_sd_targets(run.plan())
+    state = run.supervisor_state()
+    groups = file_sd_targets(run.plan(), state.metrics_endpoint if state else None)
     run.save_targets(groups)
     return run.targets_path, groups
+
+
+def run_prometheus(run: RunDir) -> tuple[Plan, str]:
+    """The run's plan and its in-job Prometheus's URL; exit 2 when the recipe asked for none."""
+    plan = run.plan()
+    if plan.prometheus_url is None:
+        raise UserError(
+            f"run {run.name} has no Prometheus of its own: set observability.prometheus: true in its recipe "
+            "(or --set observability.prometheus=true), or point a Prometheus at `slurmserve metrics RUN`'s targets"
+        )
+    return plan, plan.prometheus_url
+
+
+@dataclass
+class SavedMetrics:
+    """Where a run's Prometheus data can be queried: its live server, or one opened on the saved data."""
+
+    url: str
+    opened: OpenedData | None  # None: the run's own Prometheus still serves
+
+
+def open_metrics(run: RunDir) -> SavedMetrics:
+    """The run's Prometheus while it serves; after the job, a Prometheus on this machine serving the data
+    it saved in the run directory (close it with `.opened.close()`)."""
+    plan, live_url = run_prometheus(run)
+    if http_ok(live_url + PROMETHEUS_READY_PATH):
+        return SavedMetrics(live_url, None)
+    if not (run.path / PROMETHEUS_DATA).is_dir():
+        raise UserError(f"run {run.name} saved no Prometheus data ({run.path / PROMETHEUS_DATA} is missing)")
+    binary = shutil.which(plan.process("prometheus").command[0])
+    if binary is None:
+        raise UserError(f"cannot open run {run.name}'s data: {plan.process('prometheus').command[0]} is not here")
+    opened_log = run.path / "logs" / "prometheus-open.log"
+    opened = open_saved(binary, run.path, opened_log)
+    if opened is None:
+        raise DeploymentFailed(f"Prometheus did not start on {run.path / PROMETHEUS_DATA}: see {opened_log}")
+    return SavedMetrics(opened.url, opened)
+
+
+def grafana_dashboard(run: RunDir) -> tuple[dict[str, Any], Path | None]:
+    """The shipped dashboard set on the run; with an in-job Prometheus, also the Grafana provisioning file
+    that makes it the dashboard's datasource (written in the run directory)."""
+    plan = run.plan()
+    dashboard = dashboard_for(run.name)
+    if plan.prometheus_url is None:
+        return dashboard, None
+    path = run.path / DATASOURCE_FILE
+    make_private_dir(path.parent)
+    write_private(path, datasource_provisioning(run.name, plan.prometheus_url))
+    return dashboard, path

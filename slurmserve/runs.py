@@ -183,6 +183,7 @@ class SupervisorState(BaseModel):
     canary: CanaryResult | None = None
     nodes: dict[str, str] = {}  # node -> what is wrong with it
     metrics: LiveMetrics | None = None
+    metrics_endpoint: str | None = None  # where the supervisor serves its own /metrics ("host:port")
 
 
 class StartedGroup(BaseModel):

@@ -17,8 +17,9 @@ import invoke
 from invoke.exceptions import CommandTimedOut
 
 from ..errors import DeploymentFailed, UserError
+from ..health.prometheus import job_config
 from ..planning.needs import needs_of
-from ..planning.plan import Plan, PlanNode, Process, node_scratch
+from ..planning.plan import PROMETHEUS_CONFIG, Plan, PlanNode, Process, node_scratch
 from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
 from ..runs import EventKind, Handle, RunDir, StartedGroup
@@ -119,9 +120,14 @@ class SSHBackend(Backend):
         start_supervisor(run)
         scripts = render_scripts(plan)
         nodes = {node.name: node for node in plan.nodes}
+        # The in-job Prometheus's configuration goes with the head host's script (its files may not be ours).
+        beside = {plan.host_node(p).name: p for p in plan.processes if p.role == "prometheus"}
 
         def copy_script(host: str) -> None:
-            upload(nodes[host], {host_script_path(plan, host): scripts[host_script(host)]})
+            files = {host_script_path(plan, host): scripts[host_script(host)]}
+            if host in beside:
+                files[f"{plan.run_dir}/{PROMETHEUS_CONFIG}"] = job_config(plan)
+            upload(nodes[host], files)
 
         uploaded = fan_out(list(nodes), copy_script, COMMAND_DEADLINE_S)
         unreachable = [

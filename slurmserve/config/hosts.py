@@ -91,10 +91,12 @@ class TopologySpec(Strict):
 
 
 class ControlPlaneSpec(Strict):
-    """The etcd and nats-server binaries the nodes run (None: those bundled in slurmserve's venv)."""
+    """The etcd and nats-server binaries the nodes run (None: those bundled in slurmserve's venv), and the
+    Prometheus server a recipe's `observability.prometheus` starts (None: `prometheus` on the nodes' PATH)."""
 
     etcd: AbsolutePath | None = None
     nats_server: AbsolutePath | None = None
+    prometheus: AbsolutePath | None = None
 
 
 class Hosts(Strict):

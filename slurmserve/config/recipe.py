@@ -112,9 +112,11 @@ class BenchSpec(Strict):
 
 
 class ObservabilitySpec(Strict):
-    """How the deployment is watched beyond its health: the supervisor's scrapes of every /metrics."""
+    """How the deployment is watched beyond its health: the supervisor's scrapes of every /metrics, and
+    on request a Prometheus server of the job's own that keeps every series in the run directory."""
 
     scrape_interval_s: float = Field(5.0, ge=0)  # live figures in `status`; 0: no scraping
+    prometheus: bool = False
 
 
 class RestartPolicy(Strict):

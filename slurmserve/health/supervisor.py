@@ -50,6 +50,7 @@ from .decisions import (
 )
 from .discovery import InstanceOwners, forget, worker_ids
 from .live import MetricsWatcher
+from .own_metrics import SupervisorMetrics
 from .targets import file_sd_targets
 
 TICK_S = 0.5
@@ -105,6 +106,8 @@ class Supervisor:
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
         self.prober = Prober()
         self.metrics = MetricsWatcher(self.plan)  # live serving figures, scraped off the fast tick
+        self.own_metrics = SupervisorMetrics(self.plan)
+        self.metrics_endpoint: str | None = None
         self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
         self.urls = sorted({p.ready_url for p in self.plan.processes if p.ready_url})
@@ -122,7 +125,8 @@ class Supervisor:
 
     def run_until_stopped(self) -> None:
         self.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
-        self.run.save_targets(file_sd_targets(self.plan))
+        self.serve_own_metrics()
+        self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
         self.metrics.start()
         while not self.stopping:
             started = time.monotonic()
@@ -139,6 +143,12 @@ class Supervisor:
         self.reason = self.stopping
         self.write_state(final=True)
         self.say_stopped()
+
+    def serve_own_metrics(self) -> None:
+        try:
+            self.metrics_endpoint = self.own_metrics.serve()
+        except OSError as error:  # no route to the head node from here, say: the deployment runs without them
+            self.record(EventKind.SUPERVISOR_ERROR, error=f"cannot serve the supervisor's own metrics: {error}")
 
     def say_stopped(self) -> None:
         """The `supervisor stopped` event, once."""
@@ -238,6 +248,7 @@ class Supervisor:
             return
         self.record(EventKind.STATE, process=name, previous=watch.state, state=new, **({"reason": why} if why else {}))
         watch.state, watch.since = new, now
+        self.own_metrics.changed(name, new)
 
     def exit_reason(self, process: Process) -> str:
         """'exited', with the last error its log shows near the end (a SIGKILL leaves none)."""
@@ -322,6 +333,7 @@ class Supervisor:
             self.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
             return False
         self.record(EventKind.RESTARTED, process=process.name, **recorded)
+        self.own_metrics.restarted(process.name, requested="requested" in recorded)
         self.transition(process.name, ProcessState.STARTING, None, now)
         return True
 
@@ -369,6 +381,7 @@ class Supervisor:
         result = self.canary_check.poll(self.pool, self.send_canary, now)
         if result is None:
             return
+        self.own_metrics.canary(result.ok, result.latency_s)
         if (self.canary.ok if self.canary else True) != result.ok:
             self.record(EventKind.CANARY, **result.model_dump())
         if not result.ok:  # it holds the verdict at degraded: look again soon, not in a full interval
@@ -399,6 +412,7 @@ class Supervisor:
             self.served_once = True
         if verdict != self.verdict:
             self.record(EventKind.DEPLOYMENT, verdict=verdict, reason=reason)
+            self.own_metrics.deployment_ready.set(1 if verdict == Verdict.READY else 0)
         self.verdict, self.reason = verdict, reason
 
     def record(self, event: EventKind, **fields: Any) -> None:
@@ -444,6 +458,7 @@ class Supervisor:
                 canary=self.canary,
                 nodes=self.node_problems,
                 metrics=self.metrics.latest,
+                metrics_endpoint=self.metrics_endpoint,
             )
         )
 

@@ -13,28 +13,28 @@ TARGETS_FILE = "prometheus/targets.json"  # in the run directory, while the depl
 
 def metrics_port(process: Process) -> int | None:
     """The port a process serves /metrics on (NATS has none in Prometheus's format)."""
-    if process.role == "frontend":
+    if process.role in ("frontend", "prometheus"):
         return process.ports.get("http")
     if process.role == "etcd":
         return process.ports.get("client")
     return process.ports.get("system") if process.is_worker else None
 
 
-def file_sd_targets(plan: Plan) -> list[dict[str, Any]]:
-    """One target group per process with metrics: [{"targets": ["host:port"], "labels": {...}}]."""
+def file_sd_targets(plan: Plan, supervisor: str | None = None) -> list[dict[str, Any]]:
+    """One target group per process with metrics, and the supervisor's own endpoint ("host:port") when it
+    serves one: [{"targets": ["host:port"], "labels": {...}}]."""
     groups = []
     for process in plan.processes:
         port = metrics_port(process)
         if port is None:
             continue
         node = plan.host_node(process)
-        labels = {
-            "run": plan.run_name,
-            "recipe": plan.recipe,
-            "role": process.role,
-            "process": process.name,
-            "node": node.name,
-            "backend": plan.backend,
-        }
-        groups.append({"targets": [f"{node.address}:{port}"], "labels": labels})
+        groups.append(target(plan, f"{node.address}:{port}", process.role, process.name, node.name))
+    if supervisor:
+        groups.append(target(plan, supervisor, "supervisor", "supervisor", plan.nodes[0].name))
     return groups
+
+
+def target(plan: Plan, endpoint: str, role: str, process: str, node: str) -> dict[str, Any]:
+    labels = {"run": plan.run_name, "recipe": plan.recipe, "role": role, "process": process, "node": node}
+    return {"targets": [endpoint], "labels": labels | {"backend": plan.backend}}

@@ -12,7 +12,7 @@ from ..config.recipe import RestartPolicy
 from ..errors import UserError
 from .ports import block_ports
 
-Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg"]
+Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg", "prometheus"]
 WORKER_ROLES = ("prefill", "decode", "agg")
 
 
@@ -85,6 +85,10 @@ class ModelStage(BaseModel):
 
 
 RUN_BUNDLE = "oci"  # the run's own OCI bundle (config.json), in the run directory
+# The in-job Prometheus (`observability.prometheus`): its configuration and its data, in the run directory.
+PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
+PROMETHEUS_DATA = "prometheus/data"
+PROMETHEUS_READY_PATH = "/-/ready"
 
 
 class Container(BaseModel):
@@ -154,6 +158,12 @@ class Plan(BaseModel):
 
     def node(self, name: str) -> PlanNode:
         return self._nodes[name]
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The in-job Prometheus's web address, when the recipe asked for one."""
+        found = self._processes.get("prometheus")
+        return found.ready_url.removesuffix(PROMETHEUS_READY_PATH) if found and found.ready_url else None
 
     def process(self, name: str) -> Process:
         found = self._processes.get(name)

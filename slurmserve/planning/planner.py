@@ -14,7 +14,19 @@ from ..config.recipe import Recipe, WorkerSpec
 from ..errors import UserError
 from ..resources import builtin_model_dir
 from .placement import Placement, place_workers
-from .plan import Container, EngineFile, ModelStage, Plan, PlanNode, Process, Role, node_scratch
+from .plan import (
+    PROMETHEUS_CONFIG,
+    PROMETHEUS_DATA,
+    PROMETHEUS_READY_PATH,
+    Container,
+    EngineFile,
+    ModelStage,
+    Plan,
+    PlanNode,
+    Process,
+    Role,
+    node_scratch,
+)
 from .ports import PortAllocator, default_port_block
 from .topology import nics_for_gpus, rank_rdma_env, rdma_env
 
@@ -24,6 +36,9 @@ ETCD_LEASE_TTL_S = 5
 MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take half an hour to load
 # TRT-LLM's MoE workers keep expert state in shared-memory files that outlive a killed worker.
 TRTLLM_LEFTOVERS = ["/dev/shm/moe_*"]
+# The in-job Prometheus keeps what it scraped for as long as the run directory lives (its default: 15 days,
+# after which `metrics RUN --open` would find the data deleted).
+PROMETHEUS_RETENTION = "10y"
 REPLAY_TRACE = "replay.jsonl"  # beside the tiny model (scripts/make_replay_trace.py)
 
 
@@ -295,6 +310,27 @@ def control_plane(ctx: _Context, discovery: str) -> list[Process]:
     return control
 
 
+def prometheus_process(ctx: _Context) -> Process:
+    """The in-job Prometheus on the head node, beside etcd: it scrapes the run's targets from the start and
+    keeps its data in the run directory, where `metrics RUN --open` finds it after the job."""
+    address, port = ctx.head.address, ctx.ports.take(ctx.head.name)
+    return Process(
+        name="prometheus",
+        role="prometheus",
+        nodes=[ctx.head.name],
+        ports={"http": port},
+        command=[
+            ctx.binaries.prometheus or "prometheus",
+            f"--config.file={ctx.run_dir}/{PROMETHEUS_CONFIG}",
+            f"--storage.tsdb.path={ctx.run_dir}/{PROMETHEUS_DATA}",
+            f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+            f"--web.listen-address={address}:{port}",
+        ],
+        ready_url=f"http://{address}:{port}{PROMETHEUS_READY_PATH}",
+        log=log_of("prometheus"),
+    )
+
+
 def engine_file_path(ctx: _Context, role: str, spec: WorkerSpec) -> str | None:
     return f"{ctx.run_dir}/engine/{role}.yaml" if ctx.recipe.engine == "trtllm" and spec.engine_config else None
 
@@ -432,6 +468,8 @@ def make_plan(
 
     discovery = choose_discovery(recipe, hosts, used_nodes)
     control = control_plane(ctx, discovery)
+    # Beside the control plane, gating nothing: a Prometheus that fails to start costs no deployment.
+    watchers = [prometheus_process(ctx)] if recipe.observability.prometheus else []
     control_names = [process.name for process in control]
     model = model_location(recipe, hosts)
     workers = [worker_process(ctx, placement, nodes, model, control_names) for placement in placements]
@@ -456,7 +494,7 @@ def make_plan(
             PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, interface=n.interface, ssh=n.ssh)
             for n in used_nodes
         ],
-        processes=[*control, *workers, frontend],
+        processes=[*control, *watchers, *workers, frontend],
         workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),

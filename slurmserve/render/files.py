@@ -7,8 +7,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..health.prometheus import job_config
 from ..planning.needs import needs_of
-from ..planning.plan import RUN_BUNDLE, Plan
+from ..planning.plan import PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
 from ..private import make_private_dir, write_private
 from ..resources import node_check_source, resource_dir
 from .containers import run_bundle_config
@@ -31,6 +32,8 @@ def rendered_files(plan: Plan) -> dict[str, str]:
         files[NEEDS_FILE] = needs_of(plan).model_dump_json(indent=2) + "\n"
     if plan.container and plan.container.kind == "oci":
         files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)
+    if plan.prometheus_url:
+        files[PROMETHEUS_CONFIG] = job_config(plan)
     for engine_file in plan.engine_files:
         files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
     return files

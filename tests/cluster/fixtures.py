@@ -17,12 +17,13 @@ Both skip when not root (and fail instead when SLURMSERVE_REQUIRE_LAB is set, as
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from . import oci
-from .lab import DEFAULT, Lab, down, status, up
+from .lab import DEFAULT, Lab, down, ensure_packages, status, up
 
 _UNSET = object()
 
@@ -108,3 +109,15 @@ def oci_image() -> Path:
     _require_root()
     oci.build(OCI_IMAGE)
     return OCI_IMAGE
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """Debian's Prometheus server, installed with the lab's packages when it is missing."""
+    found = shutil.which("prometheus")
+    if found is None:
+        _require_root()
+        ensure_packages()
+        found = shutil.which("prometheus")
+    assert found, "apt-get installed no prometheus"
+    return found

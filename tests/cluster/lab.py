@@ -50,6 +50,7 @@ PACKAGES = (
     "iproute2",
     "ucx-utils",
     "runc",  # what oci.conf runs for `srun --container` (crun fails here: cgroups in hybrid mode)
+    "prometheus",  # Debian's 2.42: the in-job Prometheus of the observability tests (on the nodes and here)
 )
 ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")

@@ -280,10 +280,27 @@ def status_table(report: deploy.RunStatus, trend: bool = False) -> Table:
         outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"
         lines.append(f"canary completion {ago(canary.at)}: {outcome}")
     lines += [f"node {node}: {problem}" for node, problem in report.nodes.items()]
+    lines += pool_lines(report)
     if report.metrics:
         lines += serving_lines(report.metrics, trend)
     table.caption = "\n".join(lines)
     return table
+
+
+def pool_lines(report: deploy.RunStatus) -> list[str]:
+    """Per pool behind the global router: its processes' states and its own canary."""
+    lines = []
+    for pool in dict.fromkeys(s.pool for s in report.processes if s.pool):
+        members = ", ".join(f"{s.name} {s.state.value}" for s in report.processes if s.pool == pool)
+        canary = report.pool_canaries.get(pool)
+        verdict = (
+            ""
+            if canary is None
+            else f"; canary {ago(canary.at)}: "
+            + (f"served by its workers in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})")
+        )
+        lines.append(f"pool {pool}: {members}{verdict}")
+    return lines
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -75,7 +75,12 @@ LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit s
 DEFAULT_TIMEOUT_S = 600.0
 SWEEP_DEADLINE_S = 7 * 24 * 3600.0  # deployments side by side on Slurm: each ends on its own (queue, bench)
 # Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
-FRONTEND_COMPONENT_OF_ROLE = {"prefill": "prefill", "decode": "backend", "agg": "backend"}
+FRONTEND_COMPONENT_OF_ROLE = {
+    "prefill": "prefill",
+    "decode": "backend",
+    "agg": "backend",
+    "global_router": "global_router",
+}
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,7 @@ class ProcessStatus:
     restarts: int = 0
     last_error: str | None = None
     registered: bool | None = None  # a worker the frontend routes to
+    pool: str | None = None  # the pool behind the global router it belongs to
 
 
 @dataclass
@@ -355,6 +361,7 @@ class RunStatus:
     nodes: dict[str, str] = field(default_factory=dict)  # node -> problem
     metrics: LiveMetrics | None = None  # what it serves, over the last minute (while supervised)
     prometheus: str | None = None  # the in-job Prometheus's URL, when the recipe asked for one
+    pool_canaries: dict[str, CanaryResult] = field(default_factory=dict)  # per pool behind the global router
 
 
 def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
@@ -397,6 +404,7 @@ def status(run: RunDir) -> RunStatus:
             seen.restarts if seen else 0,
             seen.last_error if seen else None,
             seen.registered if seen else None,
+            process.pool,
         )
 
     scheduler = backend.scheduler(run)
@@ -421,6 +429,7 @@ def status(run: RunDir) -> RunStatus:
             canary=state.canary,
             nodes=state.nodes,
             metrics=state.metrics,
+            pool_canaries=state.pool_canaries,
         )
     ended = None if cancelled else scheduler.ended
     alive_of = backend.alive(run)

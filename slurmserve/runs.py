@@ -184,6 +184,7 @@ class SupervisorState(BaseModel):
     nodes: dict[str, str] = {}  # node -> what is wrong with it
     metrics: LiveMetrics | None = None
     metrics_endpoint: str | None = None  # where the supervisor serves its own /metrics ("host:port")
+    pool_canaries: dict[str, CanaryResult] = {}  # per pool behind the global router: its own canary
 
 
 class StartedGroup(BaseModel):

@@ -17,9 +17,9 @@ import invoke
 from invoke.exceptions import CommandTimedOut
 
 from ..errors import DeploymentFailed, UserError
-from ..health.prometheus import job_config
 from ..planning.needs import needs_of
-from ..planning.plan import PROMETHEUS_CONFIG, Plan, PlanNode, Process, node_scratch
+from ..planning.plan import Plan, PlanNode, Process, node_scratch
+from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
 from ..runs import EventKind, Handle, RunDir, StartedGroup
@@ -120,14 +120,12 @@ class SSHBackend(Backend):
         start_supervisor(run)
         scripts = render_scripts(plan)
         nodes = {node.name: node for node in plan.nodes}
-        # The in-job Prometheus's configuration goes with the head host's script (its files may not be ours).
-        beside = {plan.host_node(p).name: p for p in plan.processes if p.role == "prometheus"}
+        # The configurations the head node's processes read go with its script (its files may not be ours).
+        head = {f"{plan.run_dir}/{path}": text for path, text in head_files(plan).items()}
 
         def copy_script(host: str) -> None:
             files = {host_script_path(plan, host): scripts[host_script(host)]}
-            if host in beside:
-                files[f"{plan.run_dir}/{PROMETHEUS_CONFIG}"] = job_config(plan)
-            upload(nodes[host], files)
+            upload(nodes[host], files | (head if host == plan.nodes[0].name else {}))
 
         uploaded = fan_out(list(nodes), copy_script, COMMAND_DEADLINE_S)
         unreachable = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -78,6 +78,78 @@ class MockerSpec(Strict):
     replay_trace: AbsolutePath | None = None
 
 
+WorkerRole = Literal["agg", "prefill", "decode"]
+
+
+class PoolSpec(Strict):
+    """One pool behind Dynamo's global router: its own Dynamo namespace, workers and local router. An agg
+    pool serves whole requests; in a disagg deployment prefill pools and decode pools are apart (each
+    namespace holds one local router, so one role)."""
+
+    name: Identifier
+    mode: WorkerRole = "agg"
+    namespace: Identifier | None = None  # its Dynamo namespace (default: the pool's name)
+    agg: WorkerSpec | None = None
+    prefill: WorkerSpec | None = None
+    decode: WorkerSpec | None = None
+    env: dict[EnvKey, EnvValue] = {}  # for the pool's workers and router
+    mocker: MockerSpec | None = None  # the pool's own mock-engine settings (speedup_ratio...), over the recipe's
+
+    @model_validator(mode="after")
+    def _one_section_for_its_mode(self) -> PoolSpec:
+        given = [role for role in ("agg", "prefill", "decode") if getattr(self, role) is not None]
+        if given != [self.mode]:
+            raise ValueError(f"pool {self.name} of mode {self.mode} takes one {self.mode} section (it has: {given})")
+        return self
+
+    @property
+    def dynamo_namespace(self) -> str:
+        return self.namespace or self.name
+
+    @property
+    def worker(self) -> WorkerSpec:
+        spec: WorkerSpec = getattr(self, self.mode)
+        return spec
+
+
+class TierSpec(Strict):
+    """The short form of the global router's grid: a request goes to the first tier whose every limit it
+    is under (its TTFT/ITL targets, its prompt or context length); the last tier has no limits."""
+
+    pool: Identifier
+    ttft_ms: int | None = Field(None, gt=0)
+    itl_ms: int | None = Field(None, gt=0)
+    isl_tokens: int | None = Field(None, gt=0)  # prefill tiers: prompts shorter than this
+    context_tokens: int | None = Field(None, gt=0)  # decode tiers: contexts shorter than this
+
+
+class GlobalRouterSpec(Strict):
+    """Dynamo's global router: a selection grid as Dynamo writes it (`*_pool_selection_strategy`, with the
+    pool counts and namespaces optional: slurmserve fills them in from `pools:`), or the short form
+    (`tiers` in agg mode, `prefill_tiers` and `decode_tiers` in disagg mode)."""
+
+    mode: Literal["agg", "disagg"] = "agg"
+    namespace: Identifier = "global-router"  # the global router's and the frontend's Dynamo namespace
+    tiers: list[TierSpec] = []
+    prefill_tiers: list[TierSpec] = []
+    decode_tiers: list[TierSpec] = []
+    num_agg_pools: int | None = None
+    agg_pool_dynamo_namespaces: list[Identifier] | None = None
+    agg_pool_priorities: list[int] | None = None
+    agg_pool_selection_strategy: dict[str, object] | None = None
+    num_prefill_pools: int | None = None
+    prefill_pool_dynamo_namespaces: list[Identifier] | None = None
+    prefill_pool_priorities: list[int] | None = None
+    prefill_pool_selection_strategy: dict[str, object] | None = None
+    num_decode_pools: int | None = None
+    decode_pool_dynamo_namespaces: list[Identifier] | None = None
+    decode_pool_priorities: list[int] | None = None
+    decode_pool_selection_strategy: dict[str, object] | None = None
+    enable_priority_retry: bool = False
+    # Dynamo 1.6.1 does not validate TensorRT-LLM disagg pools behind the global router: refused unless set.
+    allow_unvalidated_trtllm_disagg: bool = False
+
+
 GoodputMetric = Literal["time_to_first_token", "inter_token_latency", "request_latency"]
 
 
@@ -131,6 +203,19 @@ class RestartPolicy(Strict):
     fail_fast: bool = False
 
 
+class WorkerGroup(NamedTuple):
+    """The workers of one section: `name` names its processes (`NAME-0`...), `field` its place in the recipe."""
+
+    name: str
+    role: WorkerRole
+    spec: WorkerSpec
+    pool: PoolSpec | None
+
+    @property
+    def field(self) -> str:
+        return f"pools.{self.pool.name}.{self.role}" if self.pool else self.role
+
+
 class Recipe(Strict):
     name: Identifier
     description: str = ""
@@ -151,10 +236,14 @@ class Recipe(Strict):
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()
     observability: ObservabilitySpec = ObservabilitySpec()
+    pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
+    global_router: GlobalRouterSpec | None = None
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:
-        if self.mode == "disagg":
+        if self.pools or self.global_router:
+            self._check_pools()
+        elif self.mode == "disagg":
             missing = [role for role in ("prefill", "decode") if getattr(self, role) is None]
             if missing:
                 raise ValueError(f"mode disagg needs a {' and a '.join(missing)} section")
@@ -167,10 +256,44 @@ class Recipe(Strict):
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
         return self
 
+    def _check_pools(self) -> None:
+        router = self.global_router
+        if router is None or not self.pools:
+            raise ValueError("pools and global_router go together: pools behind Dynamo's global router")
+        taken = [role for role in ("agg", "prefill", "decode") if getattr(self, role) is not None]
+        if taken:
+            raise ValueError(f"a recipe with pools has its workers in the pools, not in {', '.join(taken)}")
+        if self.mode != router.mode:
+            raise ValueError(f"mode {self.mode} and global_router.mode {router.mode} differ")
+        names = [pool.name for pool in self.pools]
+        namespaces = [pool.dynamo_namespace for pool in self.pools] + [router.namespace]
+        for kind, values in (("name", names), ("namespace", namespaces)):
+            twice = sorted({value for value in values if values.count(value) > 1})
+            if twice:
+                raise ValueError(f"pools: {kind} {', '.join(twice)} is used twice (each pool needs its own)")
+        modes = {pool.mode for pool in self.pools}
+        if router.mode == "agg" and modes != {"agg"}:
+            raise ValueError("global_router.mode agg takes agg pools only")
+        if router.mode == "disagg" and modes != {"prefill", "decode"}:
+            raise ValueError("global_router.mode disagg takes prefill pools and decode pools (at least one of each)")
+
+    def worker_groups(self) -> list[WorkerGroup]:
+        """The worker sections in start order (prefill before decode, as Dynamo's examples do); with pools,
+        each pool's section in the recipe's order."""
+        if self.pools:
+            return [WorkerGroup(f"{pool.name}-{pool.mode}", pool.mode, pool.worker, pool) for pool in self.pools]
+        roles: tuple[WorkerRole, ...] = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
+        return [WorkerGroup(role, role, getattr(self, role), None) for role in roles]
+
     def worker_roles(self) -> list[tuple[str, WorkerSpec]]:
-        """The worker sections in start order (prefill before decode, as Dynamo's examples do)."""
-        roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
-        return [(role, getattr(self, role)) for role in roles]
+        """(name, section) of every worker group: the role, or with pools `POOL-ROLE`."""
+        return [(group.name, group.spec) for group in self.worker_groups()]
+
+    def mocker_of(self, pool: PoolSpec | None) -> MockerSpec:
+        """The mock engine's settings for a pool's workers: the pool's own over the recipe's."""
+        if pool is None or pool.mocker is None:
+            return self.mocker
+        return self.mocker.model_copy(update={key: getattr(pool.mocker, key) for key in pool.mocker.model_fields_set})
 
     @property
     def loads_recipe_model(self) -> bool:
@@ -183,8 +306,10 @@ class Recipe(Strict):
         if self.engine == "trtllm":
             return [f"mocker.{key}" for key in sorted(self.mocker.model_fields_set)]
         ignored = [f"parsers.{key}" for key in ("reasoning", "tool_call") if getattr(self.parsers, key)]
-        for role, spec in self.worker_roles():
-            ignored += [f"{role}.{key}" for key in ("engine_config", "args", "extra_args") if getattr(spec, key)]
+        for group in self.worker_groups():
+            ignored += [
+                f"{group.field}.{key}" for key in ("engine_config", "args", "extra_args") if getattr(group.spec, key)
+            ]
         return ignored
 
     @property
@@ -252,7 +377,9 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
     except ValidationError as error:
         raise describe_validation_error(source, error) from None
     refuse_ignored_overrides(recipe, assignments)
-    for role, worker in recipe.worker_roles():
+    for group in recipe.worker_groups():
+        worker = group.spec
         if worker.engine_config is not None:
-            worker.engine_config = str(resolve_engine_config(worker.engine_config, f"{source}: {role}.engine_config"))
+            field = f"{source}: {group.field}.engine_config"
+            worker.engine_config = str(resolve_engine_config(worker.engine_config, field))
     return recipe

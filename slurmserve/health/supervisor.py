@@ -51,6 +51,7 @@ from .decisions import (
 from .discovery import InstanceOwners, forget, worker_ids
 from .live import MetricsWatcher
 from .own_metrics import SupervisorMetrics
+from .pools import pool_canary
 from .targets import file_sd_targets
 
 TICK_S = 0.5
@@ -120,6 +121,7 @@ class Supervisor:
         self.written_at = 0.0
         self.last_error: str | None = None
         self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
+        self.pool_canaries: dict[str, CanaryResult] = {}
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -355,7 +357,7 @@ class Supervisor:
         if None in found:
             self.learn_instance_ids()
             found = [self.owners.owner(instance) for instance in routed]
-        owners = [owner for owner in found if owner]
+        owners = list(dict.fromkeys(owner for owner in found if owner))  # a disagg global router serves two
         self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
         registered = set(owners)  # a set: thousands of workers are looked up every tick
         for process in self.plan.processes:
@@ -389,6 +391,8 @@ class Supervisor:
         self.canary = result
 
     def send_canary(self) -> CanaryResult:
+        if self.plan.pools:
+            return self.send_pool_canaries()
         started = time.time()
         completion = canary_completion(self.plan.endpoint, self.plan.model)
         return CanaryResult(
@@ -396,6 +400,20 @@ class Supervisor:
             at=started,
             latency_s=round(time.time() - started, 3),
             error=None if completion else "no completion with generated tokens (an error, or no answer within 10 s)",
+        )
+
+    def send_pool_canaries(self) -> CanaryResult:
+        """One canary per pool, with targets the global router's grid sends there: served, and by that
+        pool's workers. The deployment's canary fails when one pool's does."""
+        started = time.time()
+        results = {pool.name: pool_canary(self.plan, pool) for pool in self.plan.pools if pool.canary_targets}
+        self.pool_canaries = results
+        failed = [f"pool {name}: {result.error}" for name, result in results.items() if not result.ok]
+        return CanaryResult(
+            ok=not failed,
+            at=started,
+            latency_s=max((result.latency_s for result in results.values()), default=0.0),
+            error="; ".join(failed) or None,
         )
 
     def decide_verdict(self, now: float) -> None:
@@ -459,6 +477,7 @@ class Supervisor:
                 nodes=self.node_problems,
                 metrics=self.metrics.latest,
                 metrics_endpoint=self.metrics_endpoint,
+                pool_canaries=self.pool_canaries,
             )
         )
 

@@ -3,7 +3,7 @@ command line, what it waits for and how to probe it ready. Backends and template
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -12,7 +12,7 @@ from ..config.recipe import RestartPolicy
 from ..errors import UserError
 from .ports import block_ports
 
-Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg", "prometheus"]
+Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg", "router", "global_router", "prometheus"]
 WORKER_ROLES = ("prefill", "decode", "agg")
 
 
@@ -46,6 +46,7 @@ class Process(BaseModel):
     # again unless a live process still holds them.
     leftovers: list[str] = []
     in_container: bool = False  # runs in the plan's container (with the image's own interpreter and tools)
+    pool: str | None = None  # the pool (behind Dynamo's global router) its workers or local router serve
     log: str  # relative to the run directory
 
     @property
@@ -89,6 +90,19 @@ RUN_BUNDLE = "oci"  # the run's own OCI bundle (config.json), in the run directo
 PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
 PROMETHEUS_DATA = "prometheus/data"
 PROMETHEUS_READY_PATH = "/-/ready"
+GLOBAL_ROUTER_CONFIG = "global_router.json"  # Dynamo's global router's config, in the run directory
+
+
+class PlanPool(BaseModel):
+    """A pool behind the global router: its namespace, its workers and local router, and the SLA targets
+    of a short request that the router's grid sends to it (None: only long requests reach it)."""
+
+    name: str
+    mode: Literal["agg", "prefill", "decode"]
+    namespace: str
+    workers: list[str]
+    router: str
+    canary_targets: dict[str, float] | None = None
 
 
 class Container(BaseModel):
@@ -145,6 +159,8 @@ class Plan(BaseModel):
     slurm: SlurmSpec | None = None
     container: Container | None = None
     warnings: list[str] = []  # settings of the recipe that this plan cannot honour, in words
+    pools: list[PlanPool] = []  # several pools behind Dynamo's global router (none: one pool)
+    global_router_config: dict[str, Any] | None = None  # written to GLOBAL_ROUTER_CONFIG
 
     # Name indexes, built once: the supervisor looks processes up every tick.
     _processes: dict[str, Process] = PrivateAttr(default_factory=dict)

@@ -10,11 +10,12 @@ from pathlib import PurePosixPath
 from typing import Any, Literal, NamedTuple
 
 from ..config.hosts import ControlPlaneSpec, Hosts, Node, concrete_nodes
-from ..config.recipe import Recipe, WorkerSpec
+from ..config.recipe import MockerSpec, PoolSpec, Recipe, WorkerGroup
 from ..errors import UserError
 from ..resources import builtin_model_dir
 from .placement import Placement, place_workers
 from .plan import (
+    GLOBAL_ROUTER_CONFIG,
     PROMETHEUS_CONFIG,
     PROMETHEUS_DATA,
     PROMETHEUS_READY_PATH,
@@ -23,11 +24,13 @@ from .plan import (
     ModelStage,
     Plan,
     PlanNode,
+    PlanPool,
     Process,
     Role,
     node_scratch,
 )
 from .ports import PortAllocator, default_port_block
+from .router_grid import RouterConfig, router_config
 from .topology import nics_for_gpus, rank_rdma_env, rdma_env
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
@@ -123,10 +126,10 @@ def plane_flags(recipe: Recipe) -> list[str]:
     return ["--request-plane", recipe.request_plane, "--event-plane", recipe.event_plane]
 
 
-def replay_trace(recipe: Recipe, model_path: str) -> str | None:
+def replay_trace(mocker: MockerSpec, model_path: str) -> str | None:
     """The mocker's response replay trace: the recipe's, or the one shipped with the tiny model."""
-    if recipe.mocker.replay_trace:
-        return recipe.mocker.replay_trace
+    if mocker.replay_trace:
+        return mocker.replay_trace
     shipped = builtin_model_dir("tiny-mock")
     return str(shipped / REPLAY_TRACE) if model_path == str(shipped) else None
 
@@ -142,10 +145,18 @@ class Tools(NamedTuple):
     llmapi_launch: str
 
 
+def served_name(recipe: Recipe, group: WorkerGroup) -> str:
+    """The model name a worker registers. A pool's workers get one of their own: under the public name
+    the frontend would reach them directly, around the global router."""
+    return f"{group.pool.name}--{recipe.model.name}" if group.pool else recipe.model.name
+
+
 def worker_command(
-    recipe: Recipe, role: str, spec: WorkerSpec, tools: Tools, model_path: str, engine_file: str | None, mpi_world: bool
+    recipe: Recipe, group: WorkerGroup, tools: Tools, model_path: str, engine_file: str | None, mpi_world: bool
 ) -> list[str]:
+    role, spec = group.role, group.spec
     if recipe.engine == "mocker":
+        mocker = recipe.mocker_of(group.pool)
         return [
             tools.python,
             "-m",
@@ -153,13 +164,13 @@ def worker_command(
             "--model-path",
             model_path,
             "--model-name",
-            recipe.model.name,
+            served_name(recipe, group),
             "--speedup-ratio",
-            f"{recipe.mocker.speedup_ratio:g}",
+            f"{mocker.speedup_ratio:g}",
             "--disaggregation-mode",
             role,
             *plane_flags(recipe),
-            *(["--response-replay-trace-path", trace] if (trace := replay_trace(recipe, model_path)) else []),
+            *(["--response-replay-trace-path", trace] if (trace := replay_trace(mocker, model_path)) else []),
         ]
     command = [
         tools.python,
@@ -168,12 +179,12 @@ def worker_command(
         "--model",
         model_path,
         "--served-model-name",
-        recipe.model.name,
+        served_name(recipe, group),
         *plane_flags(recipe),
     ]
     if engine_file:
         command += ["--extra-engine-args", engine_file]
-    if recipe.mode == "disagg":
+    if role != "agg":
         command += ["--disaggregation-mode", role]
     if recipe.parsers.reasoning:
         command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
@@ -331,33 +342,38 @@ def prometheus_process(ctx: _Context) -> Process:
     )
 
 
-def engine_file_path(ctx: _Context, role: str, spec: WorkerSpec) -> str | None:
-    return f"{ctx.run_dir}/engine/{role}.yaml" if ctx.recipe.engine == "trtllm" and spec.engine_config else None
+def engine_file_path(ctx: _Context, group: WorkerGroup) -> str | None:
+    wanted = ctx.recipe.engine == "trtllm" and group.spec.engine_config
+    return f"{ctx.run_dir}/engine/{group.name}.yaml" if wanted else None
 
 
 def engine_files(ctx: _Context) -> list[EngineFile]:
-    """One engine YAML per role, with the recipe's parallelism written over the file's."""
+    """One engine YAML per worker group, with the recipe's parallelism written over the file's."""
     return [
         EngineFile(
-            path=f"engine/{role}.yaml",
-            source=spec.engine_config,
+            path=f"engine/{group.name}.yaml",
+            source=group.spec.engine_config,
             overrides={
-                "tensor_parallel_size": spec.tensor_parallel,
-                "pipeline_parallel_size": spec.pipeline_parallel,
-                "moe_expert_parallel_size": spec.expert_parallel,
+                "tensor_parallel_size": group.spec.tensor_parallel,
+                "pipeline_parallel_size": group.spec.pipeline_parallel,
+                "moe_expert_parallel_size": group.spec.expert_parallel,
             },
         )
-        for role, spec in ctx.recipe.worker_roles()
-        if engine_file_path(ctx, role, spec)
+        for group in ctx.recipe.worker_groups()
+        if engine_file_path(ctx, group)
     ]
 
 
 def worker_process(
-    ctx: _Context, placement: Placement, nodes: list[Node], model: tuple[str, dict[str, str]], after: list[str]
+    ctx: _Context,
+    group: WorkerGroup,
+    placement: Placement,
+    nodes: list[Node],
+    model: tuple[str, dict[str, str]],
+    after: list[str],
 ) -> Process:
-    recipe, role = ctx.recipe, placement.role
-    spec: WorkerSpec = getattr(recipe, role)
-    name = f"{role}-{placement.replica}"
+    recipe, role, spec = ctx.recipe, group.role, group.spec
+    name = f"{group.name}-{placement.replica}"
     leader = nodes[placement.nodes[0]]
     mpi_world = runs_as_mpi_world(ctx, name, len(placement.nodes))
     model_path, model_env = model
@@ -372,6 +388,7 @@ def worker_process(
         rdma
         | ctx.dynamo_env
         | model_env
+        | pool_env(group.pool)
         | spec.env
         | advertise_env(leader.address)
         | {
@@ -389,9 +406,8 @@ def worker_process(
         gpus=list(placement.gpus),
         ports={"system": system_port, "rpc": rpc_port},
         env=env,
-        command=worker_command(
-            recipe, role, spec, ctx.dynamo_tools, model_path, engine_file_path(ctx, role, spec), mpi_world
-        ),
+        command=worker_command(recipe, group, ctx.dynamo_tools, model_path, engine_file_path(ctx, group), mpi_world),
+        pool=group.pool.name if group.pool else None,
         module=worker_module(recipe),
         rank_env=rank_env if any(rank_env) else [],
         after=after,
@@ -402,6 +418,111 @@ def worker_process(
         in_container=ctx.container is not None,
         log=log_of(name),
     )
+
+
+def pool_env(pool: PoolSpec | None) -> dict[str, str]:
+    """A pool's processes live in its Dynamo namespace."""
+    return pool.env | {"DYN_NAMESPACE": pool.dynamo_namespace} if pool else {}
+
+
+def system_ports(ctx: _Context) -> tuple[dict[str, int], dict[str, str]]:
+    """A Dynamo process's status and request-plane ports on the head node, and the env that fixes them."""
+    system, rpc = ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+    return {"system": system, "rpc": rpc}, {"DYN_SYSTEM_PORT": str(system), "DYN_TCP_RPC_PORT": str(rpc)}
+
+
+# Dynamo's routers answer /health 503 ("notready") for ever unless told to start ready: they register
+# no health-check payload of their own (seen with ai-dynamo 1.6.1).
+ROUTER_HEALTH_ENV = {"DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}
+
+
+def router_process(ctx: _Context, pool: PoolSpec, workers: list[str]) -> Process:
+    """A pool's local router on the head node: it serves `<pool namespace>.router.generate`, which the
+    global router forwards to, over the pool's workers (`prefill` component for prefill workers)."""
+    ports, port_env = system_ports(ctx)
+    component = "prefill" if pool.mode == "prefill" else "backend"
+    address = ctx.head.address
+    return Process(
+        name=f"{pool.name}-router",
+        role="router",
+        pool=pool.name,
+        nodes=[ctx.head.name],
+        ports=ports,
+        env=ctx.dynamo_env | pool_env(pool) | advertise_env(address) | port_env | ROUTER_HEALTH_ENV,
+        module="dynamo.router",
+        command=[
+            ctx.dynamo_tools.python,
+            "-m",
+            "dynamo.router",
+            "--endpoint",
+            f"{pool.dynamo_namespace}.{component}.generate",
+        ],
+        after=workers,
+        ready_url=f"http://{address}:{ports['system']}/health",
+        in_container=ctx.container is not None,
+        log=log_of(f"{pool.name}-router"),
+    )
+
+
+def public_model(model_path: str) -> tuple[str, str]:
+    """(folder to start in, --model-name) for the global router. In 1.6.1 its --model-name is also the
+    model's path and the name it serves: started beside the model folder, it serves the folder's name."""
+    path = PurePosixPath(model_path)
+    return (str(path.parent), path.name) if path.is_absolute() else (".", model_path)
+
+
+def global_router_process(ctx: _Context, routing: RouterConfig, model_path: str, routers: list[str]) -> Process:
+    """Dynamo's global router on the head node: it picks a pool per request (its config in the run
+    directory) and serves the public model in its own namespace, which the frontend is scoped to."""
+    assert ctx.recipe.global_router is not None
+    namespace = ctx.recipe.global_router.namespace
+    ports, port_env = system_ports(ctx)
+    folder, name = public_model(model_path)
+    defaults = [word for target, value in routing.default_targets.items() for word in default_flag(target, value)]
+    address = ctx.head.address
+    return Process(
+        name="global-router",
+        role="global_router",
+        nodes=[ctx.head.name],
+        ports=ports,
+        env=ctx.dynamo_env | {"DYN_NAMESPACE": namespace} | advertise_env(address) | port_env | ROUTER_HEALTH_ENV,
+        module="dynamo.global_router",
+        command=[
+            "env",
+            "-C",
+            folder,
+            ctx.dynamo_tools.python,
+            "-m",
+            "dynamo.global_router",
+            "--config",
+            f"{ctx.run_dir}/{GLOBAL_ROUTER_CONFIG}",
+            "--model-name",
+            name,
+            "--namespace",
+            namespace,
+            *defaults,
+        ],
+        after=routers,
+        ready_url=f"http://{address}:{ports['system']}/health",
+        in_container=ctx.container is not None,
+        log=log_of("global-router"),
+    )
+
+
+def default_flag(target: str, value: float) -> list[str]:
+    """ttft_target -> --default-ttft-target-ms VALUE."""
+    return [f"--default-{target.removesuffix('_target')}-target-ms", f"{value:g}"]
+
+
+def pool_processes(ctx: _Context, workers: list[Process], model_path: str) -> tuple[list[Process], RouterConfig]:
+    """Each pool's local router, then the global router (with its config): after the workers, before
+    the frontend."""
+    routing = router_config(ctx.recipe)
+    routers = [
+        router_process(ctx, pool, [worker.name for worker in workers if worker.pool == pool.name])
+        for pool in ctx.recipe.pools
+    ]
+    return [*routers, global_router_process(ctx, routing, model_path, [r.name for r in routers])], routing
 
 
 def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process:
@@ -424,6 +545,8 @@ def frontend_process(ctx: _Context, http_port: int, after: list[str]) -> Process
             "--router-mode",
             ctx.recipe.frontend.router_mode,
             *plane_flags(ctx.recipe),
+            # Scoped to the global router's namespace: it sees the public model there, never a pool's.
+            *(["--namespace", ctx.recipe.global_router.namespace] if ctx.recipe.global_router else []),
             *ctx.recipe.frontend.extra_args,
         ],
         after=after,
@@ -447,7 +570,8 @@ def make_plan(
     """kv_preflight None: on for real engines (a bad KV path costs a model load), off for the mock one.
     binaries: the etcd and nats-server to run (default: the hosts file's, else found on the nodes' PATH)."""
     nodes = concrete_nodes(hosts)
-    placements = place_workers(recipe.worker_roles(), nodes)
+    groups = {group.field: group for group in recipe.worker_groups()}
+    placements = place_workers([(field, group.spec) for field, group in groups.items()], nodes)
     used_nodes = [nodes[index] for index in sorted({index for placement in placements for index in placement.nodes})]
     head = used_nodes[0]  # control plane and frontend live on the first node of the deployment
     block = default_port_block(run_name) if port_block is None else port_block
@@ -472,9 +596,13 @@ def make_plan(
     watchers = [prometheus_process(ctx)] if recipe.observability.prometheus else []
     control_names = [process.name for process in control]
     model = model_location(recipe, hosts)
-    workers = [worker_process(ctx, placement, nodes, model, control_names) for placement in placements]
+    workers = [
+        worker_process(ctx, groups[placement.role], placement, nodes, model, control_names) for placement in placements
+    ]
+    routing = pool_processes(ctx, workers, model[0]) if recipe.pools else None
+    routers = routing[0] if routing else []
     http_port = fixed_http or ctx.ports.take(head.name)
-    frontend = frontend_process(ctx, http_port, [worker.name for worker in workers])
+    frontend = frontend_process(ctx, http_port, [p.name for p in routers[-1:]] or [worker.name for worker in workers])
 
     return Plan(
         recipe=recipe.name,
@@ -483,7 +611,7 @@ def make_plan(
         run_dir=run_dir,
         engine=recipe.engine,
         mode=recipe.mode,
-        model=recipe.model.name,
+        model=public_model(model[0])[1] if recipe.pools else recipe.model.name,
         model_path=model[0],
         discovery=discovery,
         etcd_endpoint=ctx.dynamo_env.get("ETCD_ENDPOINTS") if discovery == "etcd" else None,
@@ -494,8 +622,11 @@ def make_plan(
             PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, interface=n.interface, ssh=n.ssh)
             for n in used_nodes
         ],
-        processes=[*control, *watchers, *workers, frontend],
-        workers_expected={role: spec.replicas for role, spec in recipe.worker_roles()},
+        processes=[*control, *watchers, *workers, *routers, frontend],
+        # With pools the frontend routes to the global router only.
+        workers_expected={"global_router": 1} if routing else {g.role: g.spec.replicas for g in groups.values()},
+        pools=pools_of(recipe, workers, routing[1]) if routing else [],
+        global_router_config=routing[1].config if routing else None,
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
@@ -505,6 +636,20 @@ def make_plan(
         container=ctx.container,
         warnings=ignored_settings_warning(recipe),
     )
+
+
+def pools_of(recipe: Recipe, workers: list[Process], routing: RouterConfig) -> list[PlanPool]:
+    return [
+        PlanPool(
+            name=pool.name,
+            mode=pool.mode,
+            namespace=pool.dynamo_namespace,
+            workers=[worker.name for worker in workers if worker.pool == pool.name],
+            router=f"{pool.name}-router",
+            canary_targets=routing.canary_targets.get(pool.name),
+        )
+        for pool in recipe.pools
+    ]
 
 
 def ignored_settings_warning(recipe: Recipe) -> list[str]:

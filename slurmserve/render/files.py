@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from ..errors import UserError
 from ..health.prometheus import job_config
 from ..planning.needs import needs_of
-from ..planning.plan import PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
+from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
 from ..private import make_private_dir, write_private
 from ..resources import node_check_source, resource_dir
 from .containers import run_bundle_config
@@ -32,10 +33,20 @@ def rendered_files(plan: Plan) -> dict[str, str]:
         files[NEEDS_FILE] = needs_of(plan).model_dump_json(indent=2) + "\n"
     if plan.container and plan.container.kind == "oci":
         files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)
-    if plan.prometheus_url:
-        files[PROMETHEUS_CONFIG] = job_config(plan)
+    files |= head_files(plan)
     for engine_file in plan.engine_files:
         files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
+    return files
+
+
+def head_files(plan: Plan) -> dict[str, str]:
+    """The run-directory files that processes on the head node read (over SSH, copied there too): the
+    in-job Prometheus's and the global router's configurations."""
+    files = {}
+    if plan.prometheus_url:
+        files[PROMETHEUS_CONFIG] = job_config(plan)
+    if plan.global_router_config is not None:
+        files[GLOBAL_ROUTER_CONFIG] = json.dumps(plan.global_router_config, indent=2) + "\n"
     return files
 
 

@@ -36,9 +36,14 @@ def frontend_instances(endpoint: str, timeout: float = HTTP_TIMEOUT_S) -> list[d
     return [instance for instance in instances if isinstance(instance, dict)] if isinstance(instances, list) else None
 
 
+# What the frontend routes requests to: a worker's (or an agg global router's) `generate`, and a disagg
+# global router's two endpoints.
+SERVING_ENDPOINTS = ("generate", "prefill_generate", "decode_generate")
+
+
 def serving(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The instances requests are routed to: the workers' `generate` endpoints."""
-    return [instance for instance in instances if instance.get("endpoint") == "generate"]
+    """The instances requests are routed to."""
+    return [instance for instance in instances if instance.get("endpoint") in SERVING_ENDPOINTS]
 
 
 def text_of(url: str, timeout: float = HTTP_TIMEOUT_S) -> str:
@@ -64,27 +69,32 @@ def model_listed(endpoint: str, model: str, timeout: float = HTTP_TIMEOUT_S) -> 
 
 
 def chat_completion(
-    endpoint: str, model: str, prompt: str = "Say hello.", max_tokens: int = 16, timeout: float = 30.0
+    endpoint: str,
+    model: str,
+    prompt: str = "Say hello.",
+    max_tokens: int = 16,
+    timeout: float = 30.0,
+    targets: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One real completion through the frontend; raises httpx.HTTPError when it does not answer 200."""
-    response = httpx.post(
-        f"{endpoint}/v1/chat/completions",
-        json={
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "stream": False,
-        },
-        timeout=timeout,
-    )
+    """One real completion through the frontend; raises httpx.HTTPError when it does not answer 200.
+    `targets`: SLA targets for Dynamo's global router (`ttft_target`, `itl_target` in ms)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "stream": False,
+    }
+    if targets:  # only chat completions carry them to the global router (Dynamo 1.6.1)
+        body["nvext"] = {"router": targets}
+    response = httpx.post(f"{endpoint}/v1/chat/completions", json=body, timeout=timeout)
     response.raise_for_status()
     return response.json()
 
 
-def canary_completion(endpoint: str, model: str) -> dict[str, Any] | None:
+def canary_completion(endpoint: str, model: str, targets: dict[str, float] | None = None) -> dict[str, Any] | None:
     """The canary: a completion that returns 200 with at least one generated token (else None)."""
     try:
-        response = chat_completion(endpoint, model, timeout=10.0)
+        response = chat_completion(endpoint, model, timeout=10.0, targets=targets)
     except (httpx.HTTPError, ValueError):
         return None
     usage = response.get("usage") if isinstance(response, dict) else None

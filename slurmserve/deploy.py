@@ -48,7 +48,7 @@ from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
 from .private import make_private_dir, write_private
-from .render.files import rendered_files, write_files
+from .render.files import link_served_model, rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
 from .resources import bundled_binary
 from .runs import (
@@ -232,6 +232,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     run = create_run(plan)
     save_inputs(run, inputs)
     write_files(prepared.files, run.path, overwrite=True)
+    link_served_model(plan, run.path)
     run.record(EventKind.SUBMITTED)
     try:
         launch = backend.submit(plan, run)

@@ -126,6 +126,10 @@ class SSHBackend(Backend):
         def copy_script(host: str) -> None:
             files = {host_script_path(plan, host): scripts[host_script(host)]}
             upload(nodes[host], files | (head if host == plan.nodes[0].name else {}))
+            if plan.served_link and host == plan.nodes[0].name:
+                link = f"{plan.run_dir}/{plan.served_link}"
+                parent, target = shlex.quote(str(Path(link).parent)), shlex.quote(plan.model_path)
+                remote(nodes[host], f"mkdir -p {parent} && ln -sfn {target} {shlex.quote(link)}")
 
         uploaded = fan_out(list(nodes), copy_script, COMMAND_DEADLINE_S)
         unreachable = [

@@ -91,6 +91,7 @@ PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
 PROMETHEUS_DATA = "prometheus/data"
 PROMETHEUS_READY_PATH = "/-/ready"
 GLOBAL_ROUTER_CONFIG = "global_router.json"  # Dynamo's global router's config, in the run directory
+SERVED_DIR = "served"  # the run directory's links to the model folder under its served name
 
 
 class PlanPool(BaseModel):
@@ -161,6 +162,7 @@ class Plan(BaseModel):
     warnings: list[str] = []  # settings of the recipe that this plan cannot honour, in words
     pools: list[PlanPool] = []  # several pools behind Dynamo's global router (none: one pool)
     global_router_config: dict[str, Any] | None = None  # written to GLOBAL_ROUTER_CONFIG
+    served_link: str | None = None  # a link in the run directory to model_path, named as the model is served
 
     # Name indexes, built once: the supervisor looks processes up every tick.
     _processes: dict[str, Process] = PrivateAttr(default_factory=dict)

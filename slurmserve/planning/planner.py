@@ -19,6 +19,7 @@ from .plan import (
     PROMETHEUS_CONFIG,
     PROMETHEUS_DATA,
     PROMETHEUS_READY_PATH,
+    SERVED_DIR,
     Container,
     EngineFile,
     ModelStage,
@@ -464,11 +465,24 @@ def router_process(ctx: _Context, pool: PoolSpec, workers: list[str]) -> Process
     )
 
 
-def public_model(model_path: str) -> tuple[str, str]:
-    """(folder to start in, --model-name) for the global router. In 1.6.1 its --model-name is also the
-    model's path and the name it serves: started beside the model folder, it serves the folder's name."""
-    path = PurePosixPath(model_path)
-    return (str(path.parent), path.name) if path.is_absolute() else (".", model_path)
+def served_link(recipe: Recipe, model_path: str) -> str | None:
+    """Where the run directory links the model folder under its served name (`served/NAME`), for the
+    global router: in 1.6.1 its --model-name is both the model's path and the name it serves, so it starts
+    in `served/` and is given the served name. None: the model is a hub id, served under that id."""
+    if not PurePosixPath(model_path).is_absolute():
+        return None
+    name = recipe.model.name
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise UserError(
+            f"model.served_name {name!r}: with pools it names a folder in the run directory; use a name "
+            "like org/model, without empty, '.' or '..' parts"
+        )
+    return f"{SERVED_DIR}/{name}"
+
+
+def public_model(recipe: Recipe, model_path: str) -> str:
+    """The name the global router serves the model under (what clients ask for)."""
+    return recipe.model.name if served_link(recipe, model_path) else model_path
 
 
 def global_router_process(ctx: _Context, routing: RouterConfig, model_path: str, routers: list[str]) -> Process:
@@ -477,7 +491,7 @@ def global_router_process(ctx: _Context, routing: RouterConfig, model_path: str,
     assert ctx.recipe.global_router is not None
     namespace = ctx.recipe.global_router.namespace
     ports, port_env = system_ports(ctx)
-    folder, name = public_model(model_path)
+    in_served = ["env", "-C", f"{ctx.run_dir}/{SERVED_DIR}"] if served_link(ctx.recipe, model_path) else []
     defaults = [word for target, value in routing.default_targets.items() for word in default_flag(target, value)]
     address = ctx.head.address
     return Process(
@@ -488,16 +502,14 @@ def global_router_process(ctx: _Context, routing: RouterConfig, model_path: str,
         env=ctx.dynamo_env | {"DYN_NAMESPACE": namespace} | advertise_env(address) | port_env | ROUTER_HEALTH_ENV,
         module="dynamo.global_router",
         command=[
-            "env",
-            "-C",
-            folder,
+            *in_served,
             ctx.dynamo_tools.python,
             "-m",
             "dynamo.global_router",
             "--config",
             f"{ctx.run_dir}/{GLOBAL_ROUTER_CONFIG}",
             "--model-name",
-            name,
+            public_model(ctx.recipe, model_path),
             "--namespace",
             namespace,
             *defaults,
@@ -611,7 +623,7 @@ def make_plan(
         run_dir=run_dir,
         engine=recipe.engine,
         mode=recipe.mode,
-        model=public_model(model[0])[1] if recipe.pools else recipe.model.name,
+        model=public_model(recipe, model[0]) if recipe.pools else recipe.model.name,
         model_path=model[0],
         discovery=discovery,
         etcd_endpoint=ctx.dynamo_env.get("ETCD_ENDPOINTS") if discovery == "etcd" else None,
@@ -627,6 +639,7 @@ def make_plan(
         workers_expected={"global_router": 1} if routing else {g.role: g.spec.replicas for g in groups.values()},
         pools=pools_of(recipe, workers, routing[1]) if routing else [],
         global_router_config=routing[1].config if routing else None,
+        served_link=served_link(recipe, model[0]) if routing else None,
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
         kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,

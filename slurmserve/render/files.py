@@ -50,6 +50,17 @@ def head_files(plan: Plan) -> dict[str, str]:
     return files
 
 
+def link_served_model(plan: Plan, directory: Path) -> None:
+    """The run directory's link to the model folder under the model's served name (pools: the global
+    router serves the model under the path it is given)."""
+    if plan.served_link is None:
+        return
+    link = directory / plan.served_link
+    make_private_dir(link.parent)
+    link.unlink(missing_ok=True)
+    link.symlink_to(plan.model_path, target_is_directory=True)
+
+
 def write_files(files: dict[str, str], directory: Path, *, overwrite: bool = False) -> list[Path]:
     """Write the files; refuse (before writing any) if one would replace an existing file."""
     targets = {directory / name: text for name, text in files.items()}

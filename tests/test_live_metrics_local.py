@@ -68,7 +68,7 @@ def test_status_carries_live_figures_that_agree_with_the_frontends_metrics(cance
     cancel_later("live")
     targets = check_live_figures("live", "mocker-agg", "agg-0")
     by_process = {group["labels"]["process"]: group for group in targets}
-    assert set(by_process) == {"agg-0", "frontend"}  # one local host: file discovery, no etcd
+    assert set(by_process) == {"agg-0", "frontend", "supervisor"}  # one local host: file discovery, no etcd
     assert by_process["agg-0"]["labels"] == {
         "run": "live",
         "recipe": "mocker-agg",
@@ -85,6 +85,8 @@ def test_on_the_test_cluster_the_supervisor_in_the_job_reports_the_same(slurm_la
     cancel_later("lab-live")
     targets = check_live_figures("lab-live", "mocker-disagg", "decode-0", "--hosts", str(slurm_lab.hosts_file("slurm")))
     labels = {group["labels"]["process"]: group["labels"] for group in targets}
-    assert set(labels) == {"etcd", "prefill-0", "decode-0", "frontend"}  # NATS has no Prometheus endpoint
+    # NATS has no Prometheus endpoint; the supervisor serves its own, inside the job on the head node.
+    assert set(labels) == {"etcd", "prefill-0", "decode-0", "frontend", "supervisor"}
     assert labels["decode-0"]["node"] == "node2" and labels["etcd"]["backend"] == "slurm"
+    assert labels["supervisor"]["node"] == "node1"
     assert open_run("lab-live").targets_path.exists()  # written by the supervisor inside the job

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,6 +138,37 @@ def test_deregistration_takes_a_dead_worker_off_the_frontend_at_once(cancel_late
     ), "the dead worker is still listed 2 s after it died"
     event = wait_for_event("dereg", lambda e: e["event"] == "deregistered" and e["process"] == "decode-0", 5, seen)
     assert event["instances"] >= 1
+
+
+@pytest.mark.parametrize("after_s", [0.1, 0.3, 0.8])
+def test_a_supervisor_stopped_while_it_starts_records_its_stop(after_s):
+    """A job cancelled right after it began: SIGTERM comes while the supervisor is still importing (or
+    just after). It records its start and its stop, writes its final state, and ends."""
+    from slurmserve.config.hosts import load_hosts
+    from slurmserve.config.recipe import load_recipe
+    from slurmserve.planning.planner import make_plan
+    from slurmserve.render.files import rendered_files, write_files
+    from slurmserve.runs import create_run, run_dir_for
+
+    from .conftest import HOSTS
+
+    plan = make_plan(
+        load_recipe("mocker-agg"),
+        load_hosts(HOSTS / "local.yaml"),
+        run_name="early",
+        run_dir=str(run_dir_for("early", None)),
+        python="python3",
+    )
+    run = create_run(plan)
+    write_files(rendered_files(plan), run.path, overwrite=True)
+    supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
+    time.sleep(after_s)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=30) == 0
+    said = [e["event"] for e in events_of("early")]
+    assert "supervisor started" in said and said[-1] == "supervisor stopped", said
+    state = run.supervisor_state()
+    assert state is not None and state.final and state.reason.startswith("SIGTERM")
 
 
 # -- the test cluster ---------------------------------------------------------------------------------------

@@ -10,8 +10,11 @@ and `process_role`: the target's own labels (`process`, `role`) say which target
 from __future__ import annotations
 
 import socket
+import socketserver
+import threading
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, MetricsHandler
 
 from ..planning.plan import Plan
 from ..runs import ProcessState
@@ -24,6 +27,17 @@ def address_toward(host: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((host, 9))
         return str(probe.getsockname()[0])
+
+
+class QuietServer(ThreadingHTTPServer):
+    """http.server's threading server without its reverse lookup of the address it binds (getfqdn): where
+    the nodes' DNS does not answer, that lookup alone takes seconds, before the supervisor's first tick."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
 
 class SupervisorMetrics:
@@ -51,7 +65,8 @@ class SupervisorMetrics:
     def serve(self) -> str:
         """Start serving /metrics; the endpoint ("address:port") a Prometheus scrapes."""
         address = address_toward(self.head)
-        server, _thread = start_http_server(0, addr=address, registry=self.registry)
+        server = QuietServer((address, 0), MetricsHandler.factory(self.registry))
+        threading.Thread(target=server.serve_forever, name="own-metrics", daemon=True).start()
         return f"{address}:{server.server_port}"
 
     def restarted(self, name: str, requested: bool) -> None:

@@ -88,6 +88,10 @@ class Periodic(Generic[Result]):
         return result
 
 
+def stopped_by(signum: int) -> str:
+    return f"{signal.Signals(signum).name}: the deployment is being stopped (cancel, scancel or time limit)"
+
+
 class Supervisor:
     def __init__(self, run: RunDir):
         self.run = run
@@ -127,9 +131,10 @@ class Supervisor:
 
     def run_until_stopped(self) -> None:
         self.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
-        self.serve_own_metrics()
-        self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
-        self.metrics.start()
+        if not self.stopping:  # stopped while it started: it watches nothing, it only records its stop
+            self.serve_own_metrics()
+            self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
+            self.metrics.start()
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -159,9 +164,7 @@ class Supervisor:
             self.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
 
     def stop_on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.stopping = (
-            f"{signal.Signals(signum).name}: the deployment is being stopped (cancel, scancel or time limit)"
-        )
+        self.stopping = stopped_by(signum)
         self.wake.set()
         # Said at once: Slurm kills what is left of a step KillWait seconds after its SIGTERM, which may
         # fall in the middle of a tick, before the loop gets to its end.
@@ -482,9 +485,12 @@ class Supervisor:
         )
 
 
-def supervise(run: RunDir) -> None:
-    """Watch the run until it is stopped (SIGTERM, SIGINT) or nothing is left to watch."""
+def supervise(run: RunDir, signalled: list[int] | None = None) -> None:
+    """Watch the run until it is stopped (SIGTERM, SIGINT) or nothing is left to watch. `signalled`: the
+    signals that came while the program was starting (it then records its start and its stop, and ends)."""
     supervisor = Supervisor(run)
     signal.signal(signal.SIGTERM, supervisor.stop_on_signal)
     signal.signal(signal.SIGINT, supervisor.stop_on_signal)
+    if signalled:
+        supervisor.stopping = stopped_by(signalled[0])
     supervisor.run_until_stopped()

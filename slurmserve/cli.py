@@ -118,7 +118,11 @@ def recipes(as_json: bool = typer.Option(False, "--json")) -> None:
         fields = ("name", "engine", "mode", "description")
         print(json.dumps([{**r.model_dump(include=set(fields)), "model": r.model.repo} for r in catalogue], indent=2))
         return
-    table = Table("name", "engine", "mode", "workers", "model")
+    # Recipe names whole, as run names in `status`: the other columns fold instead.
+    width = max(len(recipe.name) for recipe in catalogue)
+    table = Table(
+        Column("name", no_wrap=True, min_width=width), "engine", "mode", "workers", Column("model", overflow="fold")
+    )
     for recipe in catalogue:
         workers = ", ".join(f"{spec.replicas}x {role} TP{spec.tensor_parallel}" for role, spec in recipe.worker_roles())
         table.add_row(recipe.name, recipe.engine, recipe.mode, workers, recipe.model.repo)

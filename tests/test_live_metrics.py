@@ -9,6 +9,7 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from slurmserve.config.recipe import builtin_recipe_names
 from slurmserve.health.live import Reading, frontend_reading, quantile, summarize, worker_reading
 from slurmserve.runs import create_run, run_dir_for
 
@@ -86,4 +87,16 @@ def test_the_run_list_never_cuts_a_run_name_on_a_narrow_terminal():
         env={**os.environ, "COLUMNS": "80"},
     )
     assert result.returncode == 0 and name in result.stdout, result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_the_recipe_list_never_cuts_a_recipe_name_on_a_narrow_terminal():
+    result = subprocess.run(
+        [sys.executable, "-m", "slurmserve", "recipes"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in builtin_recipe_names()), result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80

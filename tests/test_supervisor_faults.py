@@ -161,6 +161,8 @@ def test_a_supervisor_stopped_while_it_starts_records_its_stop(after_s):
     )
     run = create_run(plan)
     write_files(rendered_files(plan), run.path, overwrite=True)
+    # A launcher that lives on (this test): the supervisor has a deployment to wait for, not one to give up.
+    (run.path / "pids" / "launcher.pid").write_text(f"{os.getpid()}\n")
     supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
     time.sleep(after_s)
     supervisor.send_signal(signal.SIGTERM)

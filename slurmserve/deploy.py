@@ -599,9 +599,10 @@ def open_metrics(run: RunDir) -> SavedMetrics:
         return SavedMetrics(live_url, None)
     if not (run.path / PROMETHEUS_DATA).is_dir():
         raise UserError(f"run {run.name} saved no Prometheus data ({run.path / PROMETHEUS_DATA} is missing)")
-    binary = shutil.which(plan.process("prometheus").command[0])
+    configured = plan.process("prometheus").command[0]
+    binary = shutil.which(configured)
     if binary is None:
-        raise UserError(f"cannot open run {run.name}'s data: {plan.process('prometheus').command[0]} is not here")
+        raise UserError(f"cannot open run {run.name}'s data: {configured} is not here")
     opened_log = run.path / "logs" / "prometheus-open.log"
     opened = open_saved(binary, run.path, opened_log)
     if opened is None:

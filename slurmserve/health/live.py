@@ -19,7 +19,7 @@ from ..planning.plan import Plan
 from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
 from ..waiting import fan_out
 from .metrics import samples, total
-from .targets import metrics_port
+from .targets import metrics_url
 
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
@@ -150,11 +150,7 @@ class MetricsWatcher:
     def __init__(self, plan: Plan):
         self.every_s = plan.scrape_interval_s
         self.frontend = f"{plan.endpoint}/metrics"
-        self.workers = {
-            p.name: f"http://{plan.host_node(p).address}:{port}/metrics"
-            for p in plan.processes
-            if p.is_worker and (port := metrics_port(p))
-        }
+        self.workers = {p.name: url for p in plan.processes if p.is_worker and (url := metrics_url(plan, p))}
         self.readings: deque[Reading] = deque()
         self.trend: deque[TrendPoint] = deque(maxlen=TREND_POINTS)
         self.latest: LiveMetrics | None = None

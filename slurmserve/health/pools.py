@@ -9,6 +9,7 @@ from ..planning.plan import Plan, PlanPool
 from ..runs import CanaryResult
 from ..transport.http import canary_completion
 from .metrics import samples, total
+from .targets import metrics_url
 
 
 def served_by(plan: Plan, pool: PlanPool) -> float | None:
@@ -16,8 +17,8 @@ def served_by(plan: Plan, pool: PlanPool) -> float | None:
     not answer."""
     counts = []
     for name in pool.workers:
-        process = plan.process(name)
-        found = samples(f"http://{plan.host_node(process).address}:{process.ports['system']}/metrics")
+        url = metrics_url(plan, plan.process(name))
+        found = samples(url) if url else None
         if found is None:
             return None
         counts.append(total(found, "dynamo_component_requests_total", dynamo_endpoint="generate"))

@@ -20,6 +20,12 @@ def metrics_port(process: Process) -> int | None:
     return process.ports.get("system") if process.is_worker else None
 
 
+def metrics_url(plan: Plan, process: Process) -> str | None:
+    """Where a process serves /metrics (None: it serves none)."""
+    port = metrics_port(process)
+    return f"http://{plan.host_node(process).address}:{port}/metrics" if port else None
+
+
 def file_sd_targets(plan: Plan, supervisor: str | None = None) -> list[dict[str, Any]]:
     """One target group per process with metrics, and the supervisor's own endpoint ("host:port") when it
     serves one: [{"targets": ["host:port"], "labels": {...}}]."""

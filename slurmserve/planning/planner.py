@@ -378,8 +378,7 @@ def worker_process(
     leader = nodes[placement.nodes[0]]
     mpi_world = runs_as_mpi_world(ctx, name, len(placement.nodes))
     model_path, model_env = model
-    # Both fixed: an ephemeral request-plane port could land in another deployment's block.
-    system_port, rpc_port = ctx.ports.take(leader.name), ctx.ports.take(leader.name)
+    ports, port_env = system_ports(ctx, leader)
     worker_nodes = [nodes[index] for index in placement.nodes]
     rank_env = rank_rdma_env(worker_nodes, list(placement.gpus)) if mpi_world else []
     # The HCAs of all its GPUs for the process (what a single process spawning its own ranks can get);
@@ -392,12 +391,9 @@ def worker_process(
         | pool_env(group.pool)
         | spec.env
         | advertise_env(leader.address)
-        | {
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus)),
-            "DYN_SYSTEM_PORT": str(system_port),
-            "DYN_TCP_RPC_PORT": str(rpc_port),
-            "DYN_HEALTH_CHECK_ENABLED": "true",
-        }
+        | {"CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus))}
+        | port_env
+        | {"DYN_HEALTH_CHECK_ENABLED": "true"}
     )
     return Process(
         name=name,
@@ -405,14 +401,14 @@ def worker_process(
         replica=placement.replica,
         nodes=[nodes[index].name for index in placement.nodes],
         gpus=list(placement.gpus),
-        ports={"system": system_port, "rpc": rpc_port},
+        ports=ports,
         env=env,
         command=worker_command(recipe, group, ctx.dynamo_tools, model_path, engine_file_path(ctx, group), mpi_world),
         pool=group.pool.name if group.pool else None,
         module=worker_module(recipe),
         rank_env=rank_env if any(rank_env) else [],
         after=after,
-        ready_url=f"http://{leader.address}:{system_port}/health",
+        ready_url=f"http://{leader.address}:{ports['system']}/health",
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
         tasks=spec.gpus if mpi_world else 1,
         leftovers=TRTLLM_LEFTOVERS if recipe.engine == "trtllm" else [],
@@ -426,9 +422,10 @@ def pool_env(pool: PoolSpec | None) -> dict[str, str]:
     return pool.env | {"DYN_NAMESPACE": pool.dynamo_namespace} if pool else {}
 
 
-def system_ports(ctx: _Context) -> tuple[dict[str, int], dict[str, str]]:
-    """A Dynamo process's status and request-plane ports on the head node, and the env that fixes them."""
-    system, rpc = ctx.ports.take(ctx.head.name), ctx.ports.take(ctx.head.name)
+def system_ports(ctx: _Context, node: Node) -> tuple[dict[str, int], dict[str, str]]:
+    """A Dynamo process's status and request-plane ports on its node, and the env that fixes them. Both
+    fixed: an ephemeral request-plane port could land in another deployment's block."""
+    system, rpc = ctx.ports.take(node.name), ctx.ports.take(node.name)
     return {"system": system, "rpc": rpc}, {"DYN_SYSTEM_PORT": str(system), "DYN_TCP_RPC_PORT": str(rpc)}
 
 
@@ -440,7 +437,7 @@ ROUTER_HEALTH_ENV = {"DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}
 def router_process(ctx: _Context, pool: PoolSpec, workers: list[str]) -> Process:
     """A pool's local router on the head node: it serves `<pool namespace>.router.generate`, which the
     global router forwards to, over the pool's workers (`prefill` component for prefill workers)."""
-    ports, port_env = system_ports(ctx)
+    ports, port_env = system_ports(ctx, ctx.head)
     component = "prefill" if pool.mode == "prefill" else "backend"
     address = ctx.head.address
     return Process(
@@ -490,7 +487,7 @@ def global_router_process(ctx: _Context, routing: RouterConfig, model_path: str,
     directory) and serves the public model in its own namespace, which the frontend is scoped to."""
     assert ctx.recipe.global_router is not None
     namespace = ctx.recipe.global_router.namespace
-    ports, port_env = system_ports(ctx)
+    ports, port_env = system_ports(ctx, ctx.head)
     in_served = ["env", "-C", f"{ctx.run_dir}/{SERVED_DIR}"] if served_link(ctx.recipe, model_path) else []
     defaults = [word for target, value in routing.default_targets.items() for word in default_flag(target, value)]
     address = ctx.head.address

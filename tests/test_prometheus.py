@@ -83,7 +83,10 @@ def local_pid(run: str, process: str) -> int:
 
 def test_the_job_prometheus_scrapes_every_target_and_its_data_opens_after_the_job(prometheus_binary, cancel_later):
     cancel_later("prom-local")
-    check_prometheus("prom-local", "agg-0", local_pid, "--recipe", "mocker-agg")
+    live_url = check_prometheus("prom-local", "agg-0", local_pid, "--recipe", "mocker-agg")
+    # While the job runs, --open points at its own Prometheus.
+    live = slurmserve("metrics", "prom-local", "--open")
+    assert live.returncode == 0 and f"Prometheus is live at {live_url}" in live.stdout, live.stdout
     assert slurmserve("cancel", "prom-local").returncode == 0
     # After the job: the saved data, served again here until a TERM (or Ctrl-C).
     opened = subprocess.Popen(

@@ -29,7 +29,7 @@ from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts
 from .planning.plan import Plan
 from .render.files import write_files
-from .runs import LiveMetrics, Quantiles, RunDir, list_runs, open_run
+from .runs import LiveMetrics, Quantiles, RunDir, UnreadableRun, open_run, scan_runs
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Disaggregated LLM serving on Slurm, SSH hosts and this machine."
@@ -50,6 +50,7 @@ FreshOption = typer.Option(
     False, "--fresh-between-points", help="Restart the workers between points (prefix and KV caches empty)"
 )
 LAST_ERROR_CHARS = 80  # in the table; --json has all of it
+UNREADABLE = "unreadable"  # the state `status` lists a run in whose plan it cannot read
 STATE_STYLE = {
     "ready": "green",
     "starting": "yellow",
@@ -58,6 +59,7 @@ STATE_STYLE = {
     "failed": "red",
     "stopped": "dim",
     "degraded": "yellow",
+    UNREADABLE: "red",
 }
 
 
@@ -349,6 +351,12 @@ def run_summary(report: deploy.RunStatus) -> dict[str, str]:
     return {key: str(getattr(report, key).value if key == "verdict" else getattr(report, key)) for key in keys}
 
 
+def unreadable_summary(entry: UnreadableRun) -> dict[str, str]:
+    """A run whose plan cannot be read, for --json: the keys of the others, with what is known."""
+    known = {"run": entry.name, "verdict": UNREADABLE, "reason": entry.reason}
+    return {**known, **dict.fromkeys(("recipe", "backend", "endpoint"), "")}
+
+
 def as_json(value: object, kind: Any) -> str:
     return TypeAdapter(kind).dump_json(value, indent=2).decode()
 
@@ -362,13 +370,16 @@ def status(
 ) -> None:
     """Show a run's processes and their state (no RUN: list the runs)."""
     if run is None:
-        reports = [deploy.status(r) for r in list_runs()]
+        runs, unreadable = scan_runs()
+        reports = [deploy.status(r) for r in runs]
         if as_json_:
-            print(as_json([run_summary(report) for report in reports], list[dict[str, str]]))
+            summaries = [run_summary(report) for report in reports] + [unreadable_summary(u) for u in unreadable]
+            print(as_json(summaries, list[dict[str, str]]))
             return
+        names = [report.run for report in reports] + [entry.name for entry in unreadable]
         # The run name whole, whatever the terminal's width: the other columns fold instead.
         table = Table(
-            Column("run", no_wrap=True, min_width=max((len(report.run) for report in reports), default=3)),
+            Column("run", no_wrap=True, min_width=max((len(name) for name in names), default=3)),
             Column("recipe", overflow="fold"),
             "backend",
             "state",
@@ -376,6 +387,8 @@ def status(
         )
         for report in reports:
             table.add_row(report.run, report.recipe, report.backend, styled(report.verdict.value), report.endpoint)
+        for entry in unreadable:  # why, where the endpoint would be
+            table.add_row(entry.name, "", "", styled(UNREADABLE), entry.reason)
         console.print(table)
         return
     the_run = open_run(run)

@@ -36,7 +36,7 @@ from .bench.runner import bench as run_bench
 from .bench.runner import compare as compare_benchmarks
 from .bench.sweep import SweepPoint, default_folder, sweep_key
 from .config.fields import check_identifier
-from .config.hosts import ControlPlaneSpec, Hosts, load_hosts
+from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
@@ -108,9 +108,12 @@ def plan_for(
     python = inputs.hosts.python or sys.executable
 
     configured = inputs.hosts.control_plane
-    binaries = ControlPlaneSpec(
-        etcd=configured.etcd or bundled_binary("etcd", python),
-        nats_server=configured.nats_server or bundled_binary("nats-server", python),
+    # The hosts file's binaries, each of them (its Prometheus too); etcd and nats-server default to the venv's.
+    binaries = configured.model_copy(
+        update={
+            "etcd": configured.etcd or bundled_binary("etcd", python),
+            "nats_server": configured.nats_server or bundled_binary("nats-server", python),
+        }
     )
 
     def plan_in(block: int | None) -> Plan:

@@ -121,7 +121,7 @@ class ProcessIdentity(BaseModel):
         """True/False when this machine can see the PID; None when it cannot (another node)."""
         if boot_id() != self.boot_id or pid_namespace() != self.pid_namespace:
             return None
-        return start_time(self.pid) == self.start_time and pid_alive(self.pid)
+        return pid_alive(self.pid, self.start_time)
 
     @classmethod
     def of_this_process(cls) -> ProcessIdentity:
@@ -244,13 +244,6 @@ class RunDir:
                 ) from None
         return self._plan
 
-    def readable(self) -> bool:
-        try:
-            self.plan()
-        except UserError:
-            return False
-        return True
-
     def log_path(self, process: str) -> Path:
         return self.path / self.plan().process(process).log
 
@@ -303,10 +296,10 @@ class RunDir:
 
     def _read(self, name: str, model: type[Model]) -> Model | None:
         try:
-            return model.model_validate_json((self.path / name).read_text())
-        except FileNotFoundError:
+            return model.model_validate_json((self.path / name).read_bytes())
+        except OSError:  # not there (yet), or not ours to read
             return None
-        except ValidationError:  # written by another version, or damaged: treated as absent
+        except ValidationError:  # written by another version, or damaged (not even UTF-8): treated as absent
             return None
 
     def handle(self) -> Handle | None:
@@ -338,10 +331,11 @@ class RunDir:
             os.close(descriptor)
 
     def events(self) -> list[Event]:
-        """Every whole event so far; a line that is torn (being written, or cut by a crash) is skipped."""
+        """Every whole event so far; a line that is torn (being written, or cut by a crash) or damaged (not
+        even UTF-8) is skipped."""
         try:
-            lines = (self.path / "events.jsonl").read_text().splitlines()
-        except FileNotFoundError:
+            lines = (self.path / "events.jsonl").read_bytes().splitlines()
+        except OSError:  # none yet, or not ours to read
             return []
         events = []
         for line in lines:
@@ -373,7 +367,7 @@ def read_pid_record(path: Path) -> tuple[int, str | None] | None:
     try:
         with open(path, "rb") as record:
             words = record.read().decode(errors="replace").split()
-    except FileNotFoundError:
+    except OSError:  # not there (yet), or not ours to read
         return None
     if not words or not words[0].isdigit():
         return None  # not written whole yet (or damaged): no PID to act on
@@ -410,13 +404,39 @@ def open_run(name: str) -> RunDir:
     return RunDir(path.resolve())
 
 
-def list_runs() -> list[RunDir]:
-    """Every run whose plan can be read, oldest first (a damaged one is named when opened by name)."""
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run whose plan cannot be read: a run directory of another user's, or a damaged plan.json."""
+
+    name: str
+    reason: str
+
+
+def scan_runs() -> tuple[list[RunDir], list[UnreadableRun]]:
+    """Every run whose plan can be read, oldest first, and those whose plan cannot be: one run that
+    cannot be read never hides the others."""
     root = runs_root()
     if not root.is_dir():
-        return []
-    runs = [RunDir(entry.resolve()) for entry in root.iterdir() if (entry / "plan.json").exists()]
-    return sorted((run for run in runs if run.readable()), key=lambda run: (run.path / "plan.json").stat().st_mtime)
+        return [], []
+    runs: list[tuple[float, RunDir]] = []
+    unreadable = []
+    for entry in root.iterdir():
+        try:
+            if not (entry / "plan.json").exists():
+                continue  # not a run (yet): plan.json is the first file a run gets
+            run = RunDir(entry.resolve())
+            run.plan()
+            runs.append(((run.path / "plan.json").stat().st_mtime, run))
+        except OSError as error:
+            unreadable.append(UnreadableRun(entry.name, f"{error.strerror or error}: {error.filename or entry}"))
+        except (UserError, ValueError):  # ValueError: a plan.json that is not even UTF-8
+            unreadable.append(UnreadableRun(entry.name, f"its plan is damaged: {entry / 'plan.json'}"))
+    return [run for _, run in sorted(runs, key=lambda dated: dated[0])], sorted(unreadable, key=lambda u: u.name)
+
+
+def list_runs() -> list[RunDir]:
+    """Every run whose plan can be read, oldest first (a damaged one is named when opened by name)."""
+    return scan_runs()[0]
 
 
 def live_runs() -> list[RunDir]:

@@ -33,3 +33,14 @@ def test_a_hosts_file_can_name_other_binaries(tmp_path):
     hosts.write_text("backend: local\ncontrol_plane: {etcd: /opt/etcd/bin/etcd, nats_server: /opt/nats/nats-server}\n")
     commands = control_commands("--hosts", str(hosts))
     assert commands["etcd"][0] == "/opt/etcd/bin/etcd" and commands["nats"][0] == "/opt/nats/nats-server"
+
+
+def test_a_hosts_file_names_the_prometheus_the_run_starts(tmp_path):
+    hosts = tmp_path / "h.yaml"
+    hosts.write_text("backend: local\ncontrol_plane: {prometheus: /opt/prometheus/bin/prometheus}\n")
+    result = slurmserve(
+        "plan", "--recipe", "mocker-agg", "--hosts", str(hosts), "--set", "observability.prometheus=true", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    commands = {p["role"]: p["command"] for p in json.loads(result.stdout)["processes"]}
+    assert commands["prometheus"][0] == "/opt/prometheus/bin/prometheus"

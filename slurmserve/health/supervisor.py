@@ -123,7 +123,8 @@ class Supervisor:
         self.recorded = 0  # events this supervisor wrote: a change of state.json when it grows
         self.written: tuple[object, ...] | None = None
         self.written_at = 0.0
-        self.last_error: str | None = None
+        self.last_errors: set[str] = set()  # the last tick's: an error repeated tick after tick is one event
+        self.tick_errors: list[str] = []
         self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
         self.pool_canaries: dict[str, CanaryResult] = {}
 
@@ -171,20 +172,28 @@ class Supervisor:
         self.say_stopped()
 
     def guarded_tick(self) -> None:
-        """One tick; whatever one observation throws at it (a torn file, an odd reply) is recorded and
-        counted, and the next tick comes as usual: the supervisor never ends on a bad observation."""
+        """One tick; whatever one of its checks throws (a torn file, an odd reply) is recorded and counted,
+        the other checks still run, and the next tick comes as usual: the supervisor never ends on a bad
+        observation."""
         self.heartbeat += 1
-        try:
-            self.tick()
-        except Exception as error:
+        self.tick_errors = []
+        self.guarded(self.tick)
+        if self.tick_errors:
             self.errors += 1
-            message = f"{type(error).__name__}: {error}"
-            if message != self.last_error:  # the same error tick after tick is one event
-                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
-            self.last_error = message
             self.write_state()
-        else:
-            self.last_error = None
+        self.last_errors = set(self.tick_errors)
+
+    def guarded(self, step: Callable[[], Result]) -> Result | None:
+        """One step of a tick, its result (None when it raised); what it raises is recorded, once while
+        it repeats tick after tick."""
+        try:
+            return step()
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            if message not in self.last_errors and message not in self.tick_errors:
+                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors + 1)
+            self.tick_errors.append(message)
+            return None
 
     def launch_abandoned(self) -> str | None:
         """Why the deployment can no longer run, now that its launcher is gone: inside a Slurm job the
@@ -197,21 +206,29 @@ class Supervisor:
 
     def tick(self) -> None:
         now = time.time()
+        # Each check on its own: one that raises (a stray entry under requests/, an odd reply) is recorded
+        # and the others still run; the verdict above all never freezes.
+        self.guarded(lambda: self.check_nodes(now))
+        instances = self.guarded(lambda: self.observe_processes(now))
+        self.guarded(lambda: self.restart_due(now))
+        self.guarded(lambda: self.restart_requested(now))
+        self.guarded(lambda: self.check_frontend(instances))
+        self.guarded(lambda: self.check_canary(now))
+        self.guarded(lambda: self.decide_verdict(now))
+        self.write_state()
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def observe_processes(self, now: float) -> list[dict[str, Any]] | None:
+        """Each process, from the backend and its readiness probe; returns the frontend's instances (None
+        when the frontend does not run, or does not answer)."""
         alive = self.backend.alive(self.run, in_job=True)
         answered = self.prober.probe(self.urls, PROBE_BUDGET_S)
         answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.plan.processes}
         instances = frontend_instances(self.plan.endpoint, READY_PROBE_TIMEOUT_S) if alive.get("frontend") else None
-        self.check_nodes(now)
         for process in self.plan.processes:
             self.observe(process, alive.get(process.name), answers[process.name], instances, now)
-        self.restart_due(now)
-        self.restart_requested(now)
-        self.check_frontend(instances)
-        self.check_canary(now)
-        self.decide_verdict(now)
-        self.write_state()
-
-    # -- processes -------------------------------------------------------------------------------
+        return instances
 
     def observe(
         self,

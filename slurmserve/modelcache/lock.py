@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..transport.procfs import pid_alive, pid_namespace
+from ..transport.procfs import pid_namespace, pid_runs
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class SharedLock:
         if len(parts) != 4 or not parts[2].isdigit():
             return False
         mine = self.tag.rsplit(".", 3)
-        return parts[:2] == mine[:2] and not pid_alive(int(parts[2]))
+        return parts[:2] == mine[:2] and not pid_runs(int(parts[2]))
 
     def __enter__(self) -> SharedLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ class SharedLock:
             and holder.get("host") == self.record["host"]
             and holder.get("pidns") == self.record["pidns"]
             and isinstance(holder.get("pid"), int)
-            and not pid_alive(holder["pid"])
+            and not pid_runs(holder["pid"])
         )
 
     def _take_over(self, judged: tuple[object, ...], holder: dict[str, Any] | None, reason: str) -> None:

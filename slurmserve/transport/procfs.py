@@ -30,19 +30,29 @@ def start_time(pid: int) -> str | None:
     return fields[START_TIME] if fields else None
 
 
-def pid_alive(pid: int, started: str | None = None) -> bool:
-    """The process runs (and, given its recorded start time, is still the one recorded: not a reused PID)."""
+def pid_runs(pid: int) -> bool:
+    """Some process runs with this PID, whichever it is (a lock file records its holder's PID alone)."""
     fields = stat_fields(pid)
-    return fields is not None and fields[STATE] not in GONE_STATES and started in (None, fields[START_TIME])
+    return fields is not None and fields[STATE] not in GONE_STATES
+
+
+def pid_alive(pid: int, started: str | None) -> bool:
+    """The process recorded runs: its PID, with its recorded start time (not a reused PID). A record
+    without a start time (written after the process had ended) matches no process: it fails closed."""
+    fields = stat_fields(pid) if started else None
+    return fields is not None and fields[STATE] not in GONE_STATES and fields[START_TIME] == started
 
 
 def group_is_ours(pgid: int, started: str | None) -> bool:
     """Whether process group `pgid` is still the one we started, whose leader started at `started`.
     Its leader runs with that start time; or the leader is gone but the group has members (while it has
-    any, Linux gives no new process that PID, so no other group can have that id)."""
+    any, Linux gives no new process that PID, so no other group can have that id). Without a start time
+    it never is: a PID that may have been reused is never signalled."""
+    if not started:
+        return False
     fields = stat_fields(pgid)
     if fields is not None and fields[STATE] not in GONE_STATES:
-        return started in (None, fields[START_TIME])
+        return started == fields[START_TIME]
     return bool(live_groups({pgid}))
 
 

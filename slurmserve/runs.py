@@ -398,10 +398,19 @@ def create_run(plan: Plan) -> RunDir:
 
 def open_run(name: str) -> RunDir:
     path = runs_root() / check_identifier(name, "run")
-    if not (path / "plan.json").exists():
+    try:
+        found = (path / "plan.json").exists()
+    except OSError as error:  # a run directory of another user's
+        raise UserError(f"run {name!r}: cannot be read ({unreadable_because(error)})") from None
+    if not found:
         known = ", ".join(run.name for run in list_runs()[-5:]) or "none yet"
         raise UserError(f"run {name!r}: not found under {runs_root()} (recent runs: {known})")
     return RunDir(path.resolve())
+
+
+def unreadable_because(error: OSError) -> str:
+    """Why a run cannot be read, in a few words: "Permission denied: PATH"."""
+    return f"{error.strerror or error}: {error.filename}"
 
 
 @dataclass(frozen=True)
@@ -428,14 +437,15 @@ def scan_runs() -> tuple[list[RunDir], list[UnreadableRun]]:
             run.plan()
             runs.append(((run.path / "plan.json").stat().st_mtime, run))
         except OSError as error:
-            unreadable.append(UnreadableRun(entry.name, f"{error.strerror or error}: {error.filename or entry}"))
+            unreadable.append(UnreadableRun(entry.name, unreadable_because(error)))
         except (UserError, ValueError):  # ValueError: a plan.json that is not even UTF-8
-            unreadable.append(UnreadableRun(entry.name, f"its plan is damaged: {entry / 'plan.json'}"))
-    return [run for _, run in sorted(runs, key=lambda dated: dated[0])], sorted(unreadable, key=lambda u: u.name)
+            unreadable.append(UnreadableRun(entry.name, f"not a plan this slurmserve can read: {entry / 'plan.json'}"))
+    runs.sort(key=lambda dated: dated[0])
+    return [run for _, run in runs], sorted(unreadable, key=lambda run: run.name)
 
 
 def list_runs() -> list[RunDir]:
-    """Every run whose plan can be read, oldest first (a damaged one is named when opened by name)."""
+    """Every run whose plan can be read, oldest first (`scan_runs` also names those that cannot be)."""
     return scan_runs()[0]
 
 

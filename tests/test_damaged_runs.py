@@ -55,6 +55,8 @@ def test_a_run_directory_of_another_user_is_listed_as_unreadable_and_blocks_no_s
     assert verdicts.keys() == {"mine", "theirs"} and verdicts["theirs"] == "unreadable", verdicts
     table = without_root_powers("status")
     assert table.returncode == 0 and "unreadable" in table.stdout, table.stdout + table.stderr
+    by_name = without_root_powers("status", "theirs")
+    assert by_name.returncode == 2 and "run 'theirs': cannot be read (Permission denied" in by_name.stderr
     dry_run = without_root_powers("submit", "--recipe", "mocker-agg", "--hosts", str(HOSTS / "local.yaml"), "--dry-run")
     assert dry_run.returncode == 0, dry_run.stderr
 

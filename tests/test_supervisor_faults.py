@@ -18,7 +18,7 @@ import pytest
 
 from slurmserve.runs import open_run
 from slurmserve.transport.http import canary_completion, frontend_instances, serving
-from slurmserve.transport.procfs import task_records
+from slurmserve.transport.procfs import start_time, task_records
 from slurmserve.waiting import wait_until
 
 from .helpers import events_of, lab_hosts_variant, slurmserve, status_of, submit_then_kill_the_cli, wait_for_event
@@ -162,7 +162,7 @@ def test_a_supervisor_stopped_while_it_starts_records_its_stop(after_s):
     run = create_run(plan)
     write_files(rendered_files(plan), run.path, overwrite=True)
     # A launcher that lives on (this test): the supervisor has a deployment to wait for, not one to give up.
-    (run.path / "pids" / "launcher.pid").write_text(f"{os.getpid()}\n")
+    (run.path / "pids" / "launcher.pid").write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
     supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])
     time.sleep(after_s)
     supervisor.send_signal(signal.SIGTERM)

@@ -414,8 +414,9 @@ def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     (runs / "half" / "state.json").write_text('{"verdict": "rea')
     status = slurmserve("status", "half", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["supervised"] is False
-    listing = slurmserve("status", "--json")  # the damaged run is left out of the list, not fatal to it
-    assert listing.returncode == 0 and [r["run"] for r in json.loads(listing.stdout)] == ["half"]
+    listing = slurmserve("status", "--json")  # the damaged run is listed as unreadable, not fatal to the list
+    unreadable = {r["run"]: r["verdict"] == "unreadable" for r in json.loads(listing.stdout)}
+    assert listing.returncode == 0 and unreadable == {"half": False, "torn": True}, listing.stdout
 
 
 def test_slurm_job_lookups_are_the_users_own(monkeypatch):

@@ -178,9 +178,6 @@ class Supervisor:
         self.heartbeat += 1
         self.tick_errors = []
         self.guarded(self.tick)
-        if self.tick_errors:
-            self.errors += 1
-            self.write_state()
         self.last_errors = set(self.tick_errors)
 
     def guarded(self, step: Callable[[], Result]) -> Result | None:
@@ -189,9 +186,11 @@ class Supervisor:
         try:
             return step()
         except Exception as error:
+            if not self.tick_errors:
+                self.errors += 1  # ticks that failed, however many of their steps did
             message = f"{type(error).__name__}: {error}"
             if message not in self.last_errors and message not in self.tick_errors:
-                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors + 1)
+                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
             self.tick_errors.append(message)
             return None
 

@@ -125,20 +125,36 @@ def test_an_interrupt_between_starting_the_launcher_and_recording_it_stops_the_l
             os.kill(pid, signal.SIGKILL)
 
 
-def test_ctrl_c_mid_launch_over_ssh_stops_every_host(slurm_lab, cancel_later):
-    cancel_later("ssh-ctrl-c")
-    moment = started("ssh-ctrl-c", "handle.json")  # the launcher has started the first stage on its hosts
+@pytest.mark.parametrize(
+    "record, signum",
+    [
+        ("pids/launcher.pid", signal.SIGTERM),  # the launcher has just started: nothing on the hosts yet
+        ("handle.json", signal.SIGINT),  # the first stage runs on its hosts
+    ],
+    ids=["launcher-started", "first-stage-started"],
+)
+def test_an_interrupted_ssh_submit_stops_every_host(slurm_lab, cancel_later, record, signum):
+    cancel_later("ssh-stopped")
     hosts = str(slurm_lab.hosts_file("ssh"))
-    result = submit_then_interrupt("ssh-ctrl-c", moment, signal.SIGINT, "--recipe", "mocker-disagg", "--hosts", hosts)
-    assert_cancelled_and_nothing_left("ssh-ctrl-c", result, signal.SIGINT)
+    moment = started("ssh-stopped", record)
+    result = submit_then_interrupt("ssh-stopped", moment, signum, "--recipe", "mocker-disagg", "--hosts", hosts)
+    assert_cancelled_and_nothing_left("ssh-stopped", result, signum)
 
 
-def test_sigterm_while_the_slurm_job_starts_cancels_it(slurm_lab, cancel_later):
-    cancel_later("lab-term")
-    moment = started("lab-term", "pids/*.tasks")  # the job runs and has started a process
+@pytest.mark.parametrize(
+    "record, signum",
+    [
+        ("handle.json", signal.SIGINT),  # sbatch has answered: the job may still be queued
+        ("pids/*.tasks", signal.SIGTERM),  # the job runs and has started a process
+    ],
+    ids=["job-submitted", "job-started"],
+)
+def test_an_interrupted_slurm_submit_cancels_its_job(slurm_lab, cancel_later, record, signum):
+    cancel_later("lab-stopped")
     hosts = str(slurm_lab.hosts_file("slurm"))
-    result = submit_then_interrupt("lab-term", moment, signal.SIGTERM, "--recipe", "mocker-agg", "--hosts", hosts)
-    assert_cancelled_and_nothing_left("lab-term", result, signal.SIGTERM)
-    the_run = open_run("lab-term")
+    moment = started("lab-stopped", record)
+    result = submit_then_interrupt("lab-stopped", moment, signum, "--recipe", "mocker-agg", "--hosts", hosts)
+    assert_cancelled_and_nothing_left("lab-stopped", result, signum)
+    the_run = open_run("lab-stopped")
     records = [r for p in the_run.plan().processes for r in task_records(the_run.path / "pids" / f"{p.name}.tasks")]
-    assert records and not any(r.visible_here() and r.running() for r in records)
+    assert not any(r.visible_here() and r.running() for r in records)

@@ -7,9 +7,11 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from textwrap import shorten
+from types import FrameType
 from typing import Any, Optional, TypeVar, cast
 
 import httpx
@@ -25,7 +27,7 @@ from .bench.runner import BenchRequest
 from .bench.sweep import sweep_points
 from .config.hosts import load_hosts
 from .config.recipe import builtin_recipe_names, load_recipe
-from .errors import DeploymentFailed, UserError
+from .errors import DeploymentFailed, Interrupted, UserError
 from .hardware.discovery import default_hosts
 from .planning.plan import Plan
 from .render.files import write_files
@@ -49,6 +51,7 @@ AiperfOption = typer.Option(None, "--aiperf", help="aiperf to run (default: the 
 FreshOption = typer.Option(
     False, "--fresh-between-points", help="Restart the workers between points (prefix and KV caches empty)"
 )
+INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report it
 LAST_ERROR_CHARS = 80  # in the table; --json has all of it
 UNREADABLE = "unreadable"  # the state `status` lists a run in whose plan it cannot read
 STATE_STYLE = {
@@ -193,6 +196,33 @@ def render(
         console.print(f"wrote {path}")
 
 
+@contextmanager
+def stopped_on_interrupt(command: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: what the command started is stopped (deploy raises Interrupted saying what),
+    one line, exit 130 (SIGINT) or 143 (SIGTERM). A second signal does not cut that cleanup short."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in INTERRUPT_EXIT}
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        signum = signal.Signals(received[0] if received else signal.SIGINT)
+        done = str(error) if isinstance(error, Interrupted) else "nothing had started"
+        errors.print(
+            f"[bold red]{command} interrupted[/] ({signum.name}, exit {INTERRUPT_EXIT[signum]}): {done}",
+            highlight=False,
+        )
+        raise typer.Exit(INTERRUPT_EXIT[signum]) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @app.command()
 @clean_errors
 def submit(
@@ -201,7 +231,9 @@ def submit(
     set_: list[str] = SetOption,
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: recipe-date-time-random)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script that would run; start nothing"),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Return once started, without waiting for readiness"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Return once started, without waiting for readiness (it runs on after this command)"
+    ),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve"),
     preflight: Optional[bool] = typer.Option(
         None,
@@ -209,14 +241,16 @@ def submit(
         help="UCX transfer test of every prefill->decode path before the model loads (default: on for TRT-LLM)",
     ),
 ) -> None:
-    """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input)."""
-    prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight)
-    warn(prepared.plan)
-    if dry_run:
-        print(prepared.script, end="")
-        return
-    with console.status("starting..."):
-        submitted = deploy.submit(prepared, wait=not no_wait, timeout=timeout)
+    """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
+    before then cancels it (exit 130 or 143)."""
+    with stopped_on_interrupt("submit"):
+        prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight)
+        warn(prepared.plan)
+        if dry_run:
+            print(prepared.script, end="")
+            return
+        with console.status("starting..."):
+            submitted = deploy.submit(prepared, wait=not no_wait, timeout=timeout)
     run, the_plan = submitted.run, submitted.plan
     if submitted.sample is None:
         console.print(f"run [bold]{run.name}[/] started; follow it with: slurmserve status {run.name} --watch")

@@ -38,12 +38,13 @@ from .bench.sweep import SweepPoint, default_folder, sweep_key
 from .config.fields import check_identifier
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
-from .errors import DeploymentFailed, UserError
+from .errors import DeploymentFailed, Interrupted, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
 from .health.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .health.decisions import direct_state, direct_verdict
 from .health.prometheus import OpenedData, open_saved
 from .health.targets import file_sd_targets
+from .interrupts import signals_held
 from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
@@ -226,31 +227,51 @@ class Deployment:
 def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Deployment:
     """Launch what `prepare` returned. With `wait`, return once the frontend sees every planned worker,
     lists the model and has answered a real completion; raise DeploymentFailed (after stopping
-    everything) when the deployment fails first or is not ready within `timeout` seconds."""
+    everything) when the deployment fails first or is not ready within `timeout` seconds. Interrupted
+    (KeyboardInterrupt) before it returns, it cancels the run and raises Interrupted."""
     plan, inputs = prepared.plan, prepared.inputs
     backend = backend_for(plan.backend)
     backend.preflight(plan)
     if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node
         stage_model(inputs)
-    run = create_run(plan)
-    save_inputs(run, inputs)
+    run: RunDir | None = None
+    try:
+        # An interrupt (Ctrl-C, or SIGTERM where the caller makes it one) comes only once `cancel` can find
+        # everything started so far: a whole run directory, a launcher with its PID or a job with its handle.
+        with signals_held():
+            run = create_run(plan)
+            launch = launch_run(backend, prepared, run)
+        if not wait:
+            return Deployment(run, plan)
+        sample = wait_for_deployment(backend, launch, run, plan, timeout)
+        run.record(EventKind.READY, endpoint=plan.endpoint)
+        # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
+        wait_until(
+            lambda: (state := run.supervisor_state()) is not None and state.verdict == Verdict.READY,
+            SUPERVISOR_SETTLE_S,
+        )
+    except KeyboardInterrupt:
+        if run is None:  # it came while the run directory was refused: nothing was started
+            raise
+        leftovers = cancel(run)  # the submit that started it is gone: `--no-wait` is the way to leave it running
+        raise Interrupted(
+            f"run {run.name} cancelled; "
+            + (f"still running: {', '.join(leftovers)}" if leftovers else "no process left")
+        ) from None
+    return Deployment(run, plan, sample)
+
+
+def launch_run(backend: Backend, prepared: Prepared, run: RunDir) -> Launch:
+    """The run directory's files, then the backend's launch."""
+    save_inputs(run, prepared.inputs)
     write_files(prepared.files, run.path, overwrite=True)
-    link_served_model(plan, run.path)
+    link_served_model(prepared.plan, run.path)
     run.record(EventKind.SUBMITTED)
     try:
-        launch = backend.submit(plan, run)
+        return backend.submit(prepared.plan, run)
     except DeploymentFailed:
         run.record(EventKind.FAILED)
         raise
-    if not wait:
-        return Deployment(run, plan)
-    sample = wait_for_deployment(backend, launch, run, plan, timeout)
-    run.record(EventKind.READY, endpoint=plan.endpoint)
-    # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
-    wait_until(
-        lambda: (state := run.supervisor_state()) is not None and state.verdict == Verdict.READY, SUPERVISOR_SETTLE_S
-    )
-    return Deployment(run, plan, sample)
 
 
 def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Plan, timeout: float) -> dict[str, Any]:

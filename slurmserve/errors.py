@@ -30,3 +30,9 @@ def describe_validation_error(source: str | Path, error: ValidationError) -> Use
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         problems.append(f"{path}: {item['msg']}{got_text}")
     return UserError(f"{source}: " + "; ".join(problems))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command, and what it had started with it: the message says what
+    was stopped (the CLI exits 128 + the signal's number). A KeyboardInterrupt still, for callers that
+    handle the Ctrl-C and know nothing more."""

@@ -46,6 +46,48 @@ def submit_then_kill_the_cli(run: str, marker: str, *argv: str) -> None:
         cli.wait()
 
 
+def submit_then_interrupt(run: str, moment, signum: int, *argv: str) -> subprocess.CompletedProcess:
+    """`submit` in a session of its own, sent `signum` once `moment()` holds: SIGINT to its whole session,
+    as a terminal's Ctrl-C reaches every process in the foreground; SIGTERM to the CLI alone, as `kill`
+    sends it. Returns how the CLI ended."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "submit", "--name", run, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: moment() or cli.poll() is not None, 120), "the moment never came"
+        assert cli.poll() is None, f"submit ended before the moment: {cli.communicate()}"
+        if signum == signal.SIGINT:
+            os.killpg(cli.pid, signum)
+        else:
+            cli.send_signal(signum)
+        stdout, stderr = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    return subprocess.CompletedProcess(cli.args, cli.returncode, stdout, stderr)
+
+
+def processes_carrying(text: str) -> list[int]:
+    """Live processes whose command line or environment holds `text` (a run's directory): found by what
+    they carry, whatever their names or the run's PID records say."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            carried = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if text.encode() in carried:
+            found.append(int(entry.name))
+    return found
+
+
 def status_of(run: str) -> dict:
     result = slurmserve("status", run, "--json")
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 from ..backends import backend_for
@@ -126,14 +125,13 @@ def measure(
     return result.model_copy(update={"valid": not problems, "problems": problems})
 
 
-def restarted_since(run: RunDir, moment: float) -> set[str]:
-    """The processes the supervisor restarted on request since `moment`."""
+def restarted_since(run: RunDir, seen: int) -> set[str]:
+    """The processes the supervisor restarted on request in the events it recorded after the first `seen`:
+    confirmed by the order of its own record, never by its clock (its machine's clock need not be ours)."""
     return {
         str(event.field("process"))
-        for event in run.events()
-        if event.event == EventKind.RESTARTED
-        and event.field("requested")
-        and datetime.fromisoformat(event.time).timestamp() >= moment
+        for event in run.events()[seen:]
+        if event.event == EventKind.RESTARTED and event.field("requested")
     }
 
 
@@ -142,14 +140,14 @@ def start_afresh(run: RunDir) -> None:
     each one restarted and ready, and a completion answered. UserError if not within FRESH_TIMEOUT_S."""
     plan = run.plan()
     workers = {process.name for process in plan.processes if process.is_worker}
-    asked = time.time()
+    seen = len(run.events())  # the restarts that answer this request are recorded after these
     for name in sorted(workers):
         run.request_restart(name)
 
     def serving_again() -> bool:
         state = run.supervisor_state()
         return (
-            workers <= restarted_since(run, asked)
+            workers <= restarted_since(run, seen)
             and state is not None
             and state.verdict == Verdict.READY
             and all(state.processes[name].state == ProcessState.READY for name in workers)

@@ -188,7 +188,7 @@ def prepare(
 
 def render_to(prepared: Prepared, out: Path, force: bool) -> list[Path]:
     """Every file and link the scripts use, in a folder the user named."""
-    written = write_files(prepared.files, out, overwrite=force, private=False)
+    written = write_files(prepared.files, out, overwrite=force)  # a run directory: private, as submit's
     try:
         link = link_served_model(prepared.plan, out)
     except OSError as error:
@@ -503,14 +503,14 @@ class SweepReport:
 
 
 def point_keys(
-    base: Inputs, recipe: str, sets: Sequence[str], points: list[SweepPoint], request: BenchRequest
+    recipe: str, hosts: Hosts, sets: Sequence[str], points: list[SweepPoint], request: BenchRequest
 ) -> dict[SweepPoint, str]:
     """Each point's results key (what its numbers depend on); a point that cannot be loaded is the
     user's error, found before anything starts."""
     keys = {}
     for point in points:
         try:
-            keys[point] = results_key(load_recipe(recipe, [*sets, *point.assignments]), base.hosts, request)
+            keys[point] = results_key(load_recipe(recipe, [*sets, *point.assignments]), hosts, request)
         except UserError as error:
             raise UserError(f"sweep point {point.name}: {error}") from None
     return keys
@@ -534,15 +534,10 @@ def sweep(
     engine configs, hosts, versions) is skipped, unless `remeasure`: the same command resumes the sweep,
     and one that would measure other numbers measures again."""
     base = load_inputs(recipe, hosts, sets)
-    keys = point_keys(base, recipe, sets, points, request)
+    keys = point_keys(recipe, base.hosts, sets, points, request)
     key = sweep_key(results_key(base.recipe, base.hosts, request), points)
     folder = out or default_folder(slurmserve_home(), recipe, key)
-    if out is None:
-        make_private_dir(folder)
-    else:
-        make_out_dir(out)
-    saved = {point: None if remeasure else current_summary(folder / point.name, keys[point]) for point in points}
-    todo = [point for point in points if saved[point] is None]
+    todo = [point for point in points if remeasure or current_summary(folder / point.name, keys[point]) is None]
     skipped = [point.name for point in points if point not in todo]
     for name in skipped:
         say(f"{name}: measured before, skipped")
@@ -561,6 +556,10 @@ def sweep(
             )
         except UserError as error:
             raise UserError(f"sweep point {point.name}: {error}") from None
+    if out is None:
+        make_private_dir(folder)
+    else:
+        make_out_dir(out)  # one that cannot be written: exit 2, before any deployment
 
     def measure_point(point: SweepPoint) -> None:
         name = prepared[point].plan.run_name

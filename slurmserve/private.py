@@ -42,11 +42,20 @@ def write_whole(path: Path, content: bytes, *, private: bool) -> None:
     temporary.replace(path)
 
 
-def make_out_dir(path: Path, option: str = "--out") -> None:
-    """A folder the user named for results: made as their new folders are, left as it is if it exists;
-    UserError (one line) if it cannot be made or written."""
-    try:
+def make_folder(path: Path, *, private: bool) -> None:
+    """A folder (and the parents it lacks): 0700 if `private`, else made as the user's new folders are."""
+    if private:
+        make_private_dir(path)
+    else:
         path.mkdir(parents=True, exist_ok=True)
+
+
+def make_out_dir(path: Path, *, private: bool = False, option: str = "--out") -> None:
+    """A folder the user named: one that exists is left as it is; a new one is 0700 if `private` (a run
+    directory), else made as their new folders are. UserError (one line) if it cannot be made or written."""
+    try:
+        if not path.is_dir():
+            make_folder(path, private=private)
     except OSError as error:
         raise UserError(f"{option} {path}: cannot write there ({error.strerror}: {error.filename})") from None
     if not os.access(path, os.W_OK | os.X_OK):

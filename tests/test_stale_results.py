@@ -127,7 +127,8 @@ def test_out_never_changes_an_existing_folder_and_its_new_files_follow_the_umask
     assert mode(shared) == 0o1777 and mode(shared / "table.txt") == mode(shared / "pareto.png") == shared_file
     result = slurmserve("render", "--recipe", "mocker-agg", "--out", str(rendered))
     assert result.returncode == 0, result.stderr
-    assert mode(rendered) == 0o1777 and mode(rendered / "plan.json") == shared_file
+    # What render writes is a run directory (every process's environment): private, in a folder kept as it is.
+    assert mode(rendered) == 0o1777 and mode(rendered / "plan.json") == 0o600
     result = slurmserve("probe", "--hosts", str(HOSTS / "local.yaml"), "--out", str(home / "hosts.yaml"))
     assert result.returncode == 0, result.stderr
     assert mode(home) == 0o755 and mode(home / "hosts.yaml") == shared_file

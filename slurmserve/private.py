@@ -50,16 +50,16 @@ def make_folder(path: Path, *, private: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
 
 
-def make_out_dir(path: Path, *, private: bool = False, option: str = "--out") -> None:
+def make_out_dir(path: Path, *, private: bool = False) -> None:
     """A folder the user named: one that exists is left as it is; a new one is 0700 if `private` (a run
     directory), else made as their new folders are. UserError (one line) if it cannot be made or written."""
     try:
         if not path.is_dir():
             make_folder(path, private=private)
     except OSError as error:
-        raise UserError(f"{option} {path}: cannot write there ({error.strerror}: {error.filename})") from None
+        raise UserError(f"--out {path}: cannot write there ({error.strerror}: {error.filename})") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: cannot write there (permission denied)")
+        raise UserError(f"--out {path}: cannot write there (permission denied)")
 
 
 def copy_as_new(source: Path, target: Path) -> None:

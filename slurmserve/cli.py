@@ -167,7 +167,7 @@ def probe(
     if out is None:
         print(text, end="")
         return
-    write_files({out.name: text}, out.parent.resolve())
+    write_files({out.name: text}, out.parent.resolve(), private=False)
     console.print(f"wrote {out}")
 
 
@@ -548,15 +548,19 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "--out", help="The sweep's folder (default: one per command)"),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds each deployment may take to serve"),
     fresh: bool = FreshOption,
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure every point again, ignoring saved results"),
 ) -> None:
     """Deploy, benchmark and cancel one deployment per combination of the --vary values (exit 1 if a
-    point failed); run again, it measures only what is missing."""
+    point failed); run again, it measures only what is missing or would measure other numbers now
+    (another workload, recipe, engine config, hosts file or version)."""
     points = sweep_points(vary, zipped)
     request = BenchRequest(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
     )
     console.print(f"sweep of {len(points)} point(s): " + "; ".join(point.name for point in points), highlight=False)
-    report = deploy.sweep(recipe, hosts, set_, points, request, out=out, timeout=timeout, say=console.print)
+    report = deploy.sweep(
+        recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
+    )
     if report.summaries:
         console.print(bench_table(report.summaries))
     console.print(

@@ -34,7 +34,7 @@ from .bench.results import BenchSummary, PointResult, read_summary, text_table
 from .bench.runner import BenchRequest
 from .bench.runner import bench as run_bench
 from .bench.runner import compare as compare_benchmarks
-from .bench.sweep import SweepPoint, default_folder, sweep_key
+from .bench.sweep import SweepPoint, current_summary, default_folder, results_key, save_point, sweep_key
 from .config.fields import check_identifier
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
@@ -48,7 +48,7 @@ from .interrupts import signals_held
 from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
-from .private import make_private_dir, write_private
+from .private import make_out_dir, make_private_dir, write_private, write_whole
 from .render.files import link_served_model, rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
 from .resources import bundled_binary
@@ -191,7 +191,13 @@ def prepare(
 
 
 def render_to(prepared: Prepared, out: Path, force: bool) -> list[Path]:
-    return write_files(prepared.files, out, overwrite=force)
+    """Every file and link the scripts use, in a folder the user named."""
+    written = write_files(prepared.files, out, overwrite=force)  # a run directory: private, as submit's
+    try:
+        link = link_served_model(prepared.plan, out)
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write there ({error.strerror}: {error.filename})") from None
+    return written if link is None else [*written, link]
 
 
 def stage_model(inputs: Inputs) -> Path:
@@ -520,6 +526,20 @@ class SweepReport:
     failed: dict[str, str]  # points whose deployment or benchmark failed, and why
 
 
+def point_keys(
+    recipe: str, hosts: Hosts, sets: Sequence[str], points: list[SweepPoint], request: BenchRequest
+) -> dict[SweepPoint, str]:
+    """Each point's results key (what its numbers depend on); a point that cannot be loaded is the
+    user's error, found before anything starts."""
+    keys = {}
+    for point in points:
+        try:
+            keys[point] = results_key(load_recipe(recipe, [*sets, *point.assignments]), hosts, request)
+        except UserError as error:
+            raise UserError(f"sweep point {point.name}: {error}") from None
+    return keys
+
+
 def sweep(
     recipe: str,
     hosts: str | None,
@@ -529,18 +549,25 @@ def sweep(
     *,
     out: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    remeasure: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> SweepReport:
     """One deployment per point: submitted, benchmarked, cancelled. Deployments start side by side (on
     Slurm, as many at once as the partition has room for: the jobs queue for the rest); benchmarks run
-    one at a time. A point with a summary in `out` from an earlier run is skipped: the same command
-    resumes the sweep."""
-    key = sweep_key(recipe, hosts, list(sets), points)
+    one at a time. A point whose folder holds a summary measured under the same key (workload, recipe,
+    engine configs, hosts, versions) is skipped, unless `remeasure`: the same command resumes the sweep,
+    and one that would measure other numbers measures again."""
+    base = load_inputs(recipe, hosts, sets)
+    keys = point_keys(recipe, base.hosts, sets, points, request)
+    key = sweep_key(results_key(base.recipe, base.hosts, request), points)
     folder = out or default_folder(slurmserve_home(), recipe, key)
-    todo = [point for point in points if read_summary(folder / point.name) is None]
+    todo = [point for point in points if remeasure or current_summary(folder / point.name, keys[point]) is None]
     skipped = [point.name for point in points if point not in todo]
     for name in skipped:
         say(f"{name}: measured before, skipped")
+    for point in todo:
+        if not remeasure and read_summary(folder / point.name) is not None:
+            say(f"{point.name}: measured before with another workload, recipe, hosts or version: measuring again")
     benchmarks = threading.Lock()
     failed: dict[str, str] = {}
     # Every point planned first: a point that cannot be deployed (too many GPUs, a bad value) is the
@@ -553,6 +580,10 @@ def sweep(
             )
         except UserError as error:
             raise UserError(f"sweep point {point.name}: {error}") from None
+    if out is None:
+        make_private_dir(folder)
+    else:
+        make_out_dir(out)  # one that cannot be written: exit 2, before any deployment
 
     def measure_point(point: SweepPoint) -> None:
         name = prepared[point].plan.run_name
@@ -566,23 +597,24 @@ def sweep(
             say(f"{point.name}: run {name} serves; benchmarking")
             with benchmarks:
                 summary, results = bench(deployment.run, replace(request, label=point.name))
-            shutil.copytree(results, folder / point.name, dirs_exist_ok=True)
+            save_point(results, folder / point.name, keys[point], private=out is None)
             say(f"{point.name}: {'valid' if summary.valid else 'INVALID'} ({len(summary.points)} points)")
         except UserError as error:
             failed[point.name] = str(error)
         finally:
             cancel(deployment.run)
 
-    make_private_dir(folder)
-    if load_inputs(recipe, hosts, sets).hosts.backend == "slurm":  # each deployment a job of its own
+    if base.hosts.backend == "slurm":  # each deployment a job of its own
         fan_out(todo, measure_point, SWEEP_DEADLINE_S)
     else:  # one machine's (or hosts') GPUs and ports: one deployment at a time
         for point in todo:
             measure_point(point)
-    summaries = [found for point in points if (found := read_summary(folder / point.name))]
+    # What this sweep's settings measured (a point that failed now shows no earlier numbers).
+    current = [point for point in points if point.name not in failed]
+    summaries = [found for point in current if (found := current_summary(folder / point.name, keys[point]))]
     if summaries:
-        write_private(folder / "table.txt", text_table(summaries))
-        draw_plots(summaries, folder)
+        write_whole(folder / "table.txt", text_table(summaries).encode(), private=out is None)
+        draw_plots(summaries, folder, private=out is None)
     return SweepReport(folder, summaries, [p.name for p in todo if p.name not in failed], skipped, failed)
 
 

@@ -5,8 +5,10 @@ clusters rarely have; matplotlib draws them anywhere."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from ..private import write_whole
 from .results import BenchSummary
 
 PARETO_PNG = "pareto.png"
@@ -22,9 +24,14 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return sorted(best)
 
 
-def draw(summaries: list[BenchSummary], folder: Path) -> list[Path]:
-    """Both PNGs into `folder`, one series per benchmark (points labelled by concurrency); only valid
-    points are drawn."""
+def literal(text: str) -> str:
+    """Text drawn as written: matplotlib reads `$...$` as math (and fails on what is not)."""
+    return text.replace("$", r"\$")
+
+
+def draw(summaries: list[BenchSummary], folder: Path, *, private: bool = True) -> list[Path]:
+    """Both PNGs into `folder` (0600 if `private`, else as the user's new files are), one series per
+    benchmark (points labelled by concurrency); only valid points are drawn."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -36,7 +43,7 @@ def draw(summaries: list[BenchSummary], folder: Path) -> list[Path]:
     everything: list[tuple[float, float]] = []
     for summary in summaries:
         valid = [point for point in summary.points if point.valid]
-        label = summary.label or summary.id
+        label = literal(summary.label or summary.id)
         xs = [point.output_tokens_per_s_per_user for point in valid]
         ys = [point.output_tokens_per_s_per_gpu for point in valid]
         everything += zip(xs, ys, strict=True)
@@ -49,7 +56,7 @@ def draw(summaries: list[BenchSummary], folder: Path) -> list[Path]:
         frontier_x, frontier_y = [x for x, _ in best], [y for _, y in best]
         pareto_axes.step(frontier_x, frontier_y, where="pre", color="black", linestyle="--", label="frontier")
         pareto_axes.scatter(frontier_x, frontier_y, s=120, facecolors="none", edgecolors="black")
-    title = ", ".join(sorted({f"{s.recipe} (ISL {s.isl}, OSL {s.osl})" for s in summaries}))
+    title = literal(", ".join(sorted({f"{s.recipe} (ISL {s.isl}, OSL {s.osl})" for s in summaries})))
     for axes, x_label, y_label in (
         (pareto_axes, "output tokens/s per user", "output tokens/s per GPU"),
         (ttft_axes, "output tokens/s per GPU", "TTFT p50 (ms)"),
@@ -61,7 +68,9 @@ def draw(summaries: list[BenchSummary], folder: Path) -> list[Path]:
         axes.legend(fontsize=8)
     for figure, name in ((pareto, PARETO_PNG), (ttft, TTFT_PNG)):
         figure.tight_layout()
-        figure.savefig(folder / name, dpi=110)
+        image = io.BytesIO()
+        figure.savefig(image, format="png", dpi=110)
         pyplot.close(figure)
+        write_whole(folder / name, image.getvalue(), private=private)
         written.append(folder / name)
     return written

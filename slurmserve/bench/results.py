@@ -159,9 +159,10 @@ def read_export(folder: Path) -> dict[str, Any] | None:
 
 
 def read_summary(folder: Path) -> BenchSummary | None:
+    """The folder's summary; None if it has none, or one that cannot be read (not UTF-8, not a summary)."""
     try:
         return BenchSummary.model_validate_json((folder / "summary.json").read_text())
-    except (OSError, ValidationError):
+    except (OSError, UnicodeDecodeError, ValidationError):
         return None
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from ..backends import backend_for
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import UserError
 from ..health.metrics import frontend_counters
-from ..private import make_private_dir, write_private
+from ..private import make_out_dir, make_private_dir, write_private, write_whole
 from ..resources import bundled_aiperf
 from ..runs import EventKind, ProcessState, RunDir, Verdict
 from ..transport.http import canary_completion
@@ -83,7 +82,7 @@ def tokenizer_for(model_path: str, bench_root: Path) -> Tokenizer:
     make_private_dir(snapshot)
     for source in folder.iterdir():
         if source.is_file() and source.suffix in (".json", ".txt", ".model", ".jinja"):
-            shutil.copyfile(source, snapshot / source.name)
+            write_whole(snapshot / source.name, source.read_bytes(), private=True)
     make_private_dir(snapshot.parent.parent / "refs")
     write_private(snapshot.parent.parent / "refs" / "main", LOCAL_REVISION)
     return Tokenizer(f"local/{name}", str(cache))
@@ -220,20 +219,23 @@ def save(summary: BenchSummary, folder: Path) -> None:
 
 
 def compare(folders: list[Path], out: Path | None = None) -> tuple[list[BenchSummary], Path]:
-    """Benchmarks from anywhere (runs, sweeps) side by side: their table and plots in `out` (default: a
-    compare-<id> folder beside the first)."""
+    """Benchmarks from anywhere (runs, sweeps) side by side: their table and plots in `out` (made as the
+    user's new files are, to share; default: a private compare-<id> folder beside the first)."""
     if not folders:
         raise UserError("bench compare: name the benchmark folders to compare (RUN_DIR/bench/<id>)")
     summaries = []
     for folder in folders:
         summary = read_summary(folder)
         if summary is None:
-            raise UserError(f"bench compare: {folder} holds no benchmark summary (summary.json)")
+            raise UserError(f"bench compare: {folder} holds no benchmark summary that can be read (summary.json)")
         summaries.append(
             summary if summary.label else summary.model_copy(update={"label": f"{summary.run}/{summary.id}"})
         )
     target = out or folders[0].parent / f"compare-{bench_id()}"
-    make_private_dir(target)
-    write_private(target / "table.txt", text_table(summaries))
-    plots.draw(summaries, target)
+    if out is None:
+        make_private_dir(target)
+    else:
+        make_out_dir(out)
+    write_whole(target / "table.txt", text_table(summaries).encode(), private=out is None)
+    plots.draw(summaries, target, private=out is None)
     return summaries, target

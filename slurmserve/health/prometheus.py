@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan
+from ..private import private_opener
 from ..transport.http import wait_ready
 from .targets import TARGETS_FILE, file_sd_targets
 
@@ -69,7 +70,7 @@ def open_saved(binary: str, run_dir: Path, log: Path, port: int | None = None) -
     config = Path(config_dir.name) / "prometheus.yml"
     config.write_text(yaml.safe_dump({"scrape_configs": []}))
     url = f"http://127.0.0.1:{port}"
-    with log.open("ab") as output:
+    with open(log, "ab", opener=private_opener) as output:
         process = subprocess.Popen(
             [
                 binary,

@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..health.prometheus import job_config
 from ..planning.needs import needs_of
 from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
-from ..private import make_private_dir, write_private
+from ..private import make_folder, make_out_dir, make_private_dir, write_whole
 from ..resources import node_check_source, resource_dir
 from .containers import run_bundle_config
 from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
@@ -50,29 +50,35 @@ def head_files(plan: Plan) -> dict[str, str]:
     return files
 
 
-def link_served_model(plan: Plan, directory: Path) -> None:
+def link_served_model(plan: Plan, directory: Path) -> Path | None:
     """The run directory's link to the model folder under the model's served name (pools: the global
     router serves the model under the path it is given)."""
     if plan.served_link is None:
-        return
+        return None
     link = directory / plan.served_link
     make_private_dir(link.parent)
     link.unlink(missing_ok=True)
     link.symlink_to(plan.model_path, target_is_directory=True)
+    return link
 
 
-def write_files(files: dict[str, str], directory: Path, *, overwrite: bool = False) -> list[Path]:
-    """Write the files; refuse (before writing any) if one would replace an existing file."""
+def write_files(files: dict[str, str], directory: Path, *, overwrite: bool = False, private: bool = True) -> list[Path]:
+    """Write the files; refuse (before writing any) if one would replace an existing file. `directory`,
+    if it exists, is left as it is (a folder the user named with --out); what this makes is 0700/0600
+    if `private` (a run directory), else made as the user's new files are."""
     targets = {directory / name: text for name, text in files.items()}
     existing = [str(path) for path in targets if path.exists()]
     if existing and not overwrite:
         raise UserError(
             f"--out {directory}: would overwrite {', '.join(existing)}; choose an empty folder or pass --force"
         )
+    make_out_dir(directory, private=private)
     try:
         for path, text in targets.items():
-            make_private_dir(path.parent)
-            write_private(path, text)  # scripts run as `bash SCRIPT`: no execute bit needed
+            if path.parent != directory:  # `directory` itself is left as it is
+                make_folder(path.parent, private=private)
+            # Scripts run as `bash SCRIPT`: no execute bit needed.
+            write_whole(path, text.encode(), private=private)
     except OSError as error:
         raise UserError(f"--out {directory}: cannot write there ({error.strerror}: {error.filename})") from None
     return list(targets)

@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config.fields import check_identifier
@@ -30,6 +31,7 @@ from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 
 SCHEMA_VERSION = 1
+HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
 
 
 class ProcessState(str, Enum):
@@ -244,6 +246,33 @@ class RunDir:
                 ) from None
         return self._plan
 
+    def process_names(self) -> list[str]:
+        """The run's processes: its plan's; when plan.json cannot be read, every one that a PID record or the
+        handle names (whatever started left one), so that a run that started anything can still be stopped."""
+        try:
+            return [process.name for process in self.plan().processes]
+        except UserError:
+            recorded = {path.stem for path in (self.path / "pids").glob("*")} - set(HELPERS)
+            handle = self.handle()
+            return sorted(recorded | set(handle.processes if handle else ()))
+
+    def backend_name(self) -> str | None:
+        """Which backend runs it: the plan's, else the handle's, else the saved hosts file's (written before
+        anything starts); None when none of them says (then nothing was started)."""
+        try:
+            return self.plan().backend
+        except UserError:
+            pass
+        handle = self.handle()
+        if handle is not None:
+            return handle.backend
+        try:
+            saved = yaml.safe_load((self.path / "hosts.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):  # unreadable, not UTF-8, not YAML
+            return None
+        backend = saved.get("backend") if isinstance(saved, dict) else None
+        return backend if isinstance(backend, str) else None
+
     def readable(self) -> bool:
         try:
             self.plan()
@@ -397,7 +426,7 @@ def create_run(plan: Plan) -> RunDir:
         link.symlink_to(path)
     run = RunDir(path)
     # The plan first: from here on `status` and `cancel` can handle the run, even if the CLI dies.
-    write_private(path / "plan.json", plan.model_dump_json(indent=2) + "\n")
+    write_private(path / "plan.json", plan.checked_json())
     run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
     return run
 

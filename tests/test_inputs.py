@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from slurmserve.cli import app
 from slurmserve.transport import slurm as slurm_commands
+from slurmserve.transport.procfs import start_time
 
 from .conftest import HOSTS
 from .helpers import slurmserve
@@ -244,6 +245,16 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
         ("prefill.args.max_batch_size=.nan", "prefill.args.max_batch_size"),
         ("prefill.args.max_batch_size=.inf", "prefill.args.max_batch_size"),
         ("mocker.speedup_ratio=.inf", "mocker.speedup_ratio"),
+        (
+            "observability.scrape_interval_s=1e308",
+            "observability.scrape_interval_s: Input should be less than or equal",
+        ),
+        ("restart.window_s=1e308", "restart.window_s: Input should be less than or equal"),
+        ("bench.isl=" + "9" * 400, "bench.isl: Input should be less than or equal"),
+        ("prefill.args.max_batch_size=" + "9" * 400, "prefill.args.max_batch_size"),
+        ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: Value error, must not contain ',' or ':'"),
+        ("mocker.model_path=/models/m:/keys", "mocker.model_path: Value error, must not contain ',' or ':'"),
+        ("model.served_name=" + "x" * 300, "model.served_name: Value error, each '/'-separated part must be at most"),
     ],
 )
 def test_nonsense_recipe_values_are_refused(tmp_path, setting, message):
@@ -301,6 +312,10 @@ def test_env_keys_must_be_names(tmp_path, key):
         ({"model_cache": ""}, "model_cache: Value error, must not be empty"),
         ({"model_cache": "models"}, "model_cache: Value error, must be an absolute path"),
         ({"run_root": "runs"}, "run_root: Value error, must be an absolute path"),
+        ({"run_root": "/runs,/root/.ssh:/keys"}, "run_root: Value error, must not contain ',' or ':'"),
+        ({"model_cache": "/models:/keys"}, "model_cache: Value error, must not contain ',' or ':'"),
+        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}}, "node.nics.0.port: Input should be less"),
+        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}}, "node.nics.0.gpus.0: Input should be"),
     ],
 )
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):
@@ -407,8 +422,8 @@ def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     runs = Path(os.environ["SLURMSERVE_HOME"]) / "runs"
     (runs / "torn").mkdir(parents=True)
     (runs / "torn" / "plan.json").write_text('{"recipe": "mocker-ag')
-    result = slurmserve("status", "torn")
-    assert result.returncode == 2 and "plan.json is damaged" in result.stderr
+    result = slurmserve("status", "torn")  # what its PID records and handle say: here, nothing started
+    assert result.returncode == 0 and "plan.json is damaged" in " ".join(result.stdout.split()), result.stderr
     rendered = slurmserve("render", "--recipe", "mocker-agg", "--out", str(runs / "half"))
     assert rendered.returncode == 0
     (runs / "half" / "state.json").write_text('{"verdict": "rea')
@@ -416,6 +431,26 @@ def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     assert status.returncode == 0 and json.loads(status.stdout)["supervised"] is False
     listing = slurmserve("status", "--json")  # the damaged run is left out of the list, not fatal to it
     assert listing.returncode == 0 and [r["run"] for r in json.loads(listing.stdout)] == ["half"]
+
+
+def test_a_run_whose_plan_json_is_damaged_is_still_shown_and_cancelled_from_its_pid_records(tmp_path):
+    run = Path(os.environ["SLURMSERVE_HOME"]) / "runs" / "damaged"
+    (run / "pids").mkdir(parents=True)
+    (run / "plan.json").write_text('{"recipe": "mocker-agg", "scrape_interval_s": null}')
+    (run / "hosts.yaml").write_text("backend: local\n")
+    worker = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (run / "pids" / "agg-0.pid").write_text(f"{worker.pid} {start_time(worker.pid)}\n")
+        shown = slurmserve("status", "damaged")
+        said = " ".join(shown.stdout.split())
+        assert shown.returncode == 0 and "plan.json is damaged" in said and "agg-0" in said, shown.stderr
+        assert "slurmserve cancel damaged" in said
+        cancelled = slurmserve("cancel", "damaged")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert worker.wait(timeout=10) is not None
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_slurm_job_lookups_are_the_users_own(monkeypatch):

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config.fields import check_identifier
 from .errors import UserError
-from .planning.plan import Plan
+from .planning.plan import Plan, PlanNode
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 
@@ -205,6 +205,10 @@ class Handle(BaseModel):
     job_id: str | None = None  # Slurm
     final_state: str | None = None  # Slurm: a terminal job state, once seen (Slurm forgets jobs)
     processes: dict[str, StartedGroup] = {}  # SSH
+    # SSH: how to reach the hosts that started processes, and their interpreter: what stopping them needs
+    # when plan.json cannot be read.
+    nodes: dict[str, PlanNode] = {}
+    python: str | None = None
 
 
 Model = TypeVar("Model", bound=BaseModel)

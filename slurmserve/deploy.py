@@ -459,8 +459,9 @@ def unplanned_status(run: RunDir, damage: str) -> RunStatus:
     backend = backend_for(name) if name else None
     cancelled = run.cancelled
     alive = backend.alive(run) if backend else {}
+    # Its readiness probe is in the plan: a running process is not known to be ready, only started.
     processes = [
-        ProcessStatus(process, "unknown", [], [], {}, direct_state(running, bool(running), cancelled))
+        ProcessStatus(process, "unknown", [], [], {}, direct_state(running, False, cancelled))
         for process, running in alive.items()
     ]
     if cancelled:

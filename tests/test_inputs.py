@@ -250,6 +250,7 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
             "observability.scrape_interval_s: Input should be less than or equal",
         ),
         ("restart.window_s=1e308", "restart.window_s: Input should be less than or equal"),
+        ("restart.max_restarts=5000", "restart.max_restarts: Input should be less than or equal to 100"),
         ("bench.isl=" + "9" * 400, "bench.isl: Input should be less than or equal"),
         ("prefill.args.max_batch_size=" + "9" * 400, "prefill.args.max_batch_size"),
         ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: Value error, must not contain ',' or ':'"),

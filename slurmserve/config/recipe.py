@@ -215,7 +215,8 @@ class RestartPolicy(Strict):
     node, GPUs and ports), at most `max_restarts` times within `window_s`, waiting `backoff_s` before
     the first restart and twice as long before each further one in the window."""
 
-    max_restarts: Count = 3
+    # Each restart in the window doubles the wait: beyond about a thousand, backoff_s * 2**restarts is no float.
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = 3
     backoff_s: Seconds = 1.0
     window_s: Annotated[Seconds, Field(gt=0)] = 600.0
     # When the budget is spent: cancel the whole deployment (True) or leave what still runs serving (False).

@@ -255,6 +255,7 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
         ("prefill.args.max_batch_size=" + "9" * 400, "prefill.args.max_batch_size"),
         ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: Value error, must not contain ',' or ':'"),
         ("mocker.model_path=/models/m:/keys", "mocker.model_path: Value error, must not contain ',' or ':'"),
+        ("model.repo=org/" + "x" * 300, "model.repo: Value error, a hub id or builtin:NAME must be at most 128 bytes"),
         ("model.served_name=" + "x" * 300, "model.served_name: Value error, each '/'-separated part must be at most"),
     ],
 )

@@ -80,11 +80,14 @@ def _mountable_path(value: str) -> str:
     return expanded
 
 
-def _local_model_path(value: str) -> str:
-    """model.repo: a local folder is mounted into a container like any path; a hub id or builtin:NAME is not."""
+def _model_repo(value: str) -> str:
+    """model.repo: a local folder is mounted into a container like any path; a hub id (or builtin:NAME)
+    names a folder of the model cache (`models--ORG--NAME`)."""
     _one_line(value)
     if value.startswith(("/", "~")):
         _mountable_path(value)
+    elif len(value.encode()) > MAX_NAME_PART_BYTES:
+        raise ValueError(f"a hub id or builtin:NAME must be at most {MAX_NAME_PART_BYTES} bytes (it names a folder)")
     return value
 
 
@@ -125,7 +128,7 @@ ContainerMount = Annotated[str, _matching(CONTAINER_MOUNT, "SOURCE[:TARGET[:OPTI
 Text = Annotated[str, AfterValidator(_one_line)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 MountablePath = Annotated[str, AfterValidator(_mountable_path)]
-ModelRepo = Annotated[str, AfterValidator(_local_model_path)]
+ModelRepo = Annotated[str, AfterValidator(_model_repo)]
 FolderNames = Annotated[str, AfterValidator(_folder_names)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT)]

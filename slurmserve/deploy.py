@@ -183,7 +183,7 @@ def prepare(
     holds, the plan and every file rendered. Starts nothing and writes nothing."""
     inputs = pin_model(load_inputs(recipe, hosts, assignments))
     plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight)
-    plan.checked_json()  # `status` and `cancel` will read the run's plan back: it must come back whole
+    # plan.json among them, read back through the plan's model: `status` and `cancel` will read it.
     return Prepared(inputs, plan, rendered_files(plan))
 
 

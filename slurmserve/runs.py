@@ -430,7 +430,7 @@ def create_run(plan: Plan) -> RunDir:
         link.symlink_to(path)
     run = RunDir(path)
     # The plan first: from here on `status` and `cancel` can handle the run, even if the CLI dies.
-    write_private(path / "plan.json", plan.checked_json())
+    write_private(path / "plan.json", plan.model_dump_json(indent=2) + "\n")
     run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
     return run
 

@@ -378,6 +378,18 @@ def test_files_that_are_not_utf8_are_named(tmp_path):
         assert result.returncode == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_number_too_long_for_python_to_read_is_named(tmp_path):
+    digits = "9" * 5000
+    (tmp_path / "r.yaml").write_text(
+        f"name: r\nmodel: {{repo: builtin:tiny-mock}}\nengine: mocker\nmode: agg\nagg: {{}}\nbench: {{isl: {digits}}}\n"
+    )
+    in_file = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    assert in_file.returncode == 2 and "Traceback" not in in_file.stderr, in_file.stderr[-300:]
+    assert "r.yaml: a value YAML cannot read (Exceeds the limit (4300 digits)" in in_file.stderr
+    on_command_line = slurmserve("plan", "--recipe", "mocker-agg", "--set", f"bench.isl={digits}")
+    assert on_command_line.returncode == 2 and "--set bench.isl: a value YAML cannot read" in on_command_line.stderr
+
+
 def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path):
     (tmp_path / "e.yaml").write_text("tensor_parallel_size: [4\n")
     result = slurmserve(

@@ -38,7 +38,7 @@ MAX_NAME_PART_BYTES = 128
 
 # Bounds no real deployment reaches. Beyond them a number is a typo (or YAML's .inf) that would only break
 # later: plan.json cannot hold it, a sleep or a loop never ends, the router grid's arithmetic overflows.
-MAX_COUNT = 1_000_000  # replicas, GPUs, parallel sizes, pools, requests, concurrency, restarts
+MAX_COUNT = 1_000_000  # replicas, GPUs, parallel sizes, pools, requests, concurrency
 MAX_TOKENS = 1_000_000_000  # prompt, context and output lengths
 MAX_SECONDS = 366 * 24 * 3600  # durations and intervals: a year
 MAX_MILLISECONDS = MAX_SECONDS * 1000

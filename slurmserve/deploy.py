@@ -187,6 +187,7 @@ def prepare(
     holds, the plan and every file rendered. Starts nothing and writes nothing."""
     inputs = pin_model(load_inputs(recipe, hosts, assignments))
     plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight)
+    # plan.json among them, read back through the plan's model: `status` and `cancel` will read it.
     return Prepared(inputs, plan, rendered_files(plan))
 
 
@@ -416,7 +417,10 @@ def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None
 
 def status(run: RunDir) -> RunStatus:
     """The live supervisor's picture when there is one; else the backend's answer, now."""
-    plan = run.plan()
+    try:
+        plan = run.plan()
+    except UserError as damage:
+        return unplanned_status(run, str(damage))
     backend = backend_for(plan.backend)
     state = run.supervisor_state()
     cancelled = run.cancelled  # read once: each call parses events.jsonl
@@ -479,6 +483,36 @@ def status(run: RunDir) -> RunStatus:
     return report(verdict=verdict, reason=reason, supervised=False, processes=processes)
 
 
+def unplanned_status(run: RunDir, damage: str) -> RunStatus:
+    """A run whose plan.json cannot be read: what its PID records and handle still say, and how to stop it."""
+    name = run.backend_name()
+    backend = backend_for(name) if name else None
+    cancelled = run.cancelled
+    alive = backend.alive(run) if backend else {}
+    # Its readiness probe is in the plan: a running process is not known to be ready, only started.
+    processes = [
+        ProcessStatus(process, "unknown", [], [], {}, direct_state(running, False, cancelled))
+        for process, running in alive.items()
+    ]
+    if cancelled:
+        verdict, reason = Verdict.STOPPED, f"cancelled with slurmserve cancel; {damage}"
+    elif any(alive.values()):
+        verdict, reason = Verdict.FAILED, f"{damage}; `slurmserve cancel {run.name}` stops what still runs"
+    else:
+        verdict, reason = Verdict.STOPPED, f"{damage}; no process is running"
+    return RunStatus(
+        run.name,
+        "unknown",
+        name or "unknown",
+        verdict,
+        reason,
+        supervised=False,
+        scheduler=backend.scheduler(run).description if backend else "nothing was started",
+        endpoint="unknown",
+        processes=processes,
+    )
+
+
 def answers_now(process: Process, alive: bool | None) -> bool:
     """Its readiness probe, asked only of a running process (a dead one cannot answer)."""
     return bool(alive) and (process.ready_url is None or http_ok(process.ready_url))
@@ -494,7 +528,8 @@ def logs(run: RunDir, process: str, follow: bool = False) -> Iterator[str]:
 def cancel(run: RunDir) -> list[str]:
     """Stop every process of the run; returns what survived (nothing, normally)."""
     run.record(EventKind.CANCEL_REQUESTED)  # the supervisor restarts nothing from here on
-    leftovers = backend_for(run.plan().backend).stop(run)
+    backend = run.backend_name()  # None: the run was cut short before anything started
+    leftovers = backend_for(backend).stop(run) if backend else []
     run.targets_path.unlink(missing_ok=True)  # a Prometheus watching run directories stops scraping it
     run.record(EventKind.CANCELLED, leftovers=leftovers)
     return leftovers

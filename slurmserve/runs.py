@@ -21,15 +21,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config.fields import check_identifier
 from .errors import UserError
-from .planning.plan import Plan
+from .planning.plan import Plan, PlanNode
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 
 SCHEMA_VERSION = 1
+HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
 
 
 class ProcessState(str, Enum):
@@ -203,6 +205,10 @@ class Handle(BaseModel):
     job_id: str | None = None  # Slurm
     final_state: str | None = None  # Slurm: a terminal job state, once seen (Slurm forgets jobs)
     processes: dict[str, StartedGroup] = {}  # SSH
+    # SSH: how to reach the hosts that started processes, and their interpreter: what stopping them needs
+    # when plan.json cannot be read.
+    nodes: dict[str, PlanNode] = {}
+    python: str | None = None
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -243,6 +249,33 @@ class RunDir:
                     f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
                 ) from None
         return self._plan
+
+    def process_names(self) -> list[str]:
+        """The run's processes: its plan's; when plan.json cannot be read, every one that a PID record or the
+        handle names (whatever started left one), so that a run that started anything can still be stopped."""
+        try:
+            return [process.name for process in self.plan().processes]
+        except UserError:
+            recorded = {path.stem for path in (self.path / "pids").glob("*")} - set(HELPERS)
+            handle = self.handle()
+            return sorted(recorded | set(handle.processes if handle else ()))
+
+    def backend_name(self) -> str | None:
+        """Which backend runs it: the plan's, else the handle's, else the saved hosts file's (written before
+        anything starts); None when none of them says (then nothing was started)."""
+        try:
+            return self.plan().backend
+        except UserError:
+            pass
+        handle = self.handle()
+        if handle is not None:
+            return handle.backend
+        try:
+            saved = yaml.safe_load((self.path / "hosts.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):  # unreadable, not UTF-8, not YAML
+            return None
+        backend = saved.get("backend") if isinstance(saved, dict) else None
+        return backend if isinstance(backend, str) else None
 
     def log_path(self, process: str) -> Path:
         return self.path / self.plan().process(process).log

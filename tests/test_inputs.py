@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from slurmserve.cli import app
 from slurmserve.transport import slurm as slurm_commands
+from slurmserve.transport.procfs import start_time
 
 from .conftest import HOSTS
 from .helpers import slurmserve
@@ -244,6 +245,18 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
         ("prefill.args.max_batch_size=.nan", "prefill.args.max_batch_size"),
         ("prefill.args.max_batch_size=.inf", "prefill.args.max_batch_size"),
         ("mocker.speedup_ratio=.inf", "mocker.speedup_ratio"),
+        (
+            "observability.scrape_interval_s=1e308",
+            "observability.scrape_interval_s: Input should be less than or equal",
+        ),
+        ("restart.window_s=1e308", "restart.window_s: Input should be less than or equal"),
+        ("restart.max_restarts=5000", "restart.max_restarts: Input should be less than or equal to 100"),
+        ("bench.isl=" + "9" * 400, "bench.isl: Input should be less than or equal"),
+        ("prefill.args.max_batch_size=" + "9" * 400, "prefill.args.max_batch_size"),
+        ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: Value error, must not contain ',' or ':'"),
+        ("mocker.model_path=/models/m:/keys", "mocker.model_path: Value error, must not contain ',' or ':'"),
+        ("model.repo=org/" + "x" * 300, "model.repo: Value error, a hub id or builtin:NAME must be at most 128 bytes"),
+        ("model.served_name=" + "x" * 300, "model.served_name: Value error, each '/'-separated part must be at most"),
     ],
 )
 def test_nonsense_recipe_values_are_refused(tmp_path, setting, message):
@@ -301,6 +314,10 @@ def test_env_keys_must_be_names(tmp_path, key):
         ({"model_cache": ""}, "model_cache: Value error, must not be empty"),
         ({"model_cache": "models"}, "model_cache: Value error, must be an absolute path"),
         ({"run_root": "runs"}, "run_root: Value error, must be an absolute path"),
+        ({"run_root": "/runs,/root/.ssh:/keys"}, "run_root: Value error, must not contain ',' or ':'"),
+        ({"model_cache": "/models:/keys"}, "model_cache: Value error, must not contain ',' or ':'"),
+        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}}, "node.nics.0.port: Input should be less"),
+        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}}, "node.nics.0.gpus.0: Input should be"),
     ],
 )
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):
@@ -361,6 +378,18 @@ def test_files_that_are_not_utf8_are_named(tmp_path):
         assert result.returncode == 2 and "not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_number_too_long_for_python_to_read_is_named(tmp_path):
+    digits = "9" * 5000
+    (tmp_path / "r.yaml").write_text(
+        f"name: r\nmodel: {{repo: builtin:tiny-mock}}\nengine: mocker\nmode: agg\nagg: {{}}\nbench: {{isl: {digits}}}\n"
+    )
+    in_file = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    assert in_file.returncode == 2 and "Traceback" not in in_file.stderr, in_file.stderr[-300:]
+    assert "r.yaml: a value YAML cannot read (Exceeds the limit (4300 digits)" in in_file.stderr
+    on_command_line = slurmserve("plan", "--recipe", "mocker-agg", "--set", f"bench.isl={digits}")
+    assert on_command_line.returncode == 2 and "--set bench.isl: a value YAML cannot read" in on_command_line.stderr
+
+
 def test_a_malformed_engine_yaml_is_named_and_nothing_is_created(tmp_path):
     (tmp_path / "e.yaml").write_text("tensor_parallel_size: [4\n")
     result = slurmserve(
@@ -407,8 +436,8 @@ def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     runs = Path(os.environ["SLURMSERVE_HOME"]) / "runs"
     (runs / "torn").mkdir(parents=True)
     (runs / "torn" / "plan.json").write_text('{"recipe": "mocker-ag')
-    result = slurmserve("status", "torn")
-    assert result.returncode == 2 and "plan.json is damaged" in result.stderr
+    result = slurmserve("status", "torn")  # what its PID records and handle say: here, nothing started
+    assert result.returncode == 0 and "plan.json is damaged" in " ".join(result.stdout.split()), result.stderr
     rendered = slurmserve("render", "--recipe", "mocker-agg", "--out", str(runs / "half"))
     assert rendered.returncode == 0
     (runs / "half" / "state.json").write_text('{"verdict": "rea')
@@ -417,6 +446,26 @@ def test_a_torn_plan_json_is_named_and_a_torn_state_json_is_survived(tmp_path):
     listing = slurmserve("status", "--json")  # the damaged run is listed as unreadable, not fatal to the list
     unreadable = {r["run"]: r["verdict"] == "unreadable" for r in json.loads(listing.stdout)}
     assert listing.returncode == 0 and unreadable == {"half": False, "torn": True}, listing.stdout
+
+
+def test_a_run_whose_plan_json_is_damaged_is_still_shown_and_cancelled_from_its_pid_records(tmp_path):
+    run = Path(os.environ["SLURMSERVE_HOME"]) / "runs" / "damaged"
+    (run / "pids").mkdir(parents=True)
+    (run / "plan.json").write_text('{"recipe": "mocker-agg", "scrape_interval_s": null}')
+    (run / "hosts.yaml").write_text("backend: local\n")
+    worker = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (run / "pids" / "agg-0.pid").write_text(f"{worker.pid} {start_time(worker.pid)}\n")
+        shown = slurmserve("status", "damaged")
+        said = " ".join(shown.stdout.split())
+        assert shown.returncode == 0 and "plan.json is damaged" in said and "agg-0" in said, shown.stderr
+        assert "slurmserve cancel damaged" in said
+        cancelled = slurmserve("cancel", "damaged")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert worker.wait(timeout=10) is not None
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_slurm_job_lookups_are_the_users_own(monkeypatch):

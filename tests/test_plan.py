@@ -183,6 +183,35 @@ def test_impossible_requests_fail_at_plan_time_naming_the_field(sets, field):
         plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", *sets)
 
 
+def test_a_worker_wider_than_the_hosts_names_its_parallel_field_not_only_the_replicas():
+    with pytest.raises(UserError) as refused:
+        plan_of("gpt-oss-120b-disagg", "single-node-8gpu.yaml", "prefill.tensor_parallel=16")
+    said = str(refused.value)
+    assert said.startswith("prefill.replicas/prefill.tensor_parallel/decode.replicas/decode.tensor_parallel: "), said
+    assert "the recipe needs 20 GPUs" in said
+
+
+def test_a_plan_that_would_not_read_back_from_plan_json_is_refused_before_anything_starts(monkeypatch):
+    from slurmserve import deploy
+
+    from .conftest import HOSTS
+
+    planned = deploy.plan_for
+
+    def with_infinity(*args, **kwargs):  # a number JSON has no form for: plan.json would say null
+        plan = planned(*args, **kwargs)
+        return plan.model_copy(update={"global_router_config": {"ttft_max_ms": float("inf")}})
+
+    monkeypatch.setattr(deploy, "plan_for", with_infinity)
+    with pytest.raises(UserError, match=r"plan\.global_router_config\.ttft_max_ms: does not read back"):
+        deploy.prepare("mocker-agg", str(HOSTS / "local.yaml"))
+
+
+def test_every_shipped_recipes_plan_reads_back_from_its_json():
+    for recipe in builtin_recipe_names():
+        plan_of(recipe, "four-node-8gpu.yaml").checked_json()
+
+
 def test_no_secret_values_in_a_plan(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_planted_secret_value")
     for recipe in builtin_recipe_names():

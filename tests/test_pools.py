@@ -158,6 +158,32 @@ AGG = {"ttft_min_ms": 0, "ttft_max_ms": 1000, "ttft_resolution": 2, "itl_min_ms"
         ({"tiers": [{"pool": "medium"}]}, "global_router.tiers[0].pool: no agg pool medium"),
         ({"tiers": [{"pool": "fast", "isl_tokens": 0}, {"pool": "slow"}]}, "isl_tokens"),
         ({}, "global_router: agg_pool_selection_strategy (Dynamo's grid) or tiers is needed"),
+        (
+            {
+                "agg_pool_selection_strategy": {
+                    **AGG,
+                    "ttft_max_ms": float("inf"),
+                    "itl_resolution": 2,
+                    "agg_pool_mapping": [[0, 0], [0, 1]],
+                }
+            },
+            "agg_pool_selection_strategy.ttft_max_ms: must be a finite number within",
+        ),
+        (
+            {
+                "agg_pool_selection_strategy": {
+                    **AGG,
+                    "ttft_max_ms": 10**400,
+                    "itl_resolution": 2,
+                    "agg_pool_mapping": [[0, 0], [0, 1]],
+                }
+            },
+            "agg_pool_selection_strategy.ttft_max_ms: must be a finite number within",
+        ),
+        (
+            {"tiers": [{"pool": "fast", "ttft_ms": 10**400}, {"pool": "slow"}]},
+            "ttft_ms: Input should be less than or equal to",
+        ),
     ],
 )
 def test_bad_grids_are_refused_naming_the_field(tmp_path, router, expected):
@@ -175,6 +201,18 @@ def test_two_pools_in_one_namespace_are_refused(tmp_path):
     result = slurmserve("plan", "--recipe", str(path))
     assert result.returncode == 2
     assert "pools: namespace fast is used twice (each pool needs its own)" in " ".join(result.stderr.split())
+
+
+def test_a_pool_whose_process_takes_another_process_name_is_refused_naming_the_pool(tmp_path):
+    document = yaml.safe_load(recipe_path("mocker-two-pools").read_text())
+    document["pools"][1]["name"] = "global"  # its router would be global-router: Dynamo's global router's name
+    document["global_router"]["tiers"][-1]["pool"] = "global"
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = slurmserve("plan", "--recipe", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "pools.global.name: pool global makes a process named global-router" in said, said
 
 
 def trtllm_disagg_pools(tmp_path, **router: object):

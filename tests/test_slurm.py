@@ -50,7 +50,7 @@ def assert_cancel_leaves_nothing(run: str) -> None:
     result = slurmserve("cancel", run)
     assert result.returncode == 0, result.stderr
     assert job_id not in jobs_in_queue() or status_of(run)["scheduler"].split()[-1] in ("CANCELLED", "COMPLETED")
-    records = [r for p in the_run.plan().processes for r in task_records(the_run.path / "pids" / f"{p.name}.tasks")]
+    records = [r for name in the_run.process_names() for r in task_records(the_run.path / "pids" / f"{name}.tasks")]
     assert records and all(r.visible_here() and not r.running() for r in records)
     assert status_of(run)["verdict"] == "stopped"
 
@@ -63,6 +63,10 @@ def test_mocker_disagg_prefill_and_decode_on_different_nodes(lab_hosts, cancel_l
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0
     logs = slurmserve("logs", "lab-disagg", "decode-0")
     assert logs.returncode == 0 and logs.stdout.strip()
+    # With plan.json unreadable, the handle's job and the task records still stop and check everything.
+    (open_run("lab-disagg").path / "plan.json").write_text('{"recipe": "mocker-disagg", "scrape_interval_s": null}')
+    damaged = status_of("lab-disagg")
+    assert "plan.json is damaged" in damaged["reason"] and damaged["scheduler"].endswith("RUNNING"), damaged
     assert_cancel_leaves_nothing("lab-disagg")
 
 

@@ -61,6 +61,15 @@ def test_no_wait_hands_the_stages_to_a_detached_launcher(ssh_hosts, cancel_later
     assert wait_until(lambda: status_of("ssh-nowait")["verdict"] == "ready", 60)
     assert completion_tokens(status_of("ssh-nowait")["endpoint"], "tiny-mock") > 0
 
+    # With plan.json unreadable, the handle still finds every process: status shows them, cancel stops them.
+    (open_run("ssh-nowait").path / "plan.json").write_text('{"recipe": "mocker-agg", "scrape_interval_s": null}')
+    damaged = status_of("ssh-nowait")
+    assert damaged["verdict"] == "failed" and "plan.json is damaged" in damaged["reason"], damaged
+    assert {"agg-0", "frontend"} <= {p["name"] for p in damaged["processes"] if p["state"] == "starting"}
+    result = slurmserve("cancel", "ssh-nowait")
+    assert result.returncode == 0 and "no process left" in result.stdout, result.stderr
+    assert processes_left("ssh-nowait") == []
+
 
 @pytest.mark.parametrize(
     "problem, change, expected",

@@ -71,15 +71,15 @@ class LocalBackend(Backend):
 
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
         alive: dict[str, bool | None] = {}
-        for process in run.plan().processes:
-            record = self.records.get(process.name)
+        for name in run.process_names():
+            record = self.records.get(name)
             if record is None or not pid_alive(*record):
-                record = run.pid_record(process.name)  # not started yet, or restarted since
+                record = run.pid_record(name)  # not started yet, or restarted since
                 if record is None:
-                    alive[process.name] = None
+                    alive[name] = None
                     continue
-                self.records[process.name] = record
-            alive[process.name] = pid_alive(*record)
+                self.records[name] = record
+            alive[name] = pid_alive(*record)
         return alive
 
     def scheduler(self, run: RunDir) -> SchedulerView:
@@ -87,7 +87,7 @@ class LocalBackend(Backend):
 
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")
-        groups = {p.name: record for p in run.plan().processes if (record := run.pid_record(p.name))}
+        groups = {name: record for name in run.process_names() if (record := run.pid_record(name))}
         still_running = stop_groups(list(groups.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)
         return [f"{name} (process group {pgid})" for name, (pgid, _) in groups.items() if pgid in still_running]

@@ -149,7 +149,7 @@ class SlurmBackend(Backend):
         """Inside the job (the supervisor, on the batch host) each step's srun is a local process
         (pids/NAME.srun) that ends when the step does: no question to slurmctld per tick. Elsewhere:
         the job's running steps, and the task records of steps that ran."""
-        names = [p.name for p in run.plan().processes]
+        names = run.process_names()
         if in_job:
             return {name: pid_file_alive(run.path / "pids" / f"{name}.srun") for name in names}
         state = self.job_state(run)
@@ -211,8 +211,8 @@ def survivors(run: RunDir) -> list[str]:
     """Tasks of the run that still run, among those this machine can see (one PID namespace, as on
     the test cluster); on a real cluster Slurm's own teardown is the guarantee."""
     left = []
-    for process in run.plan().processes:
-        for record in task_records(run.path / "pids" / f"{process.name}.tasks"):
+    for name in run.process_names():
+        for record in task_records(run.path / "pids" / f"{name}.tasks"):
             if record.visible_here() and record.running():
-                left.append(f"{process.name} (pid {record.pid} on {record.host})")
+                left.append(f"{name} (pid {record.pid} on {record.host})")
     return left

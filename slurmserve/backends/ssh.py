@@ -11,6 +11,7 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import invoke
@@ -42,6 +43,17 @@ STOP_GRACE_S = 5.0
 LIVENESS_CHECK_INTERVAL_S = 2.0
 LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on each host: which process groups still have a member
 STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A run's hosts over SSH: how to reach each, the interpreter there, what to ask each host about
+    (LIVE_GROUPS_MODULE's specs) and on which host each process runs."""
+
+    nodes: dict[str, PlanNode]
+    python: str
+    specs: dict[str, list[str]]
+    host_of: dict[str, str]
 
 
 def start_problem(node: PlanNode, outcome: Outcome[invoke.Result]) -> str | None:
@@ -175,8 +187,10 @@ class SSHBackend(Backend):
     def _remember_started(self, run: RunDir, outcomes: dict[str, Outcome[invoke.Result]]) -> None:
         """Each host's launch script prints "NAME PID START-TIME" per process it started (the PID is its
         group); anything else it prints is not a record, and is left alone."""
-        handle = run.handle() or Handle(backend="ssh")
+        plan = run.plan()
+        handle = run.handle() or Handle(backend="ssh", python=plan.python)
         for host, outcome in outcomes.items():
+            handle.nodes[host] = plan.node(host)
             if outcome.ok and outcome.value is not None:
                 for line in outcome.value.stdout.splitlines():
                     if match := STARTED_LINE.fullmatch(line.strip()):
@@ -188,22 +202,39 @@ class SSHBackend(Backend):
         handle = run.handle()
         return handle.processes if handle else {}
 
-    def _groups(self, run: RunDir, plan: Plan, signal: str | None = None) -> dict[str, set[str] | None]:
-        """Per host, the names of the run's processes whose groups are still ours and alive there (None:
-        the host did not answer); with `signal`, those are signalled first. Each host is asked about the
-        groups the launcher recorded and about its own PID files: a process whose start never reached
-        the launcher (a host that answered too late) is found all the same."""
+    def _reach(self, run: RunDir) -> Reach:
+        """The run's hosts and what to ask each about: from the plan, the groups the launcher recorded and
+        each host's PID files (a process whose start never reached the launcher, a host that answered too
+        late, is found all the same); when plan.json cannot be read, the recorded groups on their hosts."""
         started = self._started(run)
-        specs: dict[str, list[str]] = {node.name: [] for node in plan.nodes}
+        try:
+            plan = run.plan()
+        except UserError:
+            # A host the handle has no address for (one written before it kept them) answers nothing: its
+            # processes are reported unverified, never as stopped.
+            handle = run.handle() or Handle(backend="ssh")
+            reach = Reach(handle.nodes, handle.python or sys.executable, {host: [] for host in handle.nodes}, {})
+            for name, group in started.items():
+                reach.specs.setdefault(group.host, []).append(f"{name}={group.pgid}:{group.started or ''}")
+                reach.host_of[name] = group.host
+            return reach
+        reach = Reach({n.name: n for n in plan.nodes}, plan.python, {n.name: [] for n in plan.nodes}, {})
         for process in plan.processes:
             record = started.get(process.name)
             if record:
-                specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
-            specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+                reach.specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
+            reach.specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+            reach.host_of[process.name] = process.host
+        return reach
+
+    def _groups(self, reach: Reach, signal: str | None = None) -> dict[str, set[str] | None]:
+        """Per host, the names of the run's processes whose groups are still ours and alive there (None:
+        the host did not answer); with `signal`, those are signalled first."""
+        specs = reach.specs
 
         def ask(host: str) -> invoke.Result:
             flags = ["--signal", signal] if signal else []
-            return remote_python(plan.node(host), plan.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[host])
+            return remote_python(reach.nodes[host], reach.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[host])
 
         outcomes = fan_out(list(specs), ask, COMMAND_DEADLINE_S)
         return {
@@ -242,35 +273,35 @@ class SSHBackend(Backend):
         raise DeploymentFailed(reason + (f"\nstill running after stop: {', '.join(leftovers)}" if leftovers else ""))
 
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
-        plan = run.plan()
+        reach = self._reach(run)
         started = self._started(run)
-        states: dict[str, bool | None] = {p.name: None for p in plan.processes}
-        for host, running in self._groups(run, plan).items():
+        states: dict[str, bool | None] = dict.fromkeys(reach.host_of)
+        for host, running in self._groups(reach).items():
             if running is None:  # an unreachable host leaves its processes unknown (None)
                 continue
-            for process in plan.processes:
-                if process.host == host and (process.name in started or process.name in running):
-                    states[process.name] = process.name in running
+            for name, its_host in reach.host_of.items():
+                if its_host == host and (name in started or name in running):
+                    states[name] = name in running
         return states
 
     def scheduler(self, run: RunDir) -> SchedulerView:
-        return SchedulerView(f"processes on {len(run.plan().nodes)} host(s) over SSH")
+        return SchedulerView(f"processes on {len(self._reach(run).nodes)} host(s) over SSH")
 
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")
-        plan = run.plan()
+        reach = self._reach(run)
 
         def left(signal: str | None = None) -> dict[str, list[str]]:
             return {
                 host: ["(host unreachable: cannot verify)"] if running is None else sorted(running)
-                for host, running in self._groups(run, plan, signal).items()
+                for host, running in self._groups(reach, signal).items()
             }
 
         if any(left("TERM").values()) and not wait_until(lambda: not any(left().values()), STOP_GRACE_S):
             left("KILL")
             wait_until(lambda: not any(left().values()), STOP_GRACE_S)
-        scratch = f"rm -rf {shlex.quote(node_scratch(plan.run_name))}"
-        fan_out([node.name for node in plan.nodes], lambda host: remote(plan.node(host), scratch), COMMAND_DEADLINE_S)
+        scratch = f"rm -rf {shlex.quote(node_scratch(run.name))}"
+        fan_out(list(reach.nodes), lambda host: remote(reach.nodes[host], scratch), COMMAND_DEADLINE_S)
         return [f"{name} on {host}" for host, names in left().items() for name in names]
 
     def log_tail(self, run: RunDir, process: str, lines: int = 30) -> str:

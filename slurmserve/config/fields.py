@@ -12,7 +12,7 @@ import os
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from ..errors import UserError
 
@@ -31,6 +31,19 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PROGRAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}|/[^\x00-\x1f\x7f]{1,4095}")
 # SOURCE[:TARGET[:OPTIONS]], absolute paths without ',' (Pyxis separates mounts with commas).
 CONTAINER_MOUNT = re.compile(r"/[^,:\x00-\x1f\x7f]*(?::/[^,:\x00-\x1f\x7f]*(?::[a-z]+)?)?")
+MOUNT_SEPARATORS = ",:"  # what separates mounts, and a mount's source from its target, in container syntax
+# A file or folder name holds at most 255 bytes: a part of a name that becomes one keeps room for what is
+# added around it.
+MAX_NAME_PART_BYTES = 128
+
+# Bounds no real deployment reaches. Beyond them a number is a typo (or YAML's .inf) that would only break
+# later: plan.json cannot hold it, a sleep or a loop never ends, the router grid's arithmetic overflows.
+MAX_COUNT = 1_000_000  # replicas, GPUs, parallel sizes, pools, requests, concurrency
+MAX_TOKENS = 1_000_000_000  # prompt, context and output lengths
+MAX_SECONDS = 366 * 24 * 3600  # durations and intervals: a year
+MAX_MILLISECONDS = MAX_SECONDS * 1000
+MAX_FACTOR = 1_000_000.0  # ratios, such as the mock engine's speedup
+MAX_INTEGER = 2**53  # any other whole number: exact in every JSON reader
 
 
 def _matching(pattern: re.Pattern[str], form: str) -> AfterValidator:
@@ -56,6 +69,34 @@ def _absolute_path(value: str) -> str:
     if not expanded.startswith("/"):
         raise ValueError("must be an absolute path (or start with ~)")
     return expanded
+
+
+def _mountable_path(value: str) -> str:
+    """A path that may be mounted into a container at its own path (`SOURCE:SOURCE`, mounts joined by ','):
+    a ',' or ':' in it would end the mount early and start another one."""
+    expanded = _absolute_path(value)
+    if any(separator in expanded for separator in MOUNT_SEPARATORS):
+        raise ValueError("must not contain ',' or ':' (it may be mounted into a container, where they separate mounts)")
+    return expanded
+
+
+def _model_repo(value: str) -> str:
+    """model.repo: a local folder is mounted into a container like any path; a hub id (or builtin:NAME)
+    names a folder of the model cache (`models--ORG--NAME`)."""
+    _one_line(value)
+    if value.startswith(("/", "~")):
+        _mountable_path(value)
+    elif len(value.encode()) > MAX_NAME_PART_BYTES:
+        raise ValueError(f"a hub id or builtin:NAME must be at most {MAX_NAME_PART_BYTES} bytes (it names a folder)")
+    return value
+
+
+def _folder_names(value: str) -> str:
+    """A name whose '/'-separated parts each become a folder name (a model's served name, with pools)."""
+    _one_line(value)
+    if any(len(part.encode()) > MAX_NAME_PART_BYTES for part in value.split("/")):
+        raise ValueError(f"each '/'-separated part must be at most {MAX_NAME_PART_BYTES} bytes (it names a folder)")
+    return value
 
 
 def _env_text(value: Any) -> Any:
@@ -86,6 +127,18 @@ Program = Annotated[str, _matching(PROGRAM, "a program name found on PATH, or an
 ContainerMount = Annotated[str, _matching(CONTAINER_MOUNT, "SOURCE[:TARGET[:OPTIONS]] with absolute paths and no ','")]
 Text = Annotated[str, AfterValidator(_one_line)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+MountablePath = Annotated[str, AfterValidator(_mountable_path)]
+ModelRepo = Annotated[str, AfterValidator(_model_repo)]
+FolderNames = Annotated[str, AfterValidator(_folder_names)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Milliseconds = Annotated[float, Field(gt=0, le=MAX_MILLISECONDS, allow_inf_nan=False)]
+WholeMilliseconds = Annotated[int, Field(ge=1, le=MAX_MILLISECONDS)]
+Factor = Annotated[float, Field(gt=0, le=MAX_FACTOR, allow_inf_nan=False)]
+Integer = Annotated[int, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def check_identifier(value: str, field: str) -> str:

@@ -30,6 +30,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise UserError(
             f"{path}: not valid YAML ({str(error).splitlines()[0]} {getattr(error, 'problem_mark', '')})"
         ) from None
+    except ValueError as error:  # a value YAML's constructors refuse: an int of over 4300 digits, 2001-02-30
+        raise UserError(f"{path}: a value YAML cannot read ({unreadable_value(error)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     return data
+
+
+def unreadable_value(error: ValueError) -> str:
+    """What a YAML constructor's ValueError says, without Python's advice to the programmer."""
+    return str(error).split(";")[0]

@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
 from .fields import (
     AbsolutePath,
     Address,
     ContainerMount,
+    Count,
     Identifier,
     Interface,
     JumpHost,
+    MountablePath,
+    Port,
+    PositiveCount,
     Program,
     SbatchOption,
     SlurmTime,
@@ -27,13 +31,13 @@ from .files import Strict, read_yaml_mapping
 
 class NicSpec(Strict):
     name: Identifier
-    port: int = Field(1, ge=1)
-    gpus: list[int] = []  # the local GPUs this HCA is closest to
+    port: Port = 1
+    gpus: list[Count] = []  # the local GPUs this HCA is closest to
     state: Literal["active", "down"] = "active"
 
 
 class NodeSpec(Strict):
-    gpus: int = Field(8, ge=1)  # a host entry may say 0 for a node without GPUs
+    gpus: PositiveCount = 8  # a host entry may say 0 for a node without GPUs
     interface: Interface | None = None  # IP interface for control-plane traffic
     nics: list[NicSpec] = []
 
@@ -43,11 +47,11 @@ class HostEntry(Strict):
     address: Address | None = None
     # SSH: what is left out comes from ~/.ssh/config (for the address), then ssh's own defaults.
     user: SshUser | None = None
-    port: int | None = Field(None, ge=1, le=65535)
+    port: Port | None = None
     identity_file: AbsolutePath | None = None
     jump: JumpHost | None = None  # a jump host, [user@]host[:port]
     # Per-host hardware overrides of `node:`.
-    gpus: int | None = Field(None, ge=0)
+    gpus: Count | None = None
     interface: Interface | None = None
     nics: list[NicSpec] | None = None
 
@@ -105,9 +109,9 @@ class Hosts(Strict):
     hosts: list[HostEntry] = []
     node: NodeSpec = NodeSpec()
     topology: TopologySpec = TopologySpec()
-    model_cache: AbsolutePath | None = None  # shared-filesystem root holding the Hugging Face cache
+    model_cache: MountablePath | None = None  # shared-filesystem root holding the Hugging Face cache
     python: AbsolutePath | None = None  # interpreter on the nodes; None = the one running slurmserve
-    run_root: AbsolutePath | None = None  # where run directories go (on the shared filesystem for Slurm)
+    run_root: MountablePath | None = None  # where run directories go (on the shared filesystem for Slurm)
     control_plane: ControlPlaneSpec = ControlPlaneSpec()
 
     @model_validator(mode="after")
@@ -129,7 +133,7 @@ class SshTarget(Strict):
     """How to reach a host over SSH (None fields: ~/.ssh/config and ssh's defaults decide)."""
 
     user: SshUser | None = None
-    port: int | None = None
+    port: Port | None = None
     identity_file: AbsolutePath | None = None
     jump: JumpHost | None = None
 

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from .files import unreadable_value
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
@@ -30,4 +31,6 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             target[leaf] = yaml.safe_load(raw_value) if raw_value else ""
         except yaml.YAMLError:
             target[leaf] = raw_value
+        except ValueError as error:
+            raise UserError(f"--set {key}: a value YAML cannot read ({unreadable_value(error)})") from None
     return data

@@ -11,21 +11,40 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import UserError, describe_validation_error
 from ..resources import builtin_recipes_dir, resource_dir
 from .engine_schema import engine_file_problems, schema_version
-from .fields import AbsolutePath, EnvKey, EnvValue, FlagName, Identifier, Revision, Text
+from .fields import (
+    AbsolutePath,
+    Count,
+    EnvKey,
+    EnvValue,
+    Factor,
+    FlagName,
+    FolderNames,
+    Identifier,
+    Integer,
+    Milliseconds,
+    ModelRepo,
+    MountablePath,
+    PositiveCount,
+    Revision,
+    Seconds,
+    Text,
+    Tokens,
+    WholeMilliseconds,
+)
 from .files import Strict, read_yaml_mapping
 from .overrides import apply_overrides
 
-ArgValue = Text | int | float | bool
+ArgValue = Text | Integer | float | bool
 
 
 class ModelSpec(Strict):
-    repo: Text = Field(
+    repo: ModelRepo = Field(
         description="Hugging Face repo id, a local path, or builtin:NAME (a model folder shipped with slurmserve)"
     )
     revision: Revision | None = None
     allow: list[Text] = []
     ignore: list[Text] = []
-    served_name: Text | None = None
+    served_name: FolderNames | None = None  # with pools, also a folder of the run directory
 
     @property
     def name(self) -> str:
@@ -45,10 +64,10 @@ class FrontendSpec(Strict):
 
 
 class WorkerSpec(Strict):
-    replicas: int = Field(1, ge=1)
-    tensor_parallel: int = Field(1, ge=1)
-    pipeline_parallel: int = Field(1, ge=1)
-    expert_parallel: int = Field(1, ge=1)
+    replicas: PositiveCount = 1
+    tensor_parallel: PositiveCount = 1
+    pipeline_parallel: PositiveCount = 1
+    expert_parallel: PositiveCount = 1
     engine_config: Text | None = None  # relative to engine_configs/, or an absolute path
     args: dict[FlagName, ArgValue] = {}  # engine flags: max_num_tokens: 20000 -> --max-num-tokens 20000
     extra_args: list[Text] = []
@@ -69,10 +88,10 @@ class MockerSpec(Strict):
     """How Dynamo's mock engine stands in for the real one (recipes with engine: mocker, and rehearsals)."""
 
     # The mocker needs a config and a tokenizer, never weights; None = the tiny model shipped with slurmserve.
-    model_path: AbsolutePath | None = None
+    model_path: MountablePath | None = None
     # True: load the recipe's own model (staged from the hub like a real engine's) instead.
     use_recipe_model: bool = False
-    speedup_ratio: float = Field(100.0, gt=0)
+    speedup_ratio: Factor = 100.0
     # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
     # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
     replay_trace: AbsolutePath | None = None
@@ -117,10 +136,10 @@ class TierSpec(Strict):
     is under (its TTFT/ITL targets, its prompt or context length); the last tier has no limits."""
 
     pool: Identifier
-    ttft_ms: int | None = Field(None, gt=0)
-    itl_ms: int | None = Field(None, gt=0)
-    isl_tokens: int | None = Field(None, gt=0)  # prefill tiers: prompts shorter than this
-    context_tokens: int | None = Field(None, gt=0)  # decode tiers: contexts shorter than this
+    ttft_ms: WholeMilliseconds | None = None
+    itl_ms: WholeMilliseconds | None = None
+    isl_tokens: Tokens | None = None  # prefill tiers: prompts shorter than this
+    context_tokens: Tokens | None = None  # decode tiers: contexts shorter than this
 
 
 class GlobalRouterSpec(Strict):
@@ -133,17 +152,17 @@ class GlobalRouterSpec(Strict):
     tiers: list[TierSpec] = []
     prefill_tiers: list[TierSpec] = []
     decode_tiers: list[TierSpec] = []
-    num_agg_pools: int | None = None
+    num_agg_pools: Count | None = None
     agg_pool_dynamo_namespaces: list[Identifier] | None = None
-    agg_pool_priorities: list[int] | None = None
+    agg_pool_priorities: list[Integer] | None = None
     agg_pool_selection_strategy: dict[str, object] | None = None
-    num_prefill_pools: int | None = None
+    num_prefill_pools: Count | None = None
     prefill_pool_dynamo_namespaces: list[Identifier] | None = None
-    prefill_pool_priorities: list[int] | None = None
+    prefill_pool_priorities: list[Integer] | None = None
     prefill_pool_selection_strategy: dict[str, object] | None = None
-    num_decode_pools: int | None = None
+    num_decode_pools: Count | None = None
     decode_pool_dynamo_namespaces: list[Identifier] | None = None
-    decode_pool_priorities: list[int] | None = None
+    decode_pool_priorities: list[Integer] | None = None
     decode_pool_selection_strategy: dict[str, object] | None = None
     enable_priority_retry: bool = False
     # Dynamo 1.6.1 does not validate TensorRT-LLM disagg pools behind the global router: refused unless set.
@@ -159,16 +178,16 @@ class BenchSpec(Strict):
     as warm-up, a fixed seed, ignore_eos)."""
 
     endpoint_type: Literal["chat", "completions"] = "chat"
-    isl: int = Field(128, ge=1)
-    osl: int = Field(64, ge=1)
-    concurrency: list[Annotated[int, Field(ge=1)]] = []
-    concurrency_per_gpu: list[Annotated[int, Field(ge=1)]] = []  # times the deployment's GPUs
-    requests_per_concurrency: int = Field(10, ge=1)
-    warmup_requests: int | None = Field(None, ge=0)  # None: as many as the concurrency
-    seed: int = 100
+    isl: Tokens = 128
+    osl: Tokens = 64
+    concurrency: list[PositiveCount] = []
+    concurrency_per_gpu: list[PositiveCount] = []  # times the deployment's GPUs
+    requests_per_concurrency: PositiveCount = 10
+    warmup_requests: Count | None = None  # None: as many as the concurrency
+    seed: Integer = 100
     ignore_eos: bool = True  # and min_tokens = max_tokens = osl: every output exactly osl tokens
     extra_inputs: dict[FlagName, ArgValue] = {}  # further request fields, e.g. temperature: 0.0
-    goodput: dict[GoodputMetric, Annotated[float, Field(gt=0)]] = {}  # SLOs in ms for aiperf's goodput
+    goodput: dict[GoodputMetric, Milliseconds] = {}  # SLOs in ms for aiperf's goodput
 
     @model_validator(mode="after")
     def _one_kind_of_concurrency(self) -> BenchSpec:
@@ -187,7 +206,7 @@ class ObservabilitySpec(Strict):
     """How the deployment is watched beyond its health: the supervisor's scrapes of every /metrics, and
     on request a Prometheus server of the job's own that keeps every series in the run directory."""
 
-    scrape_interval_s: float = Field(5.0, ge=0)  # live figures in `status`; 0: no scraping
+    scrape_interval_s: Seconds = 5.0  # live figures in `status`; 0: no scraping
     prometheus: bool = False
 
 
@@ -196,9 +215,10 @@ class RestartPolicy(Strict):
     node, GPUs and ports), at most `max_restarts` times within `window_s`, waiting `backoff_s` before
     the first restart and twice as long before each further one in the window."""
 
-    max_restarts: int = Field(3, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
-    window_s: float = Field(600.0, gt=0)
+    # Each restart in the window doubles the wait: beyond about a thousand, backoff_s * 2**restarts is no float.
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = 3
+    backoff_s: Seconds = 1.0
+    window_s: Annotated[Seconds, Field(gt=0)] = 600.0
     # When the budget is spent: cancel the whole deployment (True) or leave what still runs serving (False).
     fail_fast: bool = False
 

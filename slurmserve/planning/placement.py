@@ -180,10 +180,21 @@ def place_workers(roles: list[tuple[str, WorkerSpec]], nodes: list[Node]) -> lis
     placements = placements or _packed(roles, nodes)
     if placements is None:
         demand = ", ".join(f"{role} {spec.replicas} x {spec.gpus}" for role, spec in roles)
-        fields = "/".join(f"{role}.replicas" for role, _ in roles)
+        fields = "/".join(gpu_count_fields(roles))
         raise UserError(
             f"{fields}: the recipe needs {sum(s.replicas * s.gpus for _, s in roles)} GPUs ({demand}) in whole "
             f"workers, but the hosts provide {sum(n.gpus for n in nodes)} on {len(nodes)} node(s) "
             f"({', '.join(f'{n.name}: {n.gpus}' for n in nodes[:8])}{', ...' if len(nodes) > 8 else ''})"
         )
     return placements
+
+
+def gpu_count_fields(roles: list[tuple[str, WorkerSpec]]) -> list[str]:
+    """The recipe fields that lower how many GPUs it needs: each section's replicas, and its tensor and
+    pipeline parallelism where above 1 (a worker too wide for the hosts is fixed there, not in replicas)."""
+    return [
+        f"{role}.{key}"
+        for role, spec in roles
+        for key in ("replicas", "tensor_parallel", "pipeline_parallel")
+        if key == "replicas" or getattr(spec, key) > 1
+    ]

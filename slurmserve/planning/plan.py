@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from ..config.hosts import SlurmSpec, SshTarget
 from ..config.recipe import RestartPolicy
@@ -177,6 +177,20 @@ class Plan(BaseModel):
     def node(self, name: str) -> PlanNode:
         return self._nodes[name]
 
+    def checked_json(self) -> str:
+        """plan.json's text, read back through this model first: what JSON cannot hold (an infinite number
+        becomes null) is refused here, before anything starts, not by every command that reads the run later."""
+        text = self.model_dump_json(indent=2) + "\n"
+        try:
+            again = Plan.model_validate_json(text)
+        except ValidationError as error:
+            failed = ".".join(map(str, error.errors()[0]["loc"]))
+            raise UserError(f"plan.{failed}: plan.json would not read back; nothing was started") from None
+        changed = first_difference(self.model_dump(), again.model_dump())
+        if changed is not None:
+            raise UserError(f"plan.{changed}: does not read back from plan.json as planned; nothing was started")
+        return text
+
     @property
     def prometheus_url(self) -> str | None:
         """The in-job Prometheus's web address, when the recipe asked for one."""
@@ -222,6 +236,20 @@ class Plan(BaseModel):
         inside the block no other deployment collides."""
         used = {port for p in self.processes if p.host == node for port in p.ports.values()}
         return [port for port in reversed(block_ports(self.port_block)) if port not in used]
+
+
+def first_difference(planned: Any, read_back: Any, path: str = "") -> str | None:
+    """The dotted path of the first value that differs between two dumps of a plan (None: none does)."""
+    if isinstance(planned, dict) and isinstance(read_back, dict) and planned.keys() == read_back.keys():
+        found = (first_difference(planned[key], read_back[key], f"{path}.{key}".lstrip(".")) for key in planned)
+    elif isinstance(planned, list) and isinstance(read_back, list) and len(planned) == len(read_back):
+        found = (
+            first_difference(a, b, f"{path}[{index}]")
+            for index, (a, b) in enumerate(zip(planned, read_back, strict=True))
+        )
+    else:
+        return None if planned == read_back else path
+    return next((where for where in found if where is not None), None)
 
 
 def _start_order(processes: list[Process]) -> list[list[Process]]:

@@ -612,6 +612,8 @@ def make_plan(
     routers = routing[0] if routing else []
     http_port = fixed_http or ctx.ports.take(head.name)
     frontend = frontend_process(ctx, http_port, [p.name for p in routers[-1:]] or [worker.name for worker in workers])
+    processes = [*control, *watchers, *workers, *routers, frontend]
+    check_unique_names(processes)
 
     return Plan(
         recipe=recipe.name,
@@ -631,7 +633,7 @@ def make_plan(
             PlanNode(name=n.name, address=n.address, gpus=n.gpus, switch=n.switch, interface=n.interface, ssh=n.ssh)
             for n in used_nodes
         ],
-        processes=[*control, *watchers, *workers, *routers, frontend],
+        processes=processes,
         # With pools the frontend routes to the global router only.
         workers_expected={"global_router": 1} if routing else {g.role: g.spec.replicas for g in groups.values()},
         pools=pools_of(recipe, workers, routing[1]) if routing else [],
@@ -646,6 +648,21 @@ def make_plan(
         container=ctx.container,
         warnings=ignored_settings_warning(recipe),
     )
+
+
+def check_unique_names(processes: list[Process]) -> None:
+    """Each process has a name of its own: the launch script, PID records and logs know them by name, so of
+    two with one name only one would start. A pool's name makes its processes' names (a pool `global` has
+    a router `global-router`, Dynamo's global router's name)."""
+    names = [process.name for process in processes]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # Only a pool's processes take a name from the recipe; every other process's name is fixed.
+        pool = next(process.pool for process in processes if process.name == twice[0] and process.pool)
+        raise UserError(
+            f"pools.{pool}.name: pool {pool} makes a process named {twice[0]}, the name of another process of "
+            "the deployment; give the pool another name"
+        )
 
 
 def pools_of(recipe: Recipe, workers: list[Process], routing: RouterConfig) -> list[PlanPool]:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..config.fields import MAX_MILLISECONDS, MAX_TOKENS
 from ..config.recipe import GlobalRouterSpec, PoolSpec, Recipe, TierSpec
 from ..errors import UserError
 
@@ -136,6 +137,7 @@ def pool_list(router: GlobalRouterSpec, kind: PoolKind, pools: list[PoolSpec]) -
 
 def checked(kind: PoolKind, strategy: dict[str, Any], pool_count: int) -> dict[str, Any]:
     field = f"global_router.{kind.strategy_key}"
+    check_numbers(field, strategy)
     dimensions = used_dimensions(kind, strategy)
     known = {kind.mapping_key, "priority_overrides"} | {
         key for dim in kind.dimensions for key in (dim.min_key, dim.max_key, dim.resolution_key)
@@ -155,6 +157,24 @@ def checked(kind: PoolKind, strategy: dict[str, Any], pool_count: int) -> dict[s
         shape.append((dim.resolution_key, resolution))
     check_mapping(f"{field}.{kind.mapping_key}", strategy.get(kind.mapping_key), shape, pool_count)
     return strategy
+
+
+# Tokens or milliseconds, far beyond any request: the grid as written is saved in plan.json (JSON has no
+# infinity) and its bucket arithmetic must not overflow.
+GRID_LIMIT = max(MAX_TOKENS, MAX_MILLISECONDS)
+
+
+def check_numbers(field: str, value: Any) -> None:
+    """Every number in the grid as written is finite and at most GRID_LIMIT either way."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_numbers(f"{field}.{key}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_numbers(f"{field}[{index}]", item)
+    elif isinstance(value, int | float) and not isinstance(value, bool) and not abs(value) <= GRID_LIMIT:
+        shown = repr(value) if isinstance(value, float) else "a larger whole number"
+        raise UserError(f"{field}: must be a finite number within ±{GRID_LIMIT} (it is {shown})")
 
 
 def used_dimensions(kind: PoolKind, strategy: dict[str, Any]) -> tuple[Dimension, ...]:

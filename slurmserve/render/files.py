@@ -26,7 +26,7 @@ def engine_yaml(source: str, overrides: dict[str, int]) -> str:
 
 def rendered_files(plan: Plan) -> dict[str, str]:
     """Every file of a run directory that comes from the plan: relative path -> text."""
-    files = {**render_scripts(plan), "plan.json": plan.model_dump_json(indent=2) + "\n"}
+    files = {**render_scripts(plan), "plan.json": plan.checked_json()}
     if plan.backend == "slurm":
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
         files[PREFLIGHT_SCRIPT] = node_check_source()

@@ -274,7 +274,7 @@ def remove(runs: list[RunDir]) -> None:
     live = [run.name for run in runs if not stopped(run)]
     if live:
         raise UserError(
-            f"run {', '.join(live)}: live, not removed: cancel first (slurmserve cancel RUN); nothing was removed"
+            f"live run(s) {', '.join(live)}: cancel first (slurmserve cancel RUN), then remove; nothing was removed"
         )
     for run in runs:
         remove_run(run)

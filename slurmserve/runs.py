@@ -397,7 +397,7 @@ def create_run(plan: Plan) -> RunDir:
     """Make the run directory (refusing to reuse one) and link it from the home folder when it lives elsewhere."""
     path = Path(plan.run_dir)
     link = runs_root() / plan.run_name
-    if link != path and (link.is_symlink() or link.exists()):  # checked first: nothing made, nothing left behind
+    if link != path and taken(link):  # checked first: nothing made, nothing left behind
         raise UserError(f"--name {plan.run_name}: a run of that name already exists at {link.resolve()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -420,7 +420,7 @@ def create_run(plan: Plan) -> RunDir:
 def name_holders(plan: Plan) -> list[Path]:
     """What already holds the plan's run name: the home folder's entry of that name (a run, or a link to
     one under any run_root) and the plan's own run directory, each once."""
-    found = [path for path in (runs_root() / plan.run_name, Path(plan.run_dir)) if path.is_symlink() or path.exists()]
+    found = [path for path in (runs_root() / plan.run_name, Path(plan.run_dir)) if taken(path)]
     return list({path.resolve(): path for path in found}.values())
 
 
@@ -429,12 +429,13 @@ def aside_path(run: RunDir) -> Path:
     when two runs of that name started in the same second), within the bound every run name has."""
     suffix = f"-{run.started_at():%Y%m%d-%H%M%S}"
     base = run.name[: IDENTIFIER_MAX - len(suffix) - 4] + suffix  # room for a counter
-    return next(
-        candidate
-        for count in range(1, 1000)
-        if not (candidate := run.path.parent / (base if count == 1 else f"{base}-{count}")).exists()
-        and not (runs_root() / candidate.name).is_symlink()
-    )
+    candidates = (run.path.parent / (base if count == 1 else f"{base}-{count}") for count in range(1, 1000))
+    return next(path for path in candidates if not any(taken(where) for where in (path, runs_root() / path.name)))
+
+
+def taken(path: Path) -> bool:
+    """Something has this name: a folder, a file, or a link (even one whose target is gone)."""
+    return path.is_symlink() or path.exists()
 
 
 def set_aside(run: RunDir, target: Path) -> RunDir:

@@ -265,7 +265,9 @@ class SSHBackend(Backend):
 
     def move_run_dir(self, plan: Plan, target: str) -> None:
         """Each host keeps its copy of the run directory (scripts, logs, PID files) at the plan's path."""
-        move = f"test ! -e {shlex.quote(plan.run_dir)} || mv -T {shlex.quote(plan.run_dir)} {shlex.quote(target)}"
+        old, new = shlex.quote(plan.run_dir), shlex.quote(target)
+        # Done when the old path is gone: hosts sharing a filesystem race to move the same folder.
+        move = f"test ! -e {old} || mv -T {old} {new} 2>/dev/null || test ! -e {old}"
         outcomes = fan_out(
             [node.name for node in plan.nodes], lambda host: remote(plan.node(host), move), COMMAND_DEADLINE_S
         )

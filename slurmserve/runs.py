@@ -438,19 +438,18 @@ def taken(path: Path) -> bool:
     return path.is_symlink() or path.exists()
 
 
-def set_aside(run: RunDir, target: Path) -> RunDir:
+def set_aside(run: RunDir, target: Path) -> None:
     """Rename a stopped run's folder, and the home folder's link to it, so that its name can be taken
     again. Its plan follows it (name and folder): `status`, `logs` and `rm` read it under its new name."""
     link = runs_root() / run.name
     if run.path.exists():  # another host's copy, renamed first, may have been this very folder (a shared filesystem)
         run.path.rename(target)
-    if link.is_symlink():
+    if link.is_symlink() and link.resolve() == run.path:
         link.unlink()
     if runs_root() / target.name != target:
         (runs_root() / target.name).symlink_to(target)
     plan = RunDir(target).plan().model_copy(update={"run_name": target.name, "run_dir": str(target)})
     write_private(target / "plan.json", plan.model_dump_json(indent=2) + "\n")
-    return RunDir(target)
 
 
 def remove_run(run: RunDir) -> None:

@@ -99,6 +99,24 @@ def test_submit_needs_no_hub_when_the_cache_holds_the_pinned_snapshot(unreachabl
     assert not prepared.plan.warnings
 
 
+@pytest.mark.slow
+def test_submit_serves_from_the_cache_with_the_hub_unreachable(unreachable_hub, monkeypatch, tmp_path, cancel_later):
+    """End to end: staged once while the hub answered, then submitted with HF_HUB_OFFLINE=1 and no hub."""
+    cache = tmp_path / "models"
+    cache.mkdir()
+    with HubServer({REPO: TINY}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        stage_model(ModelSpec(repo=REPO, revision=TINY.sha), cache)
+    monkeypatch.setenv("HF_ENDPOINT", unreachable_hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sets = [word for value in [*STAGED, f"model.revision={TINY.sha}"] for word in ("--set", value)]
+    cancel_later("offline")
+    hosts = local_hosts(tmp_path, cache)
+    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", hosts, *sets, "--name", "offline")
+    assert result.returncode == 0, result.stderr
+    assert slurmserve("cancel", "offline").returncode == 0
+
+
 def test_submit_of_a_model_not_in_the_cache_under_hf_hub_offline_says_so(unreachable_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "models").mkdir()

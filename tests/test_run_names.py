@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from slurmserve import deploy
+from slurmserve.bench.runner import BenchRequest
+from slurmserve.bench.sweep import sweep_points
+from slurmserve.errors import UserError
 from slurmserve.runs import EventKind, RunDir, create_run, open_run, runs_root
 from slurmserve.transport.procfs import start_time
 
@@ -158,3 +161,20 @@ def test_a_cancelled_runs_name_can_be_submitted_again(cancel_later):
     assert slurmserve("cancel", "demo").returncode == 0
     assert slurmserve("rm", "demo", aside).returncode == 0
     assert listed("--all") == set()
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_deploys_its_points_under_the_same_names(monkeypatch, tmp_path):
+    """A sweep's point runs (`sweep-<key>-N`) were cancelled the first time: the second time their names
+    are taken again (here the benchmark itself fails, so each run measures the point anew)."""
+
+    def no_benchmark(run, request):
+        raise UserError(f"no benchmark here ({run.name})")
+
+    monkeypatch.setattr(deploy, "bench", no_benchmark)
+    points = sweep_points(["env.SWEEP_POINT=a"])
+    for attempt in (1, 2):
+        report = deploy.sweep("mocker-agg", None, [], points, BenchRequest(), out=tmp_path / "sweep", timeout=120)
+        (reason,) = report.failed.values()
+        assert reason.startswith("no benchmark here"), f"attempt {attempt}: {reason}"
+    assert len(listed("--all")) == 2 and listed() == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import signal
 import sys
 import time
@@ -190,7 +191,7 @@ def render(
 ) -> None:
     """Write the deployment's script(s), plan and engine configs to a folder, without running anything."""
     out = out.resolve()
-    prepared = deploy.prepare(recipe, hosts, set_, run_dir=str(out))
+    prepared = deploy.prepare(recipe, hosts, set_, run_dir=str(out), dry_run=True)
     warn(prepared.plan)
     for path in deploy.render_to(prepared, out, force):
         console.print(f"wrote {path}")
@@ -244,7 +245,7 @@ def submit(
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
     before then cancels it (exit 130 or 143)."""
     with stopped_on_interrupt("submit"):
-        prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight)
+        prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run)
         warn(prepared.plan)
         if dry_run:
             print(prepared.script, end="")
@@ -401,11 +402,12 @@ def status(
     run: Optional[str] = typer.Argument(None),
     as_json_: bool = typer.Option(False, "--json"),
     watch: bool = typer.Option(False, "--watch", help="Redraw every second until interrupted"),
+    every: bool = typer.Option(False, "--all", help="List every run, stopped ones too (default: the live ones)"),
 ) -> None:
-    """Show a run's processes and their state (no RUN: list the runs)."""
+    """Show a run's processes and their state (no RUN: list the live runs; --all: every run)."""
     if run is None:
         runs, unreadable = scan_runs()
-        reports = [deploy.status(r) for r in runs]
+        reports = [deploy.status(r) for r in runs if every or not deploy.stopped(r)]
         if as_json_:
             summaries = [run_summary(report) for report in reports] + [unreadable_summary(u) for u in unreadable]
             print(as_json(summaries, list[dict[str, str]]))
@@ -472,6 +474,18 @@ def numbers(text: str | None, option: str) -> list[int] | None:
     if any(value < 1 for value in values):
         raise UserError(f"{option} {text!r}: each must be at least 1")
     return values
+
+
+DURATION = re.compile(r"([0-9]{1,6})([smhd])")
+SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str, option: str) -> float:
+    """`7d`, `12h`, `30m`, `90s` -> seconds."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None:
+        raise UserError(f"{option} {text!r}: must be a whole number and a unit (s, m, h or d), such as 7d or 12h")
+    return int(match[1]) * SECONDS_PER[match[2]]
 
 
 def point_line(point: PointResult) -> str:
@@ -623,3 +637,21 @@ def cancel(run: str) -> None:
     if leftovers:
         raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")
     console.print(f"run {run} cancelled; no process left")
+
+
+@app.command()
+@clean_errors
+def rm(runs: list[str] = typer.Argument(..., metavar="RUN...")) -> None:
+    """Delete stopped runs' folders (a live run is refused: cancel it first)."""
+    deploy.remove([open_run(run) for run in runs])
+    console.print(f"removed {', '.join(runs)}")
+
+
+@app.command()
+@clean_errors
+def prune(
+    older_than: str = typer.Option("7d", "--older-than", help="Age since a run last recorded anything: 30m, 12h, 7d"),
+) -> None:
+    """Delete every stopped run that has recorded nothing for longer than --older-than."""
+    removed = deploy.prune(duration_s(older_than, "--older-than"))
+    console.print(f"removed {len(removed)} stopped run(s)" + (f": {', '.join(removed)}" if removed else ""))

@@ -60,10 +60,15 @@ from .runs import (
     RunDir,
     SupervisorState,
     Verdict,
+    aside_path,
     create_run,
+    list_runs,
     live_runs,
+    name_holders,
     new_run_name,
+    remove_run,
     run_dir_for,
+    set_aside,
     slurmserve_home,
 )
 from .transport.http import canary_completion, http_ok, model_listed, workers_seen
@@ -148,16 +153,28 @@ def stages_a_model(inputs: Inputs) -> bool:
     return recipe.loads_recipe_model and recipe.model.on_hub and hosts.model_cache is not None
 
 
-def pin_model(inputs: Inputs) -> Inputs:
+def pin_model(inputs: Inputs, dry_run: bool = False) -> tuple[Inputs, str | None]:
     """Resolve a staged model's revision to its commit. One call to the hub, which also checks repo,
-    revision and token (exit 2) before anything starts; workers then get the snapshot path, offline."""
+    revision and token (exit 2) before anything starts; workers then get the snapshot path, offline.
+    The hub is asked only when it must be: a pinned snapshot the model cache already holds needs no call,
+    and a dry run the hub does not answer (or HF_HUB_OFFLINE=1 keeps from asking) goes on unverified,
+    with the reason as a warning (returned beside the inputs)."""
     if not stages_a_model(inputs):
-        return inputs
-    from .modelcache.staging import resolve_revision  # huggingface_hub: imported only when a model is staged
+        return inputs, None
+    # huggingface_hub: imported only when a model is staged
+    from .modelcache.staging import HubUnreachable, resolve_revision, staged_snapshot
 
     model = inputs.recipe.model
-    pinned = model.model_copy(update={"revision": resolve_revision(model)})
-    return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts)
+    if staged_snapshot(model, inputs.hosts.model_cache or "") is not None:
+        return inputs, None
+    try:
+        pinned = model.model_copy(update={"revision": resolve_revision(model)})
+    except HubUnreachable as error:
+        if not dry_run:
+            raise
+        revision = model.revision or "main"
+        return inputs, f"model.repo {model.repo} at revision {revision} not verified ({error.reason}): submit checks it"
+    return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts), None
 
 
 @dataclass(frozen=True)
@@ -182,11 +199,15 @@ def prepare(
     name: str | None = None,
     run_dir: str | None = None,
     kv_preflight: bool | None = None,
+    dry_run: bool = False,
 ) -> Prepared:
     """The dry run: inputs loaded and checked, the model's revision pinned, a port block no live run
-    holds, the plan and every file rendered. Starts nothing and writes nothing."""
-    inputs = pin_model(load_inputs(recipe, hosts, assignments))
+    holds, the plan and every file rendered. Starts nothing and writes nothing. With `dry_run` (only
+    shown, never submitted), a hub that does not answer is a warning in the plan, not an error."""
+    inputs, unverified = pin_model(load_inputs(recipe, hosts, assignments), dry_run)
     plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight)
+    if unverified:
+        plan = plan.model_copy(update={"warnings": [*plan.warnings, unverified]})
     # plan.json among them, read back through the plan's model: `status` and `cancel` will read it.
     return Prepared(inputs, plan, rendered_files(plan))
 
@@ -231,6 +252,54 @@ class Deployment:
         return self.plan.endpoint
 
 
+def stopped(run: RunDir) -> bool:
+    """Nothing of the run runs, nor can start again, as its backend sees it: only such a run is set aside
+    (its name taken again) or removed."""
+    return backend_for(run.plan().backend).finished(run)
+
+
+def take_name(plan: Plan) -> None:
+    """Free the plan's run name: a stopped run holding it is set aside (renamed with its start time, still
+    readable by `status` and `logs`); a live one keeps it (exit 2)."""
+    for held in name_holders(plan):
+        if held.is_symlink() and not held.exists():  # the home folder's link to a run removed by hand
+            held.unlink()
+            continue
+        run = RunDir(held.resolve())
+        if not (run.path / "plan.json").exists():
+            raise UserError(
+                f"--name {plan.run_name}: {held} is in the way and holds no run: remove it, or choose another name"
+            )
+        if not stopped(run):
+            raise UserError(
+                f"--name {plan.run_name}: run {run.name} ({run.path}) is live: cancel it first "
+                f"(slurmserve cancel {run.name}), or choose another name"
+            )
+        target = aside_path(run)
+        backend_for(run.plan().backend).move_run_dir(run.plan(), str(target))
+        set_aside(run, target)
+
+
+def remove(runs: list[RunDir]) -> None:
+    """Delete stopped runs' folders; refuses (exit 2, nothing removed) when any of them is live."""
+    live = [run.name for run in runs if not stopped(run)]
+    if live:
+        raise UserError(
+            f"live run(s) {', '.join(live)}: cancel first (slurmserve cancel RUN), then remove; nothing was removed"
+        )
+    for run in runs:
+        remove_run(run)
+
+
+def prune(older_than_s: float) -> list[str]:
+    """Remove every stopped run that has recorded nothing for `older_than_s` seconds; their names."""
+    cutoff = time.time() - older_than_s
+    old = [run for run in list_runs() if run.last_active() < cutoff and stopped(run)]
+    for run in old:
+        remove_run(run)
+    return [run.name for run in old]
+
+
 def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Deployment:
     """Launch what `prepare` returned. With `wait`, return once the frontend sees every planned worker,
     lists the model and has answered a real completion; raise DeploymentFailed (after stopping
@@ -238,6 +307,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     (KeyboardInterrupt) before it returns, it cancels the run and raises Interrupted."""
     plan, inputs = prepared.plan, prepared.inputs
     backend = backend_for(plan.backend)
+    take_name(plan)
     backend.preflight(plan)
     if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node
         stage_model(inputs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .config.fields import check_identifier
+from .config.fields import IDENTIFIER_MAX, check_identifier
 from .errors import UserError
 from .planning.plan import Plan, PlanNode
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
@@ -390,6 +391,18 @@ class RunDir:
     def cancelled(self) -> bool:
         return self.has_event(EventKind.CANCELLED)
 
+    def started_at(self) -> datetime:
+        """When the run was created (its first event), in local time: the suffix it is set aside with."""
+        created = next((event for event in self.events() if event.event == EventKind.CREATED), None)
+        if created is not None:
+            return datetime.fromisoformat(created.time).astimezone()
+        return datetime.fromtimestamp((self.path / "plan.json").stat().st_mtime)
+
+    def last_active(self) -> float:
+        """When the run last recorded anything (an event, the supervisor's state), as a timestamp."""
+        names = ("events.jsonl", "state.json", "plan.json")
+        return max((self.path / name).stat().st_mtime for name in names if (self.path / name).exists())
+
     @property
     def ended(self) -> bool:
         """Cancelled, or failed and stopped by submit: it holds no ports any more."""
@@ -410,6 +423,9 @@ def read_pid_record(path: Path) -> tuple[int, str | None] | None:
 def create_run(plan: Plan) -> RunDir:
     """Make the run directory (refusing to reuse one) and link it from the home folder when it lives elsewhere."""
     path = Path(plan.run_dir)
+    link = runs_root() / plan.run_name
+    if link != path and taken(link):  # checked first: nothing made, nothing left behind
+        raise UserError(f"--name {plan.run_name}: a run of that name already exists at {link.resolve()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(mode=DIR_MODE)
@@ -418,7 +434,6 @@ def create_run(plan: Plan) -> RunDir:
         make_private_dir(path / "pids")
     except FileExistsError:
         raise UserError(f"--name {plan.run_name}: a run of that name already exists at {path}") from None
-    link = runs_root() / plan.run_name
     if link != path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(path)
@@ -427,6 +442,49 @@ def create_run(plan: Plan) -> RunDir:
     write_private(path / "plan.json", plan.model_dump_json(indent=2) + "\n")
     run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
     return run
+
+
+def name_holders(plan: Plan) -> list[Path]:
+    """What already holds the plan's run name: the home folder's entry of that name (a run, or a link to
+    one under any run_root) and the plan's own run directory, each once."""
+    found = [path for path in (runs_root() / plan.run_name, Path(plan.run_dir)) if taken(path)]
+    return list({path.resolve(): path for path in found}.values())
+
+
+def aside_path(run: RunDir) -> Path:
+    """Where a stopped run is set aside: its folder's name with its start time as a suffix (and a counter
+    when two runs of that name started in the same second), within the bound every run name has."""
+    suffix = f"-{run.started_at():%Y%m%d-%H%M%S}"
+    base = run.name[: IDENTIFIER_MAX - len(suffix) - 4] + suffix  # room for a counter
+    candidates = (run.path.parent / (base if count == 1 else f"{base}-{count}") for count in range(1, 1000))
+    return next(path for path in candidates if not any(taken(where) for where in (path, runs_root() / path.name)))
+
+
+def taken(path: Path) -> bool:
+    """Something has this name: a folder, a file, or a link (even one whose target is gone)."""
+    return path.is_symlink() or path.exists()
+
+
+def set_aside(run: RunDir, target: Path) -> None:
+    """Rename a stopped run's folder, and the home folder's link to it, so that its name can be taken
+    again. Its plan follows it (name and folder): `status`, `logs` and `rm` read it under its new name."""
+    link = runs_root() / run.name
+    if run.path.exists():  # another host's copy, renamed first, may have been this very folder (a shared filesystem)
+        run.path.rename(target)
+    if link.is_symlink() and link.resolve() == run.path:
+        link.unlink()
+    if runs_root() / target.name != target:
+        (runs_root() / target.name).symlink_to(target)
+    plan = RunDir(target).plan().model_copy(update={"run_name": target.name, "run_dir": str(target)})
+    write_private(target / "plan.json", plan.model_dump_json(indent=2) + "\n")
+
+
+def remove_run(run: RunDir) -> None:
+    """Delete a run's folder and the home folder's link to it."""
+    link = runs_root() / run.name
+    if link.is_symlink() and link.resolve() == run.path:
+        link.unlink()
+    shutil.rmtree(run.path)
 
 
 def open_run(name: str) -> RunDir:

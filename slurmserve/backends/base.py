@@ -73,6 +73,16 @@ class Backend(ABC):
     def scheduler(self, run: RunDir) -> SchedulerView:
         """The deployment as the scheduler sees it (for `status`)."""
 
+    def finished(self, run: RunDir) -> bool:
+        """Nothing of the run runs, nor can start again: its launch began (or it ended) and neither its
+        helpers nor any of its processes run. What the backend cannot tell counts as running: only a
+        finished run is renamed or removed."""
+        launched = run.ended or run.pid_record("launcher") is not None
+        return launched and not helpers_running(run) and True not in self.alive(run).values()
+
+    def move_run_dir(self, plan: Plan, target: str) -> None:  # noqa: B027 (one folder, on this machine)
+        """Before a stopped run's folder is renamed here: rename the copies of it on other hosts, if any."""
+
     def node_problems(self, plan: Plan) -> dict[str, str]:
         """Per node whose own daemon (slurmd, sshd) does not answer: what is wrong. Run by the supervisor."""
         return {}
@@ -169,6 +179,11 @@ def stop_helpers(run: RunDir, *names: str) -> None:
     groups = [record for name in names if (record := run.pid_record(name)) and record[0] != os.getpid()]
     if groups:
         stop_groups(groups)
+
+
+def helpers_running(run: RunDir) -> bool:
+    """Whether the run's launcher or supervisor still runs on this machine."""
+    return any(pid_file_alive(run.path / "pids" / f"{name}.pid") for name in ("launcher", "supervisor"))
 
 
 def pid_file_alive(path: Path) -> bool | None:

@@ -197,6 +197,13 @@ class SlurmBackend(Backend):
         ended = f"Slurm job {job_id} {state}" if state in TERMINAL_STATES else None
         return SchedulerView(f"Slurm job {job_id}: {state or 'unknown to Slurm'}", ended)
 
+    def finished(self, run: RunDir) -> bool:
+        """The job reached a terminal state (or, cancelled or failed at submit, Slurm knows of none) and
+        no task of it is seen running."""
+        state = self.job_state(run)
+        over = state in TERMINAL_STATES or (state is None and run.ended)
+        return over and not survivors(run)
+
     def stop(self, run: RunDir) -> list[str]:
         job_id = self.job_id(run)
         if job_id is None:

@@ -33,6 +33,7 @@ from .base import (
     Launch,
     ProcessLaunch,
     SchedulerView,
+    helpers_running,
     start_supervisor,
     stop_helpers,
     unanswering_daemons,
@@ -286,6 +287,26 @@ class SSHBackend(Backend):
 
     def scheduler(self, run: RunDir) -> SchedulerView:
         return SchedulerView(f"processes on {len(self._reach(run).nodes)} host(s) over SSH")
+
+    def finished(self, run: RunDir) -> bool:
+        """Every host answered, and none runs a process of the run (an unreachable host may)."""
+        launched = run.ended or run.pid_record("launcher") is not None
+        groups = self._groups(run, run.plan())
+        return launched and not helpers_running(run) and all(running == set() for running in groups.values())
+
+    def move_run_dir(self, plan: Plan, target: str) -> None:
+        """Each host keeps its copy of the run directory (scripts, logs, PID files) at the plan's path."""
+        old, new = shlex.quote(plan.run_dir), shlex.quote(target)
+        # Done when the old path is gone: hosts sharing a filesystem race to move the same folder.
+        move = f"test ! -e {old} || mv -T {old} {new} 2>/dev/null || test ! -e {old}"
+        outcomes = fan_out(
+            [node.name for node in plan.nodes], lambda host: remote(plan.node(host), move), COMMAND_DEADLINE_S
+        )
+        for host, outcome in outcomes.items():
+            if not outcome.ok or outcome.value is None or outcome.value.exited != 0:
+                raise UserError(
+                    f"run {plan.run_name}: host {host} could not rename its copy of {plan.run_dir} to {target}"
+                )
 
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")

@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from ..errors import UserError
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+IDENTIFIER_MAX = 128
+IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{IDENTIFIER_MAX - 1}}}")
 IDENTIFIER_FORM = "letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)"
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FLAG_NAME = re.compile(r"[a-z][a-z0-9_]*")

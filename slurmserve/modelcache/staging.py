@@ -203,6 +203,11 @@ def stage_model(
         pinned = _pinned_and_complete(job)
         if pinned is not None:
             return pinned
+        if hub_offline():
+            raise UserError(
+                f"HF_HUB_OFFLINE=1: model.repo {model.repo} (revision {model.revision or 'main'}) is not whole in "
+                f"{job.cache} and the hub may not be asked: stage it where the hub answers, or unset HF_HUB_OFFLINE"
+            )
         listing = _remote_listing(job)
         wanted = _wanted(job.model, listing)
         snapshot = job.snapshot(listing.sha)
@@ -213,10 +218,42 @@ def stage_model(
         return snapshot
 
 
+class HubUnreachable(UserError):
+    """The hub could not be asked: unreachable, or HF_HUB_OFFLINE=1 forbids it (a dry run goes on without it)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason  # in a few words, for a dry run's warning
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE=1 (as huggingface_hub reads it, but now rather than when it was imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def staged_snapshot(model: ModelSpec, cache_root: str | Path) -> Path | None:
+    """The cache's whole snapshot of a model pinned to a commit, found without the hub; None otherwise."""
+    job = _Job(
+        model=model,
+        cache=Path(cache_root).expanduser().absolute(),
+        token=None,
+        stale_after=STALE_AFTER_S,
+        endpoint=constants.ENDPOINT,
+    )
+    return _pinned_and_complete(job)
+
+
 def resolve_revision(model: ModelSpec, *, token: str | None = None) -> str:
     """The commit the model's revision points at. One metadata call, which is also the check that repo,
     revision and token are good: done before anything starts, so bad input never gets that far."""
     _check_repo_id(model.repo)
+    if hub_offline():
+        raise HubUnreachable(
+            f"HF_HUB_OFFLINE=1: model.repo {model.repo} (revision {model.revision or 'main'}) is not staged in "
+            "the model cache and the hub may not be asked: stage it where the hub answers "
+            "(slurmserve stage-model), or unset HF_HUB_OFFLINE",
+            "HF_HUB_OFFLINE=1",
+        )
     # Asked even for a revision pinned to a commit: the call is what checks repo, revision and token.
     job = _Job(
         model=model,
@@ -430,7 +467,16 @@ def _user_errors(job: _Job) -> Iterator[None]:
             raise
         if job.token:
             message = message.replace(job.token, "***")
+        if _unreachable(error):
+            raise HubUnreachable(message, f"{job.endpoint} did not answer") from None
         raise UserError(message) from None
+
+
+def _unreachable(error: Exception) -> bool:
+    """No answer from the hub (or a server error): nothing said about repo, revision or token."""
+    if isinstance(error, HfHubHTTPError):
+        return error.response is None or error.response.status_code >= 500
+    return isinstance(error, (HTTPError, ConnectionError, LocalEntryNotFoundError))
 
 
 def _explain(job: _Job, error: Exception) -> str | None:

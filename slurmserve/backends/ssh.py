@@ -291,7 +291,7 @@ class SSHBackend(Backend):
     def finished(self, run: RunDir) -> bool:
         """Every host answered, and none runs a process of the run (an unreachable host may)."""
         launched = run.ended or run.pid_record("launcher") is not None
-        groups = self._groups(run, run.plan())
+        groups = self._groups(self._reach(run))
         return launched and not helpers_running(run) and all(running == set() for running in groups.values())
 
     def move_run_dir(self, plan: Plan, target: str) -> None:

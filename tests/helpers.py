@@ -24,6 +24,22 @@ from slurmserve.waiting import wait_until
 SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 
 
+def local_hosts_with_cache(folder: Path) -> Path:
+    """A local hosts file whose shared model cache is an empty folder beside it: FOLDER/models."""
+    (folder / "models").mkdir(exist_ok=True)
+    hosts = folder / "hosts.yaml"
+    hosts.write_text(
+        yaml.safe_dump(
+            {
+                "backend": "local",
+                "hosts": [{"name": "here", "address": "127.0.0.1"}],
+                "model_cache": str(folder / "models"),
+            }
+        )
+    )
+    return hosts
+
+
 def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "slurmserve", *args], capture_output=True, text=True, timeout=300, cwd=cwd

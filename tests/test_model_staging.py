@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from slurmserve.runs import open_run
 from slurmserve.transport.procfs import task_records
 
-from .helpers import completion_tokens, lab_hosts_variant, slurmserve, status_of
+from .helpers import completion_tokens, lab_hosts_variant, local_hosts_with_cache, slurmserve, status_of
 from .hub_server import FakeRepo, HubServer, tiny_model_files
 
 pytestmark = pytest.mark.slow
@@ -87,17 +86,7 @@ def test_slurm_submit_stages_once_and_workers_load_it_offline(slurm_lab, hub_on,
 
 def test_local_submit_stages_in_process(hub_on, tmp_path, cancel_later):
     hub = hub_on("127.0.0.1")
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "local",
-                "hosts": [{"name": "here", "address": "127.0.0.1"}],
-                "model_cache": str(tmp_path / "models"),
-            }
-        )
-    )
-    (tmp_path / "models").mkdir()
+    hosts = local_hosts_with_cache(tmp_path)
     cancel_later("staged-local")
     result = slurmserve("submit", *STAGED, "--hosts", str(hosts), "--name", "staged-local", "--timeout", "120")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -116,17 +105,7 @@ def test_local_submit_stages_in_process(hub_on, tmp_path, cancel_later):
 )
 def test_a_bad_model_fails_before_anything_starts(hub_on, tmp_path, change, expected):
     hub_on("127.0.0.1")
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "local",
-                "hosts": [{"name": "here", "address": "127.0.0.1"}],
-                "model_cache": str(tmp_path / "models"),
-            }
-        )
-    )
-    (tmp_path / "models").mkdir()
+    hosts = local_hosts_with_cache(tmp_path)
     result = slurmserve("submit", *STAGED, *change, "--hosts", str(hosts), "--name", "bad-model")
     assert result.returncode == 2 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and TOKEN not in result.stderr

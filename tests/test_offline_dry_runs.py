@@ -17,7 +17,7 @@ from slurmserve.errors import UserError
 from slurmserve.modelcache.staging import stage_model
 
 from .conftest import HOSTS
-from .helpers import slurmserve
+from .helpers import local_hosts_with_cache, slurmserve
 from .hub_server import FakeRepo, HubServer, tiny_model_files
 
 REPO = "acme/tiny-chat"
@@ -77,51 +77,41 @@ def test_a_dry_run_still_checks_the_revision_when_the_hub_answers(monkeypatch, t
     assert result.exit_code == 2 and "model.revision" in result.output, result.output
 
 
-def local_hosts(tmp_path, cache) -> str:
-    path = tmp_path / "hosts.yaml"
-    path.write_text(
-        f"backend: local\nhosts: [{{name: here, address: 127.0.0.1}}]\nmodel_cache: {cache}\n", encoding="utf-8"
-    )
-    return str(path)
-
-
-def test_submit_needs_no_hub_when_the_cache_holds_the_pinned_snapshot(unreachable_hub, monkeypatch, tmp_path):
-    cache = tmp_path / "models"
-    cache.mkdir()
+@pytest.fixture
+def staged_then_offline(unreachable_hub, monkeypatch, tmp_path) -> str:
+    """A local hosts file whose cache got the model while the hub answered; now the hub is unreachable and
+    HF_HUB_OFFLINE=1."""
+    hosts = local_hosts_with_cache(tmp_path)
     with HubServer({REPO: TINY}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        stage_model(ModelSpec(repo=REPO, revision=TINY.sha), cache)
+        stage_model(ModelSpec(repo=REPO, revision=TINY.sha), tmp_path / "models")
     monkeypatch.setenv("HF_ENDPOINT", unreachable_hub)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return str(hosts)
+
+
+def test_submit_needs_no_hub_when_the_cache_holds_the_pinned_snapshot(staged_then_offline):
     pinned = [*STAGED, f"model.revision={TINY.sha}"]
-    prepared = deploy.prepare("mocker-disagg", local_hosts(tmp_path, cache), pinned)
+    prepared = deploy.prepare("mocker-disagg", staged_then_offline, pinned)
     assert prepared.plan.model_stage is not None and prepared.plan.model_stage.revision == TINY.sha
     assert not prepared.plan.warnings
 
 
 @pytest.mark.slow
-def test_submit_serves_from_the_cache_with_the_hub_unreachable(unreachable_hub, monkeypatch, tmp_path, cancel_later):
+def test_submit_serves_from_the_cache_with_the_hub_unreachable(staged_then_offline, cancel_later):
     """End to end: staged once while the hub answered, then submitted with HF_HUB_OFFLINE=1 and no hub."""
-    cache = tmp_path / "models"
-    cache.mkdir()
-    with HubServer({REPO: TINY}) as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        stage_model(ModelSpec(repo=REPO, revision=TINY.sha), cache)
-    monkeypatch.setenv("HF_ENDPOINT", unreachable_hub)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sets = [word for value in [*STAGED, f"model.revision={TINY.sha}"] for word in ("--set", value)]
     cancel_later("offline")
-    hosts = local_hosts(tmp_path, cache)
-    result = slurmserve("submit", "--recipe", "mocker-disagg", "--hosts", hosts, *sets, "--name", "offline")
+    result = slurmserve(
+        "submit", "--recipe", "mocker-disagg", "--hosts", staged_then_offline, *sets, "--name", "offline"
+    )
     assert result.returncode == 0, result.stderr
     assert slurmserve("cancel", "offline").returncode == 0
 
 
 def test_submit_of_a_model_not_in_the_cache_under_hf_hub_offline_says_so(unreachable_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (tmp_path / "models").mkdir()
+    hosts = str(local_hosts_with_cache(tmp_path))
     with pytest.raises(UserError, match="HF_HUB_OFFLINE=1") as raised:
-        deploy.prepare(
-            "mocker-disagg", local_hosts(tmp_path, tmp_path / "models"), [*STAGED, f"model.revision={TINY.sha}"]
-        )
+        deploy.prepare("mocker-disagg", hosts, [*STAGED, f"model.revision={TINY.sha}"])
     assert "stage" in str(raised.value)

@@ -10,7 +10,6 @@ import signal
 import socket
 
 import pytest
-import yaml
 
 from slurmserve import deploy
 from slurmserve.backends import base
@@ -20,7 +19,7 @@ from slurmserve.transport.procfs import task_records
 from slurmserve.waiting import wait_until
 
 from .conftest import HOSTS
-from .helpers import leftover_processes, processes_carrying, status_of, submit_then_interrupt
+from .helpers import leftover_processes, local_hosts_with_cache, processes_carrying, status_of, submit_then_interrupt
 
 pytestmark = pytest.mark.slow
 
@@ -48,17 +47,7 @@ def test_interrupted_while_planning_starts_nothing(tmp_path, monkeypatch):
     silent = socket.create_server(("127.0.0.1", 0))
     silent.setblocking(False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
-    (tmp_path / "models").mkdir()
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "local",
-                "hosts": [{"name": "here", "address": "127.0.0.1"}],
-                "model_cache": str(tmp_path / "models"),
-            }
-        )
-    )
+    hosts = local_hosts_with_cache(tmp_path)
     asked = []
 
     def hub_asked() -> bool:

@@ -53,6 +53,23 @@ def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **k
     )
 
 
+def local_run(recipe: str, run_name: str, *sets: str):
+    """A run directory written by hand from a plan for this machine, its files rendered; nothing started."""
+    from slurmserve.render.files import rendered_files, write_files
+    from slurmserve.runs import create_run, run_dir_for
+
+    plan = make_plan(
+        load_recipe(recipe, list(sets)),
+        load_hosts(HOSTS / "local.yaml"),
+        run_name=run_name,
+        run_dir=str(run_dir_for(run_name, None)),
+        python="python3",
+    )
+    run = create_run(plan)
+    write_files(rendered_files(plan), run.path, overwrite=True)
+    return run
+
+
 # The real Slurm test cluster (network namespaces, slurmd per node): session fixtures `slurm_lab`
 # and `slurm_lab_accounting`, brought up only by the tests that ask for them.
 pytest_plugins = ["tests.cluster.fixtures"]

@@ -10,10 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from slurmserve.bench import runner
-from slurmserve.config.hosts import load_hosts
-from slurmserve.config.recipe import load_recipe
 from slurmserve.errors import UserError
-from slurmserve.planning.planner import make_plan
 from slurmserve.runs import (
     Event,
     EventKind,
@@ -23,25 +20,16 @@ from slurmserve.runs import (
     RunDir,
     SupervisorState,
     Verdict,
-    create_run,
-    run_dir_for,
 )
 
-from .conftest import HOSTS
+from .conftest import local_run
 
 SKEW = timedelta(hours=1)
 
 
 def serving_run() -> RunDir:
     """A run whose supervisor says every process is ready (no process runs: only its records are read)."""
-    plan = make_plan(
-        load_recipe("mocker-disagg"),
-        load_hosts(HOSTS / "local.yaml"),
-        run_name="fresh",
-        run_dir=str(run_dir_for("fresh", None)),
-        python="python3",
-    )
-    run = create_run(plan)
+    run = local_run("mocker-disagg", "fresh")
     run.save_supervisor_state(
         SupervisorState(
             updated=time.time(),
@@ -52,7 +40,7 @@ def serving_run() -> RunDir:
             heartbeat=1,
             verdict=Verdict.READY,
             reason="serving",
-            processes={p.name: ProcessWatch(state=ProcessState.READY, since=time.time()) for p in plan.processes},
+            processes={p.name: ProcessWatch(state=ProcessState.READY, since=time.time()) for p in run.plan().processes},
         )
     )
     return run

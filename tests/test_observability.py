@@ -19,10 +19,10 @@ from slurmserve.health.prometheus import job_config
 from slurmserve.health.targets import file_sd_targets
 from slurmserve.planning.needs import needs_of
 from slurmserve.planning.planner import make_plan
-from slurmserve.render.files import rendered_files, write_files
-from slurmserve.runs import ProcessState, create_run, run_dir_for
+from slurmserve.render.files import rendered_files
+from slurmserve.runs import ProcessState
 
-from .conftest import HOSTS, plan_of
+from .conftest import HOSTS, local_run, plan_of
 from .helpers import slurmserve
 
 WITH_PROMETHEUS = "observability.prometheus=true"
@@ -147,11 +147,7 @@ def planned_run(tmp_path):
     """A run directory as `submit --dry-run` leaves none: written by hand from a plan, nothing started."""
 
     def make(*sets: str):
-        recipe, hosts = load_recipe("mocker-agg", list(sets)), load_hosts(HOSTS / "local.yaml")
-        plan = make_plan(recipe, hosts, run_name="watched", run_dir=str(run_dir_for("watched", None)), python="python3")
-        run = create_run(plan)
-        write_files(rendered_files(plan), run.path, overwrite=True)
-        return run
+        return local_run("mocker-agg", "watched", *sets)
 
     return make
 

@@ -144,23 +144,9 @@ def test_deregistration_takes_a_dead_worker_off_the_frontend_at_once(cancel_late
 def test_a_supervisor_stopped_while_it_starts_records_its_stop(after_s):
     """A job cancelled right after it began: SIGTERM comes while the supervisor is still importing (or
     just after). It records its start and its stop, writes its final state, and ends."""
-    from slurmserve.config.hosts import load_hosts
-    from slurmserve.config.recipe import load_recipe
-    from slurmserve.planning.planner import make_plan
-    from slurmserve.render.files import rendered_files, write_files
-    from slurmserve.runs import create_run, run_dir_for
+    from .conftest import local_run
 
-    from .conftest import HOSTS
-
-    plan = make_plan(
-        load_recipe("mocker-agg"),
-        load_hosts(HOSTS / "local.yaml"),
-        run_name="early",
-        run_dir=str(run_dir_for("early", None)),
-        python="python3",
-    )
-    run = create_run(plan)
-    write_files(rendered_files(plan), run.path, overwrite=True)
+    run = local_run("mocker-agg", "early")
     # A launcher that lives on (this test): the supervisor has a deployment to wait for, not one to give up.
     (run.path / "pids" / "launcher.pid").write_text(f"{os.getpid()} {start_time(os.getpid())}\n")
     supervisor = subprocess.Popen([sys.executable, "-m", "slurmserve.node.supervisor", str(run.path)])

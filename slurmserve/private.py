@@ -3,8 +3,10 @@ run directories often sit on a shared filesystem. Directories 0700, files 0600, 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+from typing import TextIO
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -27,3 +29,27 @@ def write_private(path: Path, text: str) -> None:
         file.write(text)
     os.chmod(temporary, FILE_MODE)  # an earlier temporary of another mode, left by a crash
     temporary.replace(path)
+
+
+def take_lock(path: Path, record: str) -> TextIO | None:
+    """An exclusive flock on `path` (0600), held until the returned file is closed or this process ends
+    (a holder that died holds nothing), with `record` (who holds it) written in it for those refused;
+    None when another process holds it."""
+    file = open(path, "a+", opener=private_opener)  # noqa: SIM115 (held open: the lock lives as long as it)
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        return None
+    file.truncate(0)
+    file.write(record)
+    file.flush()
+    return file
+
+
+def lock_record(path: Path) -> str:
+    """What the holder of a lock taken with `take_lock` wrote in it ("" while it is writing it)."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""

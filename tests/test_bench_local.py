@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,65 @@ def test_fresh_between_points_restarts_the_workers_through_the_supervisor_outsid
     assert all(the_run.pid(name) != pid for name, pid in before.items())
     status = json.loads(slurmserve("status", "bench-fresh", "--json").stdout)
     assert status["verdict"] == "ready" and all(p["restarts"] == 0 for p in status["processes"])
+
+
+def processes_holding(path: Path) -> list[int]:
+    """PIDs of this machine whose environment names `path` (aiperf's HF_HOME is in the run's bench/):
+    found by what they carry, not by their name."""
+    needle, found = str(path).encode(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone, or another user's
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def bench_in_background(run: str, *argv: str) -> subprocess.Popen:
+    """A long benchmark, once aiperf is sending requests."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "bench", run, "--concurrency", "2", "--requests", "100000", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    the_run = open_run(run)
+    assert wait_until(lambda: list((the_run.path / "bench").glob("*/c2/profile_export.jsonl")), 90), bench.stderr
+    return bench
+
+
+def test_sigterm_or_cancel_during_a_benchmark_leaves_no_aiperf_and_no_result(cancel_later):
+    cancel_later("bench-stop")
+    deploy("bench-stop", "mocker-agg")
+    the_run = open_run("bench-stop")
+    bench = bench_in_background("bench-stop")
+    assert processes_holding(the_run.path / "bench")  # aiperf and its workers
+    bench.send_signal(signal.SIGTERM)
+    _, err = bench.communicate(timeout=60)
+    assert bench.returncode == 130 and "interrupted: aiperf stopped" in err, err
+    assert wait_until(lambda: not processes_holding(the_run.path / "bench"), 5), processes_holding(the_run.path)
+    (folder,) = [path for path in (the_run.path / "bench").iterdir() if path.name != "hf"]
+    assert (folder / "c2" / "incomplete").exists() and not (folder / "summary.json").exists()
+    # `cancel` from another shell stops a benchmark's aiperf with the rest of the run.
+    bench = bench_in_background("bench-stop")
+    cancelled = slurmserve("cancel", "bench-stop")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert not processes_holding(the_run.path), processes_holding(the_run.path)
+    _, err = bench.communicate(timeout=60)
+    assert bench.returncode == 1 and "cancelled during the benchmark" in err, err
+
+
+def test_a_second_benchmark_of_a_deployment_being_measured_is_refused(cancel_later):
+    cancel_later("bench-twice")
+    deploy("bench-twice", "mocker-agg")
+    first = bench_in_background("bench-twice")
+    try:
+        second = slurmserve("bench", "bench-twice", "--concurrency", "1", "--requests", "2")
+        assert second.returncode == 2, second.stdout + second.stderr
+        (folder,) = [path.name for path in (open_run("bench-twice").path / "bench").iterdir() if path.name != "hf"]
+        assert f"run bench-twice is being measured by bench {folder} (started" in " ".join(second.stderr.split())
+    finally:
+        first.send_signal(signal.SIGINT)  # Ctrl-C
+        first.communicate(timeout=60)
+    assert first.returncode == 130

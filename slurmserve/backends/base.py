@@ -23,6 +23,10 @@ from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
 FOLLOW_POLL_S = 0.5
+# The client run beside the deployment (a benchmark's aiperf) records itself in pids/ under this name, in a
+# session of its own ("PID START-TIME": its process group), wherever it runs: `cancel` and an interrupted
+# bench find it there. Not NAME.pid: no process of a plan can have its name.
+CLIENT_RECORD = "aiperf.bench"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,12 @@ class Backend(ABC):
         machine. Its output goes to `log`; returns its exit status (TIMED_OUT past `timeout` seconds)."""
         return run_logged(argv, {**os.environ, **env}, log, timeout)
 
+    def stop_beside(self, run: RunDir) -> None:
+        """Stop the client `run_beside` started (after an interrupt): here, its process group, from its record."""
+        record = read_pid_record(run.path / "pids" / CLIENT_RECORD)
+        if record:
+            stop_groups([record])
+
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
         run directory, where the local backend and Slurm (shared filesystem) write them."""
@@ -93,7 +103,8 @@ TIMED_OUT = 124  # as timeout(1) says it
 
 def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
     """A command in a session of its own, its output appended to `log`; stopped (its whole group) past
-    `timeout` seconds."""
+    `timeout` seconds, or when this process is interrupted (Ctrl-C, or a TERM made KeyboardInterrupt):
+    in a session of its own, it would not hear the terminal's Ctrl-C and go on alone."""
     with open(log, "a", opener=private_opener) as out:
         process = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -104,6 +115,9 @@ def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) 
         stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
         process.wait()
         return TIMED_OUT
+    except BaseException:
+        stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
+        raise
 
 
 def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:

@@ -38,6 +38,7 @@ from .preflight import check_here
 
 CANCEL_WAIT_S = 60
 STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
+BENCH_STEP = "bench"  # the name of the step a client of the deployment (aiperf) runs in
 
 
 def job_name(run_name: str) -> str:
@@ -182,8 +183,16 @@ class SlurmBackend(Backend):
             raise UserError(f"run {run.name}: its Slurm job is not running")
         head = run.plan().nodes[0].name
         step = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={head}"]
-        step += ["--export=ALL", "--job-name=bench", "env", *(f"{key}={value}" for key, value in env.items())]
+        step += ["--export=ALL", f"--job-name={BENCH_STEP}", "env", *(f"{key}={value}" for key, value in env.items())]
         return run_logged([*step, *argv], dict(os.environ), log, timeout)
+
+    def stop_beside(self, run: RunDir) -> None:
+        """The client's step cancelled (its srun here may already be gone, the step need not be)."""
+        job_id = self.job_id(run)
+        steps = steps_named(job_id, BENCH_STEP) if job_id else []
+        if steps:
+            slurm("scancel", *steps, check=False)
+            wait_until(lambda: not steps_named(job_id or "", BENCH_STEP), STEP_STOP_S)
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()

@@ -27,6 +27,7 @@ from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
 from .base import (
+    CLIENT_RECORD,
     TIMED_OUT,
     Backend,
     Launch,
@@ -65,6 +66,11 @@ def host_script_path(plan: Plan, host: str) -> str:
     return f"{plan.run_dir}/{host_script(host)}"
 
 
+def client_spec(plan: Plan) -> str:
+    """The groups module's argument for the client run beside the deployment (its record on the head host)."""
+    return f"aiperf=@{plan.run_dir}/pids/{CLIENT_RECORD}"
+
+
 class SSHBackend(Backend):
     def preflight(self, plan: Plan) -> None:
         wide = [p.name for p in plan.processes if len(p.nodes) > 1 and p.tasks > 1]
@@ -100,7 +106,8 @@ class SSHBackend(Backend):
         """On the deployment's head host, over SSH; what it wrote under the run directory there (when the
         hosts do not share this machine's filesystem) is copied back."""
         head = run.plan().nodes[0]
-        command = shlex.join(["env", *(f"{key}={value}" for key, value in env.items()), *argv])
+        # In a session of its own (the client records its group): `cancel` and an interrupt signal it there.
+        command = shlex.join(["setsid", "--wait", "env", *(f"{key}={value}" for key, value in env.items()), *argv])
         folder, into = shlex.quote(str(log.parent)), shlex.quote(str(log))
         try:
             exited = int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
@@ -109,6 +116,19 @@ class SSHBackend(Backend):
         if not log.exists():
             download(head, str(log.parent), log.parent)
         return exited
+
+    def stop_beside(self, run: RunDir) -> None:
+        """The client's process group on the head host, from the record it left there: TERM, then KILL."""
+        plan = run.plan()
+        spec = client_spec(plan)
+
+        def running(signal: str | None = None) -> bool:
+            flags = ["--signal", signal] if signal else []
+            result = remote_python(plan.nodes[0], plan.python, "-m", LIVE_GROUPS_MODULE, *flags, spec)
+            return bool(result.stdout.split())
+
+        if running("TERM") and not wait_until(lambda: not running(), STOP_GRACE_S):
+            running("KILL")
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The stages need someone to wait on their probes: a launcher of their own, detached."""
@@ -200,6 +220,7 @@ class SSHBackend(Backend):
             if record:
                 specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
             specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+        specs[plan.nodes[0].name].append(client_spec(plan))  # a benchmark's aiperf, stopped with the rest
 
         def ask(host: str) -> invoke.Result:
             flags = ["--signal", signal] if signal else []

@@ -114,15 +114,18 @@ def processes_holding(path: Path) -> list[int]:
 
 
 def bench_in_background(run: str, *argv: str) -> subprocess.Popen:
-    """A long benchmark, once aiperf is sending requests."""
+    """A long benchmark, once its aiperf is sending requests."""
+    the_run = open_run(run)
+    before = set((the_run.path / "bench").glob("*/c2/profile_export.jsonl"))
     bench = subprocess.Popen(
         [sys.executable, "-m", "slurmserve", "bench", run, "--concurrency", "2", "--requests", "100000", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    the_run = open_run(run)
-    assert wait_until(lambda: list((the_run.path / "bench").glob("*/c2/profile_export.jsonl")), 90), bench.stderr
+    if not wait_until(lambda: set((the_run.path / "bench").glob("*/c2/profile_export.jsonl")) - before, 90):
+        bench.kill()
+        raise AssertionError(f"aiperf sent nothing: {bench.communicate()}")
     return bench
 
 

@@ -569,9 +569,10 @@ def serve_saved_metrics(run: RunDir) -> None:
     if saved.opened is None:
         console.print(f"run {run.name}'s Prometheus is live at [bold]{saved.url}[/]")
         return
-    console.print(f"run {run.name}'s saved metrics at [bold]{saved.url}[/] (Ctrl-C to stop)", highlight=False)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops the server it started, as Ctrl-C does
+    # Before the URL is out: a TERM stops the server it started (as Ctrl-C does) from the moment it is known.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        console.print(f"run {run.name}'s saved metrics at [bold]{saved.url}[/] (Ctrl-C to stop)", highlight=False)
         saved.opened.process.wait()
     except KeyboardInterrupt:
         pass

@@ -17,6 +17,7 @@ import pytest
 from slurmserve.deploy import load_inputs, plan_for
 from slurmserve.planning.plan import PROMETHEUS_DATA
 from slurmserve.runs import create_run, open_run
+from slurmserve.transport.procfs import pid_alive
 
 from .conftest import HOSTS
 
@@ -75,6 +76,11 @@ def stop(opened: subprocess.Popen) -> tuple[int, str]:
     return opened.returncode, err
 
 
+def still_serving(starts: Path) -> list[int]:
+    """The stand-in Prometheus processes that outlived the `metrics --open` that started them."""
+    return [int(pid) for pid in starts.read_text().split() if pid_alive(int(pid))]
+
+
 def test_a_second_open_of_the_same_data_prints_the_first_ones_url(saved_run):
     run, starts = saved_run
     first, url, _ = open_in_background(run)
@@ -90,12 +96,13 @@ def test_a_second_open_of_the_same_data_prints_the_first_ones_url(saved_run):
     # Once the first has stopped, the data opens again.
     again, _, _ = open_in_background(run)
     assert stop(again)[0] == 0
-    assert len(starts.read_text().split()) == 2
+    assert len(starts.read_text().split()) == 2 and not still_serving(starts)
 
 
 def test_open_without_a_logs_folder_serves_all_the_same(saved_run):
-    run, _ = saved_run
+    run, starts = saved_run
     shutil.rmtree(open_run(run).path / "logs")
     opened, _, _ = open_in_background(run)
     code, err = stop(opened)
     assert code == 0 and "Traceback" not in err, err
+    assert not still_serving(starts)

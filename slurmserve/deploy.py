@@ -612,8 +612,9 @@ def open_metrics(run: RunDir) -> SavedMetrics:
     # One Prometheus at a time on the data (a second would replay, and remove, the first's write-ahead log).
     lock, port = run.path / OPEN_LOCK, free_port()
     holder = take_lock(lock, open_url(port))
-    if holder is None:
-        return SavedMetrics(lock_record(lock) or "(starting)", None, elsewhere=True)
+    if holder is None:  # its URL follows its lock at once
+        wait_until(lambda: bool(lock_record(lock)), 2.0)
+        return SavedMetrics(lock_record(lock), None, elsewhere=True)
     opened_log = run.path / "logs" / "prometheus-open.log"
     make_private_dir(opened_log.parent)  # a run directory whose logs/ was removed
     opened = open_saved(binary, run.path, opened_log, port, holder)

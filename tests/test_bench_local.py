@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from slurmserve.bench.results import BenchSummary
-from slurmserve.runs import open_run
+from slurmserve.runs import open_run, runs_root
 
 from .helpers import slurmserve, wait_until
 
@@ -163,3 +163,22 @@ def test_a_second_benchmark_of_a_deployment_being_measured_is_refused(cancel_lat
         first.send_signal(signal.SIGINT)  # Ctrl-C
         first.communicate(timeout=60)
     assert first.returncode == 130
+
+
+def test_sigterm_during_a_sweep_stops_its_deployment_and_aiperf(tmp_path):
+    argv = ["sweep", "--recipe", "mocker-agg", "--vary", "mocker.speedup_ratio=1,2", "--out", str(tmp_path / "sweep")]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", *argv, "--concurrency", "2", "--requests", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    measuring = lambda: list(runs_root().glob("sweep-*/bench/*/c2/profile_export.jsonl"))  # noqa: E731
+    if not wait_until(measuring, 150):
+        sweep.kill()
+        raise AssertionError(f"the sweep never measured: {sweep.communicate()}")
+    (run_dir,) = {path.parents[3] for path in measuring()}
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=120)
+    assert not processes_holding(run_dir), processes_holding(run_dir)  # the deployment and aiperf
+    assert sweep.returncode == 130 and "sweep interrupted" in err, err

@@ -12,7 +12,7 @@ from slurmserve.runs import list_runs, open_run
 from slurmserve.transport.slurm import steps_named
 
 from .helpers import slurmserve
-from .test_bench_local import bench_in_background, processes_holding
+from .test_bench_local import bench_in_background, left_of
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_bench_runs_aiperf_inside_the_job_with_fresh_workers_between_points(slur
     bench.send_signal(signal.SIGTERM)
     _, err = bench.communicate(timeout=90)
     job_id = the_run.handle().job_id  # type: ignore[union-attr]
-    assert not steps_named(job_id, "bench") and not processes_holding(the_run.path / "bench"), err
+    assert not steps_named(job_id, "bench") and not left_of(the_run.path, "bench"), err
     assert bench.returncode == 130, err
 
 
@@ -84,6 +84,6 @@ def test_over_ssh_aiperf_runs_on_the_head_host(slurm_lab, tmp_path, cancel_later
     bench = bench_in_background("ssh-bench")
     cancelled = slurmserve("cancel", "ssh-bench")
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-    assert not processes_holding(open_run("ssh-bench").path / "bench")
+    assert not left_of(open_run("ssh-bench").path, "bench")
     _, err = bench.communicate(timeout=90)
     assert bench.returncode == 1 and "cancelled during the benchmark" in err, err

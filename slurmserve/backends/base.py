@@ -27,6 +27,7 @@ FOLLOW_POLL_S = 0.5
 # session of its own ("PID START-TIME": its process group), wherever it runs: `cancel` and an interrupted
 # bench find it there. Not NAME.pid: no process of a plan can have its name.
 CLIENT_RECORD = "aiperf.bench"
+LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on a node: which process groups still have a member
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,19 @@ def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) 
     except BaseException:
         stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
         raise
+
+
+def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
+    """Run on the head node: signal the client's process group (while it is still ours), and print its name
+    while it has a live member. From its record, by group: the client's processes whose parent died are
+    still members (and escape a Slurm step's process tracking by parentage)."""
+    flags = ["--signal", signal] if signal else []
+    return [plan.python, "-m", LIVE_GROUPS_MODULE, *flags, client_spec(plan)]
+
+
+def client_spec(plan: Plan) -> str:
+    """The groups module's argument for the client run beside the deployment (its record on the head node)."""
+    return f"aiperf=@{plan.run_dir}/pids/{CLIENT_RECORD}"
 
 
 def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:

@@ -27,12 +27,14 @@ from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
 from .base import (
-    CLIENT_RECORD,
+    LIVE_GROUPS_MODULE,
     TIMED_OUT,
     Backend,
     Launch,
     ProcessLaunch,
     SchedulerView,
+    client_groups_argv,
+    client_spec,
     start_supervisor,
     stop_helpers,
     unanswering_daemons,
@@ -41,7 +43,6 @@ from .base import (
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
 LIVENESS_CHECK_INTERVAL_S = 2.0
-LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on each host: which process groups still have a member
 STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
 
 
@@ -64,11 +65,6 @@ def unfit(plan: Plan, node: PlanNode, result: invoke.Result) -> list[str]:
 
 def host_script_path(plan: Plan, host: str) -> str:
     return f"{plan.run_dir}/{host_script(host)}"
-
-
-def client_spec(plan: Plan) -> str:
-    """The groups module's argument for the client run beside the deployment (its record on the head host)."""
-    return f"aiperf=@{plan.run_dir}/pids/{CLIENT_RECORD}"
 
 
 class SSHBackend(Backend):
@@ -120,12 +116,9 @@ class SSHBackend(Backend):
     def stop_beside(self, run: RunDir) -> None:
         """The client's process group on the head host, from the record it left there: TERM, then KILL."""
         plan = run.plan()
-        spec = client_spec(plan)
 
         def running(signal: str | None = None) -> bool:
-            flags = ["--signal", signal] if signal else []
-            result = remote_python(plan.nodes[0], plan.python, "-m", LIVE_GROUPS_MODULE, *flags, spec)
-            return bool(result.stdout.split())
+            return bool(remote(plan.nodes[0], shlex.join(client_groups_argv(plan, signal))).stdout.split())
 
         if running("TERM") and not wait_until(lambda: not running(), STOP_GRACE_S):
             running("KILL")

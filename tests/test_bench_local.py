@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve.backends.base import CLIENT_RECORD
 from slurmserve.bench.results import BenchSummary
 from slurmserve.runs import open_run, read_pid_record, runs_root
 from slurmserve.transport.procfs import group_members
@@ -118,7 +117,7 @@ def processes_holding(path: Path) -> list[int]:
 def left_of(run_path: Path, folder: str = "") -> list[int]:
     """Processes of a run (of its `folder`) still alive: by environment, and by aiperf's recorded process
     group (aiperf retitles its processes, which blanks their environment in /proc)."""
-    record = read_pid_record(run_path / "pids" / CLIENT_RECORD)
+    record = read_pid_record(run_path / "pids" / "aiperf.bench")
     return processes_holding(run_path / folder) + (group_members(record[0]) if record else [])
 
 

@@ -41,6 +41,8 @@ def take_lock(path: Path, record: str) -> TextIO | None:
     except BlockingIOError:
         file.close()
         return None
+    except OSError:  # a filesystem without flock (Lustre mounted without it): it excludes nothing there
+        pass
     file.truncate(0)
     file.write(record)
     file.flush()

@@ -80,7 +80,12 @@ def test_over_ssh_aiperf_runs_on_the_head_host(slurm_lab, tmp_path, cancel_later
     (folder,) = [path for path in (open_run("ssh-bench").path / "bench").iterdir() if path.name != "hf"]
     assert BenchSummary.model_validate_json((folder / "summary.json").read_text()).valid
     assert (folder / "c2" / "aiperf.log").read_text(errors="replace").splitlines()[0] == "aiperf on node1"
-    # `cancel` stops a benchmark's aiperf on the head host with the rest of the run.
+    # A TERM to the bench (as Ctrl-C) stops aiperf's group on the head host; `cancel` stops a benchmark's
+    # aiperf there with the rest of the run.
+    bench = bench_in_background("ssh-bench")
+    bench.send_signal(signal.SIGTERM)
+    _, err = bench.communicate(timeout=90)
+    assert not left_of(open_run("ssh-bench").path, "bench") and bench.returncode == 130, err
     bench = bench_in_background("ssh-bench")
     cancelled = slurmserve("cancel", "ssh-bench")
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr

@@ -105,10 +105,19 @@ class SSHBackend(Backend):
         # In a session of its own (the client records its group): `cancel` and an interrupt signal it there.
         command = shlex.join(["setsid", "--wait", "env", *(f"{key}={value}" for key, value in env.items()), *argv])
         folder, into = shlex.quote(str(log.parent)), shlex.quote(str(log))
-        try:
-            exited = int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
-        except CommandTimedOut:
-            exited = TIMED_OUT
+
+        def run_there(_: str) -> int:
+            try:
+                return int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
+            except CommandTimedOut:
+                return TIMED_OUT
+
+        # In a thread: waiting on it here is what Ctrl-C interrupts (without a pty, fabric's own wait goes on
+        # until the remote command ends).
+        outcome = fan_out([head.name], run_there, timeout + COMMAND_DEADLINE_S)[head.name]
+        if outcome.error:
+            raise outcome.error
+        exited = TIMED_OUT if outcome.value is None else outcome.value
         if not log.exists():
             download(head, str(log.parent), log.parent)
         return exited

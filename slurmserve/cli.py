@@ -534,7 +534,12 @@ def bench(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
     )
     progress = errors if json_out else console  # with --json, stdout is the summary alone
-    summary, folder = deploy.bench(open_run(run), request, lambda point: progress.print(point_line(point)))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops what bench started, as Ctrl-C does
+    try:
+        summary, folder = deploy.bench(open_run(run), request, lambda point: progress.print(point_line(point)))
+    except KeyboardInterrupt:
+        errors.print(f"bench of run {run} interrupted: aiperf stopped, the point it measured left incomplete")
+        raise typer.Exit(130) from None
     if json_out:
         print(summary.model_dump_json(indent=2))
     else:
@@ -572,9 +577,14 @@ def sweep(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
     )
     console.print(f"sweep of {len(points)} point(s): " + "; ".join(point.name for point in points), highlight=False)
-    report = deploy.sweep(
-        recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
-    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops what sweep started, as Ctrl-C does
+    try:
+        report = deploy.sweep(
+            recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
+        )
+    except KeyboardInterrupt:
+        errors.print("sweep interrupted: its deployments cancelled and aiperf stopped; run it again to resume")
+        raise typer.Exit(130) from None
     if report.summaries:
         console.print(bench_table(report.summaries))
     console.print(
@@ -616,12 +626,18 @@ def metrics(
 
 def serve_saved_metrics(run: RunDir) -> None:
     saved = deploy.open_metrics(run)
+    if saved.elsewhere:
+        console.print(
+            f"run {run.name}'s saved metrics are already served at [bold]{saved.url}[/] (by another metrics --open)"
+        )
+        return
     if saved.opened is None:
         console.print(f"run {run.name}'s Prometheus is live at [bold]{saved.url}[/]")
         return
-    console.print(f"run {run.name}'s saved metrics at [bold]{saved.url}[/] (Ctrl-C to stop)", highlight=False)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops the server it started, as Ctrl-C does
+    # Before the URL is out: a TERM stops the server it started (as Ctrl-C does) from the moment it is known.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        console.print(f"run {run.name}'s saved metrics at [bold]{saved.url}[/] (Ctrl-C to stop)", highlight=False)
         saved.opened.process.wait()
     except KeyboardInterrupt:
         pass

@@ -42,13 +42,13 @@ from .errors import DeploymentFailed, Interrupted, UserError
 from .hardware.discovery import default_hosts, with_local_nodes
 from .health.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .health.decisions import direct_state, direct_verdict
-from .health.prometheus import OpenedData, open_saved
+from .health.prometheus import OPEN_LOCK, OpenedData, free_port, open_saved, open_url
 from .health.targets import file_sd_targets
 from .interrupts import signals_held
 from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
-from .private import make_out_dir, make_private_dir, write_private, write_whole
+from .private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
 from .render.files import link_served_model, rendered_files, write_files
 from .render.scripts import LAUNCHER_LOG, script_name
 from .resources import bundled_binary
@@ -704,13 +704,18 @@ def sweep(
                 summary, results = bench(deployment.run, replace(request, label=point.name))
             save_point(results, folder / point.name, keys[point], private=out is None)
             say(f"{point.name}: {'valid' if summary.valid else 'INVALID'} ({len(summary.points)} points)")
-        except UserError as error:
+        except (UserError, DeploymentFailed) as error:  # DeploymentFailed: its run was cancelled mid-benchmark
             failed[point.name] = str(error)
         finally:
             cancel(deployment.run)
 
     if base.hosts.backend == "slurm":  # each deployment a job of its own
-        fan_out(todo, measure_point, SWEEP_DEADLINE_S)
+        try:
+            fan_out(todo, measure_point, SWEEP_DEADLINE_S)
+        except KeyboardInterrupt:  # the points' threads die with this process: their jobs (and aiperf) first
+            for run in [RunDir(Path(p.plan.run_dir)) for p in prepared.values() if Path(p.plan.run_dir).is_dir()]:
+                cancel(run)
+            raise
     else:  # one machine's (or hosts') GPUs and ports: one deployment at a time
         for point in todo:
             measure_point(point)
@@ -749,7 +754,8 @@ class SavedMetrics:
     """Where a run's Prometheus data can be queried: its live server, or one opened on the saved data."""
 
     url: str
-    opened: OpenedData | None  # None: the run's own Prometheus still serves
+    opened: OpenedData | None  # None: the run's own Prometheus still serves, or another `metrics --open`
+    elsewhere: bool = False  # another `metrics --open` serves the saved data: at `url`
 
 
 def open_metrics(run: RunDir) -> SavedMetrics:
@@ -764,8 +770,15 @@ def open_metrics(run: RunDir) -> SavedMetrics:
     binary = shutil.which(configured)
     if binary is None:
         raise UserError(f"cannot open run {run.name}'s data: {configured} is not here")
+    # One Prometheus at a time on the data (a second would replay, and remove, the first's write-ahead log).
+    lock, port = run.path / OPEN_LOCK, free_port()
+    holder = take_lock(lock, open_url(port))
+    if holder is None:  # its URL follows its lock at once
+        wait_until(lambda: bool(lock_record(lock)), 2.0)
+        return SavedMetrics(lock_record(lock), None, elsewhere=True)
     opened_log = run.path / "logs" / "prometheus-open.log"
-    opened = open_saved(binary, run.path, opened_log)
+    make_private_dir(opened_log.parent)  # a run directory whose logs/ was removed
+    opened = open_saved(binary, run.path, opened_log, port, holder)
     if opened is None:
         raise DeploymentFailed(f"Prometheus did not start on {run.path / PROMETHEUS_DATA}: see {opened_log}")
     return SavedMetrics(opened.url, opened)

@@ -5,9 +5,11 @@ folder that exists already is left as it is."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import TextIO
 
 from .errors import UserError
 
@@ -70,3 +72,29 @@ def copy_as_new(source: Path, target: Path) -> None:
             copied.mkdir(parents=True, exist_ok=True)
         elif path.is_file():
             shutil.copyfile(path, copied)
+
+
+def take_lock(path: Path, record: str) -> TextIO | None:
+    """An exclusive flock on `path` (0600), held until the returned file is closed or this process ends
+    (a holder that died holds nothing), with `record` (who holds it) written in it for those refused;
+    None when another process holds it."""
+    file = open(path, "a+", opener=private_opener)  # noqa: SIM115 (held open: the lock lives as long as it)
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        return None
+    except OSError:  # a filesystem without flock (Lustre mounted without it): it excludes nothing there
+        pass
+    file.truncate(0)
+    file.write(record)
+    file.flush()
+    return file
+
+
+def lock_record(path: Path) -> str:
+    """What the holder of a lock taken with `take_lock` wrote in it ("" while it is writing it)."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""

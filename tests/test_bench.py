@@ -190,3 +190,13 @@ def test_aiperf_reads_a_local_models_tokenizer_from_a_cache_layout(tmp_path):
     assert (snapshot / "snapshots" / ("0" * 40) / "tokenizer.json").exists()
     staged = "/cache/hub/models--openai--gpt-oss-120b/snapshots/" + "b" * 40
     assert tokenizer_for(staged, tmp_path) == Tokenizer("openai/gpt-oss-120b", "/cache", "b" * 40)
+
+
+def test_two_benchmarks_of_one_second_get_ids_of_their_own(tmp_path):
+    from slurmserve.bench import runner
+
+    first = runner.unused_bench_id(tmp_path)
+    (tmp_path / first).mkdir()
+    second = runner.unused_bench_id(tmp_path)
+    (tmp_path / second).mkdir()
+    assert len({first, second, runner.unused_bench_id(tmp_path)}) == 3

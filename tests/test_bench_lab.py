@@ -3,12 +3,16 @@ deploys one job per point, draws the combined Pareto plot, and resumes without s
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from slurmserve.bench.results import BenchSummary
 from slurmserve.runs import list_runs, open_run
+from slurmserve.transport.slurm import steps_named
 
 from .helpers import slurmserve
+from .test_bench_local import bench_in_background, left_of
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +37,14 @@ def test_bench_runs_aiperf_inside_the_job_with_fresh_workers_between_points(slur
     assert summary.valid and all(p.errors == 0 and p.output_tokens == p.requests * 32 for p in summary.points)
     assert (folder / "c4" / "profile_export_aiperf.json").exists() and (folder / "pareto.png").exists()
     # aiperf ran as a step of the job, on the deployment's head node (node1's UTS namespace).
-    assert (folder / "c1" / "aiperf.log").read_text().splitlines()[0] == "aiperf on node1"
+    assert (folder / "c1" / "aiperf.log").read_text(errors="replace").splitlines()[0] == "aiperf on node1"
+    # A TERM to the bench (as Ctrl-C) ends aiperf's step with it: no step, no process of it left.
+    bench = bench_in_background("lab-bench")
+    bench.send_signal(signal.SIGTERM)
+    _, err = bench.communicate(timeout=90)
+    job_id = the_run.handle().job_id  # type: ignore[union-attr]
+    assert not steps_named(job_id, "bench") and not left_of(the_run.path, "bench"), err
+    assert bench.returncode == 130, err
 
 
 def test_a_sweep_makes_a_job_per_point_a_combined_plot_and_resumes_without_a_job(slurm_lab, tmp_path):
@@ -68,4 +79,16 @@ def test_over_ssh_aiperf_runs_on_the_head_host(slurm_lab, tmp_path, cancel_later
     assert result.returncode == 0, result.stdout + result.stderr
     (folder,) = [path for path in (open_run("ssh-bench").path / "bench").iterdir() if path.name != "hf"]
     assert BenchSummary.model_validate_json((folder / "summary.json").read_text()).valid
-    assert (folder / "c2" / "aiperf.log").read_text().splitlines()[0] == "aiperf on node1"
+    assert (folder / "c2" / "aiperf.log").read_text(errors="replace").splitlines()[0] == "aiperf on node1"
+    # A TERM to the bench (as Ctrl-C) stops aiperf's group on the head host; `cancel` stops a benchmark's
+    # aiperf there with the rest of the run.
+    bench = bench_in_background("ssh-bench")
+    bench.send_signal(signal.SIGTERM)
+    _, err = bench.communicate(timeout=90)
+    assert not left_of(open_run("ssh-bench").path, "bench") and bench.returncode == 130, err
+    bench = bench_in_background("ssh-bench")
+    cancelled = slurmserve("cancel", "ssh-bench")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert not left_of(open_run("ssh-bench").path, "bench")
+    _, err = bench.communicate(timeout=90)
+    assert bench.returncode == 1 and "cancelled during the benchmark" in err, err

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from slurmserve.bench.results import BenchSummary
-from slurmserve.runs import open_run
+from slurmserve.runs import open_run, read_pid_record, runs_root
+from slurmserve.transport.procfs import group_members
 
 from .helpers import slurmserve, wait_until
 
@@ -97,3 +99,94 @@ def test_fresh_between_points_restarts_the_workers_through_the_supervisor_outsid
     assert all(the_run.pid(name) != pid for name, pid in before.items())
     status = json.loads(slurmserve("status", "bench-fresh", "--json").stdout)
     assert status["verdict"] == "ready" and all(p["restarts"] == 0 for p in status["processes"])
+
+
+def processes_holding(path: Path) -> list[int]:
+    """PIDs of this machine whose environment names `path` (aiperf's HF_HOME is in the run's bench/):
+    found by what they carry, not by their name."""
+    needle, found = str(path).encode(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone, or another user's
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def left_of(run_path: Path, folder: str = "") -> list[int]:
+    """Processes of a run (of its `folder`) still alive: by environment, and by aiperf's recorded process
+    group (aiperf retitles its processes, which blanks their environment in /proc)."""
+    record = read_pid_record(run_path / "pids" / "aiperf.bench")
+    return processes_holding(run_path / folder) + (group_members(record[0]) if record else [])
+
+
+def bench_in_background(run: str, *argv: str) -> subprocess.Popen:
+    """A long benchmark, once its aiperf is sending requests."""
+    the_run = open_run(run)
+    before = set((the_run.path / "bench").glob("*/c2/profile_export.jsonl"))
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "bench", run, "--concurrency", "2", "--requests", "100000", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if not wait_until(lambda: set((the_run.path / "bench").glob("*/c2/profile_export.jsonl")) - before, 90):
+        bench.kill()
+        raise AssertionError(f"aiperf sent nothing: {bench.communicate()}")
+    return bench
+
+
+def test_sigterm_or_cancel_during_a_benchmark_leaves_no_aiperf_and_no_result(cancel_later):
+    cancel_later("bench-stop")
+    deploy("bench-stop", "mocker-agg")
+    the_run = open_run("bench-stop")
+    bench = bench_in_background("bench-stop")
+    assert processes_holding(the_run.path / "bench")  # aiperf and its workers
+    bench.send_signal(signal.SIGTERM)
+    _, err = bench.communicate(timeout=60)
+    assert wait_until(lambda: not left_of(the_run.path, "bench"), 5), left_of(the_run.path, "bench")
+    assert bench.returncode == 130 and "interrupted: aiperf stopped" in err, err
+    (folder,) = [path for path in (the_run.path / "bench").iterdir() if path.name != "hf"]
+    assert (folder / "c2" / "incomplete").exists() and not (folder / "summary.json").exists()
+    # `cancel` from another shell stops a benchmark's aiperf with the rest of the run.
+    bench = bench_in_background("bench-stop")
+    cancelled = slurmserve("cancel", "bench-stop")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert not left_of(the_run.path), left_of(the_run.path)
+    _, err = bench.communicate(timeout=60)
+    assert bench.returncode == 1 and "cancelled during the benchmark" in err, err
+
+
+def test_a_second_benchmark_of_a_deployment_being_measured_is_refused(cancel_later):
+    cancel_later("bench-twice")
+    deploy("bench-twice", "mocker-agg")
+    first = bench_in_background("bench-twice")
+    try:
+        second = slurmserve("bench", "bench-twice", "--concurrency", "1", "--requests", "2")
+        assert second.returncode == 2, second.stdout + second.stderr
+        (folder,) = [path.name for path in (open_run("bench-twice").path / "bench").iterdir() if path.name != "hf"]
+        assert f"run bench-twice is being measured by bench {folder} (started" in " ".join(second.stderr.split())
+    finally:
+        first.send_signal(signal.SIGINT)  # Ctrl-C
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+
+
+def test_sigterm_during_a_sweep_stops_its_deployment_and_aiperf(tmp_path):
+    argv = ["sweep", "--recipe", "mocker-agg", "--vary", "mocker.speedup_ratio=1,2", "--out", str(tmp_path / "sweep")]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", *argv, "--concurrency", "2", "--requests", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    measuring = lambda: list(runs_root().glob("sweep-*/bench/*/c2/profile_export.jsonl"))  # noqa: E731
+    if not wait_until(measuring, 150):
+        sweep.kill()
+        raise AssertionError(f"the sweep never measured: {sweep.communicate()}")
+    (run_dir,) = {path.parents[3] for path in measuring()}
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=120)
+    assert not left_of(run_dir), left_of(run_dir)  # the deployment and aiperf
+    assert sweep.returncode == 130 and "sweep interrupted" in err, err

@@ -23,6 +23,11 @@ from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
 FOLLOW_POLL_S = 0.5
+# The client run beside the deployment (a benchmark's aiperf) records itself in pids/ under this name, in a
+# session of its own ("PID START-TIME": its process group), wherever it runs: `cancel` and an interrupted
+# bench find it there. Not NAME.pid: no process of a plan can have its name.
+CLIENT_RECORD = "aiperf.bench"
+LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on a node: which process groups still have a member
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,12 @@ class Backend(ABC):
         machine. Its output goes to `log`; returns its exit status (TIMED_OUT past `timeout` seconds)."""
         return run_logged(argv, {**os.environ, **env}, log, timeout)
 
+    def stop_beside(self, run: RunDir) -> None:
+        """Stop the client `run_beside` started (after an interrupt): here, its process group, from its record."""
+        record = read_pid_record(run.path / "pids" / CLIENT_RECORD)
+        if record:
+            stop_groups([record])
+
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
         run directory, where the local backend and Slurm (shared filesystem) write them."""
@@ -103,7 +114,8 @@ TIMED_OUT = 124  # as timeout(1) says it
 
 def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
     """A command in a session of its own, its output appended to `log`; stopped (its whole group) past
-    `timeout` seconds."""
+    `timeout` seconds, or when this process is interrupted (Ctrl-C, or a TERM made KeyboardInterrupt):
+    in a session of its own, it would not hear the terminal's Ctrl-C and go on alone."""
     with open(log, "a", opener=private_opener) as out:
         process = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -114,6 +126,22 @@ def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) 
         stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
         process.wait()
         return TIMED_OUT
+    except BaseException:
+        stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
+        raise
+
+
+def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
+    """Run on the head node: signal the client's process group (while it is still ours), and print its name
+    while it has a live member. From its record, by group: the client's processes whose parent died are
+    still members (and escape a Slurm step's process tracking by parentage)."""
+    flags = ["--signal", signal] if signal else []
+    return [plan.python, "-m", LIVE_GROUPS_MODULE, *flags, client_spec(plan)]
+
+
+def client_spec(plan: Plan) -> str:
+    """The groups module's argument for the client run beside the deployment (its record on the head node)."""
+    return f"aiperf=@{plan.run_dir}/pids/{CLIENT_RECORD}"
 
 
 def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:

@@ -87,6 +87,7 @@ class LocalBackend(Backend):
 
     def stop(self, run: RunDir) -> list[str]:
         stop_helpers(run, "launcher", "supervisor")
+        self.stop_beside(run)  # a benchmark's aiperf: a client of what is stopped
         groups = {name: record for name in run.process_names() if (record := run.pid_record(name))}
         still_running = stop_groups(list(groups.values()))
         shutil.rmtree(node_scratch(run.name), ignore_errors=True)

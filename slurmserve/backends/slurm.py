@@ -33,11 +33,12 @@ from ..transport.slurm import (
     steps_named,
 )
 from ..waiting import wait_until
-from .base import Backend, Launch, SchedulerView, pid_file_alive, run_logged, unanswering_daemons
+from .base import Backend, Launch, SchedulerView, client_groups_argv, pid_file_alive, run_logged, unanswering_daemons
 from .preflight import check_here
 
 CANCEL_WAIT_S = 60
 STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
+BENCH_STEP = "bench"  # the name of the step a client of the deployment (aiperf) runs in
 
 
 def job_name(run_name: str) -> str:
@@ -76,6 +77,11 @@ def check_sbatch_accepts(plan: Plan) -> None:
         result = slurm("sbatch", "--test-only", script.name, check=False)
     if result.returncode != 0:
         raise UserError(f"sbatch rejects the job: {' '.join(result.stderr.split())}")
+
+
+def head_step(job_id: str, plan: Plan) -> list[str]:
+    """srun's words for one task in the job on the deployment's head node, beside its running steps."""
+    return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={plan.nodes[0].name}"]
 
 
 class JobLaunch(Launch):
@@ -180,10 +186,29 @@ class SlurmBackend(Backend):
         job_id = self.job_id(run)
         if job_id is None or self.job_state(run) != "RUNNING":
             raise UserError(f"run {run.name}: its Slurm job is not running")
-        head = run.plan().nodes[0].name
-        step = ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={head}"]
-        step += ["--export=ALL", "--job-name=bench", "env", *(f"{key}={value}" for key, value in env.items())]
+        step = [*head_step(job_id, run.plan()), "--export=ALL", f"--job-name={BENCH_STEP}", "env"]
+        step += [f"{key}={value}" for key, value in env.items()]
         return run_logged([*step, *argv], dict(os.environ), log, timeout)
+
+    def stop_beside(self, run: RunDir) -> None:
+        """The client's process group signalled on the head node from a step beside it (TERM, then KILL),
+        then what is left of its step cancelled. Its srun here may be gone already, its step need not be:
+        a process whose parent died escapes the step's tracking by parentage (proctrack/linuxproc), and
+        holds the step open."""
+        job_id = self.job_id(run)
+        if job_id is None or not steps_named(job_id, BENCH_STEP):
+            return
+        plan = run.plan()
+        for signal in ("TERM", "KILL"):
+            slurm(
+                *head_step(job_id, plan),
+                f"--job-name=stop-{BENCH_STEP}",
+                *client_groups_argv(plan, signal),
+                check=False,
+            )
+            if wait_until(lambda: not steps_named(job_id, BENCH_STEP), STEP_STOP_S / 3):
+                return
+        slurm("scancel", *steps_named(job_id, BENCH_STEP), check=False)
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()
@@ -208,6 +233,7 @@ class SlurmBackend(Backend):
         job_id = self.job_id(run)
         if job_id is None:
             return []
+        self.stop_beside(run)  # a benchmark's aiperf first: the job's end might not reach all of it
         slurm("scancel", job_id, check=False)
         if not wait_until(lambda: (self.job_state(run) or "GONE") in TERMINAL_STATES | {"GONE"}, CANCEL_WAIT_S):
             return [f"Slurm job {job_id} (still {self.job_state(run)} after scancel)"]

@@ -28,11 +28,14 @@ from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
 from .base import (
+    LIVE_GROUPS_MODULE,
     TIMED_OUT,
     Backend,
     Launch,
     ProcessLaunch,
     SchedulerView,
+    client_groups_argv,
+    client_spec,
     helpers_running,
     start_supervisor,
     stop_helpers,
@@ -42,7 +45,6 @@ from .base import (
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
 LIVENESS_CHECK_INTERVAL_S = 2.0
-LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on each host: which process groups still have a member
 STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
 
 
@@ -113,15 +115,35 @@ class SSHBackend(Backend):
         """On the deployment's head host, over SSH; what it wrote under the run directory there (when the
         hosts do not share this machine's filesystem) is copied back."""
         head = run.plan().nodes[0]
-        command = shlex.join(["env", *(f"{key}={value}" for key, value in env.items()), *argv])
+        # In a session of its own (the client records its group): `cancel` and an interrupt signal it there.
+        command = shlex.join(["setsid", "--wait", "env", *(f"{key}={value}" for key, value in env.items()), *argv])
         folder, into = shlex.quote(str(log.parent)), shlex.quote(str(log))
-        try:
-            exited = int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
-        except CommandTimedOut:
-            exited = TIMED_OUT
+
+        def run_there(_: str) -> int:
+            try:
+                return int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
+            except CommandTimedOut:
+                return TIMED_OUT
+
+        # In a thread: waiting on it here is what Ctrl-C interrupts (without a pty, fabric's own wait goes on
+        # until the remote command ends).
+        outcome = fan_out([head.name], run_there, timeout + COMMAND_DEADLINE_S)[head.name]
+        if outcome.error:
+            raise outcome.error
+        exited = TIMED_OUT if outcome.value is None else outcome.value
         if not log.exists():
             download(head, str(log.parent), log.parent)
         return exited
+
+    def stop_beside(self, run: RunDir) -> None:
+        """The client's process group on the head host, from the record it left there: TERM, then KILL."""
+        plan = run.plan()
+
+        def running(signal: str | None = None) -> bool:
+            return bool(remote(plan.nodes[0], shlex.join(client_groups_argv(plan, signal))).stdout.split())
+
+        if running("TERM") and not wait_until(lambda: not running(), STOP_GRACE_S):
+            running("KILL")
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The stages need someone to wait on their probes: a launcher of their own, detached."""
@@ -226,6 +248,7 @@ class SSHBackend(Backend):
                 reach.specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
             reach.specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
             reach.host_of[process.name] = process.host
+        reach.specs[plan.nodes[0].name].append(client_spec(plan))  # a benchmark's aiperf, stopped with the rest
         return reach
 
     def _groups(self, reach: Reach, signal: str | None = None) -> dict[str, set[str] | None]:

@@ -10,13 +10,15 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import count
 from pathlib import Path
 
 from ..backends import backend_for
+from ..backends.base import CLIENT_RECORD
 from ..config.recipe import BenchSpec, Recipe
-from ..errors import UserError
+from ..errors import DeploymentFailed, UserError
 from ..health.metrics import frontend_counters
-from ..private import make_out_dir, make_private_dir, write_private, write_whole
+from ..private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
 from ..resources import bundled_aiperf
 from ..runs import EventKind, ProcessState, RunDir, Verdict
 from ..transport.http import canary_completion
@@ -31,15 +33,20 @@ LOG_TAIL_LINES = 5
 SNAPSHOT = re.compile(r"^(?P<cache>/.+)/hub/models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})$")
 LOCAL_REVISION = "0" * 40  # the snapshot name aiperf's offline tokenizer lookup finds for a local folder
 # aiperf leaves memory-mapped stores in TMPDIR and puts its ZeroMQ sockets there (paths of at most 107
-# bytes): a short scratch folder of its own on the node where it runs, removed after. Its log starts
-# with the host it ran on.
+# bytes): a short scratch folder of its own on the node where it runs, removed after (also when stopped).
+# Its log starts with the host it ran on. Before aiperf starts, the shell (the leader of aiperf's session)
+# records itself in the record file given as its first argument ("PID START-TIME"), as the launch scripts'
+# processes do: wherever it runs, `cancel` and an interrupted bench find aiperf's whole group there.
 IN_SCRATCH = [
     "sh",
     "-c",
-    'echo "aiperf on $(cat /proc/sys/kernel/hostname)"; d=$(mktemp -d /tmp/sb-XXXXXX) && TMPDIR=$d "$@"; '
-    's=$?; rm -rf "$d"; exit $s',
+    'echo "aiperf on $(cat /proc/sys/kernel/hostname)"; '
+    'echo "$$ $(sed "s/^.*) //" /proc/$$/stat | cut -d" " -f20)" >"$1.tmp" && mv -f "$1.tmp" "$1"; shift; '
+    "trap 'exit 143' TERM INT; d=$(mktemp -d /tmp/sb-XXXXXX) && trap 'rm -rf \"$d\"' EXIT && TMPDIR=$d \"$@\"",
     "aiperf",
 ]
+BENCH_LOCK = "bench.lock"  # in pids/: held by the benchmark measuring the deployment, naming it
+INCOMPLETE = "incomplete"  # in a point's folder until its result is made: what is there is no result
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,12 @@ class BenchRequest:
 
 def bench_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def unused_bench_id(parent: Path) -> str:
+    """A benchmark id no folder in `parent` has yet: the time, with -2, -3... after another of that second."""
+    stamp = bench_id()
+    return next(name for n in count(1) if not (parent / (name := stamp if n == 1 else f"{stamp}-{n}")).exists())
 
 
 def tokenizer_for(model_path: str, bench_root: Path) -> Tokenizer:
@@ -107,12 +120,22 @@ def measure(
     if tokenizer.offline:
         env["HF_HUB_OFFLINE"] = "1"
     before = frontend_counters(plan.endpoint, plan.model)
-    argv = [*IN_SCRATCH, *workload.aiperf_argv(aiperf, plan, point, tokenizer, out)]
+    record = f"{plan.run_dir}/pids/{CLIENT_RECORD}"
+    argv = [*IN_SCRATCH, record, *workload.aiperf_argv(aiperf, plan, point, tokenizer, out)]
+    write_private(out / INCOMPLETE, "aiperf was stopped before this point ended: its files here are no result\n")
+    backend = backend_for(plan.backend)
     started = time.monotonic()
-    status = backend_for(plan.backend).run_beside(run, argv, env, out / "aiperf.log", POINT_TIMEOUT_S)
+    try:
+        status = backend.run_beside(run, argv, env, out / "aiperf.log", POINT_TIMEOUT_S)
+    except BaseException:  # Ctrl-C or a TERM: aiperf goes with the bench that started it
+        backend.stop_beside(run)
+        raise
     aiperf_s = time.monotonic() - started
+    if run.cancel_requested:
+        raise DeploymentFailed(f"run {run.name} was cancelled during the benchmark (point {point.label} incomplete)")
     after = frontend_counters(plan.endpoint, plan.model)
     export = read_export(out)
+    (out / INCOMPLETE).unlink()
     if export is None:
         why = f"aiperf exited {status} without results: {log_tail(out / 'aiperf.log')}"
         return failed_point(point.concurrency, point.label, why)
@@ -181,7 +204,35 @@ def bench(
     points = workload.points()
     if request.requests:
         points = [replace(point, requests=request.requests) for point in points]
-    folder = run.path / "bench" / bench_id()
+    # One benchmark at a time per deployment: each one's validity gate counts the frontend's requests.
+    lock = run.path / "pids" / BENCH_LOCK
+    folder = run.path / "bench" / unused_bench_id(run.path / "bench")
+    holder = take_lock(lock, f"bench {folder.name} (started {time.strftime('%H:%M:%S')}, pid {os.getpid()})")
+    if holder is None:
+        raise UserError(
+            f"run {run.name} is being measured by {lock_record(lock) or 'another bench'}: wait for it to end, "
+            "or stop it (Ctrl-C where it runs)"
+        )
+    with holder:
+        return measure_all(run, request, Benchmark(workload, points, aiperf, folder), on_point)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What `bench` decided: the points of the workload, the aiperf that measures them, and the folder."""
+
+    workload: Workload
+    points: list[Point]
+    aiperf: str
+    folder: Path
+
+
+def measure_all(
+    run: RunDir, request: BenchRequest, benchmark: Benchmark, on_point: Callable[[PointResult], None]
+) -> tuple[BenchSummary, Path]:
+    """Every point in turn (under the benchmark's lock); the summary saved in the benchmark's folder."""
+    plan, workload, points, folder = run.plan(), benchmark.workload, benchmark.points, benchmark.folder
+    spec, aiperf = workload.spec, benchmark.aiperf
     make_private_dir(folder)
     tokenizer = tokenizer_for(plan.model_path, folder.parent)
     summary = BenchSummary(

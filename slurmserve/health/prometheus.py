@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
@@ -23,6 +24,7 @@ from .targets import TARGETS_FILE, file_sd_targets
 
 JOB = "slurmserve"
 DEFAULT_INTERVAL_S = 5.0  # when the supervisor's own scraping is off
+OPEN_LOCK = "prometheus/open.lock"  # held by the `metrics --open` serving the saved data; its URL in it
 OPEN_READY_TIMEOUT_S = 60.0  # replaying a long run's write-ahead log takes a while
 
 
@@ -49,11 +51,14 @@ class OpenedData:
     url: str
     process: subprocess.Popen[bytes]
     config_dir: tempfile.TemporaryDirectory[str]
+    lock: TextIO | None = None  # held while it serves: one Prometheus at a time on a data folder
 
     def close(self) -> None:
         self.process.terminate()
         self.process.wait()
         self.config_dir.cleanup()
+        if self.lock:
+            self.lock.close()
 
 
 def free_port() -> int:
@@ -62,14 +67,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def open_saved(binary: str, run_dir: Path, log: Path, port: int | None = None) -> OpenedData | None:
+def open_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def open_saved(
+    binary: str, run_dir: Path, log: Path, port: int | None = None, lock: TextIO | None = None
+) -> OpenedData | None:
     """Start Prometheus on the run's data at 127.0.0.1 (on `port`, or a free one), scraping nothing; None
-    if it did not become ready (its log says why)."""
+    if it did not become ready (its log says why). `lock`: held until it is closed."""
     port = port or free_port()
     config_dir = tempfile.TemporaryDirectory(prefix="slurmserve-prometheus-")
     config = Path(config_dir.name) / "prometheus.yml"
     config.write_text(yaml.safe_dump({"scrape_configs": []}))
-    url = f"http://127.0.0.1:{port}"
+    url = open_url(port)
     with open(log, "ab", opener=private_opener) as output:
         process = subprocess.Popen(
             [
@@ -83,7 +94,7 @@ def open_saved(binary: str, run_dir: Path, log: Path, port: int | None = None) -
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    opened = OpenedData(url, process, config_dir)
+    opened = OpenedData(url, process, config_dir, lock)
     if wait_ready(url + PROMETHEUS_READY_PATH, OPEN_READY_TIMEOUT_S, still_alive=lambda: process.poll() is None):
         return opened
     opened.close()

@@ -17,7 +17,7 @@ import pytest
 from slurmserve.deploy import load_inputs, plan_for
 from slurmserve.planning.plan import PROMETHEUS_DATA
 from slurmserve.runs import create_run, open_run
-from slurmserve.transport.procfs import pid_alive
+from slurmserve.transport.procfs import pid_runs
 
 from .conftest import HOSTS
 
@@ -78,7 +78,7 @@ def stop(opened: subprocess.Popen) -> tuple[int, str]:
 
 def still_serving(starts: Path) -> list[int]:
     """The stand-in Prometheus processes that outlived the `metrics --open` that started them."""
-    return [int(pid) for pid in starts.read_text().split() if pid_alive(int(pid))]
+    return [int(pid) for pid in starts.read_text().split() if pid_runs(int(pid))]
 
 
 def test_a_second_open_of_the_same_data_prints_the_first_ones_url(saved_run):

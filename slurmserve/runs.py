@@ -215,8 +215,12 @@ class Handle(BaseModel):
     @field_validator("final_state", mode="before")
     @classmethod
     def _slurm_spelling(cls, value: object) -> object:
-        """Older handle.json files kept the state as Slurm printed it (a deployment outlives upgrades)."""
-        return parse_job_state(value) if isinstance(value, str) else value
+        """Older handle.json files kept the state as Slurm printed it (a deployment outlives upgrades). One
+        that reads as no end (a state this version has no name for) is as none kept: Slurm is asked again."""
+        if not isinstance(value, str):
+            return value
+        state = parse_job_state(value)
+        return state if state.terminal else None
 
 
 Model = TypeVar("Model", bound=BaseModel)

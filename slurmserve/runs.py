@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .config.fields import IDENTIFIER_MAX, check_identifier
 from .errors import UserError
 from .planning.plan import Plan, PlanNode
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
+from .transport.slurm import JobState, parse_job_state
 
 SCHEMA_VERSION = 1
 HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
@@ -204,12 +205,22 @@ class Handle(BaseModel):
     version: int = SCHEMA_VERSION
     backend: str
     job_id: str | None = None  # Slurm
-    final_state: str | None = None  # Slurm: a terminal job state, once seen (Slurm forgets jobs)
+    final_state: JobState | None = None  # Slurm: a terminal job state, once seen (Slurm forgets jobs)
     processes: dict[str, StartedGroup] = {}  # SSH
     # SSH: how to reach the hosts that started processes, and their interpreter: what stopping them needs
     # when plan.json cannot be read.
     nodes: dict[str, PlanNode] = {}
     python: str | None = None
+
+    @field_validator("final_state", mode="before")
+    @classmethod
+    def _slurm_spelling(cls, value: object) -> object:
+        """Older handle.json files kept the state as Slurm printed it (a deployment outlives upgrades). One
+        that reads as no end (a state this version has no name for) is as none kept: Slurm is asked again."""
+        if not isinstance(value, str):
+            return value
+        state = parse_job_state(value)
+        return state if state.terminal else None
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -21,7 +21,7 @@ from ..render.scripts import LAUNCHER_LOG, render_script
 from ..runs import EventKind, Handle, RunDir
 from ..transport.procfs import start_time, task_records
 from ..transport.slurm import (
-    TERMINAL_STATES,
+    JobState,
     gpus_in_gres,
     job_state,
     jobs_named,
@@ -139,15 +139,15 @@ class SlurmBackend(Backend):
         run.save_handle(Handle(backend="slurm", job_id=found[0]))
         return found[0]
 
-    def job_state(self, run: RunDir) -> str | None:
+    def job_state(self, run: RunDir) -> JobState:
         handle = run.handle()
         if handle and handle.final_state:
             return handle.final_state
         job_id = self.job_id(run)
         if job_id is None:
-            return None
+            return JobState.GONE
         state = job_state(job_id)
-        if state in TERMINAL_STATES:
+        if state.terminal:
             run.save_handle(Handle(backend="slurm", job_id=job_id, final_state=state))
         return state
 
@@ -161,7 +161,7 @@ class SlurmBackend(Backend):
         state = self.job_state(run)
         started = {name for name in names if task_records(run.path / "pids" / f"{name}.tasks")}
         job_id = self.job_id(run)
-        steps = (running_steps(job_id) or set()) if state == "RUNNING" and job_id else set()
+        steps = (running_steps(job_id) or set()) if state is JobState.RUNNING and job_id else set()
         return {name: True if name in steps else (False if name in started else None) for name in names}
 
     def restart(self, run: RunDir, process: Process) -> None:
@@ -184,7 +184,7 @@ class SlurmBackend(Backend):
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
         job_id = self.job_id(run)
-        if job_id is None or self.job_state(run) != "RUNNING":
+        if job_id is None or self.job_state(run) is not JobState.RUNNING:
             raise UserError(f"run {run.name}: its Slurm job is not running")
         step = [*head_step(job_id, run.plan()), "--export=ALL", f"--job-name={BENCH_STEP}", "env"]
         step += [f"{key}={value}" for key, value in env.items()]
@@ -219,14 +219,15 @@ class SlurmBackend(Backend):
         if job_id is None:
             return SchedulerView("not submitted to Slurm")
         state = self.job_state(run)
-        ended = f"Slurm job {job_id} {state}" if state in TERMINAL_STATES else None
-        return SchedulerView(f"Slurm job {job_id}: {state or 'unknown to Slurm'}", ended)
+        ended = f"Slurm job {job_id} {state.value}" if state.terminal else None
+        shown = "unknown to Slurm" if state is JobState.GONE else state.value
+        return SchedulerView(f"Slurm job {job_id}: {shown}", ended)
 
     def finished(self, run: RunDir) -> bool:
         """The job reached a terminal state (or, cancelled or failed at submit, Slurm knows of none) and
         no task of it is seen running."""
         state = self.job_state(run)
-        over = state in TERMINAL_STATES or (state is None and run.ended)
+        over = state.terminal or (state is JobState.GONE and run.ended)
         return over and not survivors(run)
 
     def stop(self, run: RunDir) -> list[str]:
@@ -235,8 +236,8 @@ class SlurmBackend(Backend):
             return []
         self.stop_beside(run)  # a benchmark's aiperf first: the job's end might not reach all of it
         slurm("scancel", job_id, check=False)
-        if not wait_until(lambda: (self.job_state(run) or "GONE") in TERMINAL_STATES | {"GONE"}, CANCEL_WAIT_S):
-            return [f"Slurm job {job_id} (still {self.job_state(run)} after scancel)"]
+        if not wait_until(lambda: self.job_state(run).over, CANCEL_WAIT_S):
+            return [f"Slurm job {job_id} (still {self.job_state(run).value} after scancel)"]
         return survivors(run)
 
 

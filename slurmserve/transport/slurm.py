@@ -5,14 +5,107 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
+from enum import Enum
 
 from ..errors import UserError
 
 SLURM_TIMEOUT_S = 60
 DEFAULT_SLURMD_PORT = 6818
+
+
+class JobState(str, Enum):
+    """A Slurm job's state: Slurm's own (squeue's long names), GONE for a job no source knows (any
+    more), UNKNOWN for a state this version of slurmserve has no name for."""
+
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    STOPPED = "STOPPED"
+    SIGNALING = "SIGNALING"
+    RESIZING = "RESIZING"
+    STAGE_OUT = "STAGE_OUT"
+    COMPLETING = "COMPLETING"
+    REQUEUED = "REQUEUED"
+    REQUEUE_FED = "REQUEUE_FED"
+    REQUEUE_HOLD = "REQUEUE_HOLD"
+    RESV_DEL_HOLD = "RESV_DEL_HOLD"
+    SPECIAL_EXIT = "SPECIAL_EXIT"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    REVOKED = "REVOKED"  # a federated sibling job, run elsewhere
+    GONE = "GONE"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def terminal(self) -> bool:
+        """Slurm ended the job: it will not run (again) by itself."""
+        return self in TERMINAL_STATES
+
+    @property
+    def over(self) -> bool:
+        """Ended, or forgotten by Slurm: nothing of the job is left to wait for."""
+        return self.terminal or self is JobState.GONE
+
+
 TERMINAL_STATES = frozenset(
-    {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"}
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+        JobState.OUT_OF_MEMORY,
+        JobState.PREEMPTED,
+        JobState.BOOT_FAIL,
+        JobState.DEADLINE,
+    }
 )
+# squeue's `%t` and sinfo-style short codes, for the same states.
+COMPACT_STATES = {
+    "PD": JobState.PENDING,
+    "CF": JobState.CONFIGURING,
+    "R": JobState.RUNNING,
+    "S": JobState.SUSPENDED,
+    "ST": JobState.STOPPED,
+    "SI": JobState.SIGNALING,
+    "RS": JobState.RESIZING,
+    "SO": JobState.STAGE_OUT,
+    "CG": JobState.COMPLETING,
+    "RQ": JobState.REQUEUED,
+    "RF": JobState.REQUEUE_FED,
+    "RH": JobState.REQUEUE_HOLD,
+    "RD": JobState.RESV_DEL_HOLD,
+    "SE": JobState.SPECIAL_EXIT,
+    "CD": JobState.COMPLETED,
+    "F": JobState.FAILED,
+    "CA": JobState.CANCELLED,
+    "TO": JobState.TIMEOUT,
+    "NF": JobState.NODE_FAIL,
+    "OOM": JobState.OUT_OF_MEMORY,
+    "PR": JobState.PREEMPTED,
+    "BF": JobState.BOOT_FAIL,
+    "DL": JobState.DEADLINE,
+    "RV": JobState.REVOKED,
+}
+
+
+def parse_job_state(text: str) -> JobState:
+    """The one reading of a state Slurm prints: squeue's `RUNNING` or `R`, sacct's `CANCELLED by 0`
+    (who cancelled it), `CANCELLED+` (sacct cut the word short) and scontrol's `JobState=RUNNING`.
+    A state handle.json kept (a JobState value) reads back as itself."""
+    words = text.strip().removeprefix("JobState=").split()
+    word = words[0].rstrip("+").upper() if words else ""
+    if word in JobState.__members__:
+        return JobState(word)
+    return COMPACT_STATES.get(word, JobState.UNKNOWN)
 
 
 def slurm(*args: str, check: bool = True, umask: int = -1) -> subprocess.CompletedProcess[str]:
@@ -70,34 +163,34 @@ def slurmd_port() -> int:
     return DEFAULT_SLURMD_PORT
 
 
-def _first_word(command: list[str]) -> str | None:
+def _state_from(command: list[str]) -> JobState | None:
+    """None when the command knows no such job (it failed, or printed nothing)."""
     result = slurm(*command, check=False)
-    words = result.stdout.split()
-    return words[0] if result.returncode == 0 and words else None  # "CANCELLED by 0" -> CANCELLED
+    return parse_job_state(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
 
 
-def squeue_state(job_id: str) -> str | None:
+def squeue_state(job_id: str) -> JobState | None:
     """While slurmctld remembers the job (MinJobAge after it ends)."""
-    return _first_word(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    return _state_from(["squeue", "-h", "-j", job_id, "-o", "%T"])
 
 
-def sacct_state(job_id: str) -> str | None:
+def sacct_state(job_id: str) -> JobState | None:
     """From slurmdbd; None where accounting is disabled."""
-    return _first_word(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+    return _state_from(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
 
 
-def jobcomp_state(job_id: str) -> str | None:
+def jobcomp_state(job_id: str) -> JobState | None:
     """From the job completion file: clusters without accounting, once the job has ended."""
-    return _first_word(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "State"])
+    return _state_from(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "State"])
 
 
-def job_state(job_id: str) -> str | None:
-    """squeue while Slurm remembers the job, then sacct, then the jobcomp file."""
+def job_state(job_id: str) -> JobState:
+    """squeue while Slurm remembers the job, then sacct, then the jobcomp file; GONE when none knows it."""
     for source in (squeue_state, sacct_state, jobcomp_state):
         state = source(job_id)
-        if state:
+        if state is not None:
             return state
-    return None
+    return JobState.GONE
 
 
 def running_steps(job_id: str) -> set[str] | None:

@@ -15,10 +15,11 @@ from pathlib import Path
 from ..backends import backend_for
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import UserError
+from ..events import BenchDone, BenchStarted, Restarted
 from ..health.metrics import frontend_counters
 from ..private import make_out_dir, make_private_dir, write_private, write_whole
 from ..resources import bundled_aiperf
-from ..runs import EventKind, ProcessState, RunDir, Verdict
+from ..runs import ProcessState, RunDir, Verdict
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
@@ -127,11 +128,7 @@ def measure(
 def restarted_since(run: RunDir, seen: int) -> set[str]:
     """The processes the supervisor restarted on request in the events it recorded after the first `seen`:
     confirmed by the order of its own record, never by its clock (its machine's clock need not be ours)."""
-    return {
-        str(event.field("process"))
-        for event in run.events()[seen:]
-        if event.event == EventKind.RESTARTED and event.field("requested")
-    }
+    return {event.process for event in run.events()[seen:] if isinstance(event, Restarted) and event.requested}
 
 
 def start_afresh(run: RunDir) -> None:
@@ -199,7 +196,7 @@ def bench(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         label=request.label or run.name,
     )
-    run.record(EventKind.BENCH_STARTED, bench=folder.name, points=[point.concurrency for point in points])
+    run.record(BenchStarted(bench=folder.name, points=[point.concurrency for point in points]))
     for number, point in enumerate(points):
         if request.fresh_between_points and number:
             start_afresh(run)
@@ -207,7 +204,7 @@ def bench(
         summary.points.append(result)
         on_point(result)
     save(summary, folder)
-    run.record(EventKind.BENCH_DONE, bench=folder.name, valid=summary.valid)
+    run.record(BenchDone(bench=folder.name, valid=summary.valid))
     return summary, folder
 
 

@@ -2,8 +2,8 @@
 
 A line is `{"version": ..., "time": ..., "event": KIND, ...the kind's fields}`: the fields sit at the top
 level, as tools reading events.jsonl (and older slurmserve versions) expect them. The states an event
-carries (a process's, the deployment's verdict, a canary's result) are defined here too, as state.json
-carries them as well.
+carries (a process's, the deployment's verdict, a canary's result) are defined here too: runs.py's
+state.json carries them as well, and imports them from here.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class EventKind(str, Enum):
     BENCH_DONE = "bench done"
 
 
-def now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -78,7 +78,7 @@ class BaseEvent(BaseModel):
     default), so that its events still count; a line whose kind or fields do not fit is skipped."""
 
     version: int = SCHEMA_VERSION
-    time: str = Field(default_factory=now)
+    time: str = Field(default_factory=utc_now)
 
 
 class Created(BaseEvent):

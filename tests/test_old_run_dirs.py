@@ -1,14 +1,16 @@
 """Deployments outlive upgrades: a run directory written by an older slurmserve (2a7c08e: untyped events,
-its state.json) still answers `status`, `logs` and `cancel`."""
+its state.json and handle.json) still answers `status`, `logs` and `cancel`."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pytest
+
 from slurmserve import deploy
 from slurmserve.events import Cancelled, CancelRequested, Created, Ready, StateChanged, VerdictChanged
-from slurmserve.runs import ProcessState, Verdict, open_run, runs_root
+from slurmserve.runs import ProcessState, RunDir, Verdict, open_run, runs_root
 
 OLD_RUN = Path(__file__).parent / "fixtures" / "run-2a7c08e" / "old-run"
 
@@ -38,3 +40,18 @@ def test_a_run_directory_of_2a7c08e_answers_status_logs_and_cancel():
     new_events = run.events()[len(old_events) :]
     assert [type(event) for event in new_events] == [CancelRequested, Cancelled]
     assert deploy.status(run).verdict == Verdict.STOPPED
+
+
+@pytest.mark.parametrize("backend", ["slurm", "ssh"])
+def test_a_handle_of_2a7c08e_still_finds_the_deployment(tmp_path, backend):
+    """Without its handle, `status` and `cancel` would take a Slurm or SSH deployment for one that never started."""
+    shutil.copy(OLD_RUN.parent / f"handle-{backend}.json", tmp_path / "handle.json")
+    handle = RunDir(tmp_path).handle()
+    assert handle is not None and handle.backend == backend
+    if backend == "slurm":
+        assert handle.job_id == "17" and handle.final_state is not None
+    else:
+        assert {name: (group.host, group.pgid) for name, group in handle.processes.items()} == {
+            "frontend": ("node1", 4242),
+            "agg-0": ("node2", 4343),
+        }

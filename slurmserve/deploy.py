@@ -39,6 +39,7 @@ from .config.fields import check_identifier
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, Interrupted, UserError
+from .events import Cancelled, CancelRequested, Failed, Ready, Submitted
 from .hardware.discovery import default_hosts, with_local_nodes
 from .health.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .health.decisions import direct_state, direct_verdict
@@ -321,7 +322,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
         if not wait:
             return Deployment(run, plan)
         sample = wait_for_deployment(backend, launch, run, plan, timeout)
-        run.record(EventKind.READY, endpoint=plan.endpoint)
+        run.record(Ready(endpoint=plan.endpoint))
         # Return once `status` agrees (the supervisor's next ticks), so that a script may ask it at once.
         wait_until(
             lambda: (state := run.supervisor_state()) is not None and state.verdict == Verdict.READY,
@@ -343,11 +344,11 @@ def launch_run(backend: Backend, prepared: Prepared, run: RunDir) -> Launch:
     save_inputs(run, prepared.inputs)
     write_files(prepared.files, run.path, overwrite=True)
     link_served_model(prepared.plan, run.path)
-    run.record(EventKind.SUBMITTED)
+    run.record(Submitted())
     try:
         return backend.submit(prepared.plan, run)
     except DeploymentFailed:
-        run.record(EventKind.FAILED)
+        run.record(Failed())
         raise
 
 
@@ -369,13 +370,13 @@ def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Pla
     leftovers = backend.stop(run)
     lacking = run.preflight_report()
     if lacking:
-        run.record(EventKind.FAILED, preflight=lacking)
+        run.record(Failed(preflight=lacking))
         raise DeploymentFailed(
             f"run {plan.run_name}: the node preflight failed, nothing was started:\n"
             + "\n".join(f"  {line}" for line in lacking)
             + (f"\n(still running: {', '.join(leftovers)})" if leftovers else "")
         )
-    run.record(EventKind.FAILED, waiting_for=missing, dead=gone)
+    run.record(Failed(waiting_for=missing, dead=gone))
     if gone:
         reason = ", ".join(f"{name} exited" for name in gone)
     elif launch_failure:
@@ -597,11 +598,11 @@ def logs(run: RunDir, process: str, follow: bool = False) -> Iterator[str]:
 
 def cancel(run: RunDir) -> list[str]:
     """Stop every process of the run; returns what survived (nothing, normally)."""
-    run.record(EventKind.CANCEL_REQUESTED)  # the supervisor restarts nothing from here on
+    run.record(CancelRequested())  # the supervisor restarts nothing from here on
     backend = run.backend_name()  # None: the run was cut short before anything started
     leftovers = backend_for(backend).stop(run) if backend else []
     run.targets_path.unlink(missing_ok=True)  # a Prometheus watching run directories stops scraping it
-    run.record(EventKind.CANCELLED, leftovers=leftovers)
+    run.record(Cancelled(leftovers=leftovers))
     return leftovers
 
 

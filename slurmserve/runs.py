@@ -17,82 +17,33 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 
 from .config.fields import IDENTIFIER_MAX, check_identifier
 from .errors import UserError
+from .events import (
+    RUN_EVENT,
+    SCHEMA_VERSION,
+    CanaryResult,
+    Created,
+    EventKind,
+    ProcessState,
+    RunEvent,
+    Verdict,
+    event_line,
+    event_of,
+)
 from .planning.plan import Plan, PlanNode
 from .private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 from .transport.slurm import JobState, parse_job_state
 
-SCHEMA_VERSION = 1
 HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
-
-
-class ProcessState(str, Enum):
-    PENDING = "pending"
-    STARTING = "starting"
-    READY = "ready"
-    UNHEALTHY = "unhealthy"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-class Verdict(str, Enum):
-    STARTING = "starting"
-    READY = "ready"
-    DEGRADED = "degraded"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-class EventKind(str, Enum):
-    CREATED = "created"
-    SUBMITTED = "submitted"
-    JOB_SUBMITTED = "job submitted"
-    KV_PATH_CHECKED = "kv path checked"
-    READY = "ready"
-    FAILED = "failed"
-    SUPERVISOR_STARTED = "supervisor started"
-    SUPERVISOR_STOPPED = "supervisor stopped"
-    STATE = "state"
-    DEREGISTERED = "deregistered"
-    RESTART_SCHEDULED = "restart scheduled"
-    RESTARTED = "restarted"
-    RESTART_FAILED = "restart failed"
-    RESTART_BUDGET_SPENT = "restart budget spent"
-    NODE_PROBLEM = "node problem"
-    NODE_RECOVERED = "node recovered"
-    CANARY = "canary"
-    DEPLOYMENT = "deployment"
-    CANCEL_REQUESTED = "cancel requested"
-    CANCELLED = "cancelled"
-    SUPERVISOR_ERROR = "supervisor error"
-    DEREGISTRATION_FAILED = "deregistration failed"
-    RESTART_REQUESTED = "restart requested"
-    BENCH_STARTED = "bench started"
-    BENCH_DONE = "bench done"
-
-
-class Event(BaseModel):
-    """One line of events.jsonl: when, what, and the fields that kind of event carries."""
-
-    model_config = ConfigDict(extra="allow")
-
-    version: int = SCHEMA_VERSION
-    time: str
-    event: EventKind
-
-    def field(self, name: str) -> Any:
-        """A field this kind of event carries (None when it has none of that name)."""
-        return (self.model_extra or {}).get(name)
 
 
 class ProcessWatch(BaseModel):
@@ -104,13 +55,6 @@ class ProcessWatch(BaseModel):
     last_error: str | None = None
     registered: bool | None = None  # a worker the frontend routes to (None: not a worker, or unknown)
     restart_at: float | None = None
-
-
-class CanaryResult(BaseModel):
-    ok: bool
-    at: float
-    latency_s: float
-    error: str | None = None
 
 
 class ProcessIdentity(BaseModel):
@@ -361,10 +305,10 @@ class RunDir:
     def save_supervisor_state(self, state: SupervisorState) -> None:
         write_private(self.path / "state.json", state.model_dump_json(indent=2) + "\n")
 
-    def record(self, event: EventKind, **fields: Any) -> None:
-        """Append one event to events.jsonl (the deployment's history; never rewritten)."""
-        entry = Event(time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), event=event, **fields)
-        line = entry.model_dump_json().encode() + b"\n"
+    def record(self, event: RunEvent | EventKind, **fields: Any) -> None:
+        """Append one event to events.jsonl (the deployment's history; never rewritten): a typed event, or
+        a kind and its fields, checked against that kind's model."""
+        line = event_line(event_of(event, fields) if isinstance(event, EventKind) else event)
         # One write(2) of the whole line, with O_APPEND: concurrent writers never interleave inside a line.
         descriptor = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
@@ -375,9 +319,9 @@ class RunDir:
         finally:
             os.close(descriptor)
 
-    def events(self) -> list[Event]:
+    def events(self) -> list[RunEvent]:
         """Every whole event so far; a line that is torn (being written, or cut by a crash) or damaged (not
-        even UTF-8) is skipped."""
+        even UTF-8), or not an event of a kind and fields this version knows, is skipped."""
         try:
             lines = (self.path / "events.jsonl").read_bytes().splitlines()
         except OSError:  # none yet, or not ours to read
@@ -385,7 +329,7 @@ class RunDir:
         events = []
         for line in lines:
             try:
-                events.append(Event.model_validate_json(line))
+                events.append(RUN_EVENT.validate_json(line))
             except ValidationError:
                 continue
         return events
@@ -404,7 +348,7 @@ class RunDir:
 
     def started_at(self) -> datetime:
         """When the run was created (its first event), in local time: the suffix it is set aside with."""
-        created = next((event for event in self.events() if event.event == EventKind.CREATED), None)
+        created = next((event for event in self.events() if isinstance(event, Created)), None)
         if created is not None:
             return datetime.fromisoformat(created.time).astimezone()
         return datetime.fromtimestamp((self.path / "plan.json").stat().st_mtime)
@@ -451,7 +395,7 @@ def create_run(plan: Plan) -> RunDir:
     run = RunDir(path)
     # The plan first: from here on `status` and `cancel` can handle the run, even if the CLI dies.
     write_private(path / "plan.json", plan.model_dump_json(indent=2) + "\n")
-    run.record(EventKind.CREATED, recipe=plan.recipe, backend=plan.backend)
+    run.record(Created(recipe=plan.recipe, backend=plan.backend))
     return run
 
 

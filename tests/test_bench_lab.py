@@ -27,10 +27,7 @@ def test_bench_runs_aiperf_inside_the_job_with_fresh_workers_between_points(slur
     result = slurmserve("bench", "lab-bench", "--fresh-between-points")
     assert result.returncode == 0, result.stdout + result.stderr
     the_run = open_run("lab-bench")
-    assert sorted(e.field("process") for e in the_run.events() if e.event == "restart requested") == [
-        "decode-0",
-        "prefill-0",
-    ]
+    assert sorted(e.process for e in the_run.events() if e.event == "restart requested") == ["decode-0", "prefill-0"]
     (folder,) = [path for path in (open_run("lab-bench").path / "bench").iterdir() if path.name != "hf"]
     summary = BenchSummary.model_validate_json((folder / "summary.json").read_text())
     assert summary.backend == "slurm" and [p.concurrency for p in summary.points] == [1, 4]

@@ -94,7 +94,7 @@ def test_fresh_between_points_restarts_the_workers_through_the_supervisor_outsid
     assert result.returncode == 0, result.stdout + result.stderr
     _, summary = only_benchmark("bench-fresh")
     assert [p.concurrency for p in summary.points] == [1, 4] and summary.valid
-    requested = [e.field("process") for e in the_run.events() if e.event == "restart requested"]
+    requested = [e.process for e in the_run.events() if e.event == "restart requested"]
     assert sorted(requested) == ["decode-0", "prefill-0"]  # between the two points, once each
     assert all(the_run.pid(name) != pid for name, pid in before.items())
     status = json.loads(slurmserve("status", "bench-fresh", "--json").stdout)

@@ -75,5 +75,5 @@ def test_one_check_that_raises_leaves_the_others_to_run():
         supervisor.pool.shutdown(wait=True)
     state = run.supervisor_state()
     assert state is not None and state.verdict == Verdict.DEGRADED and state.errors == 2, state
-    errors = [event.field("error") for event in run.events() if event.event == "supervisor error"]
+    errors = [event.error for event in run.events() if event.event == "supervisor error"]
     assert len(errors) == 1 and "restart-x" in errors[0], errors

@@ -11,16 +11,8 @@ import pytest
 
 from slurmserve.bench import runner
 from slurmserve.errors import UserError
-from slurmserve.runs import (
-    Event,
-    EventKind,
-    ProcessIdentity,
-    ProcessState,
-    ProcessWatch,
-    RunDir,
-    SupervisorState,
-    Verdict,
-)
+from slurmserve.events import Restarted
+from slurmserve.runs import ProcessIdentity, ProcessState, ProcessWatch, RunDir, SupervisorState, Verdict
 
 from .conftest import local_run
 
@@ -48,8 +40,7 @@ def serving_run() -> RunDir:
 
 def record_at(run: RunDir, moment: datetime, process: str) -> None:
     """A requested restart in events.jsonl, stamped by a supervisor whose clock reads `moment`."""
-    event = Event(time=moment.isoformat(timespec="milliseconds"), event=EventKind.RESTARTED, process=process)
-    event.__pydantic_extra__["requested"] = True
+    event = Restarted(time=moment.isoformat(timespec="milliseconds"), process=process, requested=True)
     with open(run.path / "events.jsonl", "ab") as events:
         events.write(event.model_dump_json().encode() + b"\n")
 

@@ -16,7 +16,7 @@ def kv_lines(run: str, kind: str) -> str:
     the_run = open_run(run)
     if kind == "slurm":
         return (the_run.path / "logs" / "launcher.log").read_text()
-    return "\n".join(e.field("result") for e in the_run.events() if e.event == "kv path checked")
+    return "\n".join(e.result for e in the_run.events() if e.event == "kv path checked")
 
 
 @pytest.mark.parametrize("kind", ["slurm", "ssh"])

@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
+from ..events import JobSubmitted
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
-from ..runs import EventKind, Handle, RunDir
+from ..runs import Handle, RunDir
 from ..transport.procfs import start_time, task_records
 from ..transport.slurm import (
     JobState,
@@ -125,7 +126,7 @@ class SlurmBackend(Backend):
             raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
         job_id = result.stdout.strip().split(";")[0]
         run.save_handle(Handle(backend="slurm", job_id=job_id))
-        run.record(EventKind.JOB_SUBMITTED, job_id=job_id)
+        run.record(JobSubmitted(job_id=job_id))
         return JobLaunch(self, run)
 
     def job_id(self, run: RunDir) -> str | None:

@@ -18,12 +18,13 @@ import invoke
 from invoke.exceptions import CommandTimedOut
 
 from ..errors import DeploymentFailed, UserError
+from ..events import KvPathChecked
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
-from ..runs import EventKind, Handle, RunDir, StartedGroup
+from ..runs import Handle, RunDir, StartedGroup
 from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
@@ -202,7 +203,7 @@ class SSHBackend(Backend):
 
         results = run_checks(checks_for_plan(plan), ssh_run_on(plan))
         for result in results:
-            run.record(EventKind.KV_PATH_CHECKED, result=result.line())
+            run.record(KvPathChecked(result=result.line()))
         problem = failures(results)
         if problem:
             self._abort(run, f"KV-path preflight failed: {problem}")

@@ -17,10 +17,11 @@ from ..backends import backend_for
 from ..backends.base import CLIENT_RECORD
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import DeploymentFailed, UserError
+from ..events import BenchDone, BenchStarted, Restarted
 from ..health.metrics import frontend_counters
 from ..private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
 from ..resources import bundled_aiperf
-from ..runs import EventKind, ProcessState, RunDir, Verdict
+from ..runs import ProcessState, RunDir, Verdict
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
@@ -150,11 +151,7 @@ def measure(
 def restarted_since(run: RunDir, seen: int) -> set[str]:
     """The processes the supervisor restarted on request in the events it recorded after the first `seen`:
     confirmed by the order of its own record, never by its clock (its machine's clock need not be ours)."""
-    return {
-        str(event.field("process"))
-        for event in run.events()[seen:]
-        if event.event == EventKind.RESTARTED and event.field("requested")
-    }
+    return {event.process for event in run.events()[seen:] if isinstance(event, Restarted) and event.requested}
 
 
 def start_afresh(run: RunDir) -> None:
@@ -250,7 +247,7 @@ def measure_all(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         label=request.label or run.name,
     )
-    run.record(EventKind.BENCH_STARTED, bench=folder.name, points=[point.concurrency for point in points])
+    run.record(BenchStarted(bench=folder.name, points=[point.concurrency for point in points]))
     for number, point in enumerate(points):
         if request.fresh_between_points and number:
             start_afresh(run)
@@ -258,7 +255,7 @@ def measure_all(
         summary.points.append(result)
         on_point(result)
     save(summary, folder)
-    run.record(EventKind.BENCH_DONE, bench=folder.name, valid=summary.valid)
+    run.record(BenchDone(bench=folder.name, valid=summary.valid))
     return summary, folder
 
 

@@ -30,8 +30,28 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from ..backends import backend_for
+from ..events import (
+    CanaryChanged,
+    Cancelled,
+    CancelRequested,
+    Deregistered,
+    DeregistrationFailed,
+    NodeProblem,
+    NodeRecovered,
+    RestartBudgetSpent,
+    Restarted,
+    RestartFailed,
+    RestartRequested,
+    RestartScheduled,
+    RunEvent,
+    StateChanged,
+    SupervisorError,
+    SupervisorStarted,
+    SupervisorStopped,
+    VerdictChanged,
+)
 from ..planning.plan import Process
-from ..runs import CanaryResult, EventKind, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
+from ..runs import CanaryResult, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
 from ..transport.http import canary_completion, frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
@@ -131,7 +151,7 @@ class Supervisor:
     # -- the loop --------------------------------------------------------------------------------
 
     def run_until_stopped(self) -> None:
-        self.record(EventKind.SUPERVISOR_STARTED, pid=os.getpid(), host=socket.gethostname())
+        self.record(SupervisorStarted(pid=os.getpid(), host=socket.gethostname()))
         if not self.stopping:  # stopped while it started: it watches nothing, it only records its stop
             self.serve_own_metrics()
             self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
@@ -156,13 +176,13 @@ class Supervisor:
         try:
             self.metrics_endpoint = self.own_metrics.serve()
         except OSError as error:  # no route to the head node from here, say: the deployment runs without them
-            self.record(EventKind.SUPERVISOR_ERROR, error=f"cannot serve the supervisor's own metrics: {error}")
+            self.record(SupervisorError(error=f"cannot serve the supervisor's own metrics: {error}"))
 
     def say_stopped(self) -> None:
         """The `supervisor stopped` event, once."""
         if not self.said_stopped:
             self.said_stopped = True
-            self.record(EventKind.SUPERVISOR_STOPPED, reason=self.stopping)
+            self.record(SupervisorStopped(reason=self.stopping))
 
     def stop_on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = stopped_by(signum)
@@ -190,7 +210,7 @@ class Supervisor:
                 self.errors += 1  # ticks that failed, however many of their steps did
             message = f"{type(error).__name__}: {error}"
             if message not in self.last_errors and message not in self.tick_errors:
-                self.record(EventKind.SUPERVISOR_ERROR, error=message, errors=self.errors)
+                self.record(SupervisorError(error=message, errors=self.errors))
             self.tick_errors.append(message)
             return None
 
@@ -267,7 +287,7 @@ class Supervisor:
             watch.last_error = why
         if new == watch.state:
             return
-        self.record(EventKind.STATE, process=name, previous=watch.state, state=new, **({"reason": why} if why else {}))
+        self.record(StateChanged(process=name, previous=watch.state, state=new, reason=why or None))
         watch.state, watch.since = new, now
         self.own_metrics.changed(name, new)
 
@@ -287,9 +307,9 @@ class Supervisor:
             return
         removed = forget(self.plan, ids)
         if removed:
-            self.record(EventKind.DEREGISTERED, process=process.name, instances=len(removed))
+            self.record(Deregistered(process=process.name, instances=len(removed)))
         if removed != ids:
-            self.record(EventKind.DEREGISTRATION_FAILED, process=process.name, instances=len(ids - removed))
+            self.record(DeregistrationFailed(process=process.name, instances=len(ids - removed)))
 
     def learn_instance_ids(self) -> None:
         """Instances that name no address (a NATS request plane): each serving worker's instance id, from
@@ -310,14 +330,12 @@ class Supervisor:
         if decision.kind == RestartKind.GIVE_UP:
             watch.given_up = True
             watch.last_error = f"{watch.last_error}; restart budget spent ({decision.recent} in {policy.window_s:g} s)"
-            self.record(
-                EventKind.RESTART_BUDGET_SPENT, process=process.name, restarts=decision.recent, window_s=policy.window_s
-            )
+            self.record(RestartBudgetSpent(process=process.name, restarts=decision.recent, window_s=policy.window_s))
             if decision.cancel_deployment:
                 self.cancel_everything(f"{process.name} failed for good and restart.fail_fast is set")
             return
         watch.restart_at = now + decision.delay_s
-        self.record(EventKind.RESTART_SCHEDULED, process=process.name, in_s=decision.delay_s)
+        self.record(RestartScheduled(process=process.name, in_s=decision.delay_s))
 
     def restart_due(self, now: float) -> None:
         for process in self.plan.processes:
@@ -339,31 +357,32 @@ class Supervisor:
             self.run.restart_done(name)
             if name not in self.watch or self.stopping or self.run.cancel_requested:
                 continue
-            self.record(EventKind.RESTART_REQUESTED, process=name)
+            self.record(RestartRequested(process=name))
             self.watch[name].restart_at = None
             self.start_again(self.plan.process(name), now, requested=True)
 
-    def start_again(self, process: Process, now: float, **recorded: object) -> bool:
-        """The backend's restart of a process in place, recorded either way; False when it could not."""
+    def start_again(self, process: Process, now: float, restarts: int | None = None, requested: bool = False) -> bool:
+        """The backend's restart of a process in place, recorded either way (after a failure: the
+        restarts so far; or requested); False when it could not."""
         watch = self.watch[process.name]
         watch.served = watch.instance_known = False
         try:
             self.backend.restart(self.run, process)
         except Exception as error:  # the backend could not start it
             watch.last_error = f"restart failed: {error}"
-            self.record(EventKind.RESTART_FAILED, process=process.name, error=str(error))
+            self.record(RestartFailed(process=process.name, error=str(error)))
             return False
-        self.record(EventKind.RESTARTED, process=process.name, **recorded)
-        self.own_metrics.restarted(process.name, requested="requested" in recorded)
+        self.record(Restarted(process=process.name, restarts=restarts, requested=requested))
+        self.own_metrics.restarted(process.name, requested)
         self.transition(process.name, ProcessState.STARTING, None, now)
         return True
 
     def cancel_everything(self, why: str) -> None:
-        self.record(EventKind.CANCEL_REQUESTED, reason=why)
+        self.record(CancelRequested(reason=why))
         self.stopping = why
         self.verdict = Verdict.FAILED
         leftovers = self.backend.stop(self.run)
-        self.record(EventKind.CANCELLED, reason=why, leftovers=leftovers)
+        self.record(Cancelled(reason=why, leftovers=leftovers))
 
     # -- the deployment as a whole -----------------------------------------------------------------
 
@@ -391,9 +410,9 @@ class Supervisor:
             return
         for node, problem in problems.items():
             if self.node_problems.get(node) != problem:
-                self.record(EventKind.NODE_PROBLEM, node=node, problem=problem)
+                self.record(NodeProblem(node=node, problem=problem))
         for node in set(self.node_problems) - set(problems):
-            self.record(EventKind.NODE_RECOVERED, node=node)
+            self.record(NodeRecovered(node=node))
         self.node_problems = problems
 
     def check_canary(self, now: float) -> None:
@@ -404,7 +423,7 @@ class Supervisor:
             return
         self.own_metrics.canary(result.ok, result.latency_s)
         if (self.canary.ok if self.canary else True) != result.ok:
-            self.record(EventKind.CANARY, **result.model_dump())
+            self.record(CanaryChanged(**result.model_dump()))
         if not result.ok:  # it holds the verdict at degraded: look again soon, not in a full interval
             self.canary_check.due = now + CANARY_RETRY_S
         self.canary = result
@@ -448,13 +467,13 @@ class Supervisor:
         if verdict == Verdict.READY:
             self.served_once = True
         if verdict != self.verdict:
-            self.record(EventKind.DEPLOYMENT, verdict=verdict, reason=reason)
+            self.record(VerdictChanged(verdict=verdict, reason=reason))
             self.own_metrics.deployment_ready.set(1 if verdict == Verdict.READY else 0)
         self.verdict, self.reason = verdict, reason
 
-    def record(self, event: EventKind, **fields: Any) -> None:
+    def record(self, event: RunEvent) -> None:
         self.recorded += 1
-        self.run.record(event, **fields)
+        self.run.record(event)
 
     def write_state(self, final: bool = False) -> None:
         """state.json; `final` when the supervisor stops watching (the backend answers from then on).

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..backends.ssh import SSHBackend
 from ..errors import DeploymentFailed
-from ..runs import EventKind, RunDir
+from ..events import Failed
+from ..runs import RunDir
 
 
 def main(run_dir: str) -> int:
@@ -16,7 +17,7 @@ def main(run_dir: str) -> int:
     try:
         SSHBackend().run_stages(run.plan(), run)
     except DeploymentFailed as error:
-        run.record(EventKind.FAILED, reason=str(error))
+        run.record(Failed(reason=str(error)))
         print(f"slurmserve: {error}", file=sys.stderr)
         return 1
     return 0

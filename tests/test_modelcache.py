@@ -217,6 +217,24 @@ def test_a_stager_killed_mid_download_leaves_its_lock_to_the_next_one(monkeypatc
     assert_nothing_partial(cache)
 
 
+def test_a_link_left_half_published_by_a_dead_holder_is_cleared(monkeypatch, cache):
+    """A stager killed between making a file's temporary link and renaming it into place leaves the link in
+    the snapshot; the next holder clears it (a live holder's it leaves alone)."""
+    from slurmserve.modelcache.lock import SharedLock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tag = SharedLock(cache / "probe.lock").tag.rsplit(".", 3)
+    left_by_dead = snapshot_dir(cache) / f".{'.'.join([*tag[:2], str(dead.pid), tag[3]])}~README.md.tmp"
+    left_by_live = snapshot_dir(cache) / f".{'.'.join([*tag[:2], str(os.getpid()), tag[3]])}~config.json.tmp"
+    snapshot_dir(cache).mkdir(parents=True)
+    for link in (left_by_dead, left_by_live):
+        link.symlink_to("../../blobs/nothing")
+    with serve(monkeypatch):
+        stage_model(spec(), cache)
+    assert not left_by_dead.is_symlink() and left_by_live.is_symlink()
+
+
 def test_a_stopped_holder_is_taken_over_and_every_file_is_fetched_once(monkeypatch, cache):
     """The holder is SIGSTOPped past its heartbeat, just as it asks for its first file: a waiter takes
     the lock over and fetches everything; the holder, resumed, finds the lock is not its own any more,

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = ".slurmserve-manifest.json"
 MAX_PARALLEL_FILES = 8
+LINK_MARK = "~"  # between a temporary link's holder tag and the file's name: no host name holds one
 
 
 # ------------------------------------------------------------------------------------------ the manifest
@@ -352,6 +353,7 @@ def _stage_holding(job: _Job, listing: Listing, wanted: list[str]) -> None:
         for folder in staging_root.glob("*"):
             if lock.owner_gone(folder.name):
                 shutil.rmtree(folder, ignore_errors=True)
+        _clear_links_of_gone_holders(snapshot, lock)
         missing = _missing(snapshot, listing, wanted)
         if missing:
             _check_space(job, listing, missing)
@@ -417,12 +419,13 @@ def _fetch_one(job: _Job, sha: str, path: str, staging: Path, lock: SharedLock) 
             raise LockLost from None
         raise
     destination = job.snapshot(sha) / path
-    _publish(pointer, destination, job.storage / "blobs")
+    _publish(pointer, destination, job.storage / "blobs", lock.tag)
     log.info("fetched %s (%s)", path, _gb(destination.stat().st_size))
 
 
-def _publish(pointer: Path, destination: Path, blobs: Path) -> None:
-    """Move a downloaded blob into the shared blobs (unless a whole copy is there) and link it into the snapshot."""
+def _publish(pointer: Path, destination: Path, blobs: Path, holder: str) -> None:
+    """Move a downloaded blob into the shared blobs (unless a whole copy is there) and link it into the
+    snapshot, through a temporary link named by its holder (a later holder clears a dead one's)."""
     etag = Path(os.readlink(pointer)).name  # the private snapshot links to ../../blobs/<etag>, as the cache layout asks
     content = Path(os.path.realpath(pointer))
     blob = blobs / etag
@@ -430,9 +433,18 @@ def _publish(pointer: Path, destination: Path, blobs: Path) -> None:
     if not blob.is_file() or blob.stat().st_size != content.stat().st_size:
         os.replace(content, blob)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    link = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    link = destination.with_name(f".{holder}{LINK_MARK}{destination.name}.tmp")
     os.symlink(os.path.relpath(blob, destination.parent), link)
     os.replace(link, destination)
+
+
+def _clear_links_of_gone_holders(snapshot: Path, lock: SharedLock) -> None:
+    """Temporary links a holder killed between making one and renaming it into place left behind: only
+    those of holders provably gone (a live one may be about to rename its own)."""
+    for link in snapshot.rglob(f".*{LINK_MARK}*.tmp"):
+        holder = link.name[1:].partition(LINK_MARK)[0]
+        if lock.owner_gone(holder):
+            link.unlink(missing_ok=True)
 
 
 def _write_ref(job: _Job, revision: str, sha: str) -> None:

@@ -103,13 +103,25 @@ def set_path(data: dict, dotted: str, value) -> None:
         target[leaf] = wrapped
 
 
+# What two stubs leave behind, as the real program would, so that a script's bounded waits for it end at
+# once (each would otherwise wait out its bound: seconds per script, minutes over the corpus). Neither
+# runs anything it was given.
+RECORDS = {
+    # setsid [-f] bash -c RECORD_SELF record-self PID_FILE COMMAND...: the started process's PID record.
+    "setsid": 'while [ $# -gt 1 ] && [ "$1" != record-self ]; do shift; done\n'
+    '[ "$1" != record-self ] || echo "$$ 0" >"$2"\n',
+    # python3 -m slurmserve.node.supervisor RUN_DIR: the supervisor's first state, which the job waits for.
+    "python3": '[ "$2" != slurmserve.node.supervisor ] || : >"$3/state.json"\n',
+}
+
+
 def stubs(tmp_path: Path) -> dict[str, str]:
     """A PATH where the programs a script starts exit 0 at once, having run nothing."""
     folder = tmp_path / "stubs"
     folder.mkdir(exist_ok=True)
     for name in STUBS:
         stub = folder / name
-        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.write_text(f"#!/bin/sh\n{RECORDS.get(name, '')}exit 0\n")
         stub.chmod(0o755)
     return {"PATH": f"{folder}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_TOKEN": "t"}
 

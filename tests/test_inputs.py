@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from slurmserve.cli import app
 from slurmserve.transport import slurm as slurm_commands
 from slurmserve.transport.procfs import start_time
 
 from .conftest import HOSTS
-from .helpers import slurmserve
+from .helpers import slurmserve, slurmserve_in_process
 
 MARKER = Path("/tmp/slurmserve-injected")  # what every payload would create
 PAYLOADS = [
@@ -150,15 +148,6 @@ def run_every_script(out: Path, tmp_path: Path) -> None:
                 )
 
 
-def cli(*argv: str) -> subprocess.CompletedProcess:
-    """The CLI in this process (the corpus is hundreds of cases); an exception it let through is a traceback."""
-    result = CliRunner().invoke(app, list(argv))
-    stderr = result.stderr
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += f"Traceback: {type(result.exception).__name__}: {result.exception}"
-    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, stderr)
-
-
 def check(result: subprocess.CompletedProcess, field: str, out: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     if result.returncode == 2:
@@ -185,7 +174,9 @@ def test_recipe_payloads_are_refused_or_inert(tmp_path, field, payload):
     hosts.pop("model_cache")  # no hub to ask
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
     out = tmp_path / "out"
-    result = cli("render", "--recipe", str(tmp_path / "r.yaml"), "--hosts", str(tmp_path / "h.yaml"), "--out", str(out))
+    result = slurmserve_in_process(
+        "render", "--recipe", str(tmp_path / "r.yaml"), "--hosts", str(tmp_path / "h.yaml"), "--out", str(out)
+    )
     check(result, field, out, tmp_path)
 
 
@@ -204,7 +195,9 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind):
         hosts["topology"]["switches"][0]["nodes"] = [payload]
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
     out = tmp_path / "out"
-    result = cli("render", "--recipe", "mocker-disagg", "--hosts", str(tmp_path / "h.yaml"), "--out", str(out))
+    result = slurmserve_in_process(
+        "render", "--recipe", "mocker-disagg", "--hosts", str(tmp_path / "h.yaml"), "--out", str(out)
+    )
     check(result, field, out, tmp_path)
 
 
@@ -222,7 +215,7 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind):
 )
 def test_command_line_payloads_are_refused(payload, verb):
     argv = [*verb, payload if verb[-1] != "--set" else f"{payload}=1"]
-    result = cli(*argv)
+    result = slurmserve_in_process(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 

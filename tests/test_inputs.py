@@ -229,7 +229,7 @@ def test_a_run_name_cannot_leave_the_runs_folder(tmp_path):
 
 
 def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.CompletedProcess:
-    return slurmserve(
+    return slurmserve_in_process(
         "plan",
         "--recipe",
         "gpt-oss-120b-disagg",
@@ -284,7 +284,7 @@ def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown):
         "name: r\nmodel: {repo: builtin:tiny-mock}\nengine: mocker\nmode: agg\nagg: {tensor_parallel: 1}\n"
         f"env: {{X: {value}}}\n"
     )
-    result = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", str(tmp_path / "r.yaml"))
     assert result.returncode == 2 and f"env.X: Value error, {shown}" in " ".join(result.stderr.split()), result.stderr
 
 
@@ -308,7 +308,7 @@ def test_env_keys_must_be_names(tmp_path, key):
             }
         )
     )
-    result = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", str(tmp_path / "r.yaml"))
     assert result.returncode == 2 and "env." in result.stderr and "must be a letter or '_'" in result.stderr
 
 
@@ -328,7 +328,7 @@ def test_env_keys_must_be_names(tmp_path, key):
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):
     hosts = yaml.safe_load((HOSTS / "two-node-8gpu.yaml").read_text()) | change
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
-    result = slurmserve("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"))
     assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
 
 

@@ -1,4 +1,5 @@
-"""Bad input through the real CLI (its app, in this process for the matrix): exit status 2, the field or file named, no traceback, nothing started."""
+"""Bad input through the real CLI (its app, in this process for the matrix): exit status 2, the field or
+file named, no traceback, nothing started."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_a_restart_by_a_supervisor_whose_clock_is_behind_is_confirmed(quick):
             for name in run.restart_requests():
                 run.restart_done(name)
                 record_at(run, datetime.now(timezone.utc) - SKEW, name)
-            time.sleep(0.05)
+            stop.wait(0.05)
 
     answering = threading.Thread(target=supervisor_behind, daemon=True)
     answering.start()

@@ -15,6 +15,14 @@ LAB_KNOWN_HOSTS = DEFAULT / "ssh" / "known_hosts"  # written by tests/cluster/la
 HOSTS = REPO / "hosts"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that brings up the test cluster, directly or through another fixture (the SSH-lab tests
+    ask for its hosts file), carries `lab`: `-m "not slow and not lab"` is the fast tier without root."""
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch, request):
     """Every test gets its own run registry and its own HOME: nothing reads or writes the user's

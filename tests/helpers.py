@@ -46,6 +46,20 @@ def slurmserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
+def slurmserve_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The CLI's own app, run in this process: for the many cases of a refusal matrix, where a fresh
+    interpreter (half a second to import) would dominate. An exception it let through reads as a traceback."""
+    from typer.testing import CliRunner
+
+    from slurmserve.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += f"Traceback: {type(result.exception).__name__}: {result.exception}"
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
+
+
 def submit_then_kill_the_cli(run: str, marker: str, *argv: str) -> None:
     """`submit` in a process of its own, SIGKILLed once the run directory holds `marker` (a path in it):
     a user's terminal closing mid-submit."""

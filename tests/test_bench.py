@@ -17,7 +17,7 @@ from slurmserve.errors import UserError
 from slurmserve.health.metrics import FrontendCounters
 
 from .conftest import plan_of
-from .helpers import slurmserve
+from .helpers import slurmserve, slurmserve_in_process
 
 
 def export(**changes) -> dict:
@@ -128,7 +128,7 @@ def test_sweep_points_are_the_product_or_the_pairs():
     ],
 )
 def test_bad_sweeps_are_exit_2_before_anything_starts(argv, message):
-    result = slurmserve("sweep", "--recipe", "mocker-agg", *argv)
+    result = slurmserve_in_process("sweep", "--recipe", "mocker-agg", *argv)
     assert result.returncode == 2 and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
 
 

@@ -1,4 +1,5 @@
-"""Bad input through the real CLI: exit status 2, the field or file named, no traceback, nothing started."""
+"""Bad input through the real CLI (its app, in this process for the matrix): exit status 2, the field or
+file named, no traceback, nothing started."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import HOSTS
-from .helpers import slurmserve
+from .helpers import slurmserve, slurmserve_in_process
 
 TWO_NODES = str(HOSTS / "two-node-8gpu.yaml")
 
@@ -113,7 +114,7 @@ def test_bad_input_exits_2_naming_the_field(description, args, expected, tmp_pat
         write(tmp_path, name, text)
     placeholders = {"{run}": a_run} | {f"{{{name}}}": str(tmp_path / name) for name in FILES}
     args = [placeholders.get(arg, arg) for arg in args]
-    result = slurmserve(*args)
+    result = slurmserve_in_process(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     message = " ".join(result.stderr.split())
     assert expected in message, message

@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from slurmserve.cli import app
 from slurmserve.transport import slurm as slurm_commands
 from slurmserve.transport.procfs import start_time
 
 from .conftest import HOSTS
-from .helpers import slurmserve
+from .helpers import slurmserve, slurmserve_in_process
 
 MARKER = Path("/tmp/slurmserve-injected")  # what every payload would create
 PAYLOADS = [
@@ -103,13 +101,25 @@ def set_path(data: dict, dotted: str, value) -> None:
         target[leaf] = wrapped
 
 
+# What two stubs leave behind, as the real program would, so that a script's bounded waits for it end at
+# once (each would otherwise wait out its bound: seconds per script, minutes over the corpus). Neither
+# runs anything it was given.
+RECORDS = {
+    # setsid [-f] bash -c RECORD_SELF record-self PID_FILE COMMAND...: the started process's PID record.
+    "setsid": 'while [ $# -gt 1 ] && [ "$1" != record-self ]; do shift; done\n'
+    '[ "$1" != record-self ] || echo "$$ 0" >"$2"\n',
+    # python3 -m slurmserve.node.supervisor RUN_DIR: the supervisor's first state, which the job waits for.
+    "python3": '[ "$2" != slurmserve.node.supervisor ] || : >"$3/state.json"\n',
+}
+
+
 def stubs(tmp_path: Path) -> dict[str, str]:
     """A PATH where the programs a script starts exit 0 at once, having run nothing."""
     folder = tmp_path / "stubs"
     folder.mkdir(exist_ok=True)
     for name in STUBS:
         stub = folder / name
-        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.write_text(f"#!/bin/sh\n{RECORDS.get(name, '')}exit 0\n")
         stub.chmod(0o755)
     return {"PATH": f"{folder}:/usr/bin:/bin", "HOME": str(tmp_path), "HF_TOKEN": "t"}
 
@@ -138,15 +148,6 @@ def run_every_script(out: Path, tmp_path: Path) -> None:
                 )
 
 
-def cli(*argv: str) -> subprocess.CompletedProcess:
-    """The CLI in this process (the corpus is hundreds of cases); an exception it let through is a traceback."""
-    result = CliRunner().invoke(app, list(argv))
-    stderr = result.stderr
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += f"Traceback: {type(result.exception).__name__}: {result.exception}"
-    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, stderr)
-
-
 def check(result: subprocess.CompletedProcess, field: str, out: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     if result.returncode == 2:
@@ -173,7 +174,9 @@ def test_recipe_payloads_are_refused_or_inert(tmp_path, field, payload):
     hosts.pop("model_cache")  # no hub to ask
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
     out = tmp_path / "out"
-    result = cli("render", "--recipe", str(tmp_path / "r.yaml"), "--hosts", str(tmp_path / "h.yaml"), "--out", str(out))
+    result = slurmserve_in_process(
+        "render", "--recipe", str(tmp_path / "r.yaml"), "--hosts", str(tmp_path / "h.yaml"), "--out", str(out)
+    )
     check(result, field, out, tmp_path)
 
 
@@ -192,7 +195,9 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind):
         hosts["topology"]["switches"][0]["nodes"] = [payload]
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
     out = tmp_path / "out"
-    result = cli("render", "--recipe", "mocker-disagg", "--hosts", str(tmp_path / "h.yaml"), "--out", str(out))
+    result = slurmserve_in_process(
+        "render", "--recipe", "mocker-disagg", "--hosts", str(tmp_path / "h.yaml"), "--out", str(out)
+    )
     check(result, field, out, tmp_path)
 
 
@@ -210,7 +215,7 @@ def test_hosts_payloads_are_refused_or_inert(tmp_path, field, payload, kind):
 )
 def test_command_line_payloads_are_refused(payload, verb):
     argv = [*verb, payload if verb[-1] != "--set" else f"{payload}=1"]
-    result = cli(*argv)
+    result = slurmserve_in_process(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
 
 
@@ -224,7 +229,7 @@ def test_a_run_name_cannot_leave_the_runs_folder(tmp_path):
 
 
 def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.CompletedProcess:
-    return slurmserve(
+    return slurmserve_in_process(
         "plan",
         "--recipe",
         "gpt-oss-120b-disagg",
@@ -279,7 +284,7 @@ def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown):
         "name: r\nmodel: {repo: builtin:tiny-mock}\nengine: mocker\nmode: agg\nagg: {tensor_parallel: 1}\n"
         f"env: {{X: {value}}}\n"
     )
-    result = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", str(tmp_path / "r.yaml"))
     assert result.returncode == 2 and f"env.X: Value error, {shown}" in " ".join(result.stderr.split()), result.stderr
 
 
@@ -303,7 +308,7 @@ def test_env_keys_must_be_names(tmp_path, key):
             }
         )
     )
-    result = slurmserve("plan", "--recipe", str(tmp_path / "r.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", str(tmp_path / "r.yaml"))
     assert result.returncode == 2 and "env." in result.stderr and "must be a letter or '_'" in result.stderr
 
 
@@ -323,7 +328,7 @@ def test_env_keys_must_be_names(tmp_path, key):
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):
     hosts = yaml.safe_load((HOSTS / "two-node-8gpu.yaml").read_text()) | change
     (tmp_path / "h.yaml").write_text(yaml.safe_dump(hosts))
-    result = slurmserve("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"))
+    result = slurmserve_in_process("plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "h.yaml"))
     assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
 
 

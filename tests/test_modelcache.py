@@ -25,8 +25,11 @@ from huggingface_hub.utils import WeakFileLock
 from slurmserve.config.recipe import ModelSpec
 from slurmserve.errors import UserError
 from slurmserve.modelcache import staging
+from slurmserve.modelcache.lock import SharedLock
 from slurmserve.modelcache.staging import MANIFEST, stage_model
 from slurmserve.node import stage_model as stage_model_node
+from slurmserve.transport.procfs import stat_fields
+from slurmserve.waiting import wait_until
 
 from .hub_server import FakeRepo, HubServer, tiny_model_files
 
@@ -244,7 +247,8 @@ def test_a_stopped_holder_is_taken_over_and_every_file_is_fetched_once(monkeypat
         holder = stager(cache, "--stale-after", "2", "--parallel", "1")
         assert hub.holding.wait(60), "the first stager never asked for a file"
         holder.send_signal(signal.SIGSTOP)
-        time.sleep(0.5)  # what it asked for before it stopped has arrived, and is held too
+        # Stopped, it asks for nothing more: with one file at a time, the request held is all it has out.
+        assert wait_until(lambda: (stat_fields(holder.pid) or ["gone"])[0] == "T", 30), "the holder never stopped"
         hub.admit.set()
         try:
             others = [stager(cache, "--stale-after", "2") for _ in range(7)]
@@ -280,7 +284,7 @@ def test_a_silent_lock_from_another_host_is_taken_over_after_the_bound(hub, cach
     assert_nothing_partial(cache)
 
 
-def test_a_lock_with_a_live_heartbeat_is_waited_for(hub, cache):
+def test_a_lock_with_a_live_heartbeat_is_waited_for(hub, cache, monkeypatch):
     lock = plant_lock(cache, "other-node")
     done = threading.Event()
 
@@ -288,12 +292,21 @@ def test_a_lock_with_a_live_heartbeat_is_waited_for(hub, cache):
         while not done.wait(0.1):
             os.utime(lock)
 
+    looks: list[float] = []  # when the stager looked at the lock
+    look = SharedLock._look
+
+    def watched_look(self):
+        looks.append(time.monotonic())
+        return look(self)
+
+    monkeypatch.setattr(SharedLock, "_look", watched_look)
     beating = threading.Thread(target=heartbeat)
     beating.start()
     staging = threading.Thread(target=stage_model, args=(spec(), cache), kwargs={"stale_after": 0.5})
     staging.start()
     try:
-        time.sleep(2.0)  # four times the bound
+        # The stager has watched the live lock for four times the bound.
+        assert wait_until(lambda: len(looks) > 1 and looks[-1] - looks[0] >= 2.0, 30), "the stager never looked"
         assert staging.is_alive() and hub.bytes_served == 0
     finally:
         done.set()

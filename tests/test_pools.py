@@ -16,7 +16,7 @@ from slurmserve.planning.router_grid import router_config
 from slurmserve.render.files import rendered_files
 
 from .conftest import plan_of
-from .helpers import slurmserve
+from .helpers import slurmserve, slurmserve_in_process
 
 
 def test_two_pools_plan_workers_then_routers_then_the_global_router_then_the_frontend():
@@ -188,7 +188,7 @@ AGG = {"ttft_min_ms": 0, "ttft_max_ms": 1000, "ttft_resolution": 2, "itl_min_ms"
 )
 def test_bad_grids_are_refused_naming_the_field(tmp_path, router, expected):
     recipe = with_router(tmp_path, {"mode": "agg", **router})
-    result = slurmserve("plan", "--recipe", str(recipe))
+    result = slurmserve_in_process("plan", "--recipe", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert expected in " ".join(result.stderr.split()), result.stderr
 

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..planning.plan import Plan, PlanNode, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG
-from ..runs import RunDir, read_pid_record
+from ..runs import HELPERS, RunDir, read_pid_record
 from ..transport.procfs import pid_alive, start_time, stop_groups
 from ..waiting import fan_out
 
@@ -83,7 +83,11 @@ class Backend(ABC):
         helpers nor any of its processes run. What the backend cannot tell counts as running: only a
         finished run is renamed or removed."""
         launched = run.ended or run.pid_record("launcher") is not None
-        return launched and not helpers_running(run) and True not in self.alive(run).values()
+        return launched and not helpers_running(run) and self.nothing_runs(run)
+
+    def nothing_runs(self, run: RunDir) -> bool:
+        """No process of the run runs, as this backend sees its processes."""
+        return True not in self.alive(run).values()
 
     def move_run_dir(self, plan: Plan, target: str) -> None:  # noqa: B027 (one folder, on this machine)
         """Before a stopped run's folder is renamed here: rename the copies of it on other hosts, if any."""
@@ -211,7 +215,7 @@ def stop_helpers(run: RunDir, *names: str) -> None:
 
 def helpers_running(run: RunDir) -> bool:
     """Whether the run's launcher or supervisor still runs on this machine."""
-    return any(pid_file_alive(run.path / "pids" / f"{name}.pid") for name in ("launcher", "supervisor"))
+    return any(pid_file_alive(run.path / "pids" / f"{name}.pid") for name in HELPERS)
 
 
 def pid_file_alive(path: Path) -> bool | None:

@@ -9,7 +9,7 @@ from ..errors import UserError
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process, node_scratch
 from ..render.scripts import script_name
-from ..runs import RunDir, live_runs
+from ..runs import HELPERS, RunDir, live_runs
 from ..transport.procfs import pid_alive, stop_groups
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, stop_helpers
 from .preflight import busy_ports, check_here
@@ -86,7 +86,7 @@ class LocalBackend(Backend):
         return SchedulerView("processes on this machine")
 
     def stop(self, run: RunDir) -> list[str]:
-        stop_helpers(run, "launcher", "supervisor")
+        stop_helpers(run, *HELPERS)
         self.stop_beside(run)  # a benchmark's aiperf: a client of what is stopped
         groups = {name: record for name in run.process_names() if (record := run.pid_record(name))}
         still_running = stop_groups(list(groups.values()))

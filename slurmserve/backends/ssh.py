@@ -24,7 +24,7 @@ from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
-from ..runs import Handle, RunDir, StartedGroup
+from ..runs import HELPERS, Handle, RunDir, StartedGroup
 from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
@@ -37,7 +37,6 @@ from .base import (
     SchedulerView,
     client_groups_argv,
     client_spec,
-    helpers_running,
     start_supervisor,
     stop_helpers,
     unanswering_daemons,
@@ -312,11 +311,9 @@ class SSHBackend(Backend):
     def scheduler(self, run: RunDir) -> SchedulerView:
         return SchedulerView(f"processes on {len(self._reach(run).nodes)} host(s) over SSH")
 
-    def finished(self, run: RunDir) -> bool:
+    def nothing_runs(self, run: RunDir) -> bool:
         """Every host answered, and none runs a process of the run (an unreachable host may)."""
-        launched = run.ended or run.pid_record("launcher") is not None
-        groups = self._groups(self._reach(run))
-        return launched and not helpers_running(run) and all(running == set() for running in groups.values())
+        return all(running == set() for running in self._groups(self._reach(run)).values())
 
     def move_run_dir(self, plan: Plan, target: str) -> None:
         """Each host keeps its copy of the run directory (scripts, logs, PID files) at the plan's path."""
@@ -333,7 +330,7 @@ class SSHBackend(Backend):
                 )
 
     def stop(self, run: RunDir) -> list[str]:
-        stop_helpers(run, "launcher", "supervisor")
+        stop_helpers(run, *HELPERS)
         reach = self._reach(run)
 
         def left(signal: str | None = None) -> dict[str, list[str]]:

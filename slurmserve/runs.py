@@ -44,6 +44,9 @@ from .transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 from .transport.slurm import JobState, parse_job_state
 
 HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
+# What in pids/ names a process of the plan: NAME.pid (local, SSH), NAME.srun and NAME.tasks (Slurm). Not
+# the benchmark's record or lock, also there.
+PROCESS_RECORDS = (".pid", ".srun", ".tasks")
 
 
 class ProcessWatch(BaseModel):
@@ -199,8 +202,8 @@ class RunDir:
         """The run's plan, read once (plan.json does not change once the run exists)."""
         if self._plan is None:
             try:
-                self._plan = Plan.model_validate_json((self.path / "plan.json").read_text())
-            except ValidationError:
+                self._plan = Plan.model_validate_json((self.path / "plan.json").read_bytes())
+            except ValidationError:  # damaged, written by another version, or not even UTF-8
                 raise UserError(
                     f"run {self.name}: {self.path / 'plan.json'} is damaged (not a plan this slurmserve can read)"
                 ) from None
@@ -212,7 +215,8 @@ class RunDir:
         try:
             return [process.name for process in self.plan().processes]
         except UserError:
-            recorded = {path.stem for path in (self.path / "pids").glob("*")} - set(HELPERS)
+            records = (path for path in (self.path / "pids").glob("*") if path.suffix in PROCESS_RECORDS)
+            recorded = {path.stem for path in records} - set(HELPERS)
             handle = self.handle()
             return sorted(recorded | set(handle.processes if handle else ()))
 
@@ -423,11 +427,9 @@ def taken(path: Path) -> bool:
 def set_aside(run: RunDir, target: Path) -> None:
     """Rename a stopped run's folder, and the home folder's link to it, so that its name can be taken
     again. Its plan follows it (name and folder): `status`, `logs` and `rm` read it under its new name."""
-    link = runs_root() / run.name
     if run.path.exists():  # another host's copy, renamed first, may have been this very folder (a shared filesystem)
         run.path.rename(target)
-    if link.is_symlink() and link.resolve() == run.path:
-        link.unlink()
+    drop_home_link(run)
     if runs_root() / target.name != target:
         (runs_root() / target.name).symlink_to(target)
     plan = RunDir(target).plan().model_copy(update={"run_name": target.name, "run_dir": str(target)})
@@ -436,10 +438,15 @@ def set_aside(run: RunDir, target: Path) -> None:
 
 def remove_run(run: RunDir) -> None:
     """Delete a run's folder and the home folder's link to it."""
+    drop_home_link(run)
+    shutil.rmtree(run.path)
+
+
+def drop_home_link(run: RunDir) -> None:
+    """The home folder's link to a run kept under another run_root (only a link to that very run)."""
     link = runs_root() / run.name
     if link.is_symlink() and link.resolve() == run.path:
         link.unlink()
-    shutil.rmtree(run.path)
 
 
 def open_run(name: str) -> RunDir:
@@ -484,7 +491,7 @@ def scan_runs() -> tuple[list[RunDir], list[UnreadableRun]]:
             runs.append(((run.path / "plan.json").stat().st_mtime, run))
         except OSError as error:
             unreadable.append(UnreadableRun(entry.name, unreadable_because(error)))
-        except (UserError, ValueError):  # ValueError: a plan.json that is not even UTF-8
+        except UserError:
             unreadable.append(UnreadableRun(entry.name, f"not a plan this slurmserve can read: {entry / 'plan.json'}"))
     runs.sort(key=lambda dated: dated[0])
     return [run for _, run in runs], sorted(unreadable, key=lambda run: run.name)

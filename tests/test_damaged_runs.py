@@ -35,6 +35,15 @@ def test_a_byte_that_is_not_utf8_in_one_run_breaks_no_status():
         assert json.loads(shown.stdout)["verdict"] != "stopped"  # the damaged line is skipped, not half-read
 
 
+def test_a_plan_json_that_is_not_utf8_is_named_damaged_not_a_traceback():
+    (local_run("bad-plan").path / "plan.json").write_bytes(b'{"recipe": "\xff"}')
+    shown = slurmserve("status", "bad-plan")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "plan.json is damaged" in " ".join(shown.stdout.split())
+    listed = slurmserve("status", "--all", "--json")
+    assert [(run["run"], run["verdict"]) for run in json.loads(listed.stdout)] == [("bad-plan", "unreadable")]
+
+
 # Root without the capabilities that pass over file permissions: a run directory owned by another user is
 # as closed to it as to any user (the tests run as root, whom no permission stops).
 WITHOUT_ROOT_POWERS = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slurmserve.runs import RunDir
 from slurmserve.transport import slurm as slurm_commands
 from slurmserve.transport.procfs import start_time
 
@@ -461,6 +462,9 @@ def test_a_run_whose_plan_json_is_damaged_is_still_shown_and_cancelled_from_its_
     worker = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
         (run / "pids" / "agg-0.pid").write_text(f"{worker.pid} {start_time(worker.pid)}\n")
+        (run / "pids" / "bench.lock").write_text("bench 20261207-010203 (started 01:02:03, pid 1)")
+        (run / "pids" / "aiperf.bench").write_text("1 1\n")
+        assert RunDir(run).process_names() == ["agg-0"]  # a benchmark's record and lock name no process
         shown = slurmserve("status", "damaged")
         said = " ".join(shown.stdout.split())
         assert shown.returncode == 0 and "plan.json is damaged" in said and "agg-0" in said, shown.stderr

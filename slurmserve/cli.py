@@ -224,6 +224,18 @@ def stopped_on_interrupt(command: str) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextmanager
+def said_on_interrupt(line: str) -> Iterator[None]:
+    """Ctrl-C, or a TERM made one: what the command started is stopped on the way out (deploy sees to it),
+    then `line`, exit 130."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        errors.print(line)
+        raise typer.Exit(130) from None
+
+
 @app.command()
 @clean_errors
 def submit(
@@ -534,12 +546,8 @@ def bench(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
     )
     progress = errors if json_out else console  # with --json, stdout is the summary alone
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops what bench started, as Ctrl-C does
-    try:
+    with said_on_interrupt(f"bench of run {run} interrupted: aiperf stopped, the point it measured left incomplete"):
         summary, folder = deploy.bench(open_run(run), request, lambda point: progress.print(point_line(point)))
-    except KeyboardInterrupt:
-        errors.print(f"bench of run {run} interrupted: aiperf stopped, the point it measured left incomplete")
-        raise typer.Exit(130) from None
     if json_out:
         print(summary.model_dump_json(indent=2))
     else:
@@ -577,14 +585,10 @@ def sweep(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
     )
     console.print(f"sweep of {len(points)} point(s): " + "; ".join(point.name for point in points), highlight=False)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a TERM stops what sweep started, as Ctrl-C does
-    try:
+    with said_on_interrupt("sweep interrupted: its deployments cancelled and aiperf stopped; run it again to resume"):
         report = deploy.sweep(
             recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
         )
-    except KeyboardInterrupt:
-        errors.print("sweep interrupted: its deployments cancelled and aiperf stopped; run it again to resume")
-        raise typer.Exit(130) from None
     if report.summaries:
         console.print(bench_table(report.summaries))
     console.print(

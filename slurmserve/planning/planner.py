@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -654,8 +655,8 @@ def check_unique_names(processes: list[Process]) -> None:
     """Each process has a name of its own: the launch script, PID records and logs know them by name, so of
     two with one name only one would start. A pool's name makes its processes' names (a pool `global` has
     a router `global-router`, Dynamo's global router's name)."""
-    names = [process.name for process in processes]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    # Counted once: a plan may hold thousands of processes.
+    twice = sorted(name for name, count in Counter(process.name for process in processes).items() if count > 1)
     if twice:
         # Only a pool's processes take a name from the recipe; every other process's name is fixed.
         pool = next(process.pool for process in processes if process.name == twice[0] and process.pool)

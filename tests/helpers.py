@@ -76,10 +76,10 @@ def submit_then_kill_the_cli(run: str, marker: str, *argv: str) -> None:
         cli.wait()
 
 
-def submit_then_interrupt(run: str, moment, signum: int, *argv: str) -> subprocess.CompletedProcess:
+def submit_then_interrupt(run: str, moment, signum: int, *argv: str, again=None) -> subprocess.CompletedProcess:
     """`submit` in a session of its own, sent `signum` once `moment()` holds: SIGINT to its whole session,
     as a terminal's Ctrl-C reaches every process in the foreground; SIGTERM to the CLI alone, as `kill`
-    sends it. Returns how the CLI ended."""
+    sends it. With `again`, sent once more when `again()` holds. Returns how the CLI ended."""
     cli = subprocess.Popen(
         [sys.executable, "-m", "slurmserve", "submit", "--name", run, *argv],
         stdout=subprocess.PIPE,
@@ -90,10 +90,16 @@ def submit_then_interrupt(run: str, moment, signum: int, *argv: str) -> subproce
     try:
         assert wait_until(lambda: moment() or cli.poll() is not None, 120), "the moment never came"
         assert cli.poll() is None, f"submit ended before the moment: {cli.communicate()}"
-        if signum == signal.SIGINT:
-            os.killpg(cli.pid, signum)
-        else:
-            cli.send_signal(signum)
+
+        def interrupt() -> None:
+            if signum == signal.SIGINT:
+                os.killpg(cli.pid, signum)
+            else:
+                cli.send_signal(signum)
+
+        interrupt()
+        if again is not None and wait_until(lambda: again() or cli.poll() is not None, 120) and cli.poll() is None:
+            interrupt()  # while the first one's cleanup runs
         stdout, stderr = cli.communicate(timeout=120)
     finally:
         if cli.poll() is None:

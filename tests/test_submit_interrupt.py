@@ -19,7 +19,14 @@ from slurmserve.transport.procfs import task_records
 from slurmserve.waiting import wait_until
 
 from .conftest import HOSTS
-from .helpers import leftover_processes, local_hosts_with_cache, processes_carrying, status_of, submit_then_interrupt
+from .helpers import (
+    events_of,
+    leftover_processes,
+    local_hosts_with_cache,
+    processes_carrying,
+    status_of,
+    submit_then_interrupt,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +90,18 @@ def test_ctrl_c_mid_launch_cancels_the_local_run(cancel_later):
     result = submit_then_interrupt("ctrl-c", moment, signal.SIGINT, "--recipe", "mocker-disagg")
     assert_cancelled_and_nothing_left("ctrl-c", result, signal.SIGINT)
     assert leftover_processes("ctrl-c") == []
+
+
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(cancel_later):
+    cancel_later("twice")
+    moment = started("twice", "pids/frontend.pid")
+
+    def cleaning_up() -> bool:  # the first Ctrl-C's cancel has begun
+        return "cancel requested" in [event["event"] for event in events_of("twice")]
+
+    result = submit_then_interrupt("twice", moment, signal.SIGINT, "--recipe", "mocker-agg", again=cleaning_up)
+    assert_cancelled_and_nothing_left("twice", result, signal.SIGINT)
+    assert leftover_processes("twice") == []
 
 
 def test_sigterm_while_waiting_for_readiness_cancels_the_local_run(cancel_later):

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from slurmserve import deploy
 from slurmserve.backends import backend_for
 from slurmserve.backends.base import stop_helpers
-from slurmserve.health.discovery import InstanceOwners
+from slurmserve.health.instances import InstanceOwners
 from slurmserve.render.files import rendered_files, write_files
 from slurmserve.runs import create_run, open_run
 from slurmserve.transport.http import frontend_instances

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from slurmserve import deploy
-from slurmserve.health.prometheus import free_port
+from slurmserve.observability.prometheus import free_port
 from slurmserve.planning.plan import Plan
 from slurmserve.runs import open_run
 from slurmserve.transport.http import http_ok

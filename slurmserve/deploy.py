@@ -39,13 +39,12 @@ from .config.fields import check_identifier
 from .config.hosts import Hosts, load_hosts
 from .config.recipe import Recipe, load_recipe
 from .errors import DeploymentFailed, Interrupted, UserError
-from .events import Cancelled, CancelRequested, Failed, Ready, Submitted
 from .hardware.discovery import default_hosts, with_local_nodes
-from .health.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .health.decisions import direct_state, direct_verdict
-from .health.prometheus import OPEN_LOCK, OpenedData, free_port, open_saved, open_url
-from .health.targets import file_sd_targets
 from .interrupts import signals_held
+from .observability.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
+from .observability.prometheus import OPEN_LOCK, OpenedData, free_port, open_saved, open_url
+from .observability.targets import file_sd_targets
 from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
@@ -72,6 +71,7 @@ from .runs import (
     set_aside,
     slurmserve_home,
 )
+from .runs.events import Cancelled, CancelRequested, Failed, Ready, Submitted
 from .transport.http import canary_completion, http_ok, model_listed, workers_seen
 from .waiting import fan_out, throttled, wait_until
 

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DeploymentFailed, UserError
-from ..events import JobSubmitted
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
 from ..runs import Handle, RunDir
+from ..runs.events import JobSubmitted
 from ..transport.procfs import start_time, task_records
 from ..transport.slurm import (
     JobState,

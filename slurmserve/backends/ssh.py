@@ -18,13 +18,13 @@ import invoke
 from invoke.exceptions import CommandTimedOut
 
 from ..errors import DeploymentFailed, UserError
-from ..events import KvPathChecked
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
 from ..runs import HELPERS, Handle, RunDir, StartedGroup
+from ..runs.events import KvPathChecked
 from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..health.metrics import FrontendCounters
+from ..observability.metrics import FrontendCounters
 
 SUMMARY_VERSION = 1
 AIPERF_EXPORT = "profile_export_aiperf.json"

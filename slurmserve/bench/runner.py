@@ -17,11 +17,11 @@ from ..backends import backend_for
 from ..backends.base import CLIENT_RECORD
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import DeploymentFailed, UserError
-from ..events import BenchDone, BenchStarted, Restarted
-from ..health.metrics import frontend_counters
+from ..observability.metrics import frontend_counters
 from ..private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
 from ..resources import bundled_aiperf
 from ..runs import ProcessState, RunDir, Verdict
+from ..runs.events import BenchDone, BenchStarted, Restarted
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots

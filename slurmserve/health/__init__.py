@@ -1,2 +1,2 @@
-"""Is the deployment serving: the supervisor's pure decisions, the supervisor that watches and restarts,
-and Dynamo's discovery store seen from outside."""
+"""Is the deployment serving: the supervisor's pure decisions, the pools' health, and Dynamo's discovery store seen from
+outside (which instance is whose)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
+from ..observability.metrics import samples, total
+from ..observability.targets import metrics_url
 from ..planning.plan import Plan, PlanPool
 from ..runs import CanaryResult
 from ..transport.http import canary_completion
-from .metrics import samples, total
-from .targets import metrics_url
 
 
 def served_by(plan: Plan, pool: PlanPool) -> float | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..backends.ssh import SSHBackend
 from ..errors import DeploymentFailed
-from ..events import Failed
 from ..runs import RunDir
+from ..runs.events import Failed
 
 
 def main(run_dir: str) -> int:

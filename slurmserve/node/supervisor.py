@@ -1,4 +1,4 @@
-"""`python -m slurmserve.node.supervisor RUN_DIR`: the deployment's supervisor (see health.supervisor)."""
+"""`python -m slurmserve.node.supervisor RUN_DIR`: the deployment's supervisor (see runtime.supervision)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ if __name__ == "__main__":
     # starting gets a supervisor that records its stop, instead of one killed without a word.
     signal.signal(signal.SIGTERM, remember)
     signal.signal(signal.SIGINT, remember)
-    from ..health.supervisor import supervise
     from ..runs import RunDir
+    from ..runtime.supervision import supervise
 
     supervise(RunDir(Path(sys.argv[1])), early)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..health.prometheus import job_config
+from ..observability.prometheus import job_config
 from ..planning.needs import needs_of
 from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
 from ..private import make_folder, make_out_dir, make_private_dir, write_whole

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle (imports inside functions included), only the CLI prints,
+"""The package's shape: layers whose imports run only down, no import cycle (imports inside functions included),
+modules and functions of a readable length, only the CLI prints,
 no code line over 120 characters, and the run directory's records are typed and survive torn writes."""
 
 from __future__ import annotations
@@ -77,6 +78,86 @@ def test_no_import_cycles():
         if node not in state:
             visit(node)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+# The layers, bottom to top. A module imports its own package and the packages of lower layers, never a
+# package of its own layer or of one above: a layer can be read, tested and changed knowing only those below.
+LAYERS: list[tuple[str, ...]] = [
+    ("slurmserve", "errors"),  # the package's version and its errors
+    ("resources", "private", "waiting", "interrupts"),  # shipped files, private writes, deadlines, signals
+    ("config",),  # the recipe and the hosts file, validated
+    ("transport",),  # reaching a node: the one node runner, HTTP, procfs, Slurm's commands
+    ("planning",),  # the plan: a pure value
+    ("runs",),  # the run directory: its layout, records and events
+    ("observability",),  # targets, live metrics, Prometheus, Grafana, the supervisor's own metrics
+    ("health", "hardware", "kvpath", "modelcache", "render"),  # what backends compose
+    ("backends",),  # local, SSH and Slurm: every backend difference
+    ("runtime", "bench"),  # the deployment as it runs, and measuring it
+    ("deploy",),  # the verbs
+    ("cli", "node"),  # entry points: the user's and the nodes'
+    ("__main__",),  # `python -m slurmserve`: the CLI
+]
+LAYER_OF = {package: number for number, packages in enumerate(LAYERS) for package in packages}
+
+
+def package_of(module: str) -> str:
+    """`slurmserve.planning.plan` -> `planning`; the root package and top-level modules name themselves."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import that runs sideways or up: "importer -> imported (layer a -> layer b)"."""
+    found = []
+    for importer, imported in graph.items():
+        source = package_of(importer)
+        for target in sorted(imported):
+            destination = package_of(target)
+            if destination == source or destination == "slurmserve":
+                continue
+            if LAYER_OF[destination] >= LAYER_OF[source]:
+                found.append(f"{importer} -> {target} (layer {LAYER_OF[source]} -> {LAYER_OF[destination]})")
+    return found
+
+
+def test_every_package_has_a_layer():
+    unplaced = sorted({package_of(name) for name in modules()} - set(LAYER_OF))
+    assert not unplaced, f"packages with no layer in LAYERS: {unplaced}"
+
+
+def test_imports_run_only_down_the_layers():
+    found = modules()
+    graph = {name: imported_modules(name, path, set(found)) for name, path in found.items()}
+    violations = layer_violations(graph)
+    assert not violations, "imports that run sideways or up:\n" + "\n".join(violations)
+
+
+def test_the_layer_check_names_an_import_that_runs_up():
+    graph = {"slurmserve.planning.planner": {"slurmserve.backends.base", "slurmserve.config.recipe"}}
+    assert layer_violations(graph) == ["slurmserve.planning.planner -> slurmserve.backends.base (layer 4 -> 8)"]
+    assert layer_violations({"slurmserve.render.files": {"slurmserve.health.decisions"}}) == [
+        "slurmserve.render.files -> slurmserve.health.decisions (layer 7 -> 7)"
+    ]
+
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_module_over_500_lines():
+    long = {name: lines for name, path in modules().items() if (lines := len(path.read_text().splitlines())) > 500}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_over_60_lines():
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
 def test_only_the_cli_and_the_node_programs_print():

@@ -163,7 +163,8 @@ def pin_model(inputs: Inputs, dry_run: bool = False) -> tuple[Inputs, str | None
     if not stages_a_model(inputs):
         return inputs, None
     # huggingface_hub: imported only when a model is staged
-    from .modelcache.staging import HubUnreachable, resolve_revision, staged_snapshot
+    from .modelcache.hub import HubUnreachable, resolve_revision
+    from .modelcache.staging import staged_snapshot
 
     model = inputs.recipe.model
     if staged_snapshot(model, inputs.hosts.model_cache or "") is not None:
@@ -229,9 +230,9 @@ def stage_model(inputs: Inputs) -> Path:
         raise UserError("model_cache: the hosts file names no shared model cache to stage into")
     if not inputs.recipe.model.on_hub:
         raise UserError(f"model.repo {inputs.recipe.model.repo!r} is a local folder: there is nothing to stage")
-    from .modelcache.staging import stage_model as fetch
+    from .modelcache.staging import fetch_to_cache
 
-    return fetch(inputs.recipe.model, inputs.hosts.model_cache)
+    return fetch_to_cache(inputs.recipe.model, inputs.hosts.model_cache)
 
 
 def save_inputs(run: RunDir, inputs: Inputs) -> None:

@@ -15,10 +15,10 @@ import pytest
 from slurmserve.runs import EventKind, Handle, RunDir, SupervisorState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "slurmserve"
-# Entry points whose output is a log or a terminal's: the CLI, the `python -m` programs, and the node
-# check a job runs as a plain script.
+# Entry points whose output is a log or a terminal's: the CLI (a package), the `python -m` programs, and
+# the node check a job runs as a plain script.
 MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__", "slurmserve.hardware.node_check"}
-MAY_PRINT_PACKAGES = ("slurmserve.node.",)
+MAY_PRINT_PACKAGES = ("slurmserve.cli.", "slurmserve.node.")
 
 
 def module_name(path: Path) -> str:

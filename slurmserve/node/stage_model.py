@@ -11,7 +11,8 @@ from huggingface_hub import constants
 from ..config.recipe import ModelSpec
 from ..errors import UserError
 from ..modelcache.lock import STALE_AFTER_S
-from ..modelcache.staging import MAX_PARALLEL_FILES, stage_model
+from ..modelcache.snapshots import MAX_PARALLEL_FILES
+from ..modelcache.staging import fetch_to_cache
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     constants.HF_HUB_DISABLE_TELEMETRY = True
     model = ModelSpec(repo=args.repo, revision=args.revision, allow=args.allow, ignore=args.ignore)
     try:
-        print(stage_model(model, args.cache, stale_after=args.stale_after, parallel=max(1, args.parallel)))
+        print(fetch_to_cache(model, args.cache, stale_after=args.stale_after, parallel=max(1, args.parallel)))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

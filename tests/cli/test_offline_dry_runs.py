@@ -14,7 +14,7 @@ from slurmserve import deploy
 from slurmserve.cli import app
 from slurmserve.config.recipe import ModelSpec, builtin_recipe_names
 from slurmserve.errors import UserError
-from slurmserve.modelcache.staging import stage_model
+from slurmserve.modelcache.staging import fetch_to_cache
 
 from ..conftest import HOSTS
 from ..helpers import local_hosts_with_cache, slurmserve
@@ -84,7 +84,7 @@ def staged_then_offline(unreachable_hub, monkeypatch, tmp_path) -> str:
     hosts = local_hosts_with_cache(tmp_path)
     with HubServer({REPO: TINY}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        stage_model(ModelSpec(repo=REPO, revision=TINY.sha), tmp_path / "models")
+        fetch_to_cache(ModelSpec(repo=REPO, revision=TINY.sha), tmp_path / "models")
     monkeypatch.setenv("HF_ENDPOINT", unreachable_hub)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return str(hosts)

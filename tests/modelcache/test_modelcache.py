@@ -26,7 +26,8 @@ from slurmserve.config.recipe import ModelSpec
 from slurmserve.errors import UserError
 from slurmserve.modelcache import staging
 from slurmserve.modelcache.lock import SharedLock
-from slurmserve.modelcache.staging import MANIFEST, stage_model
+from slurmserve.modelcache.snapshots import MANIFEST
+from slurmserve.modelcache.staging import fetch_to_cache
 from slurmserve.node import stage_model as stage_model_node
 from slurmserve.transport.procfs import stat_fields
 from slurmserve.waiting import wait_until
@@ -128,7 +129,7 @@ def assert_staged(snapshot: Path, paths: list[str]) -> None:
 
 
 def test_stage_gives_the_hugging_face_cache_layout_that_offline_readers_use(hub, cache):
-    snapshot = stage_model(spec("v1"), cache)
+    snapshot = fetch_to_cache(spec("v1"), cache)
 
     assert snapshot == snapshot_dir(cache)
     assert_staged(snapshot, STAGED)
@@ -148,7 +149,7 @@ def test_stage_gives_the_hugging_face_cache_layout_that_offline_readers_use(hub,
 
 
 def test_allow_patterns_fetch_only_what_they_name(hub, cache):
-    snapshot = stage_model(ModelSpec(repo=REPO, allow=["*.json"]), cache)
+    snapshot = fetch_to_cache(ModelSpec(repo=REPO, allow=["*.json"]), cache)
 
     json_files = sorted(path for path in TINY.files if path.endswith(".json"))
     assert_staged(snapshot, json_files)
@@ -156,23 +157,23 @@ def test_allow_patterns_fetch_only_what_they_name(hub, cache):
 
 
 def test_a_second_stage_sends_no_bytes_and_at_most_one_metadata_call(hub, cache):
-    stage_model(spec("main"), cache)
+    fetch_to_cache(spec("main"), cache)
     hub.reset_counts()
 
-    assert stage_model(spec("main"), cache) == snapshot_dir(cache)
+    assert fetch_to_cache(spec("main"), cache) == snapshot_dir(cache)
     assert hub.requests == {"info": 1}  # a branch must be resolved; nothing else
-    assert stage_model(spec(TINY.sha), cache) == snapshot_dir(cache)
+    assert fetch_to_cache(spec(TINY.sha), cache) == snapshot_dir(cache)
     assert hub.requests == {"info": 1}  # a pinned commit: not even that
     assert hub.bytes_served == 0
 
 
 def test_a_corrupted_or_missing_file_is_fetched_again_and_only_it(hub, cache):
-    snapshot = stage_model(spec(), cache)
+    snapshot = fetch_to_cache(spec(), cache)
     (snapshot / WEIGHTS[0]).resolve().write_bytes(b"truncated")
     (snapshot / "config.json").unlink()
     hub.reset_counts()
 
-    stage_model(spec(), cache)
+    fetch_to_cache(spec(), cache)
 
     assert_staged(snapshot, STAGED)
     assert hub.bytes_by_file == {
@@ -213,7 +214,7 @@ def test_a_stager_killed_mid_download_leaves_its_lock_to_the_next_one(monkeypatc
         assert list((cache / ".slurmserve" / "staging").rglob("*.incomplete")), "and was half-way through a file"
 
         started = time.monotonic()
-        snapshot = stage_model(spec(), cache, stale_after=60)
+        snapshot = fetch_to_cache(spec(), cache, stale_after=60)
 
     assert time.monotonic() - started < 30  # did not wait for the 60 s heartbeat bound
     assert_staged(snapshot, STAGED)
@@ -234,7 +235,7 @@ def test_a_link_left_half_published_by_a_dead_holder_is_cleared(monkeypatch, cac
     for link in (left_by_dead, left_by_live):
         link.symlink_to("../../blobs/nothing")
     with serve(monkeypatch):
-        stage_model(spec(), cache)
+        fetch_to_cache(spec(), cache)
     assert not left_by_dead.is_symlink() and left_by_live.is_symlink()
 
 
@@ -277,7 +278,7 @@ def test_a_silent_lock_from_another_host_is_taken_over_after_the_bound(hub, cach
     plant_lock(cache, "other-node")
     started = time.monotonic()
 
-    snapshot = stage_model(spec(), cache, stale_after=1.0)
+    snapshot = fetch_to_cache(spec(), cache, stale_after=1.0)
 
     assert time.monotonic() - started >= 1.0
     assert_staged(snapshot, STAGED)
@@ -302,7 +303,7 @@ def test_a_lock_with_a_live_heartbeat_is_waited_for(hub, cache, monkeypatch):
     monkeypatch.setattr(SharedLock, "_look", watched_look)
     beating = threading.Thread(target=heartbeat)
     beating.start()
-    staging = threading.Thread(target=stage_model, args=(spec(), cache), kwargs={"stale_after": 0.5})
+    staging = threading.Thread(target=fetch_to_cache, args=(spec(), cache), kwargs={"stale_after": 0.5})
     staging.start()
     try:
         # The stager has watched the live lock for four times the bound.
@@ -335,7 +336,7 @@ def test_without_flock_huggingface_hub_would_hang_but_staging_works(hub, cache, 
     with pytest.raises(filelock.Timeout), WeakFileLock(marker, timeout=1.0):
         pass
 
-    snapshot = stage_model(spec(), cache)
+    snapshot = fetch_to_cache(spec(), cache)
 
     assert calls, "huggingface_hub should have tried flock (in the stager's private folder)"
     assert_staged(snapshot, STAGED)
@@ -348,7 +349,7 @@ def test_without_flock_huggingface_hub_would_hang_but_staging_works(hub, cache, 
 
 def stage_error(model: ModelSpec, cache: Path, **kwargs) -> str:
     with pytest.raises(UserError) as caught:
-        stage_model(model, cache, **kwargs)
+        fetch_to_cache(model, cache, **kwargs)
     return str(caught.value)
 
 
@@ -391,7 +392,7 @@ def test_token_comes_from_the_token_file(monkeypatch, cache, tmp_path):
     token_file.parent.mkdir(parents=True)
     token_file.write_text(TOKEN)
     with serve(monkeypatch, token=TOKEN):
-        assert_staged(stage_model(spec(), cache), STAGED)
+        assert_staged(fetch_to_cache(spec(), cache), STAGED)
 
 
 def test_unreachable_endpoint(monkeypatch, cache):
@@ -430,7 +431,7 @@ def test_disk_full_mid_download_leaves_nothing_partial(hub, cache, monkeypatch):
 
     monkeypatch.setattr(file_download, "http_get", real_http_get)
     hub.reset_counts()
-    assert_staged(stage_model(spec(), cache), STAGED)  # the next stage fetches only what is missing
+    assert_staged(fetch_to_cache(spec(), cache), STAGED)  # the next stage fetches only what is missing
     assert set(hub.bytes_by_file) == {f"{REPO}/{path}" for path in WEIGHTS}
 
 
@@ -463,12 +464,12 @@ def test_a_malformed_repo_id(hub, cache):
 
 def test_a_local_folder_is_not_staged(cache):
     with pytest.raises(UserError, match="model.repo 'builtin:tiny-mock' is a local folder"):
-        stage_model(ModelSpec(repo="builtin:tiny-mock"), cache)
+        fetch_to_cache(ModelSpec(repo="builtin:tiny-mock"), cache)
 
 
 def test_a_cache_whose_parent_is_missing(tmp_path):
     with pytest.raises(UserError, match="model_cache .*parent folder does not exist"):
-        stage_model(spec(), tmp_path / "not-mounted" / "models")
+        fetch_to_cache(spec(), tmp_path / "not-mounted" / "models")
 
 
 def test_module_entry_point_exits_2_on_bad_input(hub, cache, capsys):
@@ -482,7 +483,7 @@ def test_the_token_is_in_no_file_and_no_message(monkeypatch, cache, caplog):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     caplog.set_level("DEBUG")
     with serve(monkeypatch, {REPO: TINY, "acme/gated": FakeRepo({"a.json": b"{}"}, gated=True)}, token=TOKEN):
-        stage_model(spec(), cache)
+        fetch_to_cache(spec(), cache)
         messages = [
             stage_error(ModelSpec(repo="acme/gated"), cache),
             stage_error(spec("nope"), cache),

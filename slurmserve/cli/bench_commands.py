@@ -1,0 +1,113 @@
+"""The benchmark commands: `bench` a serving run (or `bench compare` benchmarks), `sweep` deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import deploy
+from ..bench.results import invalid_points
+from ..bench.runner import BenchRequest
+from ..bench.sweep import sweep_points
+from ..errors import DeploymentFailed
+from ..runs import open_run
+from .exits import clean_errors, said_on_interrupt
+from .options import (
+    AiperfOption,
+    ConcurrencyOption,
+    FreshOption,
+    HostsOption,
+    IslOption,
+    OslOption,
+    RecipeOption,
+    RequestsOption,
+    SetOption,
+    numbers,
+)
+from .output import bench_table, console, point_line, stderr
+
+
+@clean_errors
+def bench(
+    run: str = typer.Argument(..., metavar="RUN | compare", help="A serving run; or `compare` and benchmark folders"),
+    folders: Optional[list[str]] = typer.Argument(None, metavar="[DIR...]", help="With compare: benchmark folders"),
+    concurrency: Optional[str] = ConcurrencyOption,
+    isl: Optional[int] = IslOption,
+    osl: Optional[int] = OslOption,
+    requests: Optional[int] = RequestsOption,
+    aiperf: Optional[str] = AiperfOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="With compare: where the combined table and plot go"),
+    fresh: bool = FreshOption,
+    json_out: bool = typer.Option(False, "--json", help="Print the summary (summary.json) instead of the table"),
+) -> None:
+    """Benchmark a serving run with aiperf, a point per concurrency (exit 1 if a point fails the validity
+    gate); `bench compare DIR...` puts benchmarks side by side."""
+    if run == "compare":
+        compare([Path(folder) for folder in folders or []], out)
+        return
+    request = BenchRequest(
+        numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
+    )
+    progress = stderr if json_out else console  # with --json, stdout is the summary alone
+    with said_on_interrupt(f"bench of run {run} interrupted: aiperf stopped, the point it measured left incomplete"):
+        summary, folder = deploy.bench(open_run(run), request, lambda point: progress.print(point_line(point)))
+    if json_out:
+        print(summary.model_dump_json(indent=2))
+    else:
+        console.print(bench_table([summary]))
+    progress.print(f"results: {folder / 'summary.json'} (with table.txt, the plots, aiperf's own files per point)")
+    if not summary.valid:
+        raise DeploymentFailed(
+            f"run {run}: {sum(not p.valid for p in summary.points)} point(s) failed the validity gate"
+        )
+
+
+def compare(folders: list[Path], out: Path | None) -> None:
+    """`bench compare`: the benchmarks' table side by side, their invalid points, where the plots went."""
+    summaries, folder = deploy.compare(folders, out)
+    console.print(bench_table(summaries))
+    for line in invalid_points(summaries):
+        console.print(f"invalid: {line}", highlight=False)
+    console.print(f"table and plots: {folder}")
+
+
+@clean_errors
+def sweep(
+    recipe: str = RecipeOption,
+    hosts: Optional[str] = HostsOption,
+    set_: list[str] = SetOption,
+    vary: list[str] = typer.Option([], "--vary", help="A field and its values: --vary decode.replicas=1,2"),
+    zipped: bool = typer.Option(False, "--zip", help="Pair the --vary lists (i-th values together), not every mix"),
+    concurrency: Optional[str] = ConcurrencyOption,
+    isl: Optional[int] = IslOption,
+    osl: Optional[int] = OslOption,
+    requests: Optional[int] = RequestsOption,
+    aiperf: Optional[str] = AiperfOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="The sweep's folder (default: one per command)"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds each deployment may take to serve"),
+    fresh: bool = FreshOption,
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure every point again, ignoring saved results"),
+) -> None:
+    """Deploy, benchmark and cancel one deployment per combination of the --vary values (exit 1 if a
+    point failed); run again, it measures only what is missing or would measure other numbers now
+    (another workload, recipe, engine config, hosts file or version)."""
+    points = sweep_points(vary, zipped)
+    request = BenchRequest(
+        numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh
+    )
+    console.print(f"sweep of {len(points)} point(s): " + "; ".join(point.name for point in points), highlight=False)
+    with said_on_interrupt("sweep interrupted: its deployments cancelled and aiperf stopped; run it again to resume"):
+        report = deploy.sweep(
+            recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
+        )
+    if report.summaries:
+        console.print(bench_table(report.summaries))
+    console.print(
+        f"sweep folder: {report.folder} (table.txt, pareto.png with the frontier, a folder per point); "
+        f"measured {len(report.measured)}, skipped {len(report.skipped)}, failed {len(report.failed)}"
+    )
+    invalid = invalid_points(report.summaries)
+    if report.failed or invalid:
+        raise DeploymentFailed("; ".join([*(f"{name}: {why}" for name, why in report.failed.items()), *invalid]))

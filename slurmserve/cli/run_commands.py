@@ -1,0 +1,181 @@
+"""The commands of a run's life: plan and render it, submit it, watch its status and logs, cancel it,
+remove it once stopped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+
+from .. import deploy
+from ..errors import DeploymentFailed
+from ..runs import RunDir, open_run, scan_runs
+from .exits import clean_errors, stopped_on_interrupt
+from .options import HostsOption, RecipeOption, SetOption, duration_s
+from .output import (
+    console,
+    placement_table,
+    run_list_table,
+    run_summary,
+    say_ready,
+    status_table,
+    to_json,
+    unreadable_summary,
+    warn,
+)
+
+
+@clean_errors
+def plan(
+    recipe: str = RecipeOption,
+    hosts: Optional[str] = HostsOption,
+    set_: list[str] = SetOption,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show where every process would run: node, GPUs, ports (--json: the plan itself)."""
+    the_plan = deploy.plan_for(deploy.load_inputs(recipe, hosts, set_))
+    warn(the_plan)
+    if as_json:
+        print(the_plan.model_dump_json(indent=2))
+    else:
+        console.print(placement_table(the_plan))
+
+
+@clean_errors
+def render(
+    recipe: str = RecipeOption,
+    hosts: Optional[str] = HostsOption,
+    set_: list[str] = SetOption,
+    out: Path = typer.Option(..., "--out", help="Folder to write the scripts, plan.json and engine YAMLs to"),
+    force: bool = typer.Option(False, "--force", help="Replace files already in --out"),
+) -> None:
+    """Write the deployment's script(s), plan and engine configs to a folder, without running anything."""
+    out = out.resolve()
+    prepared = deploy.prepare(recipe, hosts, set_, run_dir=str(out), dry_run=True)
+    warn(prepared.plan)
+    for path in deploy.render_to(prepared, out, force):
+        console.print(f"wrote {path}")
+
+
+@clean_errors
+def submit(
+    recipe: str = RecipeOption,
+    hosts: Optional[str] = HostsOption,
+    set_: list[str] = SetOption,
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: recipe-date-time-random)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the script that would run; start nothing"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Return once started, without waiting for readiness (it runs on after this command)"
+    ),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve"),
+    preflight: Optional[bool] = typer.Option(
+        None,
+        "--preflight/--no-preflight",
+        help="UCX transfer test of every prefill->decode path before the model loads (default: on for TRT-LLM)",
+    ),
+) -> None:
+    """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
+    before then cancels it (exit 130 or 143)."""
+    with stopped_on_interrupt("submit"):
+        prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run)
+        warn(prepared.plan)
+        if dry_run:
+            print(prepared.script, end="")
+            return
+        with console.status("starting..."):
+            submitted = deploy.submit(prepared, wait=not no_wait, timeout=timeout)
+    if submitted.sample is None:
+        run = submitted.run.name
+        console.print(f"run [bold]{run}[/] started; follow it with: slurmserve status {run} --watch")
+        return
+    say_ready(submitted, submitted.sample)
+
+
+@clean_errors
+def status(
+    run: Optional[str] = typer.Argument(None),
+    as_json_: bool = typer.Option(False, "--json"),
+    watch: bool = typer.Option(False, "--watch", help="Redraw every second until interrupted"),
+    every: bool = typer.Option(False, "--all", help="List every run, stopped ones too (default: the live ones)"),
+) -> None:
+    """Show a run's processes and their state (no RUN: list the live runs; --all: every run)."""
+    if run is None:
+        list_runs(every, as_json_)
+        return
+    the_run = open_run(run)
+    if as_json_:
+        print(to_json(deploy.status(the_run), deploy.RunStatus))
+    elif watch:
+        watch_run(the_run)
+    else:
+        console.print(status_table(deploy.status(the_run)))
+
+
+def list_runs(every: bool, in_json: bool) -> None:
+    """The live runs (`every`: the stopped ones too), and those whose plan cannot be read."""
+    runs, unreadable = scan_runs()
+    reports = [deploy.status(r) for r in runs if every or not deploy.stopped(r)]
+    if in_json:
+        summaries = [run_summary(report) for report in reports] + [unreadable_summary(u) for u in unreadable]
+        print(to_json(summaries, list[dict[str, str]]))
+    else:
+        console.print(run_list_table(reports, unreadable))
+
+
+def watch_run(run: RunDir) -> None:
+    """The run's status table, redrawn every second until Ctrl-C."""
+    with Live(status_table(deploy.status(run), trend=True), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(1)
+                live.update(status_table(deploy.status(run), trend=True), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@clean_errors
+def logs(
+    run: str,
+    process: Optional[str] = typer.Argument(None, help="Process name (default: every process, last lines)"),
+    follow: bool = typer.Option(False, "--follow", "-f"),
+) -> None:
+    """Show a process's log (--follow: keep printing as it grows)."""
+    the_run = open_run(run)
+    if process is None:
+        for each in the_run.plan().processes:
+            path = the_run.path / each.log
+            console.rule(each.name)
+            print("\n".join(path.read_text(errors="replace").splitlines()[-20:]) if path.exists() else "(no log yet)")
+        return
+    for line in deploy.logs(the_run, process, follow):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+@clean_errors
+def cancel(run: str) -> None:
+    """Stop every process of a run and check that none is left."""
+    leftovers = deploy.cancel(open_run(run))
+    if leftovers:
+        raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")
+    console.print(f"run {run} cancelled; no process left")
+
+
+@clean_errors
+def rm(runs: list[str] = typer.Argument(..., metavar="RUN...")) -> None:
+    """Delete stopped runs' folders (a live run is refused: cancel it first)."""
+    deploy.remove([open_run(run) for run in runs])
+    console.print(f"removed {', '.join(runs)}")
+
+
+@clean_errors
+def prune(
+    older_than: str = typer.Option("7d", "--older-than", help="Age since a run last recorded anything: 30m, 12h, 7d"),
+) -> None:
+    """Delete every stopped run that has recorded nothing for longer than --older-than."""
+    removed = deploy.prune(duration_s(older_than, "--older-than"))
+    console.print(f"removed {len(removed)} stopped run(s)" + (f": {', '.join(removed)}" if removed else ""))

@@ -23,7 +23,7 @@ class Tools(NamedTuple):
 @dataclass(frozen=True)
 class PlanContext:
     """What every part of one plan shares. `ports` hands out the block's ports in the order processes
-    are made; `dynamo_env` is filled in once the control plane is known (`with_dynamo_env`)."""
+    are made; `dynamo_env` is empty until the control plane is made, then make_plan makes a context with it."""
 
     recipe: Recipe
     traits: BackendTraits

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from slurmserve import deploy
-from slurmserve.backends import backend_for
+from slurmserve.backends import backend_for, traits_for
 from slurmserve.backends.base import stop_helpers
 from slurmserve.health.instances import InstanceOwners
 from slurmserve.render.files import rendered_files, write_files
@@ -58,7 +58,7 @@ def start(name: str, decode_replicas: int, upstream: bool):
     for process in plan.processes:
         process.env.pop("ETCD_LEASE_TTL", None)
     run = create_run(plan)
-    write_files(rendered_files(plan), run.path, overwrite=True)
+    write_files(rendered_files(plan, traits_for(plan.backend)), run.path, overwrite=True)
     backend = backend_for(plan.backend)
     deploy.wait_for_deployment(backend, backend.submit(plan, run), run, plan, 120)
     stop_helpers(run, "supervisor")

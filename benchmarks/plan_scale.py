@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from slurmserve.backends import traits_for
 from slurmserve.config.hosts import HostEntry, Hosts, NodeSpec
 from slurmserve.config.recipe import load_recipe
 from slurmserve.planning.planner import make_plan
@@ -28,8 +29,11 @@ def plan_and_render_seconds(nodes: int) -> tuple[float, int]:
     recipe = load_recipe("gpt-oss-120b-disagg", [f"prefill.replicas={nodes}", f"decode.replicas={nodes}"])
     hosts = cluster(nodes)
     start = time.perf_counter()
-    plan = make_plan(recipe, hosts, run_name="scale", run_dir="/shared/runs/scale", python="/opt/venv/bin/python")
-    render_script(plan)
+    traits = traits_for(hosts.backend)
+    plan = make_plan(
+        recipe, hosts, traits, run_name="scale", run_dir="/shared/runs/scale", python="/opt/venv/bin/python"
+    )
+    render_script(plan, traits)
     return time.perf_counter() - start, len(plan.processes)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .backends import backend_for
+from .backends import backend_for, traits_for
 from .backends.base import Backend, Launch
 from .bench.plots import draw as draw_plots
 from .bench.results import BenchSummary, PointResult, read_summary, text_table
@@ -45,12 +45,12 @@ from .interrupts import signals_held
 from .observability.dashboard import DATASOURCE_FILE, dashboard_for, datasource_provisioning
 from .observability.prometheus import OPEN_LOCK, OpenedData, free_port, open_saved, open_url
 from .observability.targets import file_sd_targets
-from .planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
+from .planning.plan import FRONTEND_COMPONENT_OF_ROLE, PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan, Process
 from .planning.planner import make_plan
 from .planning.ports import PORT_BLOCKS
 from .private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
 from .render.files import link_served_model, rendered_files, write_files
-from .render.scripts import LAUNCHER_LOG, script_name
+from .render.scripts import LAUNCHER_LOG
 from .resources import bundled_binary
 from .runs import (
     CanaryResult,
@@ -81,13 +81,6 @@ HEARTBEAT_WAIT_S = 3.0  # a supervisor on another machine that has not ticked in
 LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit saw first
 DEFAULT_TIMEOUT_S = 600.0
 SWEEP_DEADLINE_S = 7 * 24 * 3600.0  # deployments side by side on Slurm: each ends on its own (queue, bench)
-# Dynamo registers a disaggregated prefill worker as component "prefill"; decode and agg workers as "backend".
-FRONTEND_COMPONENT_OF_ROLE = {
-    "prefill": "prefill",
-    "decode": "backend",
-    "agg": "backend",
-    "global_router": "global_router",
-}
 
 
 @dataclass(frozen=True)
@@ -127,6 +120,7 @@ def plan_for(
         return make_plan(
             inputs.recipe,
             inputs.hosts,
+            traits_for(inputs.hosts.backend),
             run_name=name,
             run_dir=directory,
             python=python,
@@ -190,7 +184,7 @@ class Prepared:
     @property
     def script(self) -> str:
         """The script that starts the deployment (what `submit --dry-run` prints)."""
-        return self.files[script_name(self.plan)]
+        return self.files[traits_for(self.plan.backend).launch_script]
 
 
 def prepare(
@@ -211,7 +205,7 @@ def prepare(
     if unverified:
         plan = plan.model_copy(update={"warnings": [*plan.warnings, unverified]})
     # plan.json among them, read back through the plan's model: `status` and `cancel` will read it.
-    return Prepared(inputs, plan, rendered_files(plan))
+    return Prepared(inputs, plan, rendered_files(plan, traits_for(plan.backend)))
 
 
 def render_to(prepared: Prepared, out: Path, force: bool) -> list[Path]:
@@ -311,7 +305,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     backend = backend_for(plan.backend)
     take_name(plan)
     backend.preflight(plan)
-    if plan.model_stage and plan.backend != "slurm":  # Slurm stages in a step of the job, on a node
+    if plan.model_stage and not backend.traits.stages_model_in_job:
         stage_model(inputs)
     run: RunDir | None = None
     try:
@@ -711,7 +705,7 @@ def sweep(
         finally:
             cancel(deployment.run)
 
-    if base.hosts.backend == "slurm":  # each deployment a job of its own
+    if traits_for(base.hosts.backend).has_allocation:  # each deployment a job of its own
         try:
             fan_out(todo, measure_point, SWEEP_DEADLINE_S)
         except KeyboardInterrupt:  # the points' threads die with this process: their jobs (and aiperf) first

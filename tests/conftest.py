@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmserve.backends import traits_for
 from slurmserve.config.hosts import load_hosts
 from slurmserve.config.recipe import load_recipe
 from slurmserve.planning.planner import make_plan
@@ -51,9 +52,11 @@ def cancel_later():
 
 
 def plan_of(recipe: str, hosts: str, *sets: str, run_name: str = "test-run", **kwargs):
+    hosts_file = load_hosts(HOSTS / hosts)
     return make_plan(
         load_recipe(recipe, list(sets)),
-        load_hosts(HOSTS / hosts),
+        hosts_file,
+        traits_for(hosts_file.backend),
         run_name=run_name,
         run_dir=f"/runs/{run_name}",
         python="/usr/bin/python3",
@@ -69,12 +72,13 @@ def local_run(recipe: str, run_name: str, *sets: str):
     plan = make_plan(
         load_recipe(recipe, list(sets)),
         load_hosts(HOSTS / "local.yaml"),
+        traits_for("local"),
         run_name=run_name,
         run_dir=str(run_dir_for(run_name, None)),
         python="python3",
     )
     run = create_run(plan)
-    write_files(rendered_files(plan), run.path, overwrite=True)
+    write_files(rendered_files(plan, traits_for(plan.backend)), run.path, overwrite=True)
     return run
 
 

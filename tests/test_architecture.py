@@ -174,6 +174,52 @@ def test_only_the_cli_and_the_node_programs_print():
     assert not printing, f"library code printing: {printing}"
 
 
+BACKEND_NAMES = {"slurm", "ssh", "local"}
+# Where a backend's name may decide what the code does: the backends themselves, and the CLI choosing one.
+KNOWS_BACKEND_NAMES = ("backends/", "cli.py")
+# helper A: hardware/, kvpath/ and node/kvcheck.py are moving to the backends' traits in parallel; the lead
+# removes this allowlist on merge.
+BACKEND_SWITCHES_BEING_REMOVED = ("hardware/", "kvpath/", "node/kvcheck.py")
+
+
+def names_a_backend(node: ast.AST) -> bool:
+    """A backend's name as a string constant, or a tuple, list or set literal holding one."""
+    if isinstance(node, ast.Constant):
+        return node.value in BACKEND_NAMES
+    return isinstance(node, ast.Tuple | ast.List | ast.Set) and any(names_a_backend(item) for item in node.elts)
+
+
+def backend_switches(source: str) -> list[int]:
+    """Lines that branch on a backend's name: a comparison with one (`backend == "slurm"`, `in ("ssh",
+    "slurm")`), or a dict literal keyed by them (`{"slurm": ..., "local": ...}[backend]`)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(map(names_a_backend, [node.left, *node.comparators])):
+            lines.append(node.lineno)
+        if isinstance(node, ast.Dict) and any(key is not None and names_a_backend(key) for key in node.keys):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_backend_switches_finds_comparisons_and_dicts_keyed_by_backend_names():
+    assert backend_switches('if plan.backend == "slurm": pass') == [1]
+    assert backend_switches('x = "local" != hosts.backend') == [1]
+    assert backend_switches('ok = hosts.backend in ("ssh", "slurm")') == [1]
+    assert backend_switches('name = {"slurm": "a.sbatch", "ssh": "driver.sh"}[backend]') == [1]
+    assert backend_switches('x = mode == "agg"; y = {"prefill": 1}; Handle(backend="slurm")') == []
+
+
+def test_only_the_backends_and_the_cli_branch_on_a_backends_name():
+    """Everything else asks a backend's traits (planning.traits), handed down from `backends.traits_for`."""
+    switches = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not str(path.relative_to(PACKAGE)).startswith(KNOWS_BACKEND_NAMES + BACKEND_SWITCHES_BEING_REMOVED)
+        for line in backend_switches(path.read_text())
+    ]
+    assert not switches, f"branching on a backend's name outside slurmserve/backends/: {switches}"
+
+
 def test_no_code_line_over_120_characters():
     long = [
         f"{path.relative_to(PACKAGE.parent)}:{number}"

@@ -12,9 +12,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import UserError
 from ..planning.plan import Plan, PlanNode, Process
+from ..planning.traits import BackendTraits
 from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG
 from ..runs import HELPERS, RunDir, read_pid_record
@@ -52,6 +54,8 @@ class Launch(ABC):
 
 
 class Backend(ABC):
+    traits: ClassVar[BackendTraits]  # what the layers below the backends need to know of it
+
     @abstractmethod
     def preflight(self, plan: Plan) -> None:
         """Check what the plan needs before anything starts; raise UserError naming what is wrong."""

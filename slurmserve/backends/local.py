@@ -8,11 +8,11 @@ import subprocess
 from ..errors import UserError
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process, node_scratch
-from ..render.scripts import script_name
 from ..runs import HELPERS, RunDir, live_runs
 from ..transport.procfs import pid_alive, stop_groups
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, stop_helpers
 from .preflight import busy_ports, check_here
+from .traits import LOCAL_TRAITS
 
 RESTART_TIMEOUT_S = 60
 
@@ -28,6 +28,8 @@ def port_owners(plan: Plan) -> dict[int, str]:
 
 
 class LocalBackend(Backend):
+    traits = LOCAL_TRAITS
+
     def preflight(self, plan: Plan) -> None:
         busy = busy_ports(plan, plan.nodes[0].address)
         if busy:
@@ -41,7 +43,7 @@ class LocalBackend(Backend):
             else:
                 field, hint = f"run {plan.run_name}", "cancel that run, or submit again under another name"
             raise UserError(f"{field}: ports already in use on this machine: {held}; {hint}")
-        lacking = check_here(needs_of(plan).nodes[plan.nodes[0].name].model_copy(update={"ports": {}}))
+        lacking = check_here(needs_of(plan, self.traits).nodes[plan.nodes[0].name].model_copy(update={"ports": {}}))
         if lacking:
             raise UserError(
                 f"this machine lacks what run {plan.run_name} needs: {lacking.partition(': ')[2]}. Install Dynamo "
@@ -50,14 +52,14 @@ class LocalBackend(Backend):
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The launch script starts the supervisor, then each stage once the one before answers its probes."""
-        return ProcessLaunch(run, ["bash", str(run.path / script_name(plan))])
+        return ProcessLaunch(run, ["bash", str(run.path / self.traits.launch_script)])
 
     def restart(self, run: RunDir, process: Process) -> None:
         old = run.pid_record(process.name)
         if old is not None:
             stop_groups([old], grace_s=2.0)  # what is left of its group (children of the dead process)
         result = subprocess.run(
-            ["bash", str(run.path / script_name(run.plan())), "--restart", process.name],
+            ["bash", str(run.path / self.traits.launch_script), "--restart", process.name],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -36,6 +36,7 @@ from ..transport.slurm import (
 from ..waiting import wait_until
 from .base import Backend, Launch, SchedulerView, client_groups_argv, pid_file_alive, run_logged, unanswering_daemons
 from .preflight import check_here
+from .traits import SLURM_TRAITS
 
 CANCEL_WAIT_S = 60
 STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
@@ -73,7 +74,7 @@ def check_cluster_fits(plan: Plan) -> None:
 def check_sbatch_accepts(plan: Plan) -> None:
     """`sbatch --test-only`: Slurm's own verdict on the script, without submitting anything."""
     with tempfile.NamedTemporaryFile("w", suffix=".sbatch") as script:
-        script.write(render_script(plan))
+        script.write(render_script(plan, SLURM_TRAITS))
         script.flush()
         result = slurm("sbatch", "--test-only", script.name, check=False)
     if result.returncode != 0:
@@ -100,6 +101,8 @@ class JobLaunch(Launch):
 
 
 class SlurmBackend(Backend):
+    traits = SLURM_TRAITS
+
     def preflight(self, plan: Plan) -> None:
         if shutil.which("sbatch") is None:
             raise UserError("hosts: backend slurm, but sbatch is not installed on this machine")
@@ -109,7 +112,11 @@ class SlurmBackend(Backend):
         # is visible here, check at once that it imports what the plan runs (the job's node preflight
         # checks each node again, and the rest, before anything starts).
         if Path(plan.python).exists():
-            modules = {m: packages for node in needs_of(plan).nodes.values() for m, packages in node.modules.items()}
+            modules = {
+                m: packages
+                for node in needs_of(plan, self.traits).nodes.values()
+                for m, packages in node.modules.items()
+            }
             lacking = check_here(
                 NodeNeeds(node="this machine", address="127.0.0.1", python=plan.python, modules=modules)
             )

@@ -41,6 +41,7 @@ from .base import (
     stop_helpers,
     unanswering_daemons,
 )
+from .traits import SSH_TRAITS
 
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
@@ -81,6 +82,8 @@ def host_script_path(plan: Plan, host: str) -> str:
 
 
 class SSHBackend(Backend):
+    traits = SSH_TRAITS
+
     def preflight(self, plan: Plan) -> None:
         wide = [p.name for p in plan.processes if len(p.nodes) > 1 and p.tasks > 1]
         if wide:
@@ -89,7 +92,7 @@ class SSHBackend(Backend):
                 "one MPI world across nodes needs Slurm"
             )
         nodes = {node.name: node for node in plan.nodes}
-        needs = needs_of(plan).nodes
+        needs = needs_of(plan, self.traits).nodes
 
         def check(name: str) -> invoke.Result:
             return remote_python(
@@ -153,10 +156,10 @@ class SSHBackend(Backend):
         """Start the supervisor here, then each stage's processes (hosts in parallel), waiting on the
         stage's probes. Raises DeploymentFailed, after stopping everything, when a stage fails."""
         start_supervisor(run)
-        scripts = render_scripts(plan)
+        scripts = render_scripts(plan, self.traits)
         nodes = {node.name: node for node in plan.nodes}
         # The configurations the head node's processes read go with its script (its files may not be ours).
-        head = {f"{plan.run_dir}/{path}": text for path, text in head_files(plan).items()}
+        head = {f"{plan.run_dir}/{path}": text for path, text in head_files(plan, self.traits).items()}
 
         def copy_script(host: str) -> None:
             files = {host_script_path(plan, host): scripts[host_script(host)]}

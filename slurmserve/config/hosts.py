@@ -103,6 +103,11 @@ class ControlPlaneSpec(Strict):
     prometheus: AbsolutePath | None = None
 
 
+# The hosts file's one rule that depends on its backend (a schema rule, so here, below the backends and
+# their traits): only `local` may leave `hosts:` out, its node being this machine.
+BACKENDS_LISTING_THEIR_NODES = frozenset({"slurm", "ssh"})
+
+
 class Hosts(Strict):
     backend: Literal["slurm", "ssh", "local"]
     slurm: SlurmSpec = SlurmSpec()
@@ -116,7 +121,7 @@ class Hosts(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Hosts:
-        if self.backend in ("ssh", "slurm") and not self.hosts:
+        if self.backend in BACKENDS_LISTING_THEIR_NODES and not self.hosts:
             raise ValueError(f"backend {self.backend} needs a hosts: list naming its nodes")
         names = [host.name for host in self.hosts]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -148,7 +153,7 @@ class Node:
     interface: str | None
     nics: tuple[NicSpec, ...]
     switch: str | None
-    ssh: SshTarget | None  # for the ssh backend
+    ssh: SshTarget | None  # how to reach it over SSH, as the hosts file says (for a backend that does)
 
 
 def concrete_nodes(hosts: Hosts) -> list[Node]:
@@ -161,9 +166,7 @@ def concrete_nodes(hosts: Hosts) -> list[Node]:
             interface=host.interface or hosts.node.interface,
             nics=tuple(hosts.node.nics if host.nics is None else host.nics),
             switch=switch_of.get(host.name),
-            ssh=SshTarget(user=host.user, port=host.port, identity_file=host.identity_file, jump=host.jump)
-            if hosts.backend == "ssh"
-            else None,
+            ssh=SshTarget(user=host.user, port=host.port, identity_file=host.identity_file, jump=host.jump),
         )
         for host in hosts.hosts
     ]

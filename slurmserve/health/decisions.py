@@ -86,11 +86,11 @@ def judge_answer(state: ProcessState, silent: int, answers: bool | None) -> tupl
     return state == ProcessState.READY and silent < SILENT_TICKS, silent
 
 
-def abandoned(backend: str, parent_gone: bool, launcher_running: bool, watches: dict[str, Watch]) -> str | None:
+def abandoned(has_allocation: bool, parent_gone: bool, launcher_running: bool, watches: dict[str, Watch]) -> str | None:
     """Why the deployment can no longer run, now that its launcher is gone (None: it can). Inside a Slurm
-    job the batch script (the supervisor's parent) ends with the job; elsewhere a launcher that ended
-    with processes it never started will start none of them."""
-    if backend == "slurm":
+    job (`has_allocation`) the batch script (the supervisor's parent) ends with the job; elsewhere a
+    launcher that ended with processes it never started will start none of them."""
+    if has_allocation:
         return "the Slurm job's batch script has ended" if parent_gone else None
     if launcher_running:
         return None

@@ -32,11 +32,12 @@ def scrape_interval(plan: Plan) -> str:
     return f"{plan.scrape_interval_s or DEFAULT_INTERVAL_S:g}s"
 
 
-def job_config(plan: Plan) -> str:
-    """prometheus.yml for the run's own Prometheus."""
+def job_config(plan: Plan, *, head_reads_run_dir: bool) -> str:
+    """prometheus.yml for the run's own Prometheus: where the head node may not read the run directory
+    (the targets file the supervisor keeps), the targets are written in it."""
     interval = scrape_interval(plan)
     job: dict[str, object] = {"job_name": JOB}
-    if plan.backend == "ssh":
+    if not head_reads_run_dir:
         job["static_configs"] = file_sd_targets(plan)
     else:
         job["file_sd_configs"] = [{"files": [f"{plan.run_dir}/{TARGETS_FILE}"], "refresh_interval": interval}]

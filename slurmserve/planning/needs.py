@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from .plan import Plan
+from .traits import BackendTraits
 
 # What an engine's Dynamo module imports that Dynamo's wheel does not bring: a node without it fails
 # minutes later, at the import, so the preflight looks for it (cheaply: no import of the engine).
@@ -50,25 +51,25 @@ def model_paths(plan: Plan) -> dict[str, str]:
     return {plan.model_path: "model folder"} if plan.model_path.startswith("/") else {}
 
 
-def needs_of(plan: Plan) -> Needs:
+def needs_of(plan: Plan, traits: BackendTraits) -> Needs:
     """Every node's needs: on the node, and in the container when the plan has one."""
     container = plan.container
-    needs = Needs(nodes={node.name: _node_needs(plan, node.name, in_container=False) for node in plan.nodes})
+    needs = Needs(nodes={node.name: _node_needs(plan, traits, node.name, in_container=False) for node in plan.nodes})
     if container is not None:
         needs.container = {
             node.name: found
             for node in plan.nodes
-            if not (found := _node_needs(plan, node.name, in_container=True)).is_empty()
+            if not (found := _node_needs(plan, traits, node.name, in_container=True)).is_empty()
         }
     return needs
 
 
-def _node_needs(plan: Plan, node: str, *, in_container: bool) -> NodeNeeds:
+def _node_needs(plan: Plan, traits: BackendTraits, node: str, *, in_container: bool) -> NodeNeeds:
     on_node = [p for p in plan.processes if node in p.nodes]
     here = [p for p in on_node if p.in_container == in_container]
     python = plan.container.python if in_container and plan.container else plan.python
     modules = {p.module: ENGINE_PACKAGES.get(p.module, []) for p in here if p.module}
-    if not in_container and plan.backend != "local":
+    if not in_container and not traits.runs_on_this_machine:  # this machine has them: it runs them
         modules[HELPERS] = []
     workers = [p for p in here if p.is_worker]
     programs = {p.command[0]: f"run by {p.name}" for p in here if p.command[0] != python}

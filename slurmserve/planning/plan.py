@@ -14,6 +14,14 @@ from .ports import block_ports
 
 Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg", "router", "global_router", "prometheus"]
 WORKER_ROLES = ("prefill", "decode", "agg")
+# The Dynamo component a process of each role registers as, which the frontend counts: a disaggregated
+# prefill worker (and a prefill pool's router) is component "prefill"; decode and agg ones are "backend".
+FRONTEND_COMPONENT_OF_ROLE = {
+    "prefill": "prefill",
+    "decode": "backend",
+    "agg": "backend",
+    "global_router": "global_router",
+}
 
 
 class PlanNode(BaseModel):

@@ -11,6 +11,7 @@ from ..errors import UserError
 from ..observability.prometheus import job_config
 from ..planning.needs import needs_of
 from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
+from ..planning.traits import BackendTraits
 from ..private import make_folder, make_out_dir, make_private_dir, write_whole
 from ..resources import node_check_source, resource_dir
 from .containers import run_bundle_config
@@ -24,27 +25,27 @@ def engine_yaml(source: str, overrides: dict[str, int]) -> str:
     return f"# From {source}; parallelism set by slurmserve from the recipe.\n" + yaml.safe_dump(data, sort_keys=False)
 
 
-def rendered_files(plan: Plan) -> dict[str, str]:
+def rendered_files(plan: Plan, traits: BackendTraits) -> dict[str, str]:
     """Every file of a run directory that comes from the plan: relative path -> text."""
-    files = {**render_scripts(plan), "plan.json": plan.checked_json()}
-    if plan.backend == "slurm":
+    files = {**render_scripts(plan, traits), "plan.json": plan.checked_json()}
+    if traits.has_allocation:  # each step starts through task-start.sh, after the node preflight's step
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
         files[PREFLIGHT_SCRIPT] = node_check_source()
-        files[NEEDS_FILE] = needs_of(plan).model_dump_json(indent=2) + "\n"
+        files[NEEDS_FILE] = needs_of(plan, traits).model_dump_json(indent=2) + "\n"
     if plan.container and plan.container.kind == "oci":
         files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)
-    files |= head_files(plan)
+    files |= head_files(plan, traits)
     for engine_file in plan.engine_files:
         files[engine_file.path] = engine_yaml(engine_file.source, engine_file.overrides)
     return files
 
 
-def head_files(plan: Plan) -> dict[str, str]:
+def head_files(plan: Plan, traits: BackendTraits) -> dict[str, str]:
     """The run-directory files that processes on the head node read (over SSH, copied there too): the
     in-job Prometheus's and the global router's configurations."""
     files = {}
     if plan.prometheus_url:
-        files[PROMETHEUS_CONFIG] = job_config(plan)
+        files[PROMETHEUS_CONFIG] = job_config(plan, head_reads_run_dir=traits.head_reads_run_dir)
     if plan.global_router_config is not None:
         files[GLOBAL_ROUTER_CONFIG] = json.dumps(plan.global_router_config, indent=2) + "\n"
     return files

@@ -11,6 +11,7 @@ import jinja2
 
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process
+from ..planning.traits import BackendTraits
 from ..resources import resource_dir
 
 # Variables Dynamo reads from the environment: a stray one inherited from the user's shell (say a
@@ -113,10 +114,10 @@ def srun_words(name: str, nodes: list[str], tasks: int) -> list[str]:
     ]
 
 
-def preflight_steps(plan: Plan) -> tuple[list[str], list[str]]:
+def preflight_steps(plan: Plan, traits: BackendTraits) -> tuple[list[str], list[str]]:
     """The node preflight's srun steps (one task per node, all nodes at once): on the nodes, with
     slurmserve's interpreter, and (with a container) inside it, with the image's."""
-    needs = needs_of(plan)
+    needs = needs_of(plan, traits)
     nodes = [node.name for node in plan.nodes]
     script, needs_file = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"', f'"$RUN_DIR/{NEEDS_FILE}"'
     gpus = plan.gpus_per_node_used()
@@ -178,29 +179,26 @@ def template_environment() -> jinja2.Environment:
     return environment
 
 
-def script_name(plan: Plan) -> str:
-    """The script that starts the deployment (the others it uses sit beside it)."""
-    return {"slurm": "slurmserve.sbatch", "local": "launch.sh", "ssh": "driver.sh"}[plan.backend]
-
-
 def host_script(host: str) -> str:
     """The SSH launch script of one host, in the run directory."""
     return f"launch-{host}.sh"
 
 
-def render_scripts(plan: Plan) -> dict[str, str]:
-    """Every script of the deployment, by file name: the one `script_name` names first."""
+def render_scripts(plan: Plan, traits: BackendTraits) -> dict[str, str]:
+    """Every script of the deployment, by file name: the one that starts it (`traits.launch_script`) first.
+    A scheduler's job: one batch script, each process a step of the job; on this machine: one launch
+    script; over SSH: a driver, and one launch script per host."""
     templates = template_environment()
     context = {"plan": plan, "launcher_log": LAUNCHER_LOG}
-    if plan.backend == "slurm":
+    if traits.has_allocation:
         steps = {process.name: srun_step(plan, process) for process in plan.processes}
-        preflight, container_preflight = preflight_steps(plan)
+        preflight, container_preflight = preflight_steps(plan, traits)
         sbatch = templates.get_template("slurm.sbatch.j2").render(
             context, steps=steps, preflight=preflight, container_preflight=container_preflight
         )
-        return {"slurmserve.sbatch": sbatch}
-    if plan.backend == "local":
-        return {"launch.sh": templates.get_template("launch.sh.j2").render(context)}
+        return {traits.launch_script: sbatch}
+    if traits.runs_on_this_machine:
+        return {traits.launch_script: templates.get_template("launch.sh.j2").render(context)}
     stages = plan.stages()
     hosts = [node.name for node in plan.nodes]
     # Each stage's processes by host, built once (hosts x processes would be slow at a thousand nodes).
@@ -212,7 +210,7 @@ def render_scripts(plan: Plan) -> dict[str, str]:
         (number, [h for h in hosts if by_host[number - 1][h]], stage) for number, stage in enumerate(stages, 1)
     ]
     scripts = {
-        "driver.sh": templates.get_template("ssh_driver.sh.j2").render(
+        traits.launch_script: templates.get_template("ssh_driver.sh.j2").render(
             context,
             stages=driver_stages,
             host_index={host: index for index, host in enumerate(hosts, 1)},
@@ -228,7 +226,7 @@ def render_scripts(plan: Plan) -> dict[str, str]:
     return scripts
 
 
-def render_script(plan: Plan) -> str:
+def render_script(plan: Plan, traits: BackendTraits) -> str:
     """The script that starts the deployment: an sbatch script (Slurm), a launch script (local) or the
     driver (SSH)."""
-    return render_scripts(plan)[script_name(plan)]
+    return render_scripts(plan, traits)[traits.launch_script]

@@ -218,10 +218,12 @@ class Supervisor:
         """Why the deployment can no longer run, now that its launcher is gone: inside a Slurm job the
         batch script (the supervisor's parent) ends with the job; elsewhere a launcher that ended with
         processes never started will start none of them."""
-        if self.plan.backend == "slurm":
-            return abandoned(self.plan.backend, os.getppid() != self.parent, True, self.watch)
+        if self.backend.traits.has_allocation:
+            return abandoned(self.backend.traits.has_allocation, os.getppid() != self.parent, True, self.watch)
         launcher = self.run.pid_record("launcher")
-        return abandoned(self.plan.backend, False, launcher is not None and pid_alive(*launcher), self.watch)
+        return abandoned(
+            self.backend.traits.has_allocation, False, launcher is not None and pid_alive(*launcher), self.watch
+        )
 
     def tick(self) -> None:
         now = time.time()

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+from slurmserve.backends import SLURM_TRAITS
 from slurmserve.backends.preflight import check_here
 from slurmserve.hardware import node_check
 from slurmserve.planning.needs import NodeNeeds, needs_of
@@ -16,7 +17,7 @@ from ..conftest import plan_of
 
 
 def test_each_node_needs_what_its_processes_run():
-    needs = needs_of(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml"))
+    needs = needs_of(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml"), SLURM_TRAITS)
     head, other = needs.nodes["gpu01"], needs.nodes["gpu02"]
     assert head.modules == {"dynamo.trtllm": ["tensorrt_llm"], "dynamo.frontend": [], "slurmserve": []}
     assert "etcd" in head.programs and "trtllm-llmapi-launch" in head.programs
@@ -28,7 +29,7 @@ def test_each_node_needs_what_its_processes_run():
 
 
 def test_in_a_container_the_image_must_have_the_engine_and_the_node_the_rest():
-    needs = needs_of(plan_of("gpt-oss-120b-disagg", "pyxis-two-node.yaml"))
+    needs = needs_of(plan_of("gpt-oss-120b-disagg", "pyxis-two-node.yaml"), SLURM_TRAITS)
     on_node, inside = needs.nodes["gpu02"], needs.container["gpu02"]
     assert on_node.modules == {"slurmserve": []} and on_node.gpus == 4
     assert inside.python == "python3" and inside.modules == {"dynamo.trtllm": ["tensorrt_llm"]}
@@ -38,7 +39,7 @@ def test_in_a_container_the_image_must_have_the_engine_and_the_node_the_rest():
 
 
 def test_the_mock_engine_needs_no_gpus_and_no_engine_package():
-    needs = needs_of(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "engine=mocker"))
+    needs = needs_of(plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "engine=mocker"), SLURM_TRAITS)
     assert all(node.gpus == 0 for node in needs.nodes.values())
     assert needs.nodes["gpu02"].modules == {"dynamo.mocker": [], "slurmserve": []}
 

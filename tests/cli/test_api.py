@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from slurmserve import deploy
-from slurmserve.render.scripts import script_name
+from slurmserve.backends import traits_for
 from slurmserve.runs import ProcessState, Verdict, open_run
 
 from ..helpers import leftover_processes, slurmserve
@@ -27,7 +27,7 @@ def test_the_dry_run_and_render_print_what_submit_starts(tmp_path, cancel_later)
     started = slurmserve("submit", "--recipe", "mocker-agg", "--name", "same", "--no-wait")
     assert started.returncode == 0, started.stderr
     run = open_run("same")
-    assert (run.path / script_name(run.plan())).read_text() == dry.stdout
+    assert (run.path / traits_for(run.plan().backend).launch_script).read_text() == dry.stdout
     # A second dry run of another name while "same" runs: its port block, if it collides, is moved off.
     other = deploy.prepare("mocker-agg", name="same", run_dir=str(tmp_path / "other"))
     assert other.plan.port_block != run.plan().port_block

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmserve.backends import traits_for
 from slurmserve.config.hosts import concrete_nodes, load_hosts
 from slurmserve.config.recipe import load_recipe
 from slurmserve.hardware.inventory import probe_script
@@ -297,9 +298,11 @@ def write_hosts(tmp_path, nodes, **kwargs) -> Path:
 
 
 def plan(hosts_path: Path, recipe: str, *sets: str):
+    hosts = load_hosts(hosts_path)
     return make_plan(
         load_recipe(recipe, list(sets)),
-        load_hosts(hosts_path),
+        hosts,
+        traits_for(hosts.backend),
         run_name="test-run",
         run_dir="/runs/test-run",
         python="/usr/bin/python3",

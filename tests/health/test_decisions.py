@@ -190,8 +190,8 @@ def test_a_slow_answer_keeps_a_ready_process_ready_for_a_few_ticks_a_refusal_doe
 
 def test_a_launch_that_ended_with_processes_never_started_is_abandoned():
     watches = {"etcd": Watch(since=0, state=ProcessState.FAILED), "decode-0": Watch(since=0)}
-    assert abandoned("local", False, False, watches) == "the launch ended before starting decode-0"
-    assert abandoned("local", False, True, watches) is None  # still starting things
-    assert abandoned("ssh", False, False, ready_watches("etcd")) is None  # all started: it is just done
-    assert abandoned("slurm", True, True, ready_watches("etcd")) == "the Slurm job's batch script has ended"
-    assert abandoned("slurm", False, True, watches) is None
+    assert abandoned(False, False, False, watches) == "the launch ended before starting decode-0"
+    assert abandoned(False, False, True, watches) is None  # still starting things
+    assert abandoned(False, False, False, ready_watches("etcd")) is None  # all started: it is just done
+    assert abandoned(True, True, True, ready_watches("etcd")) == "the Slurm job's batch script has ended"
+    assert abandoned(True, False, True, watches) is None

@@ -505,6 +505,7 @@ def lab_check(lab, prefill_devices=("eth0",), decode_devices=("eth0",), port=145
 
 @pytest.fixture
 def lab_ssh_run_on(slurm_lab):
+    from slurmserve.backends import traits_for
     from slurmserve.config.hosts import load_hosts
     from slurmserve.config.recipe import load_recipe
     from slurmserve.planning.planner import make_plan as plan_for
@@ -512,6 +513,7 @@ def lab_ssh_run_on(slurm_lab):
     plan = plan_for(
         load_recipe("mocker-disagg", []),
         load_hosts(slurm_lab.hosts_file("ssh")),
+        traits_for("ssh"),
         run_name="kvpath",
         run_dir="/tmp/kvpath",
         python=sys.executable,
@@ -572,6 +574,7 @@ def test_lab_a_device_that_does_not_exist_fails_fast_naming_pair_and_device(
 @pytest.mark.slow
 def test_lab_entry_point_inside_a_job_checks_the_planned_pair(slurm_lab, ucx_tools, tmp_path):
     """What the batch script runs: srun --overlap steps inside the job's allocation, from plan.json."""
+    from slurmserve.backends import traits_for
     from slurmserve.config.hosts import load_hosts
     from slurmserve.config.recipe import load_recipe
     from slurmserve.planning.planner import make_plan as plan_for
@@ -579,6 +582,7 @@ def test_lab_entry_point_inside_a_job_checks_the_planned_pair(slurm_lab, ucx_too
     plan = plan_for(
         load_recipe("mocker-disagg", []),
         load_hosts(slurm_lab.hosts_file("slurm")),
+        traits_for("slurm"),
         run_name="kvpath",
         run_dir=str(tmp_path),
         python=sys.executable,

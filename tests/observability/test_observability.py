@@ -11,6 +11,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from slurmserve.backends import SLURM_TRAITS, SSH_TRAITS, traits_for
 from slurmserve.config.hosts import load_hosts
 from slurmserve.config.recipe import load_recipe
 from slurmserve.observability.dashboard import dashboard_for, datasource_provisioning, panel_queries, shipped_dashboard
@@ -46,7 +47,7 @@ def test_prometheus_is_planned_on_the_head_node_only_when_asked_and_gates_nothin
     assert plan.prometheus_url == f"http://{plan.nodes[0].address}:{port}"
     assert prometheus.ready_url == plan.prometheus_url + "/-/ready"
     # The node preflight looks for the binary on the head node.
-    assert "prometheus" in needs_of(plan).nodes[plan.nodes[0].name].programs
+    assert "prometheus" in needs_of(plan, traits_for(plan.backend)).nodes[plan.nodes[0].name].programs
 
 
 def test_the_hosts_file_names_the_prometheus_binary(tmp_path):
@@ -55,24 +56,31 @@ def test_the_hosts_file_names_the_prometheus_binary(tmp_path):
     path = tmp_path / "hosts.yaml"
     path.write_text(yaml.safe_dump(hosts))
     plan = make_plan(
-        load_recipe("mocker-agg", [WITH_PROMETHEUS]), load_hosts(path), run_name="r", run_dir="/runs/r", python="py"
+        load_recipe("mocker-agg", [WITH_PROMETHEUS]),
+        load_hosts(path),
+        SLURM_TRAITS,
+        run_name="r",
+        run_dir="/runs/r",
+        python="py",
     )
     assert plan.process("prometheus").command[0] == "/opt/prometheus/bin/prometheus"
 
 
 def test_the_job_prometheus_scrapes_the_targets_file_that_the_supervisor_keeps():
     plan = plan_of("mocker-disagg", "two-node-8gpu.yaml", WITH_PROMETHEUS, "observability.scrape_interval_s=2")
-    files = rendered_files(plan)
+    files = rendered_files(plan, SLURM_TRAITS)
     config = yaml.safe_load(files["prometheus/prometheus.yml"])
     assert config["global"]["scrape_interval"] == "2s"
     (job,) = config["scrape_configs"]
     assert job["file_sd_configs"] == [{"files": ["/runs/test-run/prometheus/targets.json"], "refresh_interval": "2s"}]
-    assert "prometheus/prometheus.yml" not in rendered_files(plan_of("mocker-disagg", "two-node-8gpu.yaml"))
+    assert "prometheus/prometheus.yml" not in rendered_files(
+        plan_of("mocker-disagg", "two-node-8gpu.yaml"), SLURM_TRAITS
+    )
 
 
 def test_over_ssh_the_job_prometheus_lists_the_plans_endpoints_itself():
     plan = plan_of("mocker-disagg", "ssh-two-hosts.yaml", WITH_PROMETHEUS)
-    (job,) = yaml.safe_load(job_config(plan))["scrape_configs"]
+    (job,) = yaml.safe_load(job_config(plan, head_reads_run_dir=SSH_TRAITS.head_reads_run_dir))["scrape_configs"]
     assert job["static_configs"] == file_sd_targets(plan)
     assert {group["labels"]["process"] for group in job["static_configs"]} >= {"prometheus", "frontend", "decode-0"}
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from slurmserve.backends import LOCAL_TRAITS
 from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
 from slurmserve.hardware.discovery import local_hosts
@@ -155,7 +156,9 @@ def test_trtllm_worker_on_one_node_outside_slurm_is_one_process():
 
 
 def test_local_backend_uses_file_discovery_and_no_etcd():
-    plan = make_plan(load_recipe("mocker-disagg"), local_hosts(), run_name="r", run_dir="/tmp/r", python="python3")
+    plan = make_plan(
+        load_recipe("mocker-disagg"), local_hosts(), LOCAL_TRAITS, run_name="r", run_dir="/tmp/r", python="python3"
+    )
     assert plan.discovery == "file" and not any(p.role == "etcd" for p in plan.processes)
     assert all(p.env["DYN_FILE_KV"] == "/tmp/r/discovery" for p in plan.processes)
     assert plan.endpoint.startswith("http://127.0.0.1:")
@@ -230,6 +233,7 @@ def test_a_live_run_holding_the_port_block_moves_the_new_run_to_the_next(tmp_pat
     holder = make_plan(
         inputs.recipe,
         inputs.hosts,
+        LOCAL_TRAITS,
         run_name="holder",
         run_dir=str(tmp_path / "holder"),
         python="python3",

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from dynamo.global_router.pool_selection import load_config
 
+from slurmserve.backends import traits_for
 from slurmserve.config.recipe import load_recipe, recipe_path
 from slurmserve.errors import UserError
 from slurmserve.planning.router_grid import router_config
@@ -46,7 +47,7 @@ def test_two_pools_plan_workers_then_routers_then_the_global_router_then_the_fro
     assert gr.command[:3] == ["env", "-C", "/runs/test-run/served"]
     assert gr.command[gr.command.index("--model-name") + 1] == plan.model == "tiny-mock"
     assert plan.served_link == "served/tiny-mock" and plan.workers_expected == {"global_router": 1}
-    config = json.loads(rendered_files(plan)["global_router.json"])
+    config = json.loads(rendered_files(plan, traits_for(plan.backend))["global_router.json"])
     assert config == plan.global_router_config and config["agg_pool_dynamo_namespaces"] == ["fast", "slow"]
     document = json.loads(plan.model_dump_json())
     assert {p["name"]: p["pool"] for p in document["processes"]}["fast-router"] == "fast"

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from slurmserve.backends import SLURM_TRAITS
 from slurmserve.render.scripts import render_script
 from slurmserve.resources import resource_dir
 
@@ -89,7 +90,7 @@ def test_the_recipe_can_override_the_transport_settings():
 def test_each_task_of_a_step_exports_its_own_rank_env():
     """Run the sbatch script's task wrapper in bash, as srun would for each rank."""
     plan = plan_of("gpt-oss-120b-disagg", "dgx-h100-two-node.yaml")
-    script = render_script(plan)
+    script = render_script(plan, SLURM_TRAITS)
     start = str(resource_dir("sbatch_templates") / "task-start.sh")
     decode = plan.process("decode-0")
     rank_ucx = ";".join(env["UCX_NET_DEVICES"] for env in decode.rank_env)
@@ -122,15 +123,21 @@ def test_one_prefill_and_one_decode_stay_inside_one_leaf(tmp_path):
         "node: {gpus: 8}\ntopology: {switches: [{name: leaf1, nodes: [node1, node2]}, {name: leaf2, nodes: [node3]}]}\n"
     )
     plan = make_plan(
-        load_recipe("gpt-oss-120b-disagg"), load_hosts(hosts_file), run_name="r", run_dir="/runs/r", python="python3"
-    )
-    assert {n.name for n in plan.nodes} == {"node1", "node2"} and {n.switch for n in plan.nodes} == {"leaf1"}
-    assert "#SBATCH --switches=1" in render_script(plan)
-    three_nodes = make_plan(
-        load_recipe("gpt-oss-120b-disagg", ["prefill.replicas=3"]),
+        load_recipe("gpt-oss-120b-disagg"),
         load_hosts(hosts_file),
+        SLURM_TRAITS,
         run_name="r",
         run_dir="/runs/r",
         python="python3",
     )
-    assert "--switches" not in render_script(three_nodes)  # it cannot fit one leaf: no impossible request
+    assert {n.name for n in plan.nodes} == {"node1", "node2"} and {n.switch for n in plan.nodes} == {"leaf1"}
+    assert "#SBATCH --switches=1" in render_script(plan, SLURM_TRAITS)
+    three_nodes = make_plan(
+        load_recipe("gpt-oss-120b-disagg", ["prefill.replicas=3"]),
+        load_hosts(hosts_file),
+        SLURM_TRAITS,
+        run_name="r",
+        run_dir="/runs/r",
+        python="python3",
+    )
+    assert "--switches" not in render_script(three_nodes, SLURM_TRAITS)  # it cannot fit one leaf: no impossible request

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slurmserve.backends import SLURM_TRAITS, SSH_TRAITS, traits_for
 from slurmserve.config.hosts import concrete_nodes, load_hosts
 from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
@@ -40,7 +41,8 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
             plan_of(recipe, hosts)
         return
     scripts = []
-    for name, text in render_scripts(plan_of(recipe, hosts)).items():
+    plan = plan_of(recipe, hosts)
+    for name, text in render_scripts(plan, traits_for(plan.backend)).items():
         script = tmp_path / name
         script.write_text(text)
         subprocess.run(["bash", "-n", str(script)], check=True)
@@ -63,7 +65,7 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
     ],
 )
 def test_sbatch_matches_golden_file(recipe, hosts):
-    text = render_script(plan_of(recipe, hosts))
+    text = render_script(plan_of(recipe, hosts), SLURM_TRAITS)
     golden = GOLDEN / f"{recipe}@{hosts.removesuffix('.yaml')}.sbatch"
     if UPDATE_GOLDEN:
         golden.write_text(text)
@@ -71,7 +73,7 @@ def test_sbatch_matches_golden_file(recipe, hosts):
 
 
 def test_ssh_render_is_a_driver_plus_one_stage_script_per_host():
-    scripts = render_scripts(plan_of("mocker-disagg", "ssh-two-hosts.yaml"))
+    scripts = render_scripts(plan_of("mocker-disagg", "ssh-two-hosts.yaml"), SSH_TRAITS)
     assert set(scripts) == {"driver.sh", "launch-gpu01.sh", "launch-gpu02.sh"}
     driver = scripts["driver.sh"]
     assert "ssh_1() { ssh -o BatchMode=yes -p 22 svc@10.0.0.11" in driver
@@ -82,7 +84,7 @@ def test_ssh_render_is_a_driver_plus_one_stage_script_per_host():
 
 
 def test_sbatch_pins_steps_to_planned_nodes_and_gpus():
-    text = render_script(plan_of("deepseek-r1-wide-ep", "four-node-8gpu.yaml"))
+    text = render_script(plan_of("deepseek-r1-wide-ep", "four-node-8gpu.yaml"), SLURM_TRAITS)
     assert "#SBATCH --nodelist=gpu01,gpu02,gpu03,gpu04" in text
     assert "#SBATCH --account=llm-serving" in text
     assert "--nodes=2 --ntasks=16 --nodelist=gpu01,gpu02" in text
@@ -109,7 +111,7 @@ def test_secret_references_stay_references_and_out_of_argv():
 
 def test_in_a_container_dynamo_runs_on_the_images_python_and_helpers_on_the_nodes():
     plan = plan_of("gpt-oss-120b-disagg", "pyxis-two-node.yaml")
-    steps = render_script(plan).split("step() {")[1].split("\n}")[0]
+    steps = render_script(plan, SLURM_TRAITS).split("step() {")[1].split("\n}")[0]
     decode = steps.split("decode-0)")[1].split(";;")[0]
     # The leftovers (slurmserve's Python) on the node first, then the task in the image, mounts and all.
     prepare, task = decode.split("--prepare &&")
@@ -143,8 +145,10 @@ def test_an_oci_bundle_becomes_the_runs_own_bundle_with_the_image_mounted(tmp_pa
     hosts = load_hosts(HOSTS / "oci-two-node.yaml").model_copy(deep=True)
     hosts.slurm.container_bundle = str(bundle)
     hosts.slurm.container_mounts = ["/scratch:/scratch:ro"]
-    plan = make_plan(load_recipe("mocker-disagg"), hosts, run_name="c", run_dir="/runs/c", python="/venv/bin/python")
-    files = rendered_files(plan)
+    plan = make_plan(
+        load_recipe("mocker-disagg"), hosts, SLURM_TRAITS, run_name="c", run_dir="/runs/c", python="/venv/bin/python"
+    )
+    files = rendered_files(plan, SLURM_TRAITS)
     config = json.loads(files["oci/config.json"])
     assert config["root"] == {"path": "rootfs", "readonly": True}
     rootfs = str(bundle / "rootfs")
@@ -169,14 +173,14 @@ def test_an_oci_bundle_becomes_the_runs_own_bundle_with_the_image_mounted(tmp_pa
     assert plan.process("decode-0").command[:3] == ["/opt/dynamo/bin/python3", "-m", "dynamo.mocker"]
     (bundle / "config.json").unlink()
     with pytest.raises(UserError, match="slurm.container_bundle .*: not an OCI bundle"):
-        rendered_files(plan)
+        rendered_files(plan, SLURM_TRAITS)
 
 
 def test_oci_containers_run_a_trtllm_worker_as_one_process_and_refuse_one_wider_than_a_node():
     plan = plan_of("gpt-oss-120b-disagg", "oci-two-node.yaml")
     decode = plan.process("decode-0")
     assert decode.tasks == 1 and decode.command[0] == "/opt/dynamo/bin/python3"  # it spawns its own ranks
-    sbatch = render_script(plan)
+    sbatch = render_script(plan, SLURM_TRAITS)
     assert 'SLURMSERVE_GPU_GRANTS="$RUN_DIR/preflight"' in sbatch and '--save-gpus "$RUN_DIR/preflight"' in sbatch
     with pytest.raises(UserError, match="slurm.container_bundle: worker agg-0 spans 2 nodes"):
         plan_of("gpt-oss-120b-agg", "oci-two-node.yaml", "agg.tensor_parallel=16", "agg.expert_parallel=16")
@@ -184,7 +188,8 @@ def test_oci_containers_run_a_trtllm_worker_as_one_process_and_refuse_one_wider_
 
 def test_engine_yaml_gets_the_recipes_parallelism():
     files = rendered_files(
-        plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "decode.tensor_parallel=8", "decode.expert_parallel=8")
+        plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "decode.tensor_parallel=8", "decode.expert_parallel=8"),
+        SLURM_TRAITS,
     )
     decode = yaml.safe_load(files["engine/decode.yaml"])
     assert decode["tensor_parallel_size"] == 8 and decode["moe_expert_parallel_size"] == 8

@@ -1,0 +1,70 @@
+"""The model the workers load: where they find it, what to stage before them, and the container that
+must see it."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from ...config.hosts import Hosts
+from ...config.recipe import Recipe
+from ...resources import builtin_model_dir
+from ..plan import Container, ModelStage
+from ..traits import BackendTraits
+
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+class ModelLocation(NamedTuple):
+    path: str  # the --model-path a worker gets
+    env: dict[str, str]  # the env it needs to read it
+
+
+def pinned(revision: str | None) -> bool:
+    return revision is not None and COMMIT_SHA.fullmatch(revision) is not None
+
+
+def model_location(recipe: Recipe, hosts: Hosts) -> ModelLocation:
+    """The --model-path a worker gets, and the env it needs to read it."""
+    model = recipe.model
+    if not recipe.loads_recipe_model:
+        return ModelLocation(recipe.mocker.model_path or str(builtin_model_dir("tiny-mock")), {})
+    if model.repo.startswith("builtin:"):
+        return ModelLocation(str(builtin_model_dir(model.repo.removeprefix("builtin:"))), {})
+    if not model.on_hub or hosts.model_cache is None:
+        return ModelLocation(model.repo, {})
+    env = {"HF_HOME": hosts.model_cache}
+    if not pinned(model.revision):  # submit pins it first; a bare plan shows what workers would fetch
+        return ModelLocation(model.repo, env)
+    # A pinned snapshot on the shared filesystem, staged before the workers: every rank reads it, none downloads.
+    snapshot = f"{hosts.model_cache}/hub/models--{model.repo.replace('/', '--')}/snapshots/{model.revision}"
+    return ModelLocation(snapshot, env | {"HF_HUB_OFFLINE": "1"})
+
+
+def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
+    """What to stage on the shared filesystem before the workers start, if anything."""
+    model = recipe.model
+    if not (recipe.loads_recipe_model and model.on_hub and hosts.model_cache and pinned(model.revision)):
+        return None
+    return ModelStage(
+        repo=model.repo, revision=model.revision, allow=model.allow, ignore=model.ignore, cache=hosts.model_cache
+    )
+
+
+def container_for(hosts: Hosts, traits: BackendTraits, run_dir: str, model_path: str) -> Container | None:
+    """The hosts file's container, for the steps of a scheduler's job; it sees the run directory, the model
+    cache (or the model's own folder) and the hosts file's mounts, each at its own path."""
+    slurm = hosts.slurm
+    if not traits.has_allocation or not (slurm.container_image or slurm.container_bundle):
+        return None
+    shared = [run_dir, hosts.model_cache or (model_path if model_path.startswith("/") else None)]
+    mounts = [f"{path}:{path}" for path in shared if path] + slurm.container_mounts
+    tools = slurm.container_tools
+    return Container(
+        kind="pyxis" if slurm.container_image else "oci",
+        source=slurm.container_image or slurm.container_bundle or "",
+        mounts=mounts,
+        python=tools.python,
+        llmapi_launch=tools.llmapi_launch,
+        ucx_perftest=tools.ucx_perftest,
+    )

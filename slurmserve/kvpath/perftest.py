@@ -72,12 +72,6 @@ def client_command(
     return argv, _ucx_env(check.prefill_devices, check.prefill_tls) | {"UCX_LOG_LEVEL": "info"}
 
 
-def with_env(argv: Sequence[str], env: dict[str, str]) -> list[str]:
-    """argv prefixed with `env K=V ...`: the variables reach the command through srun (whatever the
-    job's --export) and SSH (whatever the server's AcceptEnv), and values may hold commas."""
-    return ["env", *(f"{name}={value}" for name, value in env.items()), *argv] if env else list(argv)
-
-
 @dataclass(frozen=True)
 class PerfResult:
     """ucx_perftest's final numbers. In a latency test the three times are latencies; in a bandwidth

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from slurmserve.backends.preflight import check_here
-from slurmserve.hardware import node_check
+from slurmserve.node import node_check
 from slurmserve.planning.needs import NodeNeeds, needs_of
 from slurmserve.runs import RunDir
 

@@ -17,6 +17,7 @@ import subprocess
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -266,23 +267,21 @@ class LocalRunner(NodeRunner):
             finally:
                 stop_process(process)
 
-    class _tracked:
+    @staticmethod
+    @contextmanager
+    def _tracked(process: subprocess.Popen, cancel: Cancel | None) -> Iterator[None]:
         """While a process runs: known to `cancel` and to the stop at exit."""
-
-        def __init__(self, process: subprocess.Popen, cancel: Cancel | None):
-            self.process, self.cancel = process, cancel
-
-        def __enter__(self) -> None:
+        with LocalRunner._running_lock:
+            LocalRunner._running.add(process)
+        if cancel:
+            cancel.attach(lambda: stop_process(process))
+        try:
+            yield
+        finally:
+            if cancel:
+                cancel.detach()
             with LocalRunner._running_lock:
-                LocalRunner._running.add(self.process)
-            if self.cancel:
-                self.cancel.attach(lambda: stop_process(self.process))
-
-        def __exit__(self, *_: object) -> None:
-            if self.cancel:
-                self.cancel.detach()
-            with LocalRunner._running_lock:
-                LocalRunner._running.discard(self.process)
+                LocalRunner._running.discard(process)
 
 
 @atexit.register

@@ -39,9 +39,9 @@ def bundled_binary(name: str, python: str) -> str:
 
 @functools.cache
 def node_check_source() -> str:
-    """hardware/node_check.py's text: the node preflight, run as a script where slurmserve may not be
+    """node/node_check.py's text: the node preflight, run as a script where slurmserve may not be
     (copied into Slurm run directories, sent to SSH hosts with `python -c`)."""
-    return (PACKAGE_DIR / "hardware" / "node_check.py").read_text()
+    return (PACKAGE_DIR / "node" / "node_check.py").read_text()
 
 
 def bundled_aiperf(python: str) -> str:

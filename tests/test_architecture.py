@@ -15,9 +15,9 @@ import pytest
 from slurmserve.runs import EventKind, Handle, RunDir, SupervisorState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "slurmserve"
-# Entry points whose output is a log or a terminal's: the CLI (a package), the `python -m` programs, and
-# the node check a job runs as a plain script.
-MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__", "slurmserve.hardware.node_check"}
+# Entry points whose output is a log or a terminal's: the CLI (a package) and the `python -m` programs run on
+# nodes (the node check among them, run as a plain script).
+MAY_PRINT = {"slurmserve.cli", "slurmserve.__main__"}
 MAY_PRINT_PACKAGES = ("slurmserve.cli.", "slurmserve.node.")
 
 
@@ -177,9 +177,6 @@ def test_only_the_cli_and_the_node_programs_print():
 BACKEND_NAMES = {"slurm", "ssh", "local"}
 # Where a backend's name may decide what the code does: the backends themselves, and the CLI choosing one.
 KNOWS_BACKEND_NAMES = ("backends/", "cli.py")
-# helper A: hardware/, kvpath/ and node/kvcheck.py are moving to the backends' traits in parallel; the lead
-# removes this allowlist on merge.
-BACKEND_SWITCHES_BEING_REMOVED = ("hardware/", "kvpath/", "node/kvcheck.py")
 
 
 def names_a_backend(node: ast.AST) -> bool:
@@ -214,10 +211,84 @@ def test_only_the_backends_and_the_cli_branch_on_a_backends_name():
     switches = [
         f"{path.relative_to(PACKAGE.parent)}:{line}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if not str(path.relative_to(PACKAGE)).startswith(KNOWS_BACKEND_NAMES + BACKEND_SWITCHES_BEING_REMOVED)
+        if not str(path.relative_to(PACKAGE)).startswith(KNOWS_BACKEND_NAMES)
         for line in backend_switches(path.read_text())
     ]
     assert not switches, f"branching on a backend's name outside slurmserve/backends/: {switches}"
+
+
+PROCESS_MODULES = {"subprocess", "fabric", "invoke", "paramiko"}
+COMMAND_WORDS = {"srun", "ssh", "sbatch", "scancel", "squeue", "sacct", "scontrol", "sinfo"}
+MAY_RUN_COMMANDS = ("slurmserve.transport", "slurmserve.node")  # the one node runner, and the node programs
+
+
+def literal_parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+
+
+def used_as_a_name(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """A word used as a name, not run: in a Literal[...] annotation, compared with (`backend == "ssh"`,
+    `in ("ssh", "slurm")`), a dict key, or a `backend=` argument."""
+    parent = parents.get(node)
+    while isinstance(parent, (ast.Tuple, ast.List, ast.Set)):  # `in ("ssh", "slurm")`, `Literal["a", "ssh"]`
+        node, parent = parent, parents.get(parent)
+    if isinstance(parent, ast.Subscript) and getattr(parent.value, "id", None) == "Literal":
+        return True
+    if isinstance(parent, ast.Compare):
+        return True
+    if isinstance(parent, ast.Dict) and node in parent.keys:
+        return True
+    return isinstance(parent, ast.keyword) and parent.arg == "backend"
+
+
+def starts_a_command(node: ast.AST) -> bool:
+    if isinstance(node, ast.JoinedStr) and node.values:
+        node = node.values[0]
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(("srun ", "ssh "))
+
+
+def process_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every import of a process or SSH library and every command word used as a command."""
+    parents = literal_parents(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] in PROCESS_MODULES]
+        elif (
+            isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in PROCESS_MODULES
+        ):
+            found.append((node.lineno, f"from {node.module} import"))
+        elif isinstance(node, ast.Constant) and node.value in COMMAND_WORDS and not used_as_a_name(node, parents):
+            found.append((node.lineno, repr(node.value)))
+        elif starts_a_command(node) and not isinstance(parents.get(node), ast.JoinedStr):
+            found.append((node.lineno, "a command line starting " + repr(ast.unparse(node)[:20])))
+    return found
+
+
+def test_only_transport_and_node_programs_run_commands():
+    """subprocess, fabric, invoke and paramiko, and the words srun, ssh, sbatch, scancel, squeue, sacct,
+    scontrol and sinfo used as commands, belong to transport/ (the one node runner) and node/ alone."""
+    found = [
+        f"{name}:{line} {what}"
+        for name, path in modules().items()
+        if not name.startswith(MAY_RUN_COMMANDS)
+        for line, what in process_uses(ast.parse(path.read_text()))
+    ]
+    assert not found, found
+
+
+def test_the_command_check_sees_commands_and_lets_names_be():
+    caught = process_uses(
+        ast.parse(
+            "import subprocess\nfrom fabric import Connection\ndef f():\n    import paramiko.client\n"
+            "run(['srun', '-N1'])\nline = f'ssh {host} true'\nwhich('sbatch')\n"
+        )
+    )
+    assert sorted(line for line, _ in caught) == [1, 2, 4, 5, 6, 7]
+    names = (
+        "backend: Literal['slurm', 'ssh']\nif b == 'ssh' or b in ('ssh', 'slurm'): x = {'ssh': 1}\nH(backend='ssh')\n"
+    )
+    assert process_uses(ast.parse(names)) == []
 
 
 def test_no_code_line_over_120_characters():

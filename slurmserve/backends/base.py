@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -14,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..config.hosts import Hosts
 from ..errors import UserError
 from ..planning.plan import Plan, PlanNode, Process
 from ..planning.traits import BackendTraits
-from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG
 from ..runs import HELPERS, RunDir, read_pid_record
-from ..transport.procfs import pid_alive, start_time, stop_groups
+from ..transport.procfs import pid_alive, stop_groups
+from ..transport.runner import Detached, LocalRunner, NodeRunner
 from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
@@ -103,7 +103,7 @@ class Backend(ABC):
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """Run a client of the deployment (a benchmark) where it belongs: here, a process of this
         machine. Its output goes to `log`; returns its exit status (TIMED_OUT past `timeout` seconds)."""
-        return run_logged(argv, {**os.environ, **env}, log, timeout)
+        return LocalRunner().run_logged(argv, env=env, log=log, timeout=timeout)
 
     def stop_beside(self, run: RunDir) -> None:
         """Stop the client `run_beside` started (after an interrupt): here, its process group, from its record."""
@@ -111,32 +111,22 @@ class Backend(ABC):
         if record:
             stop_groups([record])
 
+    def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
+        """How each node of the plan is reached, for commands run there from where the plan runs (the KV-path
+        check). `job_name` names Slurm steps; `container`: inside the plan's container, where it has one.
+        Here: every node is this machine."""
+        return dict.fromkeys((node.name for node in plan.nodes), LocalRunner())
+
+    def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
+        """Runners for the hardware probe of `hosts`, each with the name of the host it reaches (None: the
+        probe's own hostname names it; a Slurm step over several nodes runs one task per node). Here: this
+        machine."""
+        return [(None, LocalRunner())]
+
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
         run directory, where the local backend and Slurm (shared filesystem) write them."""
         return follow_file(run.log_path(process), follow, f"run {run.name}: process {process} has no log yet")
-
-
-TIMED_OUT = 124  # as timeout(1) says it
-
-
-def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
-    """A command in a session of its own, its output appended to `log`; stopped (its whole group) past
-    `timeout` seconds, or when this process is interrupted (Ctrl-C, or a TERM made KeyboardInterrupt):
-    in a session of its own, it would not hear the terminal's Ctrl-C and go on alone."""
-    with open(log, "a", opener=private_opener) as out:
-        process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
-        process.wait()
-        return TIMED_OUT
-    except BaseException:
-        stop_groups([(process.pid, start_time(process.pid))], grace_s=5.0)
-        raise
 
 
 def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
@@ -180,10 +170,7 @@ class ProcessLaunch(Launch):
         self.process = start_detached(run, "launcher", argv)  # its output: logs/launcher.log (LAUNCHER_LOG)
 
     def settle(self, timeout: float) -> None:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
+        self.process.wait(timeout)
 
     def failure(self) -> str | None:
         returncode = self.process.poll()
@@ -193,14 +180,11 @@ class ProcessLaunch(Launch):
         return log or f"the launcher exited {returncode}"
 
 
-def start_detached(run: RunDir, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+def start_detached(run: RunDir, name: str, argv: list[str]) -> Detached:
     """A helper of the run (a launcher, the supervisor) as a detached process on this machine, in its own
     session with its PID in pids/NAME.pid and its output in logs/NAME.log, under umask 077."""
-    with open(run.path / "logs" / f"{name}.log", "a", opener=private_opener) as log:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077
-        )
-    write_private(run.path / "pids" / f"{name}.pid", f"{process.pid} {start_time(process.pid) or ''}\n")
+    process = LocalRunner().start_detached(argv, log=run.path / "logs" / f"{name}.log")
+    process.write_record(run.path / "pids" / f"{name}.pid")
     return process
 
 

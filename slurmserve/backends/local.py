@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 from ..errors import UserError
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process, node_scratch
 from ..runs import HELPERS, RunDir, live_runs
 from ..transport.procfs import pid_alive, stop_groups
+from ..transport.runner import LocalRunner
 from .base import Backend, Launch, ProcessLaunch, SchedulerView, stop_helpers
 from .preflight import busy_ports, check_here
 from .traits import LOCAL_TRAITS
@@ -58,15 +58,11 @@ class LocalBackend(Backend):
         old = run.pid_record(process.name)
         if old is not None:
             stop_groups([old], grace_s=2.0)  # what is left of its group (children of the dead process)
-        result = subprocess.run(
-            ["bash", str(run.path / self.traits.launch_script), "--restart", process.name],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RESTART_TIMEOUT_S,
+        result = LocalRunner().run(
+            ["bash", str(run.path / self.traits.launch_script), "--restart", process.name], timeout=RESTART_TIMEOUT_S
         )
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr.strip() or f"launch script exited {result.returncode}")
+        if not result.ok:
+            raise RuntimeError(result.stderr.strip() or f"launch script exited {result.exited}")
 
     def __init__(self) -> None:
         self.records: dict[str, tuple[int, str | None]] = {}  # a PID file is read again once its process ends

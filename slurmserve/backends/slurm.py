@@ -7,21 +7,20 @@ directory, so later `status` calls need not ask Slurm again.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import DeploymentFailed, UserError
+from ..config.hosts import Hosts, concrete_nodes
+from ..errors import UserError
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
-from ..private import private_opener, write_private
 from ..render.scripts import LAUNCHER_LOG, render_script
 from ..runs import Handle, RunDir
 from ..runs.events import JobSubmitted
-from ..transport.procfs import start_time, task_records
+from ..transport.procfs import task_records
+from ..transport.runner import LocalRunner, NodeRunner
 from ..transport.slurm import (
+    SLURM_TIMEOUT_S,
     JobState,
     gpus_in_gres,
     job_state,
@@ -29,18 +28,23 @@ from ..transport.slurm import (
     node_gres,
     partitions,
     running_steps,
-    slurm,
+    sbatch,
+    sbatch_installed,
+    sbatch_objection,
+    scancel,
     slurmd_port,
     steps_named,
 )
+from ..transport.srun import SrunRunner, SrunStep, in_allocation, scheduling_flags
 from ..waiting import wait_until
-from .base import Backend, Launch, SchedulerView, client_groups_argv, pid_file_alive, run_logged, unanswering_daemons
+from .base import Backend, Launch, SchedulerView, client_groups_argv, pid_file_alive, unanswering_daemons
 from .preflight import check_here
 from .traits import SLURM_TRAITS
 
 CANCEL_WAIT_S = 60
 STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
 BENCH_STEP = "bench"  # the name of the step a client of the deployment (aiperf) runs in
+PROBE_MINUTES = 5  # the probe's one job: every node at once, a task each
 
 
 def job_name(run_name: str) -> str:
@@ -76,14 +80,15 @@ def check_sbatch_accepts(plan: Plan) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".sbatch") as script:
         script.write(render_script(plan, SLURM_TRAITS))
         script.flush()
-        result = slurm("sbatch", "--test-only", script.name, check=False)
-    if result.returncode != 0:
-        raise UserError(f"sbatch rejects the job: {' '.join(result.stderr.split())}")
+        objection = sbatch_objection(Path(script.name))
+    if objection is not None:
+        raise UserError(f"sbatch rejects the job: {objection}")
 
 
-def head_step(job_id: str, plan: Plan) -> list[str]:
-    """srun's words for one task in the job on the deployment's head node, beside its running steps."""
-    return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", f"--nodelist={plan.nodes[0].name}"]
+def head_step(job_id: str, plan: Plan, name: str, *, export_all: bool = False) -> SrunRunner:
+    """One task in the job on the deployment's head node, beside its running steps."""
+    step = SrunStep((plan.nodes[0].name,), job_id=job_id, export_all=export_all, job_name=name)
+    return SrunRunner(step)
 
 
 class JobLaunch(Launch):
@@ -104,7 +109,7 @@ class SlurmBackend(Backend):
     traits = SLURM_TRAITS
 
     def preflight(self, plan: Plan) -> None:
-        if shutil.which("sbatch") is None:
+        if not sbatch_installed():
             raise UserError("hosts: backend slurm, but sbatch is not installed on this machine")
         check_cluster_fits(plan)
         check_sbatch_accepts(plan)
@@ -127,11 +132,7 @@ class SlurmBackend(Backend):
                 )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
-        # Under umask 077: the files Slurm makes for the job (its output, each step's log) are the user's alone.
-        result = slurm("sbatch", "--parsable", str(run.path / "slurmserve.sbatch"), check=False, umask=0o077)
-        if result.returncode != 0:
-            raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
-        job_id = result.stdout.strip().split(";")[0]
+        job_id = sbatch(run.path / "slurmserve.sbatch")
         run.save_handle(Handle(backend="slurm", job_id=job_id))
         run.record(JobSubmitted(job_id=job_id))
         return JobLaunch(self, run)
@@ -178,25 +179,19 @@ class SlurmBackend(Backend):
         job_id = self.job_id(run)
         old_steps = steps_named(job_id, process.name) if job_id else []
         if old_steps:
-            slurm("scancel", *old_steps, check=False)
+            scancel(*old_steps)
             wait_until(lambda: not steps_named(job_id or "", process.name), STEP_STOP_S)
-        with open(run.path / LAUNCHER_LOG, "a", opener=private_opener) as log:
-            step = subprocess.Popen(
-                ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid} {start_time(step.pid) or ''}\n")
+        script = ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name]
+        step = LocalRunner().start_detached(script, log=run.path / LAUNCHER_LOG, umask=-1)  # the job's own umask
+        step.write_record(run.path / "pids" / f"{process.name}.srun")
 
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
         job_id = self.job_id(run)
         if job_id is None or self.job_state(run) is not JobState.RUNNING:
             raise UserError(f"run {run.name}: its Slurm job is not running")
-        step = [*head_step(job_id, run.plan()), "--export=ALL", f"--job-name={BENCH_STEP}", "env"]
-        step += [f"{key}={value}" for key, value in env.items()]
-        return run_logged([*step, *argv], dict(os.environ), log, timeout)
+        step = head_step(job_id, run.plan(), BENCH_STEP, export_all=True)
+        return step.run_logged(argv, env=env, log=log, timeout=timeout)
 
     def stop_beside(self, run: RunDir) -> None:
         """The client's process group signalled on the head node from a step beside it (TERM, then KILL),
@@ -207,16 +202,30 @@ class SlurmBackend(Backend):
         if job_id is None or not steps_named(job_id, BENCH_STEP):
             return
         plan = run.plan()
+        step = head_step(job_id, plan, f"stop-{BENCH_STEP}")
         for signal in ("TERM", "KILL"):
-            slurm(
-                *head_step(job_id, plan),
-                f"--job-name=stop-{BENCH_STEP}",
-                *client_groups_argv(plan, signal),
-                check=False,
-            )
+            step.run(client_groups_argv(plan, signal), timeout=SLURM_TIMEOUT_S)
             if wait_until(lambda: not steps_named(job_id, BENCH_STEP), STEP_STOP_S / 3):
                 return
-        slurm("scancel", *steps_named(job_id, BENCH_STEP), check=False)
+        scancel(*steps_named(job_id, BENCH_STEP))
+
+    def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
+        """A step per command: inside the job (this process runs in it: the batch script) one that shares
+        the job's resources; outside, a one-node job of its own, scheduled as the plan's job is."""
+        options = ["--quiet", *(plan.container.srun_flags(plan.run_dir) if container and plan.container else [])]
+        inside = in_allocation()
+        options += [] if inside or not plan.slurm else scheduling_flags(plan.slurm)
+        return {
+            node.name: SrunRunner(SrunStep((node.name,), overlap=inside, job_name=job_name, options=tuple(options)))
+            for node in plan.nodes
+        }
+
+    def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
+        """One job over every node, a task each; `-l` labels each line of output with its task."""
+        names = tuple(node.name for node in concrete_nodes(hosts))
+        options = ("-l", *scheduling_flags(hosts.slurm))
+        step = SrunStep(names, overlap=False, minutes=PROBE_MINUTES, one_per_node=True, options=options)
+        return [(None, SrunRunner(step))]
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         port = slurmd_port()
@@ -243,7 +252,7 @@ class SlurmBackend(Backend):
         if job_id is None:
             return []
         self.stop_beside(run)  # a benchmark's aiperf first: the job's end might not reach all of it
-        slurm("scancel", job_id, check=False)
+        scancel(job_id)
         if not wait_until(lambda: self.job_state(run).over, CANCEL_WAIT_S):
             return [f"Slurm job {job_id} (still {self.job_state(run).value} after scancel)"]
         return survivors(run)

@@ -14,23 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import invoke
-from invoke.exceptions import CommandTimedOut
-
+from ..config.hosts import Hosts, concrete_nodes
 from ..errors import DeploymentFailed, UserError
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
-from ..resources import node_check_source
 from ..runs import HELPERS, Handle, RunDir, StartedGroup
 from ..runs.events import KvPathChecked
 from ..transport.http import wait_ready
-from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
-from ..waiting import Outcome, fan_out, throttled, wait_until
+from ..transport.runner import TIMED_OUT, NodeRunner, Ran, fan_out_runs, unreachable
+from ..transport.ssh import COMMAND_DEADLINE_S, SshRunner
+from ..waiting import Outcome, throttled, wait_until
 from .base import (
     LIVE_GROUPS_MODULE,
-    TIMED_OUT,
     Backend,
     Launch,
     ProcessLaunch,
@@ -41,6 +38,7 @@ from .base import (
     stop_helpers,
     unanswering_daemons,
 )
+from .preflight import run_node_check
 from .traits import SSH_TRAITS
 
 PREFLIGHT_DEADLINE_S = 20.0
@@ -60,15 +58,15 @@ class Reach:
     host_of: dict[str, str]
 
 
-def start_problem(node: PlanNode, outcome: Outcome[invoke.Result]) -> str | None:
+def start_problem(runner: SshRunner, outcome: Outcome[Ran]) -> str | None:
     """What kept a host's launch script from starting its stage, or None."""
-    unreachable = why_unreachable(node, outcome, COMMAND_DEADLINE_S)
-    if unreachable or outcome.value is None or outcome.value.exited == 0:
-        return unreachable
-    return f"host {node.name}: {' '.join(outcome.value.stderr.split())}"
+    failed = runner.why_failed(outcome, COMMAND_DEADLINE_S)
+    if failed or outcome.value is None or outcome.value.exited == 0:
+        return failed
+    return f"host {runner.node.name}: {' '.join(outcome.value.stderr.split())}"
 
 
-def unfit(plan: Plan, node: PlanNode, result: invoke.Result) -> list[str]:
+def unfit(plan: Plan, node: PlanNode, result: Ran) -> list[str]:
     """What the node preflight on a host found lacking ("host NAME: ..."), or why it could not run."""
     if result.exited == 127:
         return [f"host {node.name}: python {plan.python} not found (set python: in the hosts file)"]
@@ -81,6 +79,10 @@ def host_script_path(plan: Plan, host: str) -> str:
     return f"{plan.run_dir}/{host_script(host)}"
 
 
+def runners_of(nodes: dict[str, PlanNode]) -> dict[str, SshRunner]:
+    return {name: SshRunner(node) for name, node in nodes.items()}
+
+
 class SSHBackend(Backend):
     traits = SSH_TRAITS
 
@@ -91,59 +93,48 @@ class SSHBackend(Backend):
                 f"hosts: backend ssh cannot start workers that span hosts ({', '.join(wide)}): "
                 "one MPI world across nodes needs Slurm"
             )
-        nodes = {node.name: node for node in plan.nodes}
+        runners = runners_of({node.name: node for node in plan.nodes})
         needs = needs_of(plan, self.traits).nodes
-
-        def check(name: str) -> invoke.Result:
-            return remote_python(
-                nodes[name],
-                plan.python,
-                "-c",
-                node_check_source(),
-                needs[name].model_dump_json(),
-                timeout=PREFLIGHT_DEADLINE_S,
-            )
-
-        outcomes = fan_out(list(nodes), check, PREFLIGHT_DEADLINE_S)
-        problems = [
-            reason for name in nodes if (reason := why_unreachable(nodes[name], outcomes[name], PREFLIGHT_DEADLINE_S))
-        ]
+        outcomes = fan_out_runs(
+            runners,
+            lambda runner: run_node_check(runner, needs[runner.node.name], PREFLIGHT_DEADLINE_S, plan.python),
+            PREFLIGHT_DEADLINE_S,
+        )
+        problems = unreachable(runners, outcomes, PREFLIGHT_DEADLINE_S)
         for name, outcome in outcomes.items():
             if outcome.ok and outcome.value is not None:
-                problems += unfit(plan, nodes[name], outcome.value)
+                problems += unfit(plan, plan.node(name), outcome.value)
         if problems:
             raise UserError("hosts: " + "; ".join(problems) + ". Nothing was started.")
 
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """On the deployment's head host, over SSH; what it wrote under the run directory there (when the
         hosts do not share this machine's filesystem) is copied back."""
-        head = run.plan().nodes[0]
+        head = SshRunner(run.plan().nodes[0])
         # In a session of its own (the client records its group): `cancel` and an interrupt signal it there.
         command = shlex.join(["setsid", "--wait", "env", *(f"{key}={value}" for key, value in env.items()), *argv])
         folder, into = shlex.quote(str(log.parent)), shlex.quote(str(log))
 
-        def run_there(_: str) -> int:
-            try:
-                return int(remote(head, f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited)
-            except CommandTimedOut:
-                return TIMED_OUT
+        def run_there(runner: SshRunner) -> int:
+            return runner.shell(f"mkdir -p {folder} && {command} >>{into} 2>&1", timeout=timeout).exited
 
         # In a thread: waiting on it here is what Ctrl-C interrupts (without a pty, fabric's own wait goes on
         # until the remote command ends).
-        outcome = fan_out([head.name], run_there, timeout + COMMAND_DEADLINE_S)[head.name]
+        outcome = fan_out_runs({"head": head}, run_there, timeout + COMMAND_DEADLINE_S)["head"]
         if outcome.error:
             raise outcome.error
         exited = TIMED_OUT if outcome.value is None else outcome.value
         if not log.exists():
-            download(head, str(log.parent), log.parent)
+            head.download(str(log.parent), log.parent)
         return exited
 
     def stop_beside(self, run: RunDir) -> None:
         """The client's process group on the head host, from the record it left there: TERM, then KILL."""
         plan = run.plan()
+        head = SshRunner(plan.nodes[0])
 
         def running(signal: str | None = None) -> bool:
-            return bool(remote(plan.nodes[0], shlex.join(client_groups_argv(plan, signal))).stdout.split())
+            return bool(head.run(client_groups_argv(plan, signal), timeout=COMMAND_DEADLINE_S).stdout.split())
 
         if running("TERM") and not wait_until(lambda: not running(), STOP_GRACE_S):
             running("KILL")
@@ -157,37 +148,35 @@ class SSHBackend(Backend):
         stage's probes. Raises DeploymentFailed, after stopping everything, when a stage fails."""
         start_supervisor(run)
         scripts = render_scripts(plan, self.traits)
-        nodes = {node.name: node for node in plan.nodes}
+        runners = runners_of({node.name: node for node in plan.nodes})
         # The configurations the head node's processes read go with its script (its files may not be ours).
         head = {f"{plan.run_dir}/{path}": text for path, text in head_files(plan, self.traits).items()}
 
-        def copy_script(host: str) -> None:
+        def copy_script(runner: SshRunner) -> None:
+            host = runner.node.name
             files = {host_script_path(plan, host): scripts[host_script(host)]}
-            upload(nodes[host], files | (head if host == plan.nodes[0].name else {}))
+            runner.upload(files | (head if host == plan.nodes[0].name else {}))
             if plan.served_link and host == plan.nodes[0].name:
                 link = f"{plan.run_dir}/{plan.served_link}"
                 parent, target = shlex.quote(str(Path(link).parent)), shlex.quote(plan.model_path)
-                remote(nodes[host], f"mkdir -p {parent} && ln -sfn {target} {shlex.quote(link)}")
+                runner.shell(f"mkdir -p {parent} && ln -sfn {target} {shlex.quote(link)}")
 
-        uploaded = fan_out(list(nodes), copy_script, COMMAND_DEADLINE_S)
-        unreachable = [
-            reason for host in nodes if (reason := why_unreachable(nodes[host], uploaded[host], COMMAND_DEADLINE_S))
-        ]
-        if unreachable:
-            self._abort(run, f"could not copy the launch scripts: {'; '.join(unreachable)}")
+        failed = unreachable(runners, fan_out_runs(runners, copy_script, COMMAND_DEADLINE_S), COMMAND_DEADLINE_S)
+        if failed:
+            self._abort(run, f"could not copy the launch scripts: {'; '.join(failed)}")
         for number, stage in enumerate(plan.stages(), 1):
             if run.cancel_requested:  # `cancel` stops this launcher too; between two stages it may just see it
                 self._abort(run, f"cancelled before stage {number}")
             if number == plan.kv_check_stage():
                 self._kv_preflight(plan, run)
-            hosts = sorted({p.host for p in stage})
+            hosts = {host: runners[host] for host in sorted({p.host for p in stage})}
 
-            def start_stage(host: str, number: int = number) -> invoke.Result:
-                return remote(nodes[host], f"bash {shlex.quote(host_script_path(plan, host))} {number}")
+            def start_stage(runner: SshRunner, number: int = number) -> Ran:
+                return runner.shell(f"bash {shlex.quote(host_script_path(plan, runner.node.name))} {number}")
 
-            outcomes = fan_out(hosts, start_stage, COMMAND_DEADLINE_S)
+            outcomes = fan_out_runs(hosts, start_stage, COMMAND_DEADLINE_S)
             self._remember_started(run, outcomes)
-            failed = [problem for host in hosts if (problem := start_problem(nodes[host], outcomes[host]))]
+            failed = [problem for host, runner in hosts.items() if (problem := start_problem(runner, outcomes[host]))]
             if failed:
                 self._abort(run, f"stage {number} could not start: {'; '.join(failed)}")
             for process in stage:
@@ -201,16 +190,16 @@ class SSHBackend(Backend):
     def _kv_preflight(self, plan: Plan, run: RunDir) -> None:
         """A short UCX transfer per prefill->decode node pair over the planned devices, before any model loads."""
         from ..kvpath.checks import checks_for_plan
-        from ..kvpath.runner import failures, run_checks, ssh_run_on
+        from ..kvpath.runner import failures, run_checks
 
-        results = run_checks(checks_for_plan(plan), ssh_run_on(plan))
+        results = run_checks(checks_for_plan(plan), self.runners(plan, job_name="kvpath"))
         for result in results:
             run.record(KvPathChecked(result=result.line()))
         problem = failures(results)
         if problem:
             self._abort(run, f"KV-path preflight failed: {problem}")
 
-    def _remember_started(self, run: RunDir, outcomes: dict[str, Outcome[invoke.Result]]) -> None:
+    def _remember_started(self, run: RunDir, outcomes: dict[str, Outcome[Ran]]) -> None:
         """Each host's launch script prints "NAME PID START-TIME" per process it started (the PID is its
         group); anything else it prints is not a record, and is left alone."""
         plan = run.plan()
@@ -258,12 +247,13 @@ class SSHBackend(Backend):
         """Per host, the names of the run's processes whose groups are still ours and alive there (None:
         the host did not answer); with `signal`, those are signalled first."""
         specs = reach.specs
+        flags = ["--signal", signal] if signal else []
 
-        def ask(host: str) -> invoke.Result:
-            flags = ["--signal", signal] if signal else []
-            return remote_python(reach.nodes[host], reach.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[host])
+        def ask(runner: SshRunner) -> Ran:
+            argv = [reach.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[runner.node.name]]
+            return runner.run(argv, timeout=COMMAND_DEADLINE_S)
 
-        outcomes = fan_out(list(specs), ask, COMMAND_DEADLINE_S)
+        outcomes = fan_out_runs(runners_of({host: reach.nodes[host] for host in specs}), ask, COMMAND_DEADLINE_S)
         return {
             host: set(outcome.value.stdout.split())
             if outcome.ok and outcome.value is not None and outcome.value.exited == 0
@@ -279,10 +269,18 @@ class SSHBackend(Backend):
         spec = f"{process.name}={old.pgid}:{old.started or ''}" if old else f"{process.name}=@/dev/null"
         kill = shlex.join([plan.python, "-m", LIVE_GROUPS_MODULE, "--signal", "KILL", spec]) + " >/dev/null; "
         command = f"bash {shlex.quote(host_script_path(plan, process.host))} --restart {shlex.quote(process.name)}"
-        result = remote(plan.host_node(process), kill + command)
+        result = SshRunner(plan.host_node(process)).shell(kill + command)
         if result.exited != 0:
             raise RuntimeError(f"host {process.host}: {' '.join(result.stderr.split())}")
         self._remember_started(run, {process.host: Outcome(value=result, finished=True)})
+
+    def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
+        """Each host over SSH (a container is the launch script's business there: the host's tools serve)."""
+        return dict(runners_of({node.name: node for node in plan.nodes}))
+
+    def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
+        """Each host, named as the hosts file names it."""
+        return [(node.name, SshRunner(node)) for node in concrete_nodes(hosts)]
 
     def node_problems(self, plan: Plan) -> dict[str, str]:
         return unanswering_daemons(plan.nodes, lambda node: node.ssh.port if node.ssh and node.ssh.port else 22, "sshd")
@@ -323,9 +321,8 @@ class SSHBackend(Backend):
         old, new = shlex.quote(plan.run_dir), shlex.quote(target)
         # Done when the old path is gone: hosts sharing a filesystem race to move the same folder.
         move = f"test ! -e {old} || mv -T {old} {new} 2>/dev/null || test ! -e {old}"
-        outcomes = fan_out(
-            [node.name for node in plan.nodes], lambda host: remote(plan.node(host), move), COMMAND_DEADLINE_S
-        )
+        runners = runners_of({node.name: node for node in plan.nodes})
+        outcomes = fan_out_runs(runners, lambda runner: runner.shell(move), COMMAND_DEADLINE_S)
         for host, outcome in outcomes.items():
             if not outcome.ok or outcome.value is None or outcome.value.exited != 0:
                 raise UserError(
@@ -345,17 +342,20 @@ class SSHBackend(Backend):
         if any(left("TERM").values()) and not wait_until(lambda: not any(left().values()), STOP_GRACE_S):
             left("KILL")
             wait_until(lambda: not any(left().values()), STOP_GRACE_S)
-        scratch = f"rm -rf {shlex.quote(node_scratch(run.name))}"
-        fan_out(list(reach.nodes), lambda host: remote(reach.nodes[host], scratch), COMMAND_DEADLINE_S)
+        scratch = ["rm", "-rf", node_scratch(run.name)]
+        fan_out_runs(
+            runners_of(reach.nodes), lambda runner: runner.run(scratch, timeout=COMMAND_DEADLINE_S), COMMAND_DEADLINE_S
+        )
         return [f"{name} on {host}" for host, names in left().items() for name in names]
 
     def log_tail(self, run: RunDir, process: str, lines: int = 30) -> str:
         plan = run.plan()
         found = plan.process(process)
-        return remote(plan.host_node(found), f"tail -n {lines} {shlex.quote(f'{plan.run_dir}/{found.log}')}").stdout
+        tail = ["tail", "-n", str(lines), f"{plan.run_dir}/{found.log}"]
+        return SshRunner(plan.host_node(found)).run(tail, timeout=COMMAND_DEADLINE_S).stdout
 
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         plan = run.plan()
         found = plan.process(process)
-        path = shlex.quote(f"{plan.run_dir}/{found.log}")
-        return remote_lines(plan.host_node(found), f"tail -n +1 {'-F' if follow else ''} {path}")
+        tail = ["tail", "-n", "+1", *(["-F"] if follow else []), f"{plan.run_dir}/{found.log}"]
+        return SshRunner(plan.host_node(found)).lines(tail)

@@ -48,9 +48,11 @@ def probe(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the hosts file here (never over an existing file)"),
 ) -> None:
     """Probe every node's GPUs, RDMA NICs (and the GPUs they sit next to) and addresses; print a hosts file."""
+    from ..backends import backend_for
     from ..hardware.inventory import probed_hosts_file
 
-    text = probed_hosts_file(load_hosts(hosts) if hosts else default_hosts(), interface)
+    probed = load_hosts(hosts) if hosts else default_hosts()
+    text = probed_hosts_file(probed, interface, backend_for(probed.backend).probe_runners(probed))
     if out is None:
         print(text, end="")
         return

@@ -6,20 +6,22 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 from ..config.hosts import HostEntry, Hosts, NodeSpec, SlurmSpec, SwitchSpec, TopologySpec
 from ..errors import UserError
-from ..transport.slurm import expand_hostlist, gpus_in_gres, key_values, scontrol_records, slurm
+from ..transport.runner import LocalRunner
+from ..transport.slurm import expand_hostlist, gpus_in_gres, sbatch_installed, scontrol_records, show_topology
 from .parsers import count_gpus
+
+GPU_LISTING_TIMEOUT_S = 30
 
 
 def local_gpu_count() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
-    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-    return count_gpus(result.stdout) if result.returncode == 0 else 0
+    result = LocalRunner().run(["nvidia-smi", "-L"], timeout=GPU_LISTING_TIMEOUT_S)
+    return count_gpus(result.stdout) if result.ok else 0
 
 
 def local_hosts() -> Hosts:
@@ -45,7 +47,7 @@ def with_local_nodes(hosts: Hosts) -> Hosts:
 
 def slurm_configured() -> bool:
     """sbatch is installed and a slurm.conf says where the controller is (else clients retry for a minute)."""
-    return shutil.which("sbatch") is not None and Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file()
+    return sbatch_installed() and Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).is_file()
 
 
 def discover_slurm() -> Hosts:
@@ -79,10 +81,8 @@ def discover_slurm() -> Hosts:
 def slurm_leaf_switches(names: set[str]) -> list[SwitchSpec]:
     """Leaf switches (level 0: upper levels list every node below them) from `scontrol show topology`;
     none on clusters without topology/tree."""
-    result = slurm("scontrol", "show", "topology", check=False)
     switches = []
-    for line in result.stdout.splitlines() if result.returncode == 0 else []:
-        fields = key_values(line)
+    for fields in show_topology():
         nodes = [node for node in expand_hostlist(fields.get("Nodes", "")) if node in names]
         if fields.get("SwitchName") and fields.get("Level") == "0" and nodes:
             switches.append(SwitchSpec(name=fields["SwitchName"], nodes=nodes))

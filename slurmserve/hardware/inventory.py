@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import base64
 import re
-import shlex
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..config.fields import check_identifier
-from ..config.hosts import Hosts, Node, concrete_nodes
+from ..config.hosts import Hosts
 from ..errors import UserError
-from ..transport.slurm import gpus_in_gres, node_gres, slurm
+from ..transport.runner import NodeRunner
+from ..transport.slurm import gpus_in_gres, node_gres
+from ..waiting import fan_out
 from .parsers import hosts_file_text, node_from_probe
 
 NODE_PROBE_TIMEOUT_S = 120.0  # a node's whole probe; nvidia-smi on a wedged GPU is bounded at 60 s inside it
+LAUNCH_SLACK_S = 10.0  # srun or SSH launching it, on top
 
 
 def probe_script() -> str:
@@ -25,52 +26,45 @@ def probe_script() -> str:
     return (Path(__file__).with_name("probe.sh")).read_text()
 
 
-def probe_slurm(hosts: Hosts) -> dict[str, str]:
-    """One srun over every node (a task each); `-l` labels each line with its task, and the probe's
-    own hostname section says which node a task ran on. Each task sends its output base64-encoded:
-    srun splits long lines (`ip -j addr` is one) into separately labelled pieces."""
-    names = [node.name for node in concrete_nodes(hosts)]
-    command = [
-        "srun",
-        "-l",
-        f"--nodes={len(names)}",
-        f"--ntasks={len(names)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(names)}",
-        "--time=5",
-    ]
-    command += [f"--partition={hosts.slurm.partition}"] if hosts.slurm.partition else []
-    command += [f"--account={hosts.slurm.account}"] if hosts.slurm.account else []
-    result = slurm(*command, "bash", "-c", 'printf "%s" "$1" | bash | base64', "probe", probe_script())
+def probe_argv() -> list[str]:
+    """The probe as a node runs it, its output base64-encoded: srun splits long lines (`ip -j addr` is one)
+    into separately labelled pieces."""
+    return ["bash", "-c", 'printf "%s" "$1" | bash | base64', "probe", probe_script()]
+
+
+def decoded_outputs(stdout: str) -> list[str]:
+    """Each task's probe output: a Slurm step over several nodes (`srun -l`) labels each line with its
+    task; one node's output has no labels."""
     by_task: dict[str, list[str]] = defaultdict(list)
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         match = re.match(r"\s*(\d+): ?(\S*)", line)
-        if match:
-            by_task[match.group(1)].append(match.group(2))
-    outputs = [base64.b64decode("".join(chunks)).decode(errors="replace") for chunks in by_task.values()]
-    return {node_from_probe(text, None)["name"]: text for text in outputs}
+        task, chunk = (match.group(1), match.group(2)) if match else ("", line.strip())
+        by_task[task].append(chunk)
+    return [base64.b64decode("".join(chunks)).decode(errors="replace") for chunks in by_task.values() if any(chunks)]
 
 
-def probe_ssh(hosts: Hosts) -> dict[str, str]:
-    from ..transport.ssh import remote, why_unreachable  # fabric: imported only for SSH hosts
-    from ..waiting import fan_out
-
-    nodes: dict[str, Node] = {node.name: node for node in concrete_nodes(hosts)}
-    command = f"bash -c {shlex.quote(probe_script())}"
-    outcomes = fan_out(list(nodes), lambda name: remote(nodes[name], command), NODE_PROBE_TIMEOUT_S)
-    problems = [
-        reason for name in nodes if (reason := why_unreachable(nodes[name], outcomes[name], NODE_PROBE_TIMEOUT_S))
-    ]
+def probe(runners: list[tuple[str | None, NodeRunner]]) -> dict[str, str]:
+    """Every runner's nodes probed at once: node name -> what the probe printed there. A runner's name
+    (the hosts file's, for SSH hosts) names its node; else the probe's own hostname section does."""
+    outcomes = fan_out(
+        list(range(len(runners))),
+        lambda index: runners[index][1].run(probe_argv(), timeout=NODE_PROBE_TIMEOUT_S),
+        NODE_PROBE_TIMEOUT_S + LAUNCH_SLACK_S,
+    )
+    problems, outputs = [], {}
+    for index, (name, runner) in enumerate(runners):
+        ran = outcomes[index].value
+        problem = runner.why_failed(outcomes[index], NODE_PROBE_TIMEOUT_S + LAUNCH_SLACK_S)
+        if problem is None and ran is not None and not ran.ok and not ran.stdout.strip():
+            problem = f"{runner.where}: the probe failed: {' '.join(ran.stderr.split())[-300:]}"
+        if problem or ran is None:
+            problems.append(problem or f"{runner.where}: no answer")
+            continue
+        for text in decoded_outputs(ran.stdout):
+            outputs[name or node_from_probe(text, None)["name"]] = text
     if problems:
         raise UserError("hosts: " + "; ".join(problems))
-    return {name: outcome.value.stdout for name, outcome in outcomes.items() if outcome.value is not None}
-
-
-def probe_here() -> dict[str, str]:
-    result = subprocess.run(
-        ["bash", "-c", probe_script()], capture_output=True, text=True, timeout=NODE_PROBE_TIMEOUT_S
-    )
-    return {node_from_probe(result.stdout, None)["name"]: result.stdout}
+    return outputs
 
 
 def probed_node(name: str, text: str, interface: str | None) -> dict[str, Any]:
@@ -82,16 +76,11 @@ def probed_node(name: str, text: str, interface: str | None) -> dict[str, Any]:
         raise UserError(f"--interface: node {name}: {error}") from None
 
 
-def probed_hosts_file(hosts: Hosts, interface: str | None) -> str:
+def probed_hosts_file(hosts: Hosts, interface: str | None, runners: list[tuple[str | None, NodeRunner]]) -> str:
     """A hosts file describing what the probe found on every node of `hosts` (same backend and
-    scheduler settings), ready for `plan`."""
+    scheduler settings), ready for `plan`. `runners`: how the backend reaches them (its probe_runners)."""
     interface = interface or hosts.node.interface
-    if hosts.backend == "slurm":
-        outputs = probe_slurm(hosts)
-    elif hosts.backend == "ssh":
-        outputs = probe_ssh(hosts)
-    else:
-        outputs = probe_here()
+    outputs = probe(runners)
     nodes = [probed_node(name, text, interface) for name, text in outputs.items()]
     if hosts.backend == "slurm":  # where nvidia-smi sees nothing, the GPUs Slurm schedules (GRES) are the truth
         gres = node_gres()

@@ -18,8 +18,8 @@ CONNECT_WINDOW_S = 10.0  # how long a client retries while its server is still s
 RUN_TIMEOUT_S = 15.0  # one ucx_perftest run on a node, the srun/SSH launch included
 KILL_AFTER_S = 2  # `timeout -k`: SIGKILL this long after SIGTERM
 TIMED_OUT = 124  # what `timeout` exits with, and what a run_on returns when its own timeout hits
-# How a side killed by SIGPIPE (its peer went away) ends: 128 + 13 (srun, a shell), -13 (Python's
-# subprocess), -1 (fabric: a signal, no exit status).
+# How a side killed by SIGPIPE (its peer went away) ends: 128 + 13 (srun, a shell), -13 (a LocalRunner
+# process), -1 (SshRunner, through fabric: a signal, no exit status).
 SIGPIPE = (141, -13, -1)
 
 _UCX_MESSAGE = re.compile(r"UCX\s+(ERROR|WARN)\s+(.*\S)")
@@ -70,12 +70,6 @@ def client_command(
         check.prefill_devices,
     )
     return argv, _ucx_env(check.prefill_devices, check.prefill_tls) | {"UCX_LOG_LEVEL": "info"}
-
-
-def with_env(argv: Sequence[str], env: dict[str, str]) -> list[str]:
-    """argv prefixed with `env K=V ...`: the variables reach the command through srun (whatever the
-    job's --export) and SSH (whatever the server's AcceptEnv), and values may hold commas."""
-    return ["env", *(f"{name}={value}" for name, value in env.items()), *argv] if env else list(argv)
 
 
 @dataclass(frozen=True)

@@ -23,27 +23,21 @@ A pair on one node is skipped (its KV cache does not cross a NIC). A side's devi
 what its ranks on that node were given, tested in one UCX context: each must exist, though one
 transfer uses at most UCX_MAX_RNDV_RAILS (2) of them.
 
-The commands are plain argv lists; how they reach a node is a `run_on(node, argv, env, timeout)`
-callable returning (exit status, stdout, stderr): `slurm_run_on` (srun steps) and `ssh_run_on`
-(fabric), so the same checks run inside a Slurm job and over SSH.
+The commands are plain argv lists; they reach a node through the node runner the backend gives for
+it (an srun step, SSH), so the same checks run inside a Slurm job and over SSH.
 
     python -m slurmserve.node.kvcheck RUN_DIR/plan.json   # inside the job (srun --overlap), or for SSH runs
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shlex
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..planning.plan import Plan
+from ..transport.runner import Cancel, NodeRunner
 from ..waiting import fan_out
 from .checks import PairCheck, rounds
 from .perftest import (
@@ -65,19 +59,14 @@ from .perftest import (
     reason,
     server_command,
     ucx_messages,
-    with_env,
 )
 
 SERVER_GRACE_S = 3.0  # after the client ends, how long the server gets to end (and tell why it failed)
 ROUND_SLACK_S = 10.0  # srun or SSH launching both sides, on top of the transfers' own bounds
 RETRY_INTERVAL_S = 0.2
 
-# (node, argv, env, timeout_s) -> (exit status, stdout, stderr)
-RunOn = Callable[[str, Sequence[str], dict[str, str], float], tuple[int, str, str]]
-
-# Thread ident -> how to stop what that thread's run_on started here (an srun): a check that fails on
-# one side stops the other at once instead of leaving it to its timeout, and nothing outlives this process.
-_CANCEL: dict[int, Callable[[], None]] = {}
+# Node name -> the runner that reaches it (the backend's `runners(plan)`).
+Runners = Mapping[str, NodeRunner]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,27 +96,28 @@ class CheckFailed(Exception):
 
 
 class _Background:
-    """run_on in a daemon thread: a hung side never blocks the caller. cancel() stops it where the
-    run_on can (srun); elsewhere the `timeout` it runs under ends it on the node."""
+    """A run on a node in a daemon thread: a hung side never blocks the caller. cancel() stops it where
+    the runner can (an srun step: a failed side stops the other at once); elsewhere the `timeout` it runs
+    under ends it on the node."""
 
-    def __init__(self, run_on: RunOn, node: str, argv: list[str], env: dict[str, str], timeout_s: float):
+    def __init__(self, runner: NodeRunner, argv: list[str], env: dict[str, str], timeout_s: float):
         self.result: tuple[int, str, str] | None = None
         self._done = threading.Event()
+        self._cancel = Cancel()
 
         def work() -> None:
             try:
-                self.result = run_on(node, argv, env, timeout_s)
-            except Exception as error:  # run_on's own trouble (SSH, srun missing): reported as a failure
-                self.result = (255, "", f"{type(error).__name__}: {error}")
+                ran = runner.run(argv, env=env, timeout=timeout_s, cancel=self._cancel)
+                self.result = (ran.exited, ran.stdout, ran.stderr)
+            except Exception as error:  # the runner's own trouble (SSH, srun missing): reported as a failure
+                self.result = (255, "", f"{runner.where}: {type(error).__name__}: {error}")
             self._done.set()
 
-        self._thread = threading.Thread(target=work, daemon=True)
-        self._thread.start()
+        threading.Thread(target=work, daemon=True).start()
 
     def cancel(self) -> None:
-        stop = _CANCEL.get(self._thread.ident or 0) if not self.done else None
-        if stop:
-            stop()
+        if not self.done:
+            self._cancel.cancel()
 
     @property
     def done(self) -> bool:
@@ -151,16 +141,16 @@ class _Background:
 
 
 def _transfer(
-    check: PairCheck, run_on: RunOn, test: Sequence[str], perftest: str, connect_window_s: float, timeout_s: float
+    check: PairCheck, nodes: Runners, test: Sequence[str], perftest: str, connect_window_s: float, timeout_s: float
 ) -> tuple[PerfResult, str]:
     """One ucx_perftest run between the pair: (its result, the client's output); CheckFailed names the side."""
     server_timeout = connect_window_s + timeout_s
     server = _Background(
-        run_on, check.decode, *server_command(check, server_timeout, perftest), server_timeout + KILL_AFTER_S + 5
+        nodes[check.decode], *server_command(check, server_timeout, perftest), server_timeout + KILL_AFTER_S + 5
     )
     started = [server]
     try:
-        return _exchange(check, run_on, test, perftest, connect_window_s, timeout_s, server, started)
+        return _exchange(check, nodes, test, perftest, connect_window_s, timeout_s, server, started)
     finally:
         for run in started:  # a side still running after the verdict (a hung client, a server nobody reached)
             run.cancel()
@@ -168,7 +158,7 @@ def _transfer(
 
 def _exchange(
     check: PairCheck,
-    run_on: RunOn,
+    nodes: Runners,
     test: Sequence[str],
     perftest: str,
     connect_window_s: float,
@@ -184,7 +174,7 @@ def _exchange(
         return server.done and server.rc != 0 and (server.rc not in SIGPIPE or bool(ucx_messages(server.output)))
 
     while True:
-        client = _Background(run_on, check.prefill, client_argv, client_env, timeout_s + KILL_AFTER_S + 5)
+        client = _Background(nodes[check.prefill], client_argv, client_env, timeout_s + KILL_AFTER_S + 5)
         started.append(client)
         while not client.wait(0.05):
             if server_failed():  # e.g. the decode node lacks the device: the client may hang till its timeout
@@ -228,7 +218,7 @@ def _exchange(
 
 def run_check(
     check: PairCheck,
-    run_on: RunOn,
+    nodes: Runners,
     *,
     latency: bool = False,
     perftest: str = PERFTEST,
@@ -238,9 +228,9 @@ def run_check(
     """The bandwidth test (and, with latency=True, an 8-byte latency test) between the pair."""
     started = time.monotonic()
     try:
-        bandwidth, output = _transfer(check, run_on, BANDWIDTH_TEST, perftest, connect_window_s, timeout_s)
+        bandwidth, output = _transfer(check, nodes, BANDWIDTH_TEST, perftest, connect_window_s, timeout_s)
         latency_result = (
-            _transfer(check, run_on, LATENCY_TEST, perftest, connect_window_s, timeout_s)[0] if latency else None
+            _transfer(check, nodes, LATENCY_TEST, perftest, connect_window_s, timeout_s)[0] if latency else None
         )
     except CheckFailed as failure:
         return CheckResult(
@@ -258,7 +248,7 @@ def run_check(
 
 def run_checks(
     checks: Sequence[PairCheck],
-    run_on: RunOn,
+    nodes: Runners,
     *,
     on_result: Callable[[CheckResult], None] | None = None,
     **options: Any,
@@ -271,7 +261,7 @@ def run_checks(
     deadline_s = (2 if options.get("latency") else 1) * (per_transfer + KILL_AFTER_S + SERVER_GRACE_S) + ROUND_SLACK_S
 
     def check_and_report(check: PairCheck) -> CheckResult:
-        result = run_check(check, run_on, **options)
+        result = run_check(check, nodes, **options)
         if on_result:
             on_result(result)
         return result
@@ -297,99 +287,3 @@ def failures(results: Sequence[CheckResult]) -> str | None:
     """One paragraph naming every failed pair, or None when all passed."""
     failed = [result.error or "failed" for result in results if not result.ok]
     return "; ".join(failed) if failed else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Ways to reach a node
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 3.0) -> None:
-    """SIGTERM (srun cancels its step, which ends the command on the node), SIGKILL after grace_s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _run_local(argv: list[str], timeout_s: float, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run a launcher (srun) here, stoppable from another thread (_Background.cancel) and at exit."""
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    me = threading.get_ident()
-    _CANCEL[me] = lambda: _stop(process)
-    try:
-        out, err = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _stop(process)
-        out, err = process.communicate()
-        return TIMED_OUT, out, err + f"\nno answer within {timeout_s:g} s"
-    finally:
-        _CANCEL.pop(me, None)
-    return process.returncode, out, err
-
-
-@atexit.register
-def _stop_all() -> None:
-    for stop in list(_CANCEL.values()):
-        stop()
-
-
-def slurm_run_on(*, in_allocation: bool | None = None, srun_args: Sequence[str] = (), srun: str = "srun") -> RunOn:
-    """Run on a node as an srun step: inside a job (SLURM_JOB_ID set: the batch script) a step that
-    shares the job's resources (--overlap); outside, a one-node job of its own (pass the partition
-    etc. in srun_args). srun_args may add a container (--container-image=..., --container=...)."""
-    inside = "SLURM_JOB_ID" in os.environ if in_allocation is None else in_allocation
-
-    def run_on(node: str, argv: Sequence[str], env: dict[str, str], timeout_s: float) -> tuple[int, str, str]:
-        launcher = [srun, "--overlap"] if inside else [srun, "--time=1"]
-        launcher += ["--nodes=1", "--ntasks=1", f"--nodelist={node}", "--job-name=kvpath", "--quiet", *srun_args]
-        return _run_local([*launcher, *with_env(argv, env)], timeout_s)
-
-    return run_on
-
-
-def ssh_run_on(plan: Plan) -> RunOn:
-    """Run on a plan node over SSH (the SSH transport: the hosts file's user, key and jump host)."""
-    from invoke.exceptions import CommandTimedOut  # fabric's; imported here so the Slurm path does not need it
-
-    from ..transport.ssh import remote
-
-    nodes = {node.name: node for node in plan.nodes}
-
-    def run_on(node: str, argv: Sequence[str], env: dict[str, str], timeout_s: float) -> tuple[int, str, str]:
-        try:
-            result = remote(nodes[node], shlex.join(with_env(argv, env)), timeout=timeout_s)
-        except CommandTimedOut as timed_out:
-            return TIMED_OUT, timed_out.result.stdout, timed_out.result.stderr + f"\nno answer within {timeout_s:g} s"
-        except Exception as error:  # connection refused, authentication: no UCX reason to give
-            return 255, "", f"SSH to {node} ({nodes[node].address}) failed: {type(error).__name__}: {error}"
-        return result.exited, result.stdout, result.stderr
-
-    return run_on
-
-
-def run_on_for(plan: Plan, via: str | None = None) -> RunOn:
-    """How a plan's nodes are reached: srun steps for Slurm plans (inside the plan's container when it
-    has one: the UCX the workers use), SSH for SSH plans."""
-    via = via or plan.backend
-    if via == "ssh":
-        return ssh_run_on(plan)
-    if via != "slurm":
-        raise ValueError(f"no way to reach nodes via {via!r} (slurm or ssh)")
-    srun_args = plan.container.srun_flags(plan.run_dir) if plan.container else []
-    if plan.slurm and "SLURM_JOB_ID" not in os.environ:  # outside the job: each step is a small job of its own
-        srun_args += [
-            f"--{name}={value}"
-            for name in ("partition", "account", "qos", "reservation")
-            if (value := getattr(plan.slurm, name, None))
-        ]
-    return slurm_run_on(srun_args=srun_args)

@@ -7,9 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..backends import backend_for
 from ..kvpath.checks import checks_for_plan
 from ..kvpath.perftest import PERFTEST, RUN_TIMEOUT_S
-from ..kvpath.runner import CheckResult, failures, run_checks, run_on_for
+from ..kvpath.runner import CheckResult, failures, run_checks
 from ..planning.plan import Plan
 
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = Plan.model_validate_json(args.plan.read_text())
     checks = checks_for_plan(plan)
-    if not checks or (plan.backend == "local" and not args.via):
+    backend = backend_for(args.via or plan.backend)
+    if not checks or backend.traits.runs_on_this_machine:
         print("kvpath: no prefill -> decode pair crosses nodes; nothing to check", flush=True)
         return 0
 
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = run_checks(
         checks,
-        run_on_for(plan, args.via),
+        # Inside the plan's container, where it has one: the UCX the workers use.
+        backend.runners(plan, job_name="kvpath", container=True),
         on_result=report,
         latency=args.latency,
         perftest=args.perftest or (plan.container.ucx_perftest if plan.container else PERFTEST),

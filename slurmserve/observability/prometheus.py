@@ -9,7 +9,6 @@ there the configuration lists the plan's endpoints itself.
 from __future__ import annotations
 
 import socket
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import TextIO
 import yaml
 
 from ..planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan
-from ..private import private_opener
 from ..transport.http import wait_ready
+from ..transport.runner import Detached, LocalRunner
 from .targets import TARGETS_FILE, file_sd_targets
 
 JOB = "slurmserve"
@@ -50,13 +49,12 @@ class OpenedData:
     """A Prometheus serving a finished run's saved data, on this machine, until `close`."""
 
     url: str
-    process: subprocess.Popen[bytes]
+    process: Detached
     config_dir: tempfile.TemporaryDirectory[str]
     lock: TextIO | None = None  # held while it serves: one Prometheus at a time on a data folder
 
     def close(self) -> None:
         self.process.terminate()
-        self.process.wait()
         self.config_dir.cleanup()
         if self.lock:
             self.lock.close()
@@ -82,19 +80,14 @@ def open_saved(
     config = Path(config_dir.name) / "prometheus.yml"
     config.write_text(yaml.safe_dump({"scrape_configs": []}))
     url = open_url(port)
-    with open(log, "ab", opener=private_opener) as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={run_dir / PROMETHEUS_DATA}",
-                "--storage.tsdb.retention.time=100y",  # never delete what it opens
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={run_dir / PROMETHEUS_DATA}",
+        "--storage.tsdb.retention.time=100y",  # never delete what it opens
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    process = LocalRunner().start_detached(argv, log=log, umask=-1)  # its data folder keeps the run's modes
     opened = OpenedData(url, process, config_dir, lock)
     if wait_ready(url + PROMETHEUS_READY_PATH, OPEN_READY_TIMEOUT_S, still_alive=lambda: process.poll() is None):
         return opened

@@ -1,6 +1,6 @@
 """What each node of a plan needs before anything starts there: the node preflight's input.
 
-A pure function of the plan. The node preflight (`slurmserve.hardware.node_check`, standard library only)
+A pure function of the plan. The node preflight (`slurmserve.node.node_check`, standard library only)
 checks it on each node, in parallel: in a step of the Slurm job, over SSH, or here for the local
 backend. With a container, what its processes need is checked inside it, with the image's interpreter.
 """

@@ -10,9 +10,11 @@ import shlex
 import jinja2
 
 from ..planning.needs import needs_of
-from ..planning.plan import Plan, PlanNode, Process
+from ..planning.plan import Plan, Process
 from ..planning.traits import BackendTraits
 from ..resources import resource_dir
+from ..transport.srun import SrunStep, shell_words
+from ..transport.words import ssh_words
 
 # Variables Dynamo reads from the environment: a stray one inherited from the user's shell (say a
 # NATS_SERVER nobody runs) makes every process block for minutes, so any the plan does not set is unset.
@@ -20,7 +22,7 @@ AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND",
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
 TASK_START = "task-start.sh"  # the per-task start of a Slurm step, shipped beside the templates
-PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.hardware.node_check, copied: an image's Python runs it too
+PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.node.node_check, copied: an image's Python runs it too
 NEEDS_FILE = "preflight.json"  # what each node needs (planning.needs), the node preflight's input
 # What each Slurm task picks for itself (task-start.sh) instead of taking it from the command line.
 PER_TASK_VARS = ("CUDA_VISIBLE_DEVICES",)
@@ -106,12 +108,9 @@ def loses_task_env(plan: Plan) -> bool:
 
 
 def srun_words(name: str, nodes: list[str], tasks: int) -> list[str]:
-    """The first line of an srun step of the job: its name, its nodes and tasks (every srun states its
-    own, whatever job-wide defaults the hosts file's extra_sbatch set)."""
-    return [
-        f"srun --overlap --nodes={len(nodes)} --ntasks={tasks} --nodelist={shlex.quote(','.join(nodes))} "
-        f"--export=ALL --job-name={shlex.quote(name)}"
-    ]
+    """The first line of an srun step of the job: its name, its nodes and tasks."""
+    step = SrunStep(tuple(nodes), tasks=tasks, export_all=True, job_name=name)
+    return [shell_words(step.words())]
 
 
 def preflight_steps(plan: Plan, traits: BackendTraits) -> tuple[list[str], list[str]]:
@@ -145,20 +144,6 @@ def prepare_env(process: Process) -> list[str]:
     if process.leftovers:
         env.append(f'SLURMSERVE_LEFTOVERS={quote(" ".join(process.leftovers))} SLURMSERVE_PYTHON="$PYTHON"')
     return env
-
-
-def ssh_words(node: PlanNode) -> list[str]:
-    """`ssh` with what the hosts file says of reaching the node, every word quoted."""
-    target = node.ssh
-    words = ["ssh", "-o", "BatchMode=yes"]
-    if target and target.port:
-        words += ["-p", str(target.port)]
-    if target and target.identity_file:
-        words += ["-i", target.identity_file]
-    if target and target.jump:
-        words += ["-J", target.jump]
-    user = f"{target.user}@" if target and target.user else ""
-    return [shlex.quote(word) for word in [*words, user + node.address]]
 
 
 @functools.cache
@@ -214,7 +199,7 @@ def render_scripts(plan: Plan, traits: BackendTraits) -> dict[str, str]:
             context,
             stages=driver_stages,
             host_index={host: index for index, host in enumerate(hosts, 1)},
-            ssh_words={node.name: ssh_words(node) for node in plan.nodes},
+            ssh_words={node.name: ssh_words(node.address, node.ssh) for node in plan.nodes},
         )
     }
     for host in hosts:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import subprocess
 from enum import Enum
+from pathlib import Path
 
-from ..errors import UserError
+from ..errors import DeploymentFailed, UserError
 
 SLURM_TIMEOUT_S = 60
 DEFAULT_SLURMD_PORT = 6818
@@ -209,3 +211,33 @@ def jobs_named(name: str) -> list[str]:
     """Ids of this user's jobs of this name that slurmctld still knows (another user's job of the same
     name is none of ours to adopt or cancel)."""
     return slurm("squeue", "-h", "--me", "--name", name, "-o", "%i", check=False).stdout.split()
+
+
+def sbatch_objection(script: Path) -> str | None:
+    """`sbatch --test-only`: Slurm's own objection to the script, None when it would accept it."""
+    result = slurm("sbatch", "--test-only", str(script), check=False)
+    return " ".join(result.stderr.split()) if result.returncode != 0 else None
+
+
+def sbatch(script: Path) -> str:
+    """Submit the script; its job id. Under umask 077: the files Slurm makes for the job (its output, each
+    step's log) are the user's alone."""
+    result = slurm("sbatch", "--parsable", str(script), check=False, umask=0o077)
+    if result.returncode != 0:
+        raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
+    return result.stdout.strip().split(";")[0]
+
+
+def scancel(*ids: str) -> None:
+    """Cancel jobs or steps (JOB or JOB.STEP); one already gone is no error."""
+    slurm("scancel", *ids, check=False)
+
+
+def show_topology() -> list[dict[str, str]]:
+    """`scontrol show topology`, one mapping per switch; none on clusters without topology/tree."""
+    result = slurm("scontrol", "show", "topology", check=False)
+    return [key_values(line) for line in result.stdout.splitlines()] if result.returncode == 0 else []
+
+
+def sbatch_installed() -> bool:
+    return shutil.which("sbatch") is not None

@@ -14,15 +14,18 @@ import shlex
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import fabric
 import invoke
 import paramiko
+from invoke.exceptions import CommandTimedOut
 
-from ..waiting import Outcome
+from ..waiting import Outcome, fan_out
+from .runner import Cancel, Detached, NodeRunner, Ran, timed_out
+from .words import with_env
 
 CONNECT_TIMEOUT_S = 10.0
 KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -114,11 +117,6 @@ def remote(node: Reachable, command: str, timeout: float = COMMAND_DEADLINE_S) -
         raise
 
 
-def remote_python(node: Reachable, python: str, *arguments: str, timeout: float = COMMAND_DEADLINE_S) -> invoke.Result:
-    """The node's Python with these arguments (`-m module ...` or `-c code ...`), every word quoted."""
-    return remote(node, shlex.join((python, *arguments)), timeout=timeout)
-
-
 def remote_lines(node: Reachable, command: str) -> Iterator[str]:
     """The lines a command prints on a node, as they come (for `logs --follow`)."""
     connection = _POOL.get(node)
@@ -177,3 +175,57 @@ def why_unreachable(node: Reachable, outcome: Outcome, deadline_s: float) -> str
     if isinstance(error, (OSError, paramiko.SSHException)):
         return f"{where}: unreachable ({error})"
     return f"{where}: {type(error).__name__}: {error}"
+
+
+class SshRunner(NodeRunner):
+    """A host over SSH, through this process's pool of connections (the hosts file's user, port, key and
+    jump host; host keys checked as ssh checks them). A run that is cancelled goes on until its own timeout
+    (the KV-path check runs each side under `timeout` on the node)."""
+
+    def __init__(self, node: Reachable):
+        self.node = node
+
+    @property
+    def where(self) -> str:
+        return f"host {self.node.name} ({self.node.address})"
+
+    def run(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float, cancel: Cancel | None = None
+    ) -> Ran:
+        return self.shell(shlex.join(with_env(argv, env)), timeout=timeout)
+
+    def shell(self, command: str, *, timeout: float = COMMAND_DEADLINE_S) -> Ran:
+        """A shell command line on the host (redirections, `&&`): for what one argv cannot say."""
+        try:
+            result = remote(self.node, command, timeout=timeout)
+        except CommandTimedOut as late:
+            return timed_out(late.result.stdout, late.result.stderr, timeout)
+        return Ran(int(result.exited), result.stdout, result.stderr)
+
+    def upload(self, files: dict[str, str]) -> None:
+        upload(self.node, files)
+
+    def start_detached(self, argv: Sequence[str], *, log: str | Path, env: dict[str, str] | None = None) -> Detached:
+        """In a session of its own on the host (setsid: it outlives the SSH session); its group and start
+        time as the host's /proc tells them."""
+        folder, into = shlex.quote(str(Path(log).parent)), shlex.quote(str(log))
+        start = f"mkdir -p {folder} && {{ setsid {shlex.join(with_env(argv, env))} </dev/null >>{into} 2>&1 & }}"
+        ran = self.shell(f'{start}; echo "$!" "$(cut -d" " -f22 /proc/$!/stat 2>/dev/null)"')
+        pgid, _, started = ran.stdout.strip().partition(" ")
+        if not ran.ok or not pgid.isdigit():
+            raise OSError(f"{self.where}: could not start {argv[0]}: {' '.join(ran.stderr.split())}")
+        return Detached(int(pgid), started or None)
+
+    def check_connection(self, timeout: float) -> str | None:
+        outcome = fan_out([self.node.name], lambda _: _POOL.get(self.node).open(), timeout)[self.node.name]
+        return self.why_failed(outcome, timeout)
+
+    def why_failed(self, outcome: Outcome[Any], deadline_s: float) -> str | None:
+        return why_unreachable(self.node, outcome, deadline_s)
+
+    def lines(self, argv: Sequence[str]) -> Iterator[str]:
+        return remote_lines(self.node, shlex.join(argv))
+
+    def download(self, folder: str, into: Path) -> None:
+        """The host's folder copied into a local one (what a client run there wrote)."""
+        download(self.node, folder, into)

@@ -9,7 +9,7 @@ import sys
 
 from slurmserve.backends import SLURM_TRAITS
 from slurmserve.backends.preflight import check_here
-from slurmserve.hardware import node_check
+from slurmserve.node import node_check
 from slurmserve.planning.needs import NodeNeeds, needs_of
 from slurmserve.runs import RunDir
 

@@ -12,9 +12,9 @@ import socket
 import pytest
 
 from slurmserve import deploy
-from slurmserve.backends import base
 from slurmserve.errors import Interrupted
 from slurmserve.runs import open_run, runs_root
+from slurmserve.transport import runner
 from slurmserve.transport.procfs import task_records
 from slurmserve.waiting import wait_until
 
@@ -116,13 +116,13 @@ def test_an_interrupt_between_starting_the_launcher_and_recording_it_stops_the_l
     """Ctrl-C right after the launcher was started, before its PID is recorded: still found and stopped."""
     prepared = deploy.prepare("mocker-agg", str(HOSTS / "local.yaml"), name="race")
     run_dir = prepared.plan.run_dir
-    recorded = base.start_time
+    recorded = runner.start_time
 
     def interrupted_before_the_record(pid: int) -> str | None:
         os.kill(os.getpid(), signal.SIGINT)
         return recorded(pid)
 
-    monkeypatch.setattr(base, "start_time", interrupted_before_the_record)
+    monkeypatch.setattr(runner, "start_time", interrupted_before_the_record)
     try:
         with pytest.raises(KeyboardInterrupt) as caught:
             deploy.submit(prepared, timeout=60)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from slurmserve.backends.slurm import SlurmBackend
+from slurmserve.backends.ssh import SSHBackend
 from slurmserve.kvpath import perftest, runner
 from slurmserve.kvpath.checks import PairCheck, checks_for_plan, rounds
 from slurmserve.kvpath.perftest import (
@@ -25,12 +27,14 @@ from slurmserve.kvpath.perftest import (
     parse_perftest,
     server_command,
     ucx_messages,
-    with_env,
 )
 from slurmserve.kvpath.runner import CheckResult, run_check
 from slurmserve.node import kvcheck
 from slurmserve.planning.plan import Container, Plan, PlanNode
 from slurmserve.planning.ports import PORT_BLOCK_SIZE, PORT_RANGE_START
+from slurmserve.transport.runner import NodeRunner, Ran
+from slurmserve.transport.srun import SrunRunner, SrunStep
+from slurmserve.transport.words import with_env
 
 from ..conftest import plan_of
 
@@ -285,17 +289,15 @@ def test_without_devices_the_node_finds_the_interface_of_its_address(tmp_path):
 
 
 def test_srun_steps_inside_and_outside_a_job(monkeypatch):
-    launched = []
-    monkeypatch.setattr(runner, "_run_local", lambda argv, timeout_s: launched.append(argv) or (0, "", ""))
-    runner.slurm_run_on(in_allocation=True)(
-        "node2", ["ucx_perftest", "-p", "1"], {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"}, 5
-    )
-    assert launched[-1] == [
+    plan = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml").model_copy(deep=True)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    inside = SlurmBackend().runners(plan, job_name="kvpath", container=True)["gpu02"]
+    assert inside.command(["ucx_perftest", "-p", "1"], {"UCX_NET_DEVICES": "mlx5_0:1,mlx5_3:1"})[0] == [
         "srun",
         "--overlap",
         "--nodes=1",
         "--ntasks=1",
-        "--nodelist=node2",
+        "--nodelist=gpu02",
         "--job-name=kvpath",
         "--quiet",
         "env",
@@ -304,10 +306,9 @@ def test_srun_steps_inside_and_outside_a_job(monkeypatch):
         "-p",
         "1",
     ]
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    plan = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml").model_copy(deep=True)
-    runner.run_on_for(plan)("gpu01", ["true"], {}, 5)
-    assert not any(arg.startswith("--container") for arg in launched[-1])  # no container: the host's ucx_perftest
+    monkeypatch.delenv("SLURM_JOB_ID")
+    outside = SlurmBackend().runners(plan, job_name="kvpath", container=True)["gpu01"].command(["true"], None)[0]
+    assert not any(arg.startswith("--container") for arg in outside)  # no container: the host's ucx_perftest
     plan.container = Container(
         kind="pyxis",
         source="nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1",
@@ -316,9 +317,9 @@ def test_srun_steps_inside_and_outside_a_job(monkeypatch):
         llmapi_launch="trtllm-llmapi-launch",
         ucx_perftest="ucx_perftest",
     )
-    runner.run_on_for(plan)("gpu01", ["true"], {}, 5)
-    assert launched[-1][:2] == ["srun", "--time=1"] and "--partition=gpu" in launched[-1]
-    assert "--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1" in launched[-1]  # the image's UCX
+    outside = SlurmBackend().runners(plan, job_name="kvpath", container=True)["gpu01"].command(["true"], None)[0]
+    assert outside[:2] == ["srun", "--time=1"] and "--partition=gpu" in outside
+    assert "--container-image=nvcr.io#nvidia/ai-dynamo/tensorrtllm-runtime:0.6.1" in outside  # the image's UCX
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def test_srun_steps_inside_and_outside_a_job(monkeypatch):
 
 
 class FakeNodes:
-    """run_on answering from captured outputs: server and client by node, in call order."""
+    """Runners answering from captured outputs: server and client by node, in call order."""
 
     def __init__(self, server, clients, server_delay=0.0):
         self.server, self.clients, self.server_delay = server, list(clients), server_delay
@@ -344,6 +345,23 @@ class FakeNodes:
             self.release.wait(timeout)
             return 124, "", ""
         return answer
+
+    def __getitem__(self, node):
+        return FakeRunner(self, node)
+
+
+class FakeRunner(NodeRunner):
+    def __init__(self, nodes, node):
+        self.nodes, self.node = nodes, node
+
+    @property
+    def where(self):
+        return f"node {self.node}"
+
+    def run(self, argv, *, env=None, timeout, cancel=None):
+        return Ran(*self.nodes(self.node, argv, env or {}, timeout))
+
+    upload = start_detached = check_connection = lines = None
 
 
 OK_CLIENT = (0, fixture("bw_csv.client.txt"), "")
@@ -444,7 +462,7 @@ def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_pa
     path = tmp_path / "plan.json"
     path.write_text(plan.model_dump_json())
 
-    def fake_run_check(check, run_on, **options):
+    def fake_run_check(check, nodes, **options):
         if check.decode == "c":
             return CheckResult(
                 check, ok=False, error=f"KV path {check.route()}: on a: network device 'mlx5_0:1' is not available"
@@ -452,7 +470,7 @@ def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_pa
         return CheckResult(check, ok=True, bandwidth_mbs=12000.0, lanes=["rc_mlx5/mlx5_0:1"], seconds=0.4)
 
     monkeypatch.setattr(runner, "run_check", fake_run_check)
-    monkeypatch.setattr(kvcheck, "run_on_for", lambda plan, via=None: None)
+    monkeypatch.setattr(SlurmBackend, "runners", lambda self, plan, **options: None)
     assert kvcheck.main([str(path)]) == 1
     out, err = capsys.readouterr()
     assert "kvpath: KV path a -> b over mlx5_0:1 (a) / " in out and "12000 MB/s [rc_mlx5/mlx5_0:1]" in out
@@ -503,8 +521,14 @@ def lab_check(lab, prefill_devices=("eth0",), decode_devices=("eth0",), port=145
     )
 
 
+LAB_SRUN = {
+    node: SrunRunner(SrunStep((node,), overlap=False, job_name="kvpath", options=("--quiet",)))
+    for node in ("node1", "node2")
+}
+
+
 @pytest.fixture
-def lab_ssh_run_on(slurm_lab):
+def lab_ssh_runners(slurm_lab):
     from slurmserve.backends import traits_for
     from slurmserve.config.hosts import load_hosts
     from slurmserve.config.recipe import load_recipe
@@ -518,19 +542,19 @@ def lab_ssh_run_on(slurm_lab):
         run_dir="/tmp/kvpath",
         python=sys.executable,
     )
-    return runner.ssh_run_on(plan)
+    return SSHBackend().runners(plan, job_name="kvpath")
 
 
 @pytest.mark.slow
 def test_lab_transfer_over_eth0_via_slurm(slurm_lab, ucx_tools):
-    result = run_check(lab_check(slurm_lab, port=14501), runner.slurm_run_on(in_allocation=False), latency=True)
+    result = run_check(lab_check(slurm_lab, port=14501), LAB_SRUN, latency=True)
     assert result.ok, result.error
     assert result.bandwidth_mbs > 0 and result.latency_us > 0 and result.lanes == ["tcp/eth0"]
 
 
 @pytest.mark.slow
-def test_lab_transfer_over_eth0_via_ssh(slurm_lab, ucx_tools, lab_ssh_run_on):
-    result = run_check(lab_check(slurm_lab, port=14502), lab_ssh_run_on)
+def test_lab_transfer_over_eth0_via_ssh(slurm_lab, ucx_tools, lab_ssh_runners):
+    result = run_check(lab_check(slurm_lab, port=14502), lab_ssh_runners)
     assert result.ok, result.error
     assert result.bandwidth_mbs > 0 and result.lanes == ["tcp/eth0"]
 
@@ -553,12 +577,12 @@ def srun_children() -> list[int]:
 @pytest.mark.parametrize("via", ["slurm", "ssh"])
 @pytest.mark.parametrize("side", ["prefill", "decode"])
 def test_lab_a_device_that_does_not_exist_fails_fast_naming_pair_and_device(
-    slurm_lab, ucx_tools, lab_ssh_run_on, via, side
+    slurm_lab, ucx_tools, lab_ssh_runners, via, side
 ):
     devices = {"prefill_devices": ("mlx5_0:1",)} if side == "prefill" else {"decode_devices": ("mlx5_0:1",)}
-    run_on = runner.slurm_run_on(in_allocation=False) if via == "slurm" else lab_ssh_run_on
+    runners = LAB_SRUN if via == "slurm" else lab_ssh_runners
     started = time.monotonic()
-    result = run_check(lab_check(slurm_lab, port=14510 + (side == "decode"), **devices), run_on)
+    result = run_check(lab_check(slurm_lab, port=14510 + (side == "decode"), **devices), runners)
     assert time.monotonic() - started < 10
     assert not result.ok and result.error.startswith("KV path node1 -> node2 over ")
     node = "node1" if side == "prefill" else "node2"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import slurmserve.backends.slurm as slurm_backend
 from slurmserve.backends.slurm import SlurmBackend
 from slurmserve.config.hosts import SwitchSpec
 from slurmserve.hardware import discovery
@@ -43,9 +42,7 @@ class ReplayedSlurm:
 @pytest.fixture
 def replay(monkeypatch):
     def install(answers: dict[tuple[str, ...], str | int]) -> None:
-        fake = ReplayedSlurm(answers)
-        for module in (slurm, discovery, slurm_backend):  # each calls it by its own name
-            monkeypatch.setattr(module, "slurm", fake)
+        monkeypatch.setattr(slurm, "slurm", ReplayedSlurm(answers))  # every Slurm command is built there
 
     return install
 

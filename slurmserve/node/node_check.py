@@ -62,7 +62,8 @@ def writable(folder: str) -> str | None:
 
 def port_free(address: str, port: int) -> bool:
     """Whether a process could listen on the port now (SO_REUSEADDR, as Dynamo's servers bind: a socket
-    of a run that just ended, in TIME_WAIT, does not hold it; a listener does)."""
+    of a run that just ended, in TIME_WAIT, does not hold it; a listener does). The same as
+    transport.sockets.port_free: this script runs on nodes where slurmserve is not installed."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

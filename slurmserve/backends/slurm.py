@@ -17,7 +17,7 @@ from ..errors import DeploymentFailed, UserError
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
 from ..private import private_opener, write_private
-from ..render.scripts import LAUNCHER_LOG, render_script
+from ..render.scripts import render_script
 from ..runs import Handle, RunDir
 from ..runs.events import JobSubmitted
 from ..transport.procfs import start_time, task_records
@@ -95,7 +95,7 @@ class JobLaunch(Launch):
         ended = self.backend.scheduler(self.run).ended
         if ended is None:
             return None
-        log = self.run.path / LAUNCHER_LOG
+        log = self.run.paths.launcher_log
         return f"{ended}" + (f"\n{log.read_text(errors='replace').strip()}" if log.exists() else "")
 
 
@@ -158,9 +158,9 @@ class SlurmBackend(Backend):
         the job's running steps, and the task records of steps that ran."""
         names = run.process_names()
         if in_job:
-            return {name: pid_file_alive(run.path / "pids" / f"{name}.srun") for name in names}
+            return {name: pid_file_alive(run.paths.pid_record(name, "srun")) for name in names}
         state = self.job_state(run)
-        started = {name for name in names if task_records(run.path / "pids" / f"{name}.tasks")}
+        started = {name for name in names if task_records(run.paths.pid_record(name, "tasks"))}
         job_id = self.job_id(run)
         steps = (running_steps(job_id) or set()) if state is JobState.RUNNING and job_id else set()
         return {name: True if name in steps else (False if name in started else None) for name in names}
@@ -173,14 +173,14 @@ class SlurmBackend(Backend):
         if old_steps:
             slurm("scancel", *old_steps, check=False)
             wait_until(lambda: not steps_named(job_id or "", process.name), STEP_STOP_S)
-        with open(run.path / LAUNCHER_LOG, "a", opener=private_opener) as log:
+        with open(run.paths.launcher_log, "a", opener=private_opener) as log:
             step = subprocess.Popen(
                 ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        write_private(run.path / "pids" / f"{process.name}.srun", f"{step.pid} {start_time(step.pid) or ''}\n")
+        write_private(run.paths.pid_record(process.name, "srun"), f"{step.pid} {start_time(step.pid) or ''}\n")
 
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
@@ -247,7 +247,7 @@ def survivors(run: RunDir) -> list[str]:
     the test cluster); on a real cluster Slurm's own teardown is the guarantee."""
     left = []
     for name in run.process_names():
-        for record in task_records(run.path / "pids" / f"{name}.tasks"):
+        for record in task_records(run.paths.pid_record(name, "tasks")):
             if record.visible_here() and record.running():
                 left.append(f"{name} (pid {record.pid} on {record.host})")
     return left

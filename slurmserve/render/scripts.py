@@ -12,12 +12,12 @@ import jinja2
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process
 from ..resources import resource_dir
+from ..runs.layout import LAUNCHER_LOG
 
 # Variables Dynamo reads from the environment: a stray one inherited from the user's shell (say a
 # NATS_SERVER nobody runs) makes every process block for minutes, so any the plan does not set is unset.
 AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND", "DYN_FILE_KV")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
 TASK_START = "task-start.sh"  # the per-task start of a Slurm step, shipped beside the templates
 PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.hardware.node_check, copied: an image's Python runs it too
 NEEDS_FILE = "preflight.json"  # what each node needs (planning.needs), the node preflight's input

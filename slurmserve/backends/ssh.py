@@ -25,6 +25,7 @@ from ..render.scripts import host_script, render_scripts
 from ..resources import node_check_source
 from ..runs import HELPERS, Handle, RunDir, StartedGroup
 from ..runs.events import KvPathChecked
+from ..runs.layout import pid_record_of
 from ..transport.http import wait_ready
 from ..transport.ssh import COMMAND_DEADLINE_S, download, remote, remote_lines, remote_python, upload, why_unreachable
 from ..waiting import Outcome, fan_out, throttled, wait_until
@@ -246,7 +247,7 @@ class SSHBackend(Backend):
             record = started.get(process.name)
             if record:
                 reach.specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
-            reach.specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+            reach.specs[process.host].append(f"{process.name}=@{pid_record_of(plan.run_dir, process.name)}")
             reach.host_of[process.name] = process.host
         reach.specs[plan.nodes[0].name].append(client_spec(plan))  # a benchmark's aiperf, stopped with the rest
         return reach

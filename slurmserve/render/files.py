@@ -13,6 +13,7 @@ from ..planning.needs import needs_of
 from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
 from ..private import make_folder, make_out_dir, make_private_dir, write_whole
 from ..resources import node_check_source, resource_dir
+from ..runs.layout import PLAN_FILE
 from .containers import run_bundle_config
 from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
 
@@ -26,7 +27,7 @@ def engine_yaml(source: str, overrides: dict[str, int]) -> str:
 
 def rendered_files(plan: Plan) -> dict[str, str]:
     """Every file of a run directory that comes from the plan: relative path -> text."""
-    files = {**render_scripts(plan), "plan.json": plan.checked_json()}
+    files = {**render_scripts(plan), PLAN_FILE: plan.checked_json()}
     if plan.backend == "slurm":
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
         files[PREFLIGHT_SCRIPT] = node_check_source()

@@ -12,7 +12,7 @@ import jinja2
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process
 from ..resources import resource_dir
-from ..runs.layout import LAUNCHER_LOG
+from ..runs.layout import LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR
 
 # Variables Dynamo reads from the environment: a stray one inherited from the user's shell (say a
 # NATS_SERVER nobody runs) makes every process block for minutes, so any the plan does not set is unset.
@@ -93,7 +93,7 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
         task_env.append("SLURMSERVE_RANK_UCX=" + quote(";".join(env["UCX_NET_DEVICES"] for env in process.rank_env)))
         task_env.append("SLURMSERVE_RANK_HCA=" + quote(";".join(env["NCCL_IB_HCA"] for env in process.rank_env)))
     lines.append("env " + " ".join(task_env))
-    lines.append(f'bash "$RUN_DIR/{TASK_START}" "$RUN_DIR/pids/{process.name}.tasks"')
+    lines.append(f'bash "$RUN_DIR/{TASK_START}" "$RUN_DIR/{PIDS_DIR}/{process.name}.tasks"')
     lines.append(env_command(process, PER_RANK_VARS if process.rank_env else PER_TASK_VARS))
     return lines
 
@@ -120,7 +120,7 @@ def preflight_steps(plan: Plan) -> tuple[list[str], list[str]]:
     nodes = [node.name for node in plan.nodes]
     script, needs_file = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"', f'"$RUN_DIR/{NEEDS_FILE}"'
     gpus = plan.gpus_per_node_used()
-    on_nodes = [*srun_words("preflight", nodes, len(nodes)), '--output="$RUN_DIR/preflight/%N.log"']
+    on_nodes = [*srun_words("preflight", nodes, len(nodes)), f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N.log"']
     on_nodes[1:1] = [f"--gres=gpu:{gpus}"] if gpus else []
     save_gpus = ' --save-gpus "$RUN_DIR/preflight"' if loses_task_env(plan) and gpus else ""
     on_nodes.append(f'"$PYTHON" {script} {needs_file}{save_gpus}')
@@ -129,7 +129,7 @@ def preflight_steps(plan: Plan) -> tuple[list[str], list[str]]:
     inside = srun_words("preflight", list(needs.container), len(needs.container))
     inside += [
         " ".join(map(shlex.quote, plan.container.srun_flags(plan.run_dir))),
-        '--output="$RUN_DIR/preflight/%N@container.log"',
+        f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N@container.log"',
         f"{shlex.quote(plan.container.python)} {script} {needs_file} --part container",
     ]
     return on_nodes, inside

@@ -137,3 +137,8 @@ class RunPaths:
 def client_record_of(run_dir: str) -> str:
     """The client record's path as the plan's run directory spells it (on the head node, perhaps not here)."""
     return f"{run_dir}/{PIDS_DIR}/{CLIENT_RECORD}"
+
+
+def pid_record_of(run_dir: str, process: str) -> str:
+    """A process's pids/NAME.pid as the plan's run directory spells it (on its node, perhaps not here)."""
+    return f"{run_dir}/{PIDS_DIR}/{process}.pid"

@@ -35,6 +35,7 @@ from slurmserve.backends.base import stop_helpers
 from slurmserve.health.instances import InstanceOwners
 from slurmserve.render.files import rendered_files, write_files
 from slurmserve.runs import create_run, open_run
+from slurmserve.runtime.launch import wait_for_deployment
 from slurmserve.transport.http import frontend_instances
 from slurmserve.waiting import wait_until
 from tests.helpers import ClientLoop, event_time
@@ -60,7 +61,7 @@ def start(name: str, decode_replicas: int, upstream: bool):
     run = create_run(plan)
     write_files(rendered_files(plan, traits_for(plan.backend)), run.path, overwrite=True)
     backend = backend_for(plan.backend)
-    deploy.wait_for_deployment(backend, backend.submit(plan, run), run, plan, 120)
+    wait_for_deployment(backend, backend.submit(plan, run), run, plan, 120)
     stop_helpers(run, "supervisor")
     return run
 

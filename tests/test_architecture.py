@@ -228,9 +228,11 @@ def literal_parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
 
 def used_as_a_name(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     """A word used as a name, not run: in a Literal[...] annotation, compared with (`backend == "ssh"`,
-    `in ("ssh", "slurm")`), a dict key, or a `backend=` argument."""
+    `in ("ssh", "slurm")`), a dict key, a set's member, or a `backend=` argument."""
     parent = parents.get(node)
     while isinstance(parent, (ast.Tuple, ast.List, ast.Set)):  # `in ("ssh", "slurm")`, `Literal["a", "ssh"]`
+        if isinstance(parent, ast.Set):  # a set of words names things: a command's words are in order
+            return True
         node, parent = parent, parents.get(parent)
     if isinstance(parent, ast.Subscript) and getattr(parent.value, "id", None) == "Literal":
         return True

@@ -15,20 +15,17 @@ from typing import ClassVar
 
 from ..config.hosts import Hosts
 from ..errors import UserError
+from ..hardware.inventory import probed_hosts_file, probed_nodes
 from ..planning.plan import Plan, PlanNode, Process
 from ..planning.traits import BackendTraits
-from ..render.scripts import LAUNCHER_LOG
 from ..runs import HELPERS, RunDir, read_pid_record
+from ..runs.layout import client_record_of
 from ..transport.procfs import pid_alive, stop_groups
 from ..transport.runner import Detached, LocalRunner, NodeRunner
 from ..waiting import fan_out
 
 DAEMON_CONNECT_TIMEOUT_S = 1.0
 FOLLOW_POLL_S = 0.5
-# The client run beside the deployment (a benchmark's aiperf) records itself in pids/ under this name, in a
-# session of its own ("PID START-TIME": its process group), wherever it runs: `cancel` and an interrupted
-# bench find it there. Not NAME.pid: no process of a plan can have its name.
-CLIENT_RECORD = "aiperf.bench"
 LIVE_GROUPS_MODULE = "slurmserve.node.groups"  # run on a node: which process groups still have a member
 
 
@@ -107,7 +104,7 @@ class Backend(ABC):
 
     def stop_beside(self, run: RunDir) -> None:
         """Stop the client `run_beside` started (after an interrupt): here, its process group, from its record."""
-        record = read_pid_record(run.path / "pids" / CLIENT_RECORD)
+        record = read_pid_record(run.paths.client_record)
         if record:
             stop_groups([record])
 
@@ -122,6 +119,10 @@ class Backend(ABC):
         probe's own hostname names it; a Slurm step over several nodes runs one task per node). Here: this
         machine."""
         return [(None, LocalRunner())]
+
+    def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
+        """`slurmserve probe`: a hosts file of what the hardware probe finds on every node of `hosts`."""
+        return probed_hosts_file(hosts, interface, probed_nodes(hosts, interface, self.probe_runners(hosts)), {})
 
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
@@ -139,7 +140,7 @@ def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
 
 def client_spec(plan: Plan) -> str:
     """The groups module's argument for the client run beside the deployment (its record on the head node)."""
-    return f"aiperf=@{plan.run_dir}/pids/{CLIENT_RECORD}"
+    return f"aiperf=@{client_record_of(plan.run_dir)}"
 
 
 def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:
@@ -176,15 +177,15 @@ class ProcessLaunch(Launch):
         returncode = self.process.poll()
         if returncode is None or returncode == 0:
             return None
-        log = (self.run.path / LAUNCHER_LOG).read_text(errors="replace").strip()
+        log = self.run.paths.launcher_log.read_text(errors="replace").strip()
         return log or f"the launcher exited {returncode}"
 
 
 def start_detached(run: RunDir, name: str, argv: list[str]) -> Detached:
     """A helper of the run (a launcher, the supervisor) as a detached process on this machine, in its own
     session with its PID in pids/NAME.pid and its output in logs/NAME.log, under umask 077."""
-    process = LocalRunner().start_detached(argv, log=run.path / "logs" / f"{name}.log")
-    process.write_record(run.path / "pids" / f"{name}.pid")
+    process = LocalRunner().start_detached(argv, log=run.paths.helper_log(name))
+    process.write_record(run.paths.pid_record(name))
     return process
 
 
@@ -203,7 +204,7 @@ def stop_helpers(run: RunDir, *names: str) -> None:
 
 def helpers_running(run: RunDir) -> bool:
     """Whether the run's launcher or supervisor still runs on this machine."""
-    return any(pid_file_alive(run.path / "pids" / f"{name}.pid") for name in HELPERS)
+    return any(pid_file_alive(run.paths.pid_record(name)) for name in HELPERS)
 
 
 def pid_file_alive(path: Path) -> bool | None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ..config.hosts import Hosts, concrete_nodes
 from ..errors import UserError
+from ..hardware.inventory import probed_hosts_file, probed_nodes, with_scheduled_gpus
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
-from ..render.scripts import LAUNCHER_LOG, render_script
+from ..render.scripts import render_script
 from ..runs import Handle, RunDir
 from ..runs.events import JobSubmitted
 from ..transport.procfs import task_records
@@ -101,7 +102,7 @@ class JobLaunch(Launch):
         ended = self.backend.scheduler(self.run).ended
         if ended is None:
             return None
-        log = self.run.path / LAUNCHER_LOG
+        log = self.run.paths.launcher_log
         return f"{ended}" + (f"\n{log.read_text(errors='replace').strip()}" if log.exists() else "")
 
 
@@ -166,9 +167,9 @@ class SlurmBackend(Backend):
         the job's running steps, and the task records of steps that ran."""
         names = run.process_names()
         if in_job:
-            return {name: pid_file_alive(run.path / "pids" / f"{name}.srun") for name in names}
+            return {name: pid_file_alive(run.paths.step_record(name)) for name in names}
         state = self.job_state(run)
-        started = {name for name in names if task_records(run.path / "pids" / f"{name}.tasks")}
+        started = {name for name in names if task_records(run.paths.task_records(name))}
         job_id = self.job_id(run)
         steps = (running_steps(job_id) or set()) if state is JobState.RUNNING and job_id else set()
         return {name: True if name in steps else (False if name in started else None) for name in names}
@@ -182,8 +183,8 @@ class SlurmBackend(Backend):
             scancel(*old_steps)
             wait_until(lambda: not steps_named(job_id or "", process.name), STEP_STOP_S)
         script = ["bash", str(run.path / "slurmserve.sbatch"), "--restart", process.name]
-        step = LocalRunner().start_detached(script, log=run.path / LAUNCHER_LOG, umask=-1)  # the job's own umask
-        step.write_record(run.path / "pids" / f"{process.name}.srun")
+        step = LocalRunner().start_detached(script, log=run.paths.launcher_log, umask=-1)  # the job's own umask
+        step.write_record(run.paths.step_record(process.name))
 
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
@@ -219,6 +220,12 @@ class SlurmBackend(Backend):
             node.name: SrunRunner(SrunStep((node.name,), overlap=inside, job_name=job_name, options=tuple(options)))
             for node in plan.nodes
         }
+
+    def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
+        """The probe's hosts file, with the GPUs Slurm schedules where nvidia-smi sees none, and the
+        hosts file's Slurm settings kept."""
+        nodes = with_scheduled_gpus(probed_nodes(hosts, interface, self.probe_runners(hosts)))
+        return probed_hosts_file(hosts, interface, nodes, {"slurm": hosts.slurm.model_dump(exclude_defaults=True)})
 
     def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
         """One job over every node, a task each; `-l` labels each line of output with its task."""
@@ -263,7 +270,7 @@ def survivors(run: RunDir) -> list[str]:
     the test cluster); on a real cluster Slurm's own teardown is the guarantee."""
     left = []
     for name in run.process_names():
-        for record in task_records(run.path / "pids" / f"{name}.tasks"):
+        for record in task_records(run.paths.task_records(name)):
             if record.visible_here() and record.running():
                 left.append(f"{name} (pid {record.pid} on {record.host})")
     return left

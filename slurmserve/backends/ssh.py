@@ -16,12 +16,14 @@ from pathlib import Path
 
 from ..config.hosts import Hosts, concrete_nodes
 from ..errors import DeploymentFailed, UserError
+from ..hardware.inventory import probed_hosts_file, probed_nodes, with_listed_reach
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
 from ..render.scripts import host_script, render_scripts
 from ..runs import HELPERS, Handle, RunDir, StartedGroup
 from ..runs.events import KvPathChecked
+from ..runs.layout import pid_record_of
 from ..transport.http import wait_ready
 from ..transport.runner import TIMED_OUT, NodeRunner, Ran, fan_out_runs, unreachable
 from ..transport.ssh import COMMAND_DEADLINE_S, SshRunner
@@ -238,7 +240,7 @@ class SSHBackend(Backend):
             record = started.get(process.name)
             if record:
                 reach.specs[record.host].append(f"{process.name}={record.pgid}:{record.started or ''}")
-            reach.specs[process.host].append(f"{process.name}=@{plan.run_dir}/pids/{process.name}.pid")
+            reach.specs[process.host].append(f"{process.name}=@{pid_record_of(plan.run_dir, process.name)}")
             reach.host_of[process.name] = process.host
         reach.specs[plan.nodes[0].name].append(client_spec(plan))  # a benchmark's aiperf, stopped with the rest
         return reach
@@ -277,6 +279,11 @@ class SSHBackend(Backend):
     def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
         """Each host over SSH (a container is the launch script's business there: the host's tools serve)."""
         return dict(runners_of({node.name: node for node in plan.nodes}))
+
+    def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
+        """The probe's hosts file, each host reached as the hosts file reached it."""
+        nodes = with_listed_reach(probed_nodes(hosts, interface, self.probe_runners(hosts)), hosts, interface)
+        return probed_hosts_file(hosts, interface, nodes, {})
 
     def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
         """Each host, named as the hosts file names it."""

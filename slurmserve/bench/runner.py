@@ -14,7 +14,6 @@ from itertools import count
 from pathlib import Path
 
 from ..backends import backend_for
-from ..backends.base import CLIENT_RECORD
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import DeploymentFailed, UserError
 from ..observability.metrics import frontend_counters
@@ -22,6 +21,7 @@ from ..private import lock_record, make_out_dir, make_private_dir, take_lock, wr
 from ..resources import bundled_aiperf
 from ..runs import ProcessState, RunDir, Verdict
 from ..runs.events import BenchDone, BenchStarted, Restarted
+from ..runs.layout import client_record_of
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
@@ -46,7 +46,6 @@ IN_SCRATCH = [
     "trap 'exit 143' TERM INT; d=$(mktemp -d /tmp/sb-XXXXXX) && trap 'rm -rf \"$d\"' EXIT && TMPDIR=$d \"$@\"",
     "aiperf",
 ]
-BENCH_LOCK = "bench.lock"  # in pids/: held by the benchmark measuring the deployment, naming it
 INCOMPLETE = "incomplete"  # in a point's folder until its result is made: what is there is no result
 
 
@@ -121,7 +120,7 @@ def measure(
     if tokenizer.offline:
         env["HF_HUB_OFFLINE"] = "1"
     before = frontend_counters(plan.endpoint, plan.model)
-    record = f"{plan.run_dir}/pids/{CLIENT_RECORD}"
+    record = client_record_of(plan.run_dir)
     argv = [*IN_SCRATCH, record, *workload.aiperf_argv(aiperf, plan, point, tokenizer, out)]
     write_private(out / INCOMPLETE, "aiperf was stopped before this point ended: its files here are no result\n")
     backend = backend_for(plan.backend)
@@ -202,8 +201,8 @@ def bench(
     if request.requests:
         points = [replace(point, requests=request.requests) for point in points]
     # One benchmark at a time per deployment: each one's validity gate counts the frontend's requests.
-    lock = run.path / "pids" / BENCH_LOCK
-    folder = run.path / "bench" / unused_bench_id(run.path / "bench")
+    lock = run.paths.bench_lock
+    folder = run.paths.bench / unused_bench_id(run.paths.bench)
     holder = take_lock(lock, f"bench {folder.name} (started {time.strftime('%H:%M:%S')}, pid {os.getpid()})")
     if holder is None:
         raise UserError(

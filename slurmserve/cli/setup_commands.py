@@ -49,10 +49,9 @@ def probe(
 ) -> None:
     """Probe every node's GPUs, RDMA NICs (and the GPUs they sit next to) and addresses; print a hosts file."""
     from ..backends import backend_for
-    from ..hardware.inventory import probed_hosts_file
 
     probed = load_hosts(hosts) if hosts else default_hosts()
-    text = probed_hosts_file(probed, interface, backend_for(probed.backend).probe_runners(probed))
+    text = backend_for(probed.backend).probed_hosts_file(probed, interface)
     if out is None:
         print(text, end="")
         return

@@ -37,8 +37,9 @@ def local_hosts() -> Hosts:
 
 
 def with_local_nodes(hosts: Hosts) -> Hosts:
-    """`backend: local` without a hosts list means this machine (the hosts file's other settings kept)."""
-    if hosts.backend != "local" or hosts.hosts:
+    """Hosts of a backend that runs on this machine, without a hosts list: this machine (the hosts file's
+    other settings kept)."""
+    if hosts.hosts:
         return hosts
     here = local_hosts()
     node = hosts.node if "node" in hosts.model_fields_set else here.node

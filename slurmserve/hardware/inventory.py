@@ -76,29 +76,36 @@ def probed_node(name: str, text: str, interface: str | None) -> dict[str, Any]:
         raise UserError(f"--interface: node {name}: {error}") from None
 
 
-def probed_hosts_file(hosts: Hosts, interface: str | None, runners: list[tuple[str | None, NodeRunner]]) -> str:
-    """A hosts file describing what the probe found on every node of `hosts` (same backend and
-    scheduler settings), ready for `plan`. `runners`: how the backend reaches them (its probe_runners)."""
+def probed_nodes(hosts: Hosts, interface: str | None, runners: list[tuple[str | None, NodeRunner]]) -> list[dict]:
+    """Every node of `hosts` as the probe found it (`runners`: how its backend reaches them)."""
     interface = interface or hosts.node.interface
-    outputs = probe(runners)
-    nodes = [probed_node(name, text, interface) for name, text in outputs.items()]
-    if hosts.backend == "slurm":  # where nvidia-smi sees nothing, the GPUs Slurm schedules (GRES) are the truth
-        gres = node_gres()
-        for node in nodes:
-            node["gpus"] = node["gpus"] or gpus_in_gres(gres.get(node["name"], ""))
-    if hosts.backend == "ssh":  # keep how each host is reached, and where, unless an interface says otherwise
-        listed = {h.name: h for h in hosts.hosts}
-        for node in nodes:
-            entry = listed[node["name"]]
-            node |= entry.model_dump(include={"user", "port", "identity_file", "jump"}, exclude_none=True)
-            if interface is None and entry.address:
-                node["address"] = entry.address
-    extra: dict[str, Any] = {}
-    if hosts.backend == "slurm":
-        extra["slurm"] = hosts.slurm.model_dump(exclude_defaults=True)
-    extra |= {
+    return [probed_node(name, text, interface) for name, text in probe(runners).items()]
+
+
+def with_scheduled_gpus(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where nvidia-smi sees nothing, the GPUs Slurm schedules (GRES) are the truth."""
+    gres = node_gres()
+    return [node | {"gpus": node["gpus"] or gpus_in_gres(gres.get(node["name"], ""))} for node in nodes]
+
+
+def with_listed_reach(nodes: list[dict[str, Any]], hosts: Hosts, interface: str | None) -> list[dict[str, Any]]:
+    """Each host keeps how it is reached (user, port, key, jump) and where, unless an interface says otherwise."""
+    listed = {host.name: host for host in hosts.hosts}
+    kept = []
+    for node in nodes:
+        entry = listed[node["name"]]
+        reach = entry.model_dump(include={"user", "port", "identity_file", "jump"}, exclude_none=True)
+        address = {"address": entry.address} if (interface or hosts.node.interface) is None and entry.address else {}
+        kept.append(node | reach | address)
+    return kept
+
+
+def probed_hosts_file(hosts: Hosts, interface: str | None, nodes: list[dict], scheduler: dict[str, Any]) -> str:
+    """A hosts file of the probed `nodes` (same backend, its `scheduler` settings and the shared paths kept),
+    ready for `plan`."""
+    shared = {
         key: value
         for key, value in (("model_cache", hosts.model_cache), ("python", hosts.python), ("run_root", hosts.run_root))
         if value
     }
-    return hosts_file_text(nodes, hosts.backend, interface, extra)
+    return hosts_file_text(nodes, hosts.backend, interface or hosts.node.interface, scheduler | shared)

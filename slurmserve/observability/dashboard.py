@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 
 DASHBOARD_FILE = Path(__file__).with_name("grafana-dashboard.json")
-DATASOURCE_FILE = "prometheus/grafana-datasource.yaml"  # in the run directory
 
 
 def shipped_dashboard() -> dict[str, Any]:

@@ -17,13 +17,13 @@ from typing import TextIO
 import yaml
 
 from ..planning.plan import PROMETHEUS_DATA, PROMETHEUS_READY_PATH, Plan
+from ..runs.layout import TARGETS_FILE
 from ..transport.http import wait_ready
 from ..transport.runner import Detached, LocalRunner
-from .targets import TARGETS_FILE, file_sd_targets
+from .targets import file_sd_targets
 
 JOB = "slurmserve"
 DEFAULT_INTERVAL_S = 5.0  # when the supervisor's own scraping is off
-OPEN_LOCK = "prometheus/open.lock"  # held by the `metrics --open` serving the saved data; its URL in it
 OPEN_READY_TIMEOUT_S = 60.0  # replaying a long run's write-ahead log takes a while
 
 

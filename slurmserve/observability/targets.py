@@ -8,8 +8,6 @@ from typing import Any
 
 from ..planning.plan import Plan, Process
 
-TARGETS_FILE = "prometheus/targets.json"  # in the run directory, while the deployment runs
-
 
 def metrics_port(process: Process) -> int | None:
     """The port a process serves /metrics on (NATS has none in Prometheus's format)."""

@@ -14,6 +14,7 @@ from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE,
 from ..planning.traits import BackendTraits
 from ..private import make_folder, make_out_dir, make_private_dir, write_whole
 from ..resources import node_check_source, resource_dir
+from ..runs.layout import PLAN_FILE
 from .containers import run_bundle_config
 from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
 
@@ -27,7 +28,7 @@ def engine_yaml(source: str, overrides: dict[str, int]) -> str:
 
 def rendered_files(plan: Plan, traits: BackendTraits) -> dict[str, str]:
     """Every file of a run directory that comes from the plan: relative path -> text."""
-    files = {**render_scripts(plan, traits), "plan.json": plan.checked_json()}
+    files = {**render_scripts(plan, traits), PLAN_FILE: plan.checked_json()}
     if traits.has_allocation:  # each step starts through task-start.sh, after the node preflight's step
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
         files[PREFLIGHT_SCRIPT] = node_check_source()

@@ -13,6 +13,7 @@ from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process
 from ..planning.traits import BackendTraits
 from ..resources import resource_dir
+from ..runs.layout import LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR
 from ..transport.srun import SrunStep, shell_words
 from ..transport.words import ssh_words
 
@@ -20,7 +21,6 @@ from ..transport.words import ssh_words
 # NATS_SERVER nobody runs) makes every process block for minutes, so any the plan does not set is unset.
 AMBIENT_DYNAMO_VARS = ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_DISCOVERY_BACKEND", "DYN_FILE_KV")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-LAUNCHER_LOG = "logs/launcher.log"  # the launch script's (or sbatch job's) own output
 TASK_START = "task-start.sh"  # the per-task start of a Slurm step, shipped beside the templates
 PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.node.node_check, copied: an image's Python runs it too
 NEEDS_FILE = "preflight.json"  # what each node needs (planning.needs), the node preflight's input
@@ -96,7 +96,7 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
         task_env.append("SLURMSERVE_RANK_UCX=" + quote(";".join(env["UCX_NET_DEVICES"] for env in process.rank_env)))
         task_env.append("SLURMSERVE_RANK_HCA=" + quote(";".join(env["NCCL_IB_HCA"] for env in process.rank_env)))
     lines.append("env " + " ".join(task_env))
-    lines.append(f'bash "$RUN_DIR/{TASK_START}" "$RUN_DIR/pids/{process.name}.tasks"')
+    lines.append(f'bash "$RUN_DIR/{TASK_START}" "$RUN_DIR/{PIDS_DIR}/{process.name}.tasks"')
     lines.append(env_command(process, PER_RANK_VARS if process.rank_env else PER_TASK_VARS))
     return lines
 
@@ -120,7 +120,7 @@ def preflight_steps(plan: Plan, traits: BackendTraits) -> tuple[list[str], list[
     nodes = [node.name for node in plan.nodes]
     script, needs_file = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"', f'"$RUN_DIR/{NEEDS_FILE}"'
     gpus = plan.gpus_per_node_used()
-    on_nodes = [*srun_words("preflight", nodes, len(nodes)), '--output="$RUN_DIR/preflight/%N.log"']
+    on_nodes = [*srun_words("preflight", nodes, len(nodes)), f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N.log"']
     on_nodes[1:1] = [f"--gres=gpu:{gpus}"] if gpus else []
     save_gpus = ' --save-gpus "$RUN_DIR/preflight"' if loses_task_env(plan) and gpus else ""
     on_nodes.append(f'"$PYTHON" {script} {needs_file}{save_gpus}')
@@ -129,7 +129,7 @@ def preflight_steps(plan: Plan, traits: BackendTraits) -> tuple[list[str], list[
     inside = srun_words("preflight", list(needs.container), len(needs.container))
     inside += [
         " ".join(map(shlex.quote, plan.container.srun_flags(plan.run_dir))),
-        '--output="$RUN_DIR/preflight/%N@container.log"',
+        f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N@container.log"',
         f"{shlex.quote(plan.container.python)} {script} {needs_file} --part container",
     ]
     return on_nodes, inside

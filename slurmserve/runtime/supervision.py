@@ -24,10 +24,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from ..backends import backend_for
 from ..health.decisions import (
@@ -44,10 +43,9 @@ from ..health.decisions import (
     nothing_left,
 )
 from ..health.instances import InstanceOwners, forget, worker_ids
-from ..health.pools import pool_canary
 from ..observability.live import MetricsWatcher
 from ..observability.own_metrics import SupervisorMetrics
-from ..observability.targets import file_sd_targets
+from ..observability.targets import file_sd_targets, metrics_url
 from ..planning.plan import Process
 from ..runs import CanaryResult, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
 from ..runs.events import (
@@ -70,9 +68,10 @@ from ..runs.events import (
     SupervisorStopped,
     VerdictChanged,
 )
-from ..transport.http import canary_completion, frontend_instances, model_listed, serving, text_of
+from ..transport.http import frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
+from .checks import Periodic, exit_reason, send_canary
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
@@ -82,30 +81,8 @@ TICKS_KEPT = 120  # the tick times state.json sums up (p50, p99): about the last
 NODE_CHECK_INTERVAL_S = 2.0
 CANARY_INTERVAL_S = 10.0
 CANARY_RETRY_S = 1.0
-LAST_LOG_LINE_CHARS = 200
-LOG_LINES_SEARCHED = 20
 
 Result = TypeVar("Result")
-
-
-@dataclass
-class Periodic(Generic[Result]):
-    """A slow check run in the background every `interval` seconds; the tick takes its result when done."""
-
-    interval: float
-    due: float = 0.0
-    running: Future[Result] | None = None
-
-    def poll(self, pool: ThreadPoolExecutor, work: Callable[[], Result], now: float) -> Result | None:
-        """Start the check when due; return its result once (None while none is new)."""
-        if self.running is None:
-            if now >= self.due:
-                self.running = pool.submit(work)
-            return None
-        if not self.running.done():
-            return None
-        result, self.running, self.due = self.running.result(), None, now + self.interval
-        return result
 
 
 def stopped_by(signum: int) -> str:
@@ -123,7 +100,7 @@ class Supervisor:
         self.served_once = False
         self.stopping: str | None = None
         self.wake = threading.Event()
-        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.threads = ThreadPoolExecutor(max_workers=8)  # the slow checks, off the tick
         self.frontend: dict[str, tuple[int, int]] = {}
         self.listed: bool | None = None
         self.canary: CanaryResult | None = None
@@ -145,7 +122,7 @@ class Supervisor:
         self.written_at = 0.0
         self.last_errors: set[str] = set()  # the last tick's: an error repeated tick after tick is one event
         self.tick_errors: list[str] = []
-        self.canary_check: Periodic[CanaryResult] = Periodic(CANARY_INTERVAL_S)
+        self.canary_check: Periodic[tuple[CanaryResult, dict[str, CanaryResult]]] = Periodic(CANARY_INTERVAL_S)
         self.pool_canaries: dict[str, CanaryResult] = {}
 
     # -- the loop --------------------------------------------------------------------------------
@@ -273,7 +250,7 @@ class Supervisor:
             answers=answers,
             ready_url=process.ready_url,
             node_problem=node_problem,
-            exit_reason=self.exit_reason(process) if alive is False else "exited",
+            exit_reason=exit_reason(self.run, process) if alive is False else "exited",
         )
         new, why = next_state(watch, seen)
         if new == ProcessState.READY:
@@ -293,15 +270,6 @@ class Supervisor:
         watch.state, watch.since = new, now
         self.own_metrics.changed(name, new)
 
-    def exit_reason(self, process: Process) -> str:
-        """'exited', with the last error its log shows near the end (a SIGKILL leaves none)."""
-        log = self.run.path / process.log
-        tail = log.read_text(errors="replace").splitlines()[-LOG_LINES_SEARCHED:] if log.exists() else []
-        error = next((line for line in reversed(tail) if "error" in line.lower() or "traceback" in line.lower()), None)
-        return "exited" + (
-            f"; its log: {error.strip()[:LAST_LOG_LINE_CHARS]}" if error else " (no error in its log: killed?)"
-        )
-
     def forget_instances(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
         """The frontend would route to a dead worker until its lease expires: drop its entries now."""
         ids = {i["instance_id"] for i in instances or [] if self.owners.owner(i) == process.name}
@@ -318,8 +286,9 @@ class Supervisor:
         its own /metrics, once per start."""
         for process in self.plan.processes:
             watch = self.watch[process.name]
-            if process.is_worker and process.ready_url and watch.served and not watch.instance_known:
-                ids = worker_ids(text_of(process.ready_url.removesuffix("/health") + "/metrics"))
+            url = metrics_url(self.plan, process) if process.is_worker else None
+            if url and watch.served and not watch.instance_known:
+                ids = worker_ids(text_of(url))
                 self.owners.learn(process.name, ids)
                 watch.instance_known = bool(ids)
 
@@ -407,7 +376,7 @@ class Supervisor:
             self.listed = model_listed(self.plan.endpoint, self.plan.model, READY_PROBE_TIMEOUT_S)
 
     def check_nodes(self, now: float) -> None:
-        problems = self.node_check.poll(self.pool, lambda: self.backend.node_problems(self.plan), now)
+        problems = self.node_check.poll(self.threads, lambda: self.backend.node_problems(self.plan), now)
         if problems is None:
             return
         for node, problem in problems.items():
@@ -420,41 +389,16 @@ class Supervisor:
     def check_canary(self, now: float) -> None:
         if not self.served_once:
             return
-        result = self.canary_check.poll(self.pool, self.send_canary, now)
-        if result is None:
+        sent = self.canary_check.poll(self.threads, lambda: send_canary(self.plan), now)
+        if sent is None:
             return
+        result, self.pool_canaries = sent
         self.own_metrics.canary(result.ok, result.latency_s)
         if (self.canary.ok if self.canary else True) != result.ok:
             self.record(CanaryChanged(**result.model_dump()))
         if not result.ok:  # it holds the verdict at degraded: look again soon, not in a full interval
             self.canary_check.due = now + CANARY_RETRY_S
         self.canary = result
-
-    def send_canary(self) -> CanaryResult:
-        if self.plan.pools:
-            return self.send_pool_canaries()
-        started = time.time()
-        completion = canary_completion(self.plan.endpoint, self.plan.model)
-        return CanaryResult(
-            ok=completion is not None,
-            at=started,
-            latency_s=round(time.time() - started, 3),
-            error=None if completion else "no completion with generated tokens (an error, or no answer within 10 s)",
-        )
-
-    def send_pool_canaries(self) -> CanaryResult:
-        """One canary per pool, with targets the global router's grid sends there: served, and by that
-        pool's workers. The deployment's canary fails when one pool's does."""
-        started = time.time()
-        results = {pool.name: pool_canary(self.plan, pool) for pool in self.plan.pools if pool.canary_targets}
-        self.pool_canaries = results
-        failed = [f"pool {name}: {result.error}" for name, result in results.items() if not result.ok]
-        return CanaryResult(
-            ok=not failed,
-            at=started,
-            latency_s=max((result.latency_s for result in results.values()), default=0.0),
-            error="; ".join(failed) or None,
-        )
 
     def decide_verdict(self, now: float) -> None:
         view = DeploymentView(

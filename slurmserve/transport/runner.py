@@ -112,7 +112,7 @@ class Detached:
             self.process.wait()
 
     def write_record(self, path: Path) -> None:
-        """pids/NAME.pid: "PID START-TIME", the PID being its group."""
+        """The group's record, "PID START-TIME" (the PID being its group), written privately at `path`."""
         write_private(path, f"{self.pgid} {self.started or ''}\n")
 
 

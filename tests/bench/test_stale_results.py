@@ -56,7 +56,7 @@ def measured(monkeypatch, tmp_path) -> list[str]:
 
 
 def test_a_sweep_measures_again_what_changed_since_its_saved_points(measured, tmp_path, monkeypatch):
-    monkeypatch.setattr(deploy, "draw_plots", lambda summaries, folder, private: [])  # thirteen sweeps: no plots
+    monkeypatch.setattr(sweep_module, "draw_plots", lambda summaries, folder, private: [])  # thirteen sweeps: no plots
     points = sweep_points(POINTS)
     names = [point.name for point in points]
     out = tmp_path / "sweep"

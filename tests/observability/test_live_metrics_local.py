@@ -78,7 +78,7 @@ def test_status_carries_live_figures_that_agree_with_the_frontends_metrics(cance
         "backend": "local",
     }
     assert slurmserve("cancel", "live").returncode == 0
-    assert not open_run("live").targets_path.exists()  # a Prometheus globbing run directories lets it go
+    assert not open_run("live").paths.targets.exists()  # a Prometheus globbing run directories lets it go
 
 
 def test_on_the_test_cluster_the_supervisor_in_the_job_reports_the_same(slurm_lab, cancel_later):
@@ -89,4 +89,4 @@ def test_on_the_test_cluster_the_supervisor_in_the_job_reports_the_same(slurm_la
     assert set(labels) == {"etcd", "prefill-0", "decode-0", "frontend", "supervisor"}
     assert labels["decode-0"]["node"] == "node2" and labels["etcd"]["backend"] == "slurm"
     assert labels["supervisor"]["node"] == "node1"
-    assert open_run("lab-live").targets_path.exists()  # written by the supervisor inside the job
+    assert open_run("lab-live").paths.targets.exists()  # written by the supervisor inside the job

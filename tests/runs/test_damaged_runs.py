@@ -81,7 +81,7 @@ def test_one_check_that_raises_leaves_the_others_to_run():
         supervisor.guarded_tick()
         supervisor.guarded_tick()  # the same error again: counted, not recorded again
     finally:
-        supervisor.pool.shutdown(wait=True)
+        supervisor.threads.shutdown(wait=True)
     state = run.supervisor_state()
     assert state is not None and state.verdict == Verdict.DEGRADED and state.errors == 2, state
     errors = [event.error for event in run.events() if event.event == "supervisor error"]

@@ -36,7 +36,7 @@ def test_a_run_directory_of_2a7c08e_answers_status_logs_and_cancel():
     assert "dynamo_runtime" in "".join(deploy.logs(run, "frontend"))
 
     assert deploy.cancel(run) == []
-    assert not run.targets_path.exists()
+    assert not run.paths.targets.exists()
     new_events = run.events()[len(old_events) :]
     assert [type(event) for event in new_events] == [CancelRequested, Cancelled]
     assert deploy.status(run).verdict == Verdict.STOPPED

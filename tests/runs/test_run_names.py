@@ -21,6 +21,7 @@ from slurmserve.bench.runner import BenchRequest
 from slurmserve.bench.sweep import sweep_points
 from slurmserve.errors import UserError
 from slurmserve.runs import EventKind, RunDir, create_run, open_run, runs_root
+from slurmserve.runtime.names import take_name
 from slurmserve.transport.procfs import start_time
 
 from ..helpers import slurmserve, status_of
@@ -130,7 +131,7 @@ def test_a_stopped_runs_name_is_freed_and_the_old_run_kept_readable(tmp_path):
     (old.path / "logs" / "frontend.log").write_text("the first run's words\n")
     expected = f"again-{old.started_at():%Y%m%d-%H%M%S}"
     plan = deploy.plan_for(deploy.load_inputs("mocker-agg", local_hosts(tmp_path, tmp_path / "root-b")), "again")
-    deploy.take_name(plan)
+    take_name(plan)
     create_run(plan)  # the name is free again
     aside = [path.name for path in runs_root().iterdir() if path.name.startswith("again-")]
     assert aside == [expected]

@@ -1,0 +1,116 @@
+"""What a run is planned from: the recipe and hosts loaded, a staged model's revision pinned, and a port
+block that no live run on the same nodes holds."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..backends import traits_for
+from ..config.fields import check_identifier
+from ..config.hosts import Hosts, load_hosts
+from ..config.recipe import Recipe, load_recipe
+from ..errors import UserError
+from ..hardware.discovery import default_hosts, with_local_nodes
+from ..planning.plan import Plan
+from ..planning.planner import make_plan
+from ..planning.ports import PORT_BLOCKS
+from ..resources import bundled_binary
+from ..runs import live_runs, new_run_name, run_dir_for
+
+
+@dataclass(frozen=True)
+class Inputs:
+    recipe: Recipe
+    hosts: Hosts
+
+
+def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
+    """A recipe (built-in name or file) with `--set` assignments, and a hosts file (default: the Slurm
+    cluster this machine submits to, else this machine)."""
+    return Inputs(load_recipe(recipe, assignments), hosts_of(hosts) if hosts else default_hosts())
+
+
+def hosts_of(path: str) -> Hosts:
+    """A hosts file; one whose backend runs on this machine may leave its node out (this machine's, then)."""
+    hosts = load_hosts(path)
+    return with_local_nodes(hosts) if traits_for(hosts.backend).runs_on_this_machine else hosts
+
+
+def plan_for(
+    inputs: Inputs,
+    run_name: str | None = None,
+    run_dir: str | None = None,
+    avoid_live_runs: bool = False,
+    kv_preflight: bool | None = None,
+) -> Plan:
+    """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
+    name = check_identifier(run_name, "--name") if run_name else new_run_name(inputs.recipe.name)
+    directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
+    python = inputs.hosts.python or sys.executable
+
+    configured = inputs.hosts.control_plane
+    # The hosts file's binaries, each of them (its Prometheus too); etcd and nats-server default to the venv's.
+    binaries = configured.model_copy(
+        update={
+            "etcd": configured.etcd or bundled_binary("etcd", python),
+            "nats_server": configured.nats_server or bundled_binary("nats-server", python),
+        }
+    )
+
+    def plan_in(block: int | None) -> Plan:
+        return make_plan(
+            inputs.recipe,
+            inputs.hosts,
+            traits_for(inputs.hosts.backend),
+            run_name=name,
+            run_dir=directory,
+            python=python,
+            port_block=block,
+            kv_preflight=kv_preflight,
+            binaries=binaries,
+        )
+
+    plan = plan_in(None)
+    if not avoid_live_runs:
+        return plan
+    ours = {node.name for node in plan.nodes}
+    taken = {
+        other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}
+    }
+    for step in range(PORT_BLOCKS):
+        block = (plan.port_block + step) % PORT_BLOCKS
+        if block not in taken:
+            return plan if step == 0 else plan_in(block)
+    raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
+
+
+def stages_a_model(inputs: Inputs) -> bool:
+    recipe, hosts = inputs.recipe, inputs.hosts
+    return recipe.loads_recipe_model and recipe.model.on_hub and hosts.model_cache is not None
+
+
+def pin_model(inputs: Inputs, dry_run: bool = False) -> tuple[Inputs, str | None]:
+    """Resolve a staged model's revision to its commit. One call to the hub, which also checks repo,
+    revision and token (exit 2) before anything starts; workers then get the snapshot path, offline.
+    The hub is asked only when it must be: a pinned snapshot the model cache already holds needs no call,
+    and a dry run the hub does not answer (or HF_HUB_OFFLINE=1 keeps from asking) goes on unverified,
+    with the reason as a warning (returned beside the inputs)."""
+    if not stages_a_model(inputs):
+        return inputs, None
+    # huggingface_hub: imported only when a model is staged
+    from ..modelcache.hub import HubUnreachable, resolve_revision
+    from ..modelcache.staging import staged_snapshot
+
+    model = inputs.recipe.model
+    if staged_snapshot(model, inputs.hosts.model_cache or "") is not None:
+        return inputs, None
+    try:
+        pinned = model.model_copy(update={"revision": resolve_revision(model)})
+    except HubUnreachable as error:
+        if not dry_run:
+            raise
+        revision = model.revision or "main"
+        return inputs, f"model.repo {model.repo} at revision {revision} not verified ({error.reason}): submit checks it"
+    return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts), None

@@ -1,0 +1,100 @@
+"""Waiting for a submitted deployment: until it serves (the frontend sees every planned worker, lists the
+model and completes a request), or until it fails, when everything is stopped and the reason said."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..backends.base import Backend, Launch
+from ..errors import DeploymentFailed
+from ..planning.plan import FRONTEND_COMPONENT_OF_ROLE, Plan
+from ..runs import RunDir
+from ..runs.events import Failed
+from ..transport.http import canary_completion, http_ok, model_listed, workers_seen
+from ..waiting import throttled, wait_until
+
+LIVENESS_CHECK_INTERVAL_S = 1.0  # asking a scheduler costs more than an HTTP probe
+LAUNCHER_REPORT_S = 5.0  # how long a launcher gets to report a failure submit saw first
+
+
+def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Plan, timeout: float) -> dict[str, Any]:
+    """Wait until the deployment serves (the sample completion), or fail: a process died, the launch
+    failed, or the deadline passed. A failure stops everything first."""
+
+    def dead() -> list[str]:
+        return [name for name, alive in backend.alive(run).items() if alive is False]
+
+    def going() -> bool:
+        return not dead() and launch.failure() is None
+
+    missing, sample = wait_serving(plan, timeout, throttled(going, LIVENESS_CHECK_INTERVAL_S))
+    if sample is not None:
+        return sample
+    launch.settle(LAUNCHER_REPORT_S)
+    gone, launch_failure = dead(), launch.failure()
+    leftovers = backend.stop(run)
+    lacking = run.preflight_report()
+    if lacking:
+        run.record(Failed(preflight=lacking))
+        raise DeploymentFailed(
+            f"run {plan.run_name}: the node preflight failed, nothing was started:\n"
+            + "\n".join(f"  {line}" for line in lacking)
+            + (f"\n(still running: {', '.join(leftovers)})" if leftovers else "")
+        )
+    run.record(Failed(waiting_for=missing, dead=gone))
+    if gone:
+        reason = ", ".join(f"{name} exited" for name in gone)
+    elif launch_failure:
+        reason = "the launch failed"
+    else:
+        reason = f"not ready within {timeout:g} s"
+    raise DeploymentFailed(
+        f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
+        + (f" except {', '.join(leftovers)}" if leftovers else "")
+        + f". Logs: {run.paths.logs}"
+        + launcher_tail(run)
+    )
+
+
+def wait_serving(
+    plan: Plan, timeout: float, still_worth_waiting: Callable[[], bool]
+) -> tuple[str, dict[str, Any] | None]:
+    """Wait until the frontend sees every planned worker, lists the model and completes a request.
+
+    Returns ("", that completion) when serving, else (what was still missing at the deadline, None).
+    """
+    expected: dict[str, int] = {}
+    for role, count in plan.workers_expected.items():
+        component = FRONTEND_COMPONENT_OF_ROLE[role]
+        expected[component] = expected.get(component, 0) + count
+    sample: dict[str, Any] | None = None
+
+    def completes() -> bool:
+        nonlocal sample
+        sample = canary_completion(plan.endpoint, plan.model)
+        return sample is not None
+
+    checks = [
+        ("frontend answering", lambda: http_ok(f"{plan.endpoint}/health")),
+        (
+            "workers registered with the frontend",
+            lambda: all(workers_seen(plan.endpoint)[c] >= n for c, n in expected.items()),
+        ),
+        (f"model {plan.model} listed", lambda: model_listed(plan.endpoint, plan.model)),
+        # Listed is not yet routable (a known Dynamo race): only a real completion proves it.
+        ("a completion with generated tokens", completes),
+    ]
+    deadline = time.monotonic() + timeout
+    for label, check in checks:
+        if not wait_until(check, max(0.0, deadline - time.monotonic()), still_worth_waiting):
+            return label, None
+    return "", sample
+
+
+def launcher_tail(run: RunDir, lines: int = 15) -> str:
+    """The end of the launcher's own output: where a failed readiness probe says what it saw."""
+    path = run.paths.launcher_log
+    text = path.read_text(errors="replace").strip() if path.exists() else ""
+    return f"\n--- last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:]) if text else ""

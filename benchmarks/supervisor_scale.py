@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BASE_PORT = 24000  # below the ephemeral range (32768 up), which the clients' own ports come from
 TICKS_MEASURED = 30
+READY_WAIT_S = 300
 SCRAPE_INTERVAL_S = 5.0  # the recipes' default
 DATA = Path(__file__).resolve().parent / "data"
 WORKER_METRICS = "dynamo-1.6.1-mocker-decode-metrics.txt"  # captured from `submit --recipe mocker-disagg`
@@ -192,7 +193,8 @@ def measure(count: int, checkout: Path, ticks: int) -> dict:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_ready(run_dir, count)
+            if not ready_in(run_dir, READY_WAIT_S):
+                return {"ready": False}
             return steady(run_dir, supervisor.pid, ticks) | {"detection": detection(run_dir, server, count // 2)}
         finally:
             supervisor.send_signal(signal.SIGTERM)
@@ -210,14 +212,15 @@ def supervisor_module(checkout: Path) -> str:
     )
 
 
-def wait_ready(run_dir: Path, count: int) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # until every process is ready
+def ready_in(run_dir: Path, seconds: float) -> bool:
+    """Whether every process became ready within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         state = state_of(run_dir)
         if state and all(p["state"] == "ready" for p in state["processes"].values()):
-            return
+            return True
         time.sleep(0.05)
-    raise SystemExit(f"{count}: not every process became ready")
+    return False
 
 
 def steady(run_dir: Path, supervisor: int, measured: int) -> dict:
@@ -250,6 +253,7 @@ def steady(run_dir: Path, supervisor: int, measured: int) -> dict:
         "supervisor_cores": cpu / wall,
         "scraper_cores": scraped / wall,
         "live": state.get("metrics") is not None,
+        "ready": True,
     }
 
 
@@ -278,7 +282,11 @@ def event_time(event: dict) -> float:
 def report(label: str, sizes: list[int], checkout: Path, ticks: int) -> dict[int, dict]:
     results = {}
     for count in sizes:
-        result = results[count] = measure(count, checkout, ticks)
+        result = measure(count, checkout, ticks)
+        if not result["ready"]:
+            print(f"{label:>6} {count:>5} processes: not every process became ready in {READY_WAIT_S:g} s", flush=True)
+            continue
+        results[count] = result
         seen = f"{result['detection']:.2f} s" if result["detection"] is not None else "not seen in 60 s"
         whole = result["supervisor_cores"] + result["scraper_cores"]
         print(
@@ -323,6 +331,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=TICKS_MEASURED, help="state writes measured per size")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the supervisor and the server are stopped too
     if args.serve:
         asyncio.run(serve(args.serve, BASE_PORT))
         return

@@ -57,7 +57,9 @@ class MetricsClient:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.connections: dict[str, _Connection] = {}  # by "host:port"
+        # By URL, not by endpoint: the URLs of one fetch are scraped at once, and a connection carries one
+        # exchange at a time (two URLs on one endpoint get a connection each).
+        self.connections: dict[str, _Connection] = {}
 
     def fetch(self, urls: list[str], deadline_s: float) -> dict[str, bytes | None]:
         """url -> its body (None: no 200 answer within `deadline_s`)."""
@@ -77,25 +79,22 @@ class MetricsClient:
 
     async def _fetch(self, url: str) -> bytes:
         parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port or 80
-        endpoint = f"{host}:{port}"
         try:
-            connection = self.connections.get(endpoint) or await self._connect(host, port)
+            connection = self.connections.get(url) or await self._connect(url, parts.hostname or "", parts.port or 80)
             body = await connection.get(parts.path or "/")
             if not connection.reusable():
-                self._drop(endpoint)
+                self._drop(url)
             return body
         except (OSError, Fetched, asyncio.TimeoutError, h11.ProtocolError, asyncio.CancelledError):
-            self._drop(endpoint)  # mid-exchange or broken: the next scrape connects afresh
+            self._drop(url)  # mid-exchange or broken: the next scrape connects afresh
             raise
 
-    async def _connect(self, host: str, port: int) -> _Connection:
+    async def _connect(self, url: str, host: str, port: int) -> _Connection:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
-        endpoint = f"{host}:{port}"
-        connection = self.connections[endpoint] = _Connection(reader, writer, endpoint)
+        connection = self.connections[url] = _Connection(reader, writer, f"{host}:{port}")
         return connection
 
-    def _drop(self, endpoint: str) -> None:
-        connection = self.connections.pop(endpoint, None)
+    def _drop(self, url: str) -> None:
+        connection = self.connections.pop(url, None)
         if connection is not None:
             connection.writer.close()

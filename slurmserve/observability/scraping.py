@@ -3,11 +3,12 @@ RUN_DIR`, the supervisor's child), so that reading thousands of /metrics never t
 tick's interpreter time. Its summary goes to metrics/live.json in the run directory, written whole; the
 supervisor reads it when it writes state.json.
 
-Scraping is bounded: the frontend every plan.scrape_interval_s (each second until it first answers),
-the workers in rounds of at most WORKERS_PER_S a second. Up to WORKERS_PER_S x the interval workers,
-each is read every interval, as the frontend is; beyond, each is read every N / WORKERS_PER_S seconds:
-the work per second stays the same however large the deployment, and each worker's figures cover its
-own last two readings (a longer span than the frontend's window, never a wrong rate)."""
+Scraping is bounded: the frontend every plan.scrape_interval_s (each second until it first answers);
+up to WORKERS_PER_S workers, every worker with it, in the same window, as the supervisor's thread always
+did; more, in rounds of at most WORKERS_PER_S a second, so that each is read about every
+max(interval, N / WORKERS_PER_S) seconds: the work per second stays the same however large the
+deployment. Each worker's figures then cover its own last readings (a span of its own, up to a minute
+and one round: the rate is right, the figure may be a round older than the frontend's)."""
 
 from __future__ import annotations
 
@@ -65,23 +66,37 @@ class LiveScraper:
 
     def step(self, now: float) -> bool:
         """Scrape what is due; True when there is a new summary in `latest`."""
-        names = self.rounds.due(now, int(WORKERS_PER_S * SLICE_S))
-        self.rounds.scraped(names, now)
         front = now >= self.frontend_due
+        names = self.due_workers(now, front)
         bodies = self.client.fetch([self.workers[name] for name in names] + [self.frontend] * front, SCRAPE_DEADLINE_S)
         at = time.time()
-        for name in names:
-            got = samples_of(bodies[self.workers[name]], WORKER_FAMILIES)
-            self.figures.worker_read(name, at, worker_reading(got) if got is not None else None)
+        got = samples_of(bodies[self.frontend], FRONTEND_FAMILIES) if front else None
+        if got is not None or not self.with_frontend():  # read with the frontend: kept when it answered
+            for name in names:
+                found = samples_of(bodies[self.workers[name]], WORKER_FAMILIES)
+                self.figures.worker_read(name, at, worker_reading(found) if found is not None else None)
         if not front:
             return False
-        got = samples_of(bodies[self.frontend], FRONTEND_FAMILIES)
         # Until the frontend first answers, it is asked each second: a window starts as soon as it can.
         self.frontend_due = now + (self.every_s if got is not None or self.figures.frontend.readings else SLICE_S)
         summary = self.figures.frontend_read(at, frontend_reading(got)) if got is not None else None
         if summary is not None:
             self.latest = summary
         return summary is not None
+
+    def with_frontend(self) -> bool:
+        """Whether every worker is read with the frontend (few enough for one slice), in its window."""
+        return len(self.workers) <= int(WORKERS_PER_S * SLICE_S)
+
+    def due_workers(self, now: float, front: bool) -> list[str]:
+        """A slice's workers. As many as one slice takes: all of them with the frontend, in the same window
+        (the figures each worker's rate covers are the frontend's, as `status` always showed them).
+        More: in rounds."""
+        if self.with_frontend():
+            return sorted(self.workers) if front else []
+        names = self.rounds.due(now, int(WORKERS_PER_S * SLICE_S))
+        self.rounds.scraped(names, now)
+        return names
 
 
 def samples_of(body: bytes | None, families: tuple[str, ...]) -> list[Sample] | None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -32,7 +30,6 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from ..backends import backend_for
-from ..backends.base import start_detached
 from ..health.decisions import (
     DeploymentView,
     Observation,
@@ -49,7 +46,6 @@ from ..health.decisions import (
 from ..health.instances import InstanceOwners, forget, worker_ids
 from ..health.pools import pool_canary
 from ..observability.own_metrics import SupervisorMetrics
-from ..observability.scraping import LiveFile
 from ..observability.targets import file_sd_targets
 from ..planning.plan import Process
 from ..runs import CanaryResult, ProcessIdentity, ProcessState, RunDir, SupervisorState, Verdict
@@ -76,6 +72,7 @@ from ..runs.events import (
 from ..transport.http import canary_completion, frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
+from .scraper_child import ScraperChild
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
@@ -133,8 +130,7 @@ class Supervisor:
         self.node_problems: dict[str, str] = {}
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
         self.prober = Prober()
-        self.metrics = LiveFile(run.path)  # live serving figures, from the scraper (a child process)
-        self.scraper: subprocess.Popen[bytes] | None = None
+        self.metrics = ScraperChild(run)  # live serving figures, scraped by a child process
         self.own_metrics = SupervisorMetrics(self.plan)
         self.metrics_endpoint: str | None = None
         self.said_stopped = False
@@ -159,7 +155,7 @@ class Supervisor:
         if not self.stopping:  # stopped while it started: it watches nothing, it only records its stop
             self.serve_own_metrics()
             self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
-            self.start_scraper()
+            self.guarded(self.metrics.start)
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -170,23 +166,11 @@ class Supervisor:
             self.tick_s = time.monotonic() - started
             self.tick_times.append(self.tick_s)
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
-        self.stop_scraper()
+        self.metrics.stop()
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)
         self.say_stopped()
-
-    def start_scraper(self) -> None:
-        """Live metrics, scraped by a child of this process: at thousands of workers their parsing would
-        take the tick's interpreter time. It ends with this process (it watches its parent)."""
-        if self.plan.scrape_interval_s > 0:
-            argv = [sys.executable, "-m", "slurmserve.node.scraper", str(self.run.path)]
-            self.scraper = self.guarded(lambda: start_detached(self.run, "scraper", argv))
-
-    def stop_scraper(self) -> None:
-        if self.scraper is not None:
-            self.scraper.terminate()
-            self.scraper.wait()
 
     def serve_own_metrics(self) -> None:
         try:
@@ -495,7 +479,7 @@ class Supervisor:
         """state.json; `final` when the supervisor stops watching (the backend answers from then on).
         Written when anything in it changed, else once a STATE_EVERY_S for the heartbeat: at thousands
         of processes the writing is a good part of a tick."""
-        live = self.metrics.read()
+        live = self.metrics.latest()
         changed = (
             self.verdict,
             self.reason,

@@ -130,17 +130,15 @@ def worker_live(old: Reading, new: Reading, name: str) -> WorkerLive:
 
 
 def summarize(
-    old: Reading, new: Reading, trend: list[TrendPoint], workers: dict[str, WorkerLive] | None = None
+    old: Reading, new: Reading, trend: list[TrendPoint], workers: dict[str, WorkerLive]
 ) -> LiveMetrics | None:
-    """The window between two readings (None without the frontend's figures at both ends). The workers'
-    figures: `workers` when given (each worker's own window), else those of the workers in both readings."""
+    """The window between two of the frontend's readings (None without its figures at both ends), with the
+    workers' figures (each from its own readings: see LiveFigures)."""
     if old.frontend is None or new.frontend is None:
         return None
     span = max(new.at - old.at, 1e-6)
     front, before = new.frontend, old.frontend
     ttft, itl = delta(front.ttft, before.ttft), delta(front.itl, before.itl)
-    if workers is None:
-        workers = {name: worker_live(old, new, name) for name in new.workers if name in old.workers}
     return LiveMetrics(
         at=new.at,
         window_s=round(span, 2),

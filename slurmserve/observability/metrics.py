@@ -12,17 +12,16 @@ from prometheus_client.samples import Sample
 SCRAPE_TIMEOUT_S = 2.0
 
 
-def samples(url: str, client: httpx.Client | None = None, only: tuple[str, ...] = ()) -> list[Sample] | None:
-    """The samples a /metrics endpoint exposes now (None: it did not answer): every one, or `only` those
-    whose names start with one of these prefixes. A scraper that comes back passes its own client: its
-    connections stay open, and a new client costs more than the scrape."""
+def samples(url: str, client: httpx.Client | None = None) -> list[Sample] | None:
+    """Every sample a /metrics endpoint exposes now (None: it did not answer). A scraper that comes back
+    passes its own client: its connections stay open, and a new client costs more than the scrape."""
     try:
         response = (client or httpx).get(url, timeout=SCRAPE_TIMEOUT_S)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
         return None
-    return parsed(only_families(response.text, only) if only else response.text)
+    return parsed(response.text)
 
 
 def parsed(text: str) -> list[Sample]:

@@ -36,8 +36,8 @@ SCRAPE_DEADLINE_S = 3.0
 
 
 class Rounds:
-    """Which workers are due: each one WORKERS_PER_S-th of a second of scraping, every `interval` at
-    most; the longest waiting first, so every worker comes round in turn."""
+    """Which workers are due: each at most every `interval`, at most `most` a slice, the longest waiting
+    first, so that every worker comes round in turn."""
 
     def __init__(self, names: list[str], interval: float, now: float):
         self.interval = interval

@@ -24,10 +24,10 @@ import yaml
 
 from .backends import backend_for, traits_for
 from .backends.base import Backend, Launch
+from .bench.measure import BenchRequest
+from .bench.measure import bench as run_bench
+from .bench.measure import compare as compare_benchmarks
 from .bench.results import BenchSummary, PointResult
-from .bench.runner import BenchRequest
-from .bench.runner import bench as run_bench
-from .bench.runner import compare as compare_benchmarks
 from .bench.sweep import SweepPoint, SweepReport, SweepVerbs
 from .bench.sweep import sweep as run_sweep
 from .config.recipe import Recipe

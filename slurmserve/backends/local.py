@@ -71,12 +71,14 @@ class LocalBackend(Backend):
         alive: dict[str, bool | None] = {}
         for name in run.process_names():
             record = self.records.get(name)
-            if record is None or not pid_alive(*record):
-                record = run.pid_record(name)  # not started yet, or restarted since
-                if record is None:
-                    alive[name] = None
-                    continue
-                self.records[name] = record
+            if record is not None and pid_alive(*record):
+                alive[name] = True  # one look at /proc a process a tick: thousands of processes every tick
+                continue
+            record = run.pid_record(name)  # not started yet, or restarted since
+            if record is None:
+                alive[name] = None
+                continue
+            self.records[name] = record
             alive[name] = pid_alive(*record)
         return alive
 

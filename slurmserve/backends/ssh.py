@@ -192,7 +192,7 @@ class SSHBackend(Backend):
     def _kv_preflight(self, plan: Plan, run: RunDir) -> None:
         """A short UCX transfer per prefill->decode node pair over the planned devices, before any model loads."""
         from ..kvpath.checks import checks_for_plan
-        from ..kvpath.runner import failures, run_checks
+        from ..kvpath.transfers import failures, run_checks
 
         results = run_checks(checks_for_plan(plan), self.runners(plan, job_name="kvpath"))
         for result in results:

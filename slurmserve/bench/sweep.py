@@ -24,9 +24,9 @@ from ..planning.plan import Plan
 from ..private import copy_as_new, make_out_dir, make_private_dir, write_whole
 from ..runs import RunDir, slurmserve_home
 from ..waiting import fan_out
+from .measure import BenchRequest
 from .plots import draw as draw_plots
 from .results import BenchSummary, read_summary, text_table
-from .runner import BenchRequest
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9._=,-]+")
 # A point's folder name: its settings as they are when they are short and safe; else the readable

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from .. import deploy
+from ..bench.measure import BenchRequest
 from ..bench.results import invalid_points
-from ..bench.runner import BenchRequest
 from ..bench.sweep import sweep_points
 from ..errors import DeploymentFailed
 from ..runs import open_run

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..backends import backend_for
 from ..kvpath.checks import checks_for_plan
 from ..kvpath.perftest import PERFTEST, RUN_TIMEOUT_S
-from ..kvpath.runner import CheckResult, failures, run_checks
+from ..kvpath.transfers import CheckResult, failures, run_checks
 from ..planning.plan import Plan
 
 

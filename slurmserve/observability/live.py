@@ -1,34 +1,39 @@
 """Live serving metrics for `status`: the frontend's and each worker's /metrics, scraped every few seconds
-by the supervisor (in a thread of its own, off its fast tick), summed up over the last minute: rates from
-counter deltas, TTFT and ITL percentiles from histogram bucket deltas (as Prometheus's
-histogram_quantile computes them)."""
+(by the supervisor's scraper, a process of its own: observability.scraping), summed up over the last
+minute: rates from counter deltas, TTFT and ITL percentiles from histogram bucket deltas (as Prometheus's
+histogram_quantile computes them). Pure: readings in, summaries out."""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-import httpx
 from prometheus_client.samples import Sample
 
-from ..planning.plan import Plan
 from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
-from ..waiting import fan_out
-from .metrics import samples, total
-from .targets import metrics_url
+from .metrics import total
 
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
-SCRAPE_DEADLINE_S = 3.0
 # The engine's KV cache use, by the names engines export it: a fraction (0..1), or a percentage.
 KV_USAGE_FRACTION = ("vllm:kv_cache_usage_perc", "trtllm:kv_cache_utilization", "sglang:token_usage")
 KV_USAGE_PERCENT = ("dynamo_component_kvstats_gpu_cache_usage_percent",)
 TTFT = "dynamo_frontend_time_to_first_token_seconds"
 ITL = "dynamo_frontend_inter_token_latency_seconds"
+WORKER_REQUESTS = "dynamo_component_requests_total"
+# The families the readings below read: an exposition is cut down to these before it is parsed.
+FRONTEND_FAMILIES = (
+    "dynamo_frontend_requests_total",
+    "dynamo_frontend_inflight_requests",
+    "dynamo_frontend_queued_requests",
+    "dynamo_frontend_output_sequence_tokens_sum",
+    f"{TTFT}_bucket",
+    f"{ITL}_bucket",
+)
+WORKER_FAMILIES = (WORKER_REQUESTS, *KV_USAGE_FRACTION, *KV_USAGE_PERCENT)
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
@@ -101,9 +106,7 @@ def worker_reading(found: list[Sample]) -> WorkerReading:
     if usage is None:
         percent = next((total(found, name) for name in KV_USAGE_PERCENT if any(s.name == name for s in found)), None)
         usage = percent / 100 if percent is not None else None
-    return WorkerReading(
-        requests=total(found, "dynamo_component_requests_total", dynamo_endpoint="generate"), kv_cache_usage=usage
-    )
+    return WorkerReading(requests=total(found, WORKER_REQUESTS, dynamo_endpoint="generate"), kv_cache_usage=usage)
 
 
 def delta(new: Buckets, old: Buckets) -> Buckets:
@@ -114,80 +117,93 @@ def as_ms(q50: float | None, q99: float | None) -> Quantiles | None:
     return None if q50 is None or q99 is None else Quantiles(p50=round(q50 * 1000, 3), p99=round(q99 * 1000, 3))
 
 
-def summarize(old: Reading, new: Reading, trend: list[TrendPoint]) -> LiveMetrics | None:
-    """The window between two readings (None without the frontend's figures at both ends)."""
+def rate(new: float, old: float, span: float) -> float:
+    """A counter's rate per second (a counter reset counts as none)."""
+    return round(max(new - old, 0.0) / max(span, 1e-6), 3)
+
+
+def worker_live(old: Reading, new: Reading, name: str) -> WorkerLive:
+    return WorkerLive(
+        requests_per_s=rate(new.workers[name].requests, old.workers[name].requests, new.at - old.at),
+        kv_cache_usage=new.workers[name].kv_cache_usage,
+    )
+
+
+def summarize(
+    old: Reading, new: Reading, trend: list[TrendPoint], workers: dict[str, WorkerLive]
+) -> LiveMetrics | None:
+    """The window between two of the frontend's readings (None without its figures at both ends), with the
+    workers' figures (each from its own readings: see LiveFigures)."""
     if old.frontend is None or new.frontend is None:
         return None
     span = max(new.at - old.at, 1e-6)
     front, before = new.frontend, old.frontend
     ttft, itl = delta(front.ttft, before.ttft), delta(front.itl, before.itl)
-    workers = {
-        name: WorkerLive(
-            requests_per_s=round(max(reading.requests - old.workers[name].requests, 0.0) / span, 3),
-            kv_cache_usage=reading.kv_cache_usage,
-        )
-        for name, reading in new.workers.items()
-        if name in old.workers
-    }
     return LiveMetrics(
         at=new.at,
         window_s=round(span, 2),
-        requests_per_s=round(max(front.requests - before.requests, 0.0) / span, 3),
+        requests_per_s=rate(front.requests, before.requests, span),
         in_flight=front.in_flight,
         queued=front.queued,
         ttft_ms=as_ms(quantile(0.5, ttft), quantile(0.99, ttft)),
         itl_ms=as_ms(quantile(0.5, itl), quantile(0.99, itl)),
-        output_tokens_per_s=round(max(front.output_tokens - before.output_tokens, 0.0) / span, 3),
+        output_tokens_per_s=rate(front.output_tokens, before.output_tokens, span),
         workers=workers,
         trend=trend,
     )
 
 
-class MetricsWatcher:
-    """Scrapes the deployment every plan.scrape_interval_s in a daemon thread (each second until the frontend
-    first answers); `latest` is the last summary."""
+class Timed(Protocol):
+    @property
+    def at(self) -> float: ...
 
-    def __init__(self, plan: Plan):
-        self.every_s = plan.scrape_interval_s
-        self.frontend = f"{plan.endpoint}/metrics"
-        self.workers = {p.name: url for p in plan.processes if p.is_worker and (url := metrics_url(plan, p))}
-        self.readings: deque[Reading] = deque()
-        self.trend: deque[TrendPoint] = deque(maxlen=TREND_POINTS)
-        self.latest: LiveMetrics | None = None
-        self.stopped = threading.Event()
-        # One client for every scrape: kept-alive connections, one per endpoint.
-        self.client = httpx.Client(limits=httpx.Limits(max_connections=len(self.workers) + 1))
 
-    def start(self) -> None:
-        if self.every_s > 0:
-            threading.Thread(target=self.loop, name="metrics", daemon=True).start()
+Kept = TypeVar("Kept", bound=Timed)
 
-    def loop(self) -> None:
-        while not self.stopped.wait(self.every_s if self.readings else 1.0):
-            self.scrape()
 
-    def scrape(self) -> None:
-        urls = {"": self.frontend, **self.workers}
-        found = fan_out(list(urls), lambda name: samples(urls[name], self.client), SCRAPE_DEADLINE_S)
-        front = found[""].value
-        if front is None:  # no frontend yet (or not now): no window can start or end here
-            return
-        reading = Reading(
-            at=time.time(),
-            frontend=frontend_reading(front),
-            workers={name: worker_reading(got.value) for name, got in found.items() if name and got.value is not None},
-        )
+@dataclass
+class Window(Generic[Kept]):
+    """Readings of one endpoint, oldest first, kept to the last WINDOW_S (and at least two: a window needs
+    two ends; one read less often than that spans its two latest readings)."""
+
+    readings: deque[Kept] = field(default_factory=deque)
+
+    def add(self, reading: Kept) -> None:
         self.readings.append(reading)
         while len(self.readings) > 2 and reading.at - self.readings[1].at >= WINDOW_S:
             self.readings.popleft()
-        if len(self.readings) < 2:  # a window needs two ends
-            return
-        summary = summarize(self.readings[0], reading, list(self.trend))
-        if summary is not None:
-            point = TrendPoint(
-                at=reading.at,
-                requests_per_s=summary.requests_per_s,
-                ttft_p50_ms=summary.ttft_ms.p50 if summary.ttft_ms else None,
-            )
-            self.trend.append(point)
-            self.latest = summary.model_copy(update={"trend": list(self.trend)})
+
+    def ends(self) -> tuple[Kept, Kept] | None:
+        return (self.readings[0], self.readings[-1]) if len(self.readings) >= 2 else None
+
+
+@dataclass
+class LiveFigures:
+    """What the scrapes so far say: the frontend's window, each worker's own (workers may be read less
+    often than the frontend, in rounds: see scraping), and the trend of past summaries."""
+
+    frontend: Window[Reading] = field(default_factory=Window)
+    workers: dict[str, Window[Reading]] = field(default_factory=dict)
+    trend: deque[TrendPoint] = field(default_factory=lambda: deque(maxlen=TREND_POINTS))
+
+    def worker_read(self, name: str, at: float, reading: WorkerReading | None) -> None:
+        """A worker's scrape; one that did not answer drops out of the figures until it has two readings
+        again (as a worker missing from a scrape always did)."""
+        if reading is None:
+            self.workers.pop(name, None)
+        else:
+            self.workers.setdefault(name, Window()).add(Reading(at, None, {name: reading}))
+
+    def frontend_read(self, at: float, reading: FrontendReading) -> LiveMetrics | None:
+        """The frontend's scrape; the summary of the window it ends (None until there are two)."""
+        self.frontend.add(Reading(at, reading, {}))
+        ends = self.frontend.ends()
+        if ends is None:
+            return None
+        workers = {name: worker_live(*pair, name) for name, window in self.workers.items() if (pair := window.ends())}
+        summary = summarize(*ends, list(self.trend), workers)
+        if summary is None:
+            return None
+        ttft_p50 = summary.ttft_ms.p50 if summary.ttft_ms else None
+        self.trend.append(TrendPoint(at=at, requests_per_s=summary.requests_per_s, ttft_p50_ms=ttft_p50))
+        return summary.model_copy(update={"trend": list(self.trend)})

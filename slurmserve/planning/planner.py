@@ -17,7 +17,7 @@ from .processes.common import PlanContext
 from .processes.control_plane import ControlPlane, choose_discovery, control_plane, dynamo_env
 from .processes.frontend import frontend_process
 from .processes.model import ModelLocation, container_for, model_location, model_stage
-from .processes.prometheus import prometheus_process
+from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, pool_processes
 from .processes.workers import engine_files, worker_process
 from .traits import BackendTraits

@@ -13,9 +13,9 @@ The package's parts: `layout` (every name in a run directory), `records` (state.
 records), `rundir` (RunDir; making, finding and listing runs), `names` (set aside, removed), `events`.
 """
 
+from .aside import aside_path, drop_home_link, name_holders, remove_run, set_aside
 from .events import CanaryResult, EventKind, ProcessState, Verdict
 from .layout import RunPaths
-from .names import aside_path, drop_home_link, name_holders, remove_run, set_aside
 from .records import (
     HELPERS,
     PROCESS_RECORDS,

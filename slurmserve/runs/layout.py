@@ -25,6 +25,7 @@ PIDS_DIR = "pids"
 REQUESTS_DIR = "requests"  # restart-NAME: a restart asked of the supervisor
 PREFLIGHT_DIR = "preflight"  # the node preflight's output, NODE[@container].log
 BENCH_DIR = "bench"  # a folder per benchmark
+LIVE_METRICS_FILE = "metrics/live.json"  # the scraper's latest live figures, for the supervisor's state
 MADE_WITH_THE_RUN = (LOGS_DIR, PIDS_DIR)
 LAUNCHER_LOG = f"{LOGS_DIR}/launcher.log"  # the launch script's (or sbatch job's) own output
 PROMETHEUS_OPEN_LOG = f"{LOGS_DIR}/prometheus-open.log"  # a Prometheus `metrics --open` started on the saved data
@@ -89,6 +90,10 @@ class RunPaths:
     @property
     def bench(self) -> Path:
         return self.folder / BENCH_DIR
+
+    @property
+    def live_metrics(self) -> Path:
+        return self.folder / LIVE_METRICS_FILE
 
     @property
     def launcher_log(self) -> Path:

@@ -14,7 +14,9 @@ from ..transport.procfs import boot_id, pid_alive, pid_namespace, start_time
 from ..transport.slurm import JobState, parse_job_state
 from .events import SCHEMA_VERSION, CanaryResult, ProcessState, Verdict
 
-HELPERS = ("launcher", "supervisor")  # the run's own helpers on the submitting machine, in pids/ too
+# The run's own helpers, in pids/ too: the launcher and the supervisor (on the submitting machine, or the
+# supervisor in the job), and the supervisor's child that scrapes live metrics.
+HELPERS = ("launcher", "supervisor", "scraper")
 # What in pids/ names a process of the plan: NAME.pid (local, SSH), NAME.srun and NAME.tasks (Slurm). Not
 # the benchmark's record or lock, also there.
 PROCESS_RECORDS = (".pid", ".srun", ".tasks")

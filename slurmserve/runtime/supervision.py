@@ -43,7 +43,6 @@ from ..health.decisions import (
     nothing_left,
 )
 from ..health.instances import InstanceOwners, forget, worker_ids
-from ..observability.live import MetricsWatcher
 from ..observability.own_metrics import SupervisorMetrics
 from ..observability.targets import file_sd_targets, metrics_url
 from ..planning.plan import Process
@@ -71,7 +70,8 @@ from ..runs.events import (
 from ..transport.http import frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
-from .checks import Periodic, exit_reason, send_canary
+from .background import Periodic, exit_reason, send_canary
+from .scraper_child import ScraperChild
 
 TICK_S = 0.5
 READY_PROBE_TIMEOUT_S = 1.0  # the frontend's own lists, asked once a tick
@@ -107,7 +107,7 @@ class Supervisor:
         self.node_problems: dict[str, str] = {}
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
         self.prober = Prober()
-        self.metrics = MetricsWatcher(self.plan)  # live serving figures, scraped off the fast tick
+        self.metrics = ScraperChild(run)  # live serving figures, scraped by a child process
         self.own_metrics = SupervisorMetrics(self.plan)
         self.metrics_endpoint: str | None = None
         self.said_stopped = False
@@ -132,7 +132,7 @@ class Supervisor:
         if not self.stopping:  # stopped while it started: it watches nothing, it only records its stop
             self.serve_own_metrics()
             self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
-            self.metrics.start()
+            self.guarded(self.metrics.start)
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -143,7 +143,7 @@ class Supervisor:
             self.tick_s = time.monotonic() - started
             self.tick_times.append(self.tick_s)
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
-        self.metrics.stopped.set()
+        self.metrics.stop()
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)
@@ -425,6 +425,7 @@ class Supervisor:
         """state.json; `final` when the supervisor stops watching (the backend answers from then on).
         Written when anything in it changed, else once a STATE_EVERY_S for the heartbeat: at thousands
         of processes the writing is a good part of a tick."""
+        live = self.metrics.latest()
         changed = (
             self.verdict,
             self.reason,
@@ -434,7 +435,7 @@ class Supervisor:
             self.listed,
             self.canary,
             tuple(self.node_problems.items()),
-            self.metrics.latest.at if self.metrics.latest else None,
+            live.at if live else None,
         )
         if not final and changed == self.written and time.monotonic() - self.written_at < STATE_EVERY_S:
             return
@@ -459,7 +460,7 @@ class Supervisor:
                 model_listed=self.listed,
                 canary=self.canary,
                 nodes=self.node_problems,
-                metrics=self.metrics.latest,
+                metrics=live,
                 metrics_endpoint=self.metrics_endpoint,
                 pool_canaries=self.pool_canaries,
             )

@@ -20,6 +20,9 @@ Endpoint = tuple[str, int]
 
 
 READ_SIZE = 65536
+# Connections made at once, at most: thousands started together starve the loop, and each one's connect
+# timeout runs out before its turn (at 4,096 endpoints none was ever made).
+CONNECTING_AT_ONCE = 256
 
 
 class _Connection:
@@ -60,6 +63,8 @@ class Prober:
     def __init__(self, connect_timeout_s: float = 1.0):
         self.connect_timeout_s = connect_timeout_s
         self.connections: dict[Endpoint, _Connection] = {}
+        self.connecting: dict[Endpoint, asyncio.Future[_Connection]] = {}
+        self.connect_slots: asyncio.Semaphore | None = None  # made on the loop's thread
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="prober", daemon=True).start()
 
@@ -84,7 +89,9 @@ class Prober:
         endpoint = (parts.hostname or "", parts.port or 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            connection = self.connections.get(endpoint) or await self._connect(endpoint)
+            connection = self.connections.get(endpoint)
+            if connection is None:
+                connection = await asyncio.shield(self._connecting(endpoint))
             status = await connection.status_of(target)
             if not connection.reusable:
                 self._drop(endpoint)
@@ -96,8 +103,23 @@ class Prober:
             self._drop(endpoint)
             raise
 
+    def _connecting(self, endpoint: Endpoint) -> asyncio.Future[_Connection]:
+        """The connection being made to an endpoint, shared by the probes that wait for it. A probe past
+        its budget leaves it going on (shielded): the next tick finds it made, not started again."""
+        if endpoint not in self.connecting:
+            made = self.connecting[endpoint] = asyncio.ensure_future(self._connect(endpoint))
+            made.add_done_callback(lambda done: self._connected(endpoint, done))
+        return self.connecting[endpoint]
+
+    def _connected(self, endpoint: Endpoint, done: asyncio.Future[_Connection]) -> None:
+        self.connecting.pop(endpoint, None)
+        if not done.cancelled():
+            done.exception()  # taken: a failed connect is its waiting probes' to count (asyncio logs it else)
+
     async def _connect(self, endpoint: Endpoint) -> _Connection:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*endpoint), self.connect_timeout_s)
+        self.connect_slots = self.connect_slots or asyncio.Semaphore(CONNECTING_AT_ONCE)
+        async with self.connect_slots:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*endpoint), self.connect_timeout_s)
         connection = self.connections[endpoint] = _Connection(reader, writer, f"{endpoint[0]}:{endpoint[1]}")
         return connection
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from slurmserve.bench.measure import BenchRequest, compare, tokenizer_for
 from slurmserve.bench.plots import frontier
 from slurmserve.bench.results import BenchSummary, gate, point_result, text_table
-from slurmserve.bench.runner import BenchRequest, compare, tokenizer_for
 from slurmserve.bench.sweep import sweep_points
 from slurmserve.bench.workload import Tokenizer, Workload, check_replay_covers, replay_trace_of
 from slurmserve.config.recipe import BenchSpec, load_recipe
@@ -193,10 +193,10 @@ def test_aiperf_reads_a_local_models_tokenizer_from_a_cache_layout(tmp_path):
 
 
 def test_two_benchmarks_of_one_second_get_ids_of_their_own(tmp_path):
-    from slurmserve.bench import runner
+    from slurmserve.bench import measure
 
-    first = runner.unused_bench_id(tmp_path)
+    first = measure.unused_bench_id(tmp_path)
     (tmp_path / first).mkdir()
-    second = runner.unused_bench_id(tmp_path)
+    second = measure.unused_bench_id(tmp_path)
     (tmp_path / second).mkdir()
-    assert len({first, second, runner.unused_bench_id(tmp_path)}) == 3
+    assert len({first, second, measure.unused_bench_id(tmp_path)}) == 3

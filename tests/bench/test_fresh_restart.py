@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from slurmserve.bench import runner
+from slurmserve.bench import measure
 from slurmserve.errors import UserError
 from slurmserve.runs import ProcessIdentity, ProcessState, ProcessWatch, RunDir, SupervisorState, Verdict
 from slurmserve.runs.events import Restarted
@@ -51,8 +51,8 @@ def workers(run: RunDir) -> list[str]:
 
 @pytest.fixture
 def quick(monkeypatch):
-    monkeypatch.setattr(runner, "FRESH_TIMEOUT_S", 3.0)
-    monkeypatch.setattr(runner, "canary_completion", lambda endpoint, model: {"usage": {"completion_tokens": 1}})
+    monkeypatch.setattr(measure, "FRESH_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(measure, "canary_completion", lambda endpoint, model: {"usage": {"completion_tokens": 1}})
 
 
 def test_a_restart_by_a_supervisor_whose_clock_is_behind_is_confirmed(quick):
@@ -69,7 +69,7 @@ def test_a_restart_by_a_supervisor_whose_clock_is_behind_is_confirmed(quick):
     answering = threading.Thread(target=supervisor_behind, daemon=True)
     answering.start()
     try:
-        runner.start_afresh(run)  # raises UserError when the restarts are not seen as done
+        measure.start_afresh(run)  # raises UserError when the restarts are not seen as done
     finally:
         stop.set()
         answering.join()
@@ -77,9 +77,9 @@ def test_a_restart_by_a_supervisor_whose_clock_is_behind_is_confirmed(quick):
 
 def test_restarts_recorded_before_the_request_do_not_confirm_it(quick, monkeypatch):
     """A supervisor whose clock is ahead: its restarts of the previous point look newer than the request."""
-    monkeypatch.setattr(runner, "FRESH_TIMEOUT_S", 0.5)  # the old records are there at the first look
+    monkeypatch.setattr(measure, "FRESH_TIMEOUT_S", 0.5)  # the old records are there at the first look
     run = serving_run()
     for name in workers(run):
         record_at(run, datetime.now(timezone.utc) + SKEW, name)
     with pytest.raises(UserError, match="did not serve again"):
-        runner.start_afresh(run)  # nobody answers this request
+        measure.start_afresh(run)  # nobody answers this request

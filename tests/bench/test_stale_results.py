@@ -12,8 +12,8 @@ import pytest
 
 from slurmserve import deploy
 from slurmserve.bench import sweep as sweep_module
+from slurmserve.bench.measure import BenchRequest, save, tokenizer_for
 from slurmserve.bench.results import read_summary
-from slurmserve.bench.runner import BenchRequest, save, tokenizer_for
 from slurmserve.bench.sweep import sweep_points
 from slurmserve.config.recipe import load_recipe
 from slurmserve.observability.prometheus import open_saved

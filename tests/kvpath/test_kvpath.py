@@ -16,7 +16,7 @@ import pytest
 
 from slurmserve.backends.slurm import SlurmBackend
 from slurmserve.backends.ssh import SSHBackend
-from slurmserve.kvpath import perftest, runner
+from slurmserve.kvpath import perftest, transfers
 from slurmserve.kvpath.checks import PairCheck, checks_for_plan, rounds
 from slurmserve.kvpath.perftest import (
     BANDWIDTH_TEST,
@@ -28,7 +28,7 @@ from slurmserve.kvpath.perftest import (
     server_command,
     ucx_messages,
 )
-from slurmserve.kvpath.runner import CheckResult, run_check
+from slurmserve.kvpath.transfers import CheckResult, run_check
 from slurmserve.node import kvcheck
 from slurmserve.planning.plan import Container, Plan, PlanNode
 from slurmserve.planning.ports import PORT_BLOCK_SIZE, PORT_RANGE_START
@@ -469,7 +469,7 @@ def test_the_entry_point_prints_a_line_per_pair_and_fails_naming_the_pair(tmp_pa
             )
         return CheckResult(check, ok=True, bandwidth_mbs=12000.0, lanes=["rc_mlx5/mlx5_0:1"], seconds=0.4)
 
-    monkeypatch.setattr(runner, "run_check", fake_run_check)
+    monkeypatch.setattr(transfers, "run_check", fake_run_check)
     monkeypatch.setattr(SlurmBackend, "runners", lambda self, plan, **options: None)
     assert kvcheck.main([str(path)]) == 1
     out, err = capsys.readouterr()

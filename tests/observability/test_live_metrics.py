@@ -10,7 +10,7 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 
 from slurmserve.config.recipe import builtin_recipe_names
-from slurmserve.observability.live import Reading, frontend_reading, quantile, summarize, worker_reading
+from slurmserve.observability.live import Reading, frontend_reading, quantile, summarize, worker_live, worker_reading
 from slurmserve.runs import create_run, run_dir_for
 
 from ..conftest import plan_of
@@ -51,7 +51,7 @@ def reading(at: float, requests: int, tokens: int, fast: int, worker_requests: i
 
 def test_rates_and_percentiles_come_from_the_window_between_two_scrapes():
     old, new = reading(100.0, 10, 100, 10, 10), reading(110.0, 110, 3300, 60, 60)
-    live = summarize(old, new, [])
+    live = summarize(old, new, [], {"decode-0": worker_live(old, new, "decode-0")})
     assert live is not None
     assert live.requests_per_s == 10.0  # 100 requests in 10 s
     assert live.output_tokens_per_s == 320.0 and (live.in_flight, live.queued) == (3, 1)
@@ -68,7 +68,7 @@ def test_the_quantile_interpolates_within_its_bucket_as_prometheus_does():
 
 def test_without_the_frontend_there_is_nothing_to_say():
     worker_only = Reading(1.0, None, {})
-    assert summarize(worker_only, reading(2.0, 1, 1, 1, 1), []) is None
+    assert summarize(worker_only, reading(2.0, 1, 1, 1, 1), [], {}) is None
 
 
 def test_scraping_is_a_recipe_setting_and_can_be_off():

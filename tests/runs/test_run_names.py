@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from slurmserve import deploy
-from slurmserve.bench.runner import BenchRequest
+from slurmserve.bench.measure import BenchRequest
 from slurmserve.bench.sweep import sweep_points
 from slurmserve.errors import UserError
 from slurmserve.runs import EventKind, RunDir, create_run, open_run, runs_root

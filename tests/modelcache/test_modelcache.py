@@ -185,6 +185,7 @@ def test_a_corrupted_or_missing_file_is_fetched_again_and_only_it(hub, cache):
 # ------------------------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow  # eight stager processes of their own, as Slurm steps run them
 def test_eight_concurrent_stagers_fetch_each_file_once(monkeypatch, cache):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     with serve(monkeypatch, token=TOKEN, bytes_per_second=1_000_000) as hub:  # ~1 s: all eight meet
@@ -239,6 +240,7 @@ def test_a_link_left_half_published_by_a_dead_holder_is_cleared(monkeypatch, cac
     assert not left_by_dead.is_symlink() and left_by_live.is_symlink()
 
 
+@pytest.mark.slow  # eight stager processes of their own, as Slurm steps run them
 def test_a_stopped_holder_is_taken_over_and_every_file_is_fetched_once(monkeypatch, cache):
     """The holder is SIGSTOPped past its heartbeat, just as it asks for its first file: a waiter takes
     the lock over and fetches everything; the holder, resumed, finds the lock is not its own any more,

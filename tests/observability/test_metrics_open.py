@@ -81,6 +81,7 @@ def still_serving(starts: Path) -> list[int]:
     return [int(pid) for pid in starts.read_text().split() if pid_runs(int(pid))]
 
 
+@pytest.mark.slow  # two `metrics --open` processes, each serving the data
 def test_a_second_open_of_the_same_data_prints_the_first_ones_url(saved_run):
     run, starts = saved_run
     first, url, _ = open_in_background(run)

@@ -4,7 +4,7 @@ A pool of threads with a blocking HTTP client costs a thread per probe in flight
 holds its thread for the whole timeout: at a few hundred processes "twice a second" became seconds.
 Here one asyncio loop on a thread of its own keeps one connection per endpoint alive, sends every probe
 at once, and takes what answered within the budget: an endpoint that has not answered by then counts as
-not answering this time, and its connection is dropped.
+not answering this time (its answer, late, is read and counted for no one).
 
 A task and an h11 exchange per probe cost about 90 us each, most of the tick at thousands of processes.
 So each connection is an asyncio.Protocol: its request is bytes encoded once, and an answer is read as it
@@ -32,6 +32,9 @@ Answered = Callable[[bool], None]  # told whether the endpoint answered 200
 # Connections made at once, at most: thousands started together starve the loop, and each one's connect
 # timeout runs out before its turn (at 4,096 endpoints none was ever made).
 CONNECTING_AT_ONCE = 256
+# Probes waiting on one connection, at most, when another is asked: the one late from the tick before is
+# waited for; more means the endpoint hangs, and the connection is made again.
+LATE_AT_MOST = 2
 WAIT_SLACK_S = 5.0  # the caller's own limit beyond the budget: only a loop that is gone takes it
 
 
@@ -62,7 +65,7 @@ class _Connection(asyncio.Protocol):
         self.endpoint, self.on_lost = endpoint, on_lost
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.queue: deque[tuple[Target, Answered]] = deque()  # the first one is in flight
+        self.queue: deque[tuple[Target, Answered]] = deque()  # the first one is in flight, the rest wait
         self.answer: Answer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,9 +79,6 @@ class _Connection(asyncio.Protocol):
         self.queue.append((target, answered))
         if len(self.queue) == 1:
             self._send()
-
-    def busy(self) -> bool:
-        return bool(self.queue)
 
     def _send(self) -> None:
         assert self.transport is not None
@@ -141,7 +141,6 @@ class _Round:
     targets: dict[str, Target]
     done: concurrent.futures.Future[dict[str, bool]] = field(default_factory=concurrent.futures.Future)
     answers: dict[str, bool] = field(default_factory=dict)
-    asked: dict[str, _Connection] = field(default_factory=dict)  # where each URL's probe went
 
     def answered(self, url: str) -> Answered:
         def take(ok: bool) -> None:
@@ -201,8 +200,10 @@ class Prober:
     def _ask(self, waiting: _Waiting) -> None:
         endpoint = waiting.target.endpoint
         connection = self.connections.get(endpoint)
+        if connection is not None and connection.usable() and len(connection.queue) >= LATE_AT_MOST:
+            connection.abort()  # still not done with the tick before last's probe: hung, start afresh
+            connection = None
         if connection is not None and connection.usable():
-            waiting.probing.asked[waiting.url] = connection
             connection.ask(waiting.target, waiting.probing.answered(waiting.url))
         elif endpoint in self.connecting:
             self.connecting[endpoint].append(waiting)
@@ -213,13 +214,10 @@ class Prober:
             task.add_done_callback(self.connect_tasks.discard)
 
     def _over_budget(self, probing: _Round) -> None:
-        """What has not answered did not answer this time; a connection mid-exchange starts afresh (its
-        answer, late, would be taken for the next probe's). A connection still being made goes on: the
-        next tick finds it made, not started again."""
+        """What has not answered did not answer this time. Its connection is kept: the late answer is
+        read when it comes (and counted for no one), the next probe sent after it. Dropping it instead
+        made a slow moment (the endpoints busy with a scrape) a storm of reconnections the tick after."""
         probing.finish()
-        for url, connection in probing.asked.items():
-            if url not in probing.answers and connection.busy():
-                connection.abort()
 
     async def _connect(self, endpoint: Endpoint) -> None:
         self.connect_slots = self.connect_slots or asyncio.Semaphore(CONNECTING_AT_ONCE)

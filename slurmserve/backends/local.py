@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 
 from ..errors import UserError
@@ -15,6 +17,44 @@ from .preflight import busy_ports, check_here
 from .traits import LOCAL_TRAITS
 
 RESTART_TIMEOUT_S = 60
+ALWAYS_LOOKED_UP = -1  # no pidfd: such a process counts as "ended?" every time, and is looked up in /proc
+
+
+class ExitWatch:
+    """Which recorded processes have ended, from one poll() of a pidfd each: a read of /proc/PID/stat a
+    process a tick cost about 13 us each (a third of the tick's CPU at 2,048 processes). Where pidfds
+    cannot be had, a process is looked up in /proc every time, as before."""
+
+    def __init__(self) -> None:
+        self.watched: dict[str, int] = {}  # process -> its pidfd (or ALWAYS_LOOKED_UP)
+        self.poll = select.poll()
+
+    def ended(self) -> set[int]:
+        """The pidfds of the processes that ended (ALWAYS_LOOKED_UP among them: those without one)."""
+        return {fd for fd, _ in self.poll.poll(0)} | {ALWAYS_LOOKED_UP}
+
+    def watch(self, name: str, record: tuple[int, str | None]) -> bool:
+        """Whether the recorded process runs; it is watched from now on while it does."""
+        old = self.watched.pop(name, ALWAYS_LOOKED_UP)
+        if old != ALWAYS_LOOKED_UP:
+            self.poll.unregister(old)
+            os.close(old)
+        fd = pidfd_of(record[0])
+        if not pid_alive(*record):  # after the pidfd is open: it is the recorded process, not a reused PID
+            if fd is not None:
+                os.close(fd)
+            return False
+        if fd is not None:
+            self.poll.register(fd, select.POLLIN)
+        self.watched[name] = ALWAYS_LOOKED_UP if fd is None else fd
+        return True
+
+
+def pidfd_of(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone already, a kernel before 5.3, or out of descriptors
+        return None
 
 
 def port_owners(plan: Plan) -> dict[int, str]:
@@ -65,21 +105,18 @@ class LocalBackend(Backend):
             raise RuntimeError(result.stderr.strip() or f"launch script exited {result.exited}")
 
     def __init__(self) -> None:
-        self.records: dict[str, tuple[int, str | None]] = {}  # a PID file is read again once its process ends
+        self.exits = ExitWatch()
 
     def alive(self, run: RunDir, in_job: bool = False) -> dict[str, bool | None]:
+        ended = self.exits.ended()  # one poll for every process: thousands of processes every tick
         alive: dict[str, bool | None] = {}
         for name in run.process_names():
-            record = self.records.get(name)
-            if record is not None and pid_alive(*record):
-                alive[name] = True  # one look at /proc a process a tick: thousands of processes every tick
+            watched = self.exits.watched.get(name)
+            if watched is not None and watched not in ended:
+                alive[name] = True
                 continue
-            record = run.pid_record(name)  # not started yet, or restarted since
-            if record is None:
-                alive[name] = None
-                continue
-            self.records[name] = record
-            alive[name] = pid_alive(*record)
+            record = run.pid_record(name)  # not started yet, ended, or restarted since
+            alive[name] = None if record is None else self.exits.watch(name, record)
         return alive
 
     def scheduler(self, run: RunDir) -> SchedulerView:

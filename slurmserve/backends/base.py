@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..config.hosts import Hosts
 from ..errors import UserError
@@ -122,7 +122,17 @@ class Backend(ABC):
 
     def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
         """`slurmserve probe`: a hosts file of what the hardware probe finds on every node of `hosts`."""
-        return probed_hosts_file(hosts, interface, probed_nodes(hosts, interface, self.probe_runners(hosts)), {})
+        interface = interface or hosts.node.interface
+        nodes = self.completed_probe(probed_nodes(interface, self.probe_runners(hosts)), hosts, interface)
+        return probed_hosts_file(hosts, interface, nodes, self.scheduler_settings(hosts))
+
+    def completed_probe(self, nodes: list[dict[str, Any]], hosts: Hosts, interface: str | None) -> list[dict[str, Any]]:
+        """What this backend knows of the probed nodes beyond the probe. Here: nothing."""
+        return nodes
+
+    def scheduler_settings(self, hosts: Hosts) -> dict[str, Any]:
+        """The hosts file's scheduler settings a probed hosts file keeps. Here: none."""
+        return {}
 
     def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
         """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..config.hosts import Hosts, concrete_nodes
 from ..errors import UserError
-from ..hardware.inventory import probed_hosts_file, probed_nodes, with_scheduled_gpus
+from ..hardware.inventory import with_scheduled_gpus
 from ..planning.needs import NodeNeeds, needs_of
 from ..planning.plan import Plan, Process
 from ..render.scripts import render_script
@@ -221,11 +222,12 @@ class SlurmBackend(Backend):
             for node in plan.nodes
         }
 
-    def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
-        """The probe's hosts file, with the GPUs Slurm schedules where nvidia-smi sees none, and the
-        hosts file's Slurm settings kept."""
-        nodes = with_scheduled_gpus(probed_nodes(hosts, interface, self.probe_runners(hosts)))
-        return probed_hosts_file(hosts, interface, nodes, {"slurm": hosts.slurm.model_dump(exclude_defaults=True)})
+    def completed_probe(self, nodes: list[dict[str, Any]], hosts: Hosts, interface: str | None) -> list[dict[str, Any]]:
+        """The GPUs Slurm schedules where nvidia-smi sees none."""
+        return with_scheduled_gpus(nodes)
+
+    def scheduler_settings(self, hosts: Hosts) -> dict[str, Any]:
+        return {"slurm": hosts.slurm.model_dump(exclude_defaults=True)}
 
     def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
         """One job over every node, a task each; `-l` labels each line of output with its task."""

@@ -13,10 +13,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config.hosts import Hosts, concrete_nodes
 from ..errors import DeploymentFailed, UserError
-from ..hardware.inventory import probed_hosts_file, probed_nodes, with_listed_reach
+from ..hardware.inventory import with_listed_reach
 from ..planning.needs import needs_of
 from ..planning.plan import Plan, PlanNode, Process, node_scratch
 from ..render.files import head_files
@@ -280,10 +281,9 @@ class SSHBackend(Backend):
         """Each host over SSH (a container is the launch script's business there: the host's tools serve)."""
         return dict(runners_of({node.name: node for node in plan.nodes}))
 
-    def probed_hosts_file(self, hosts: Hosts, interface: str | None) -> str:
-        """The probe's hosts file, each host reached as the hosts file reached it."""
-        nodes = with_listed_reach(probed_nodes(hosts, interface, self.probe_runners(hosts)), hosts, interface)
-        return probed_hosts_file(hosts, interface, nodes, {})
+    def completed_probe(self, nodes: list[dict[str, Any]], hosts: Hosts, interface: str | None) -> list[dict[str, Any]]:
+        """Each host reached as the hosts file reached it."""
+        return with_listed_reach(nodes, hosts, interface)
 
     def probe_runners(self, hosts: Hosts) -> list[tuple[str | None, NodeRunner]]:
         """Each host, named as the hosts file names it."""

@@ -76,9 +76,8 @@ def probed_node(name: str, text: str, interface: str | None) -> dict[str, Any]:
         raise UserError(f"--interface: node {name}: {error}") from None
 
 
-def probed_nodes(hosts: Hosts, interface: str | None, runners: list[tuple[str | None, NodeRunner]]) -> list[dict]:
-    """Every node of `hosts` as the probe found it (`runners`: how its backend reaches them)."""
-    interface = interface or hosts.node.interface
+def probed_nodes(interface: str | None, runners: list[tuple[str | None, NodeRunner]]) -> list[dict[str, Any]]:
+    """Every node the runners reach (its backend's way) as the probe found it."""
     return [probed_node(name, text, interface) for name, text in probe(runners).items()]
 
 
@@ -89,23 +88,24 @@ def with_scheduled_gpus(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def with_listed_reach(nodes: list[dict[str, Any]], hosts: Hosts, interface: str | None) -> list[dict[str, Any]]:
-    """Each host keeps how it is reached (user, port, key, jump) and where, unless an interface says otherwise."""
+    """Each host keeps how it is reached (user, port, key, jump) and where, unless an interface (the resolved
+    one: --interface, else the hosts file's) says otherwise."""
     listed = {host.name: host for host in hosts.hosts}
     kept = []
     for node in nodes:
         entry = listed[node["name"]]
         reach = entry.model_dump(include={"user", "port", "identity_file", "jump"}, exclude_none=True)
-        address = {"address": entry.address} if (interface or hosts.node.interface) is None and entry.address else {}
+        address = {"address": entry.address} if interface is None and entry.address else {}
         kept.append(node | reach | address)
     return kept
 
 
 def probed_hosts_file(hosts: Hosts, interface: str | None, nodes: list[dict], scheduler: dict[str, Any]) -> str:
     """A hosts file of the probed `nodes` (same backend, its `scheduler` settings and the shared paths kept),
-    ready for `plan`."""
+    ready for `plan`; `interface` the resolved one."""
     shared = {
         key: value
         for key, value in (("model_cache", hosts.model_cache), ("python", hosts.python), ("run_root", hosts.run_root))
         if value
     }
-    return hosts_file_text(nodes, hosts.backend, interface or hosts.node.interface, scheduler | shared)
+    return hosts_file_text(nodes, hosts.backend, interface, scheduler | shared)

@@ -9,19 +9,20 @@ import sys
 
 from ..backends.base import start_detached
 from ..observability.scraping import LiveFile
+from ..planning.plan import Plan
 from ..runs import LiveMetrics, RunDir
 from ..transport.runner import Detached
 
 
 class ScraperChild:
-    def __init__(self, run: RunDir):
-        self.run = run
+    def __init__(self, run: RunDir, plan: Plan):
+        self.run, self.plan = run, plan
         self.live = LiveFile(run.path)
         self.process: Detached | None = None
 
     def start(self) -> None:
         """Started when the plan scrapes at all (observability.scrape_interval_s > 0)."""
-        if self.run.plan().scrape_interval_s > 0:
+        if self.plan.scrape_interval_s > 0:
             argv = [sys.executable, "-m", "slurmserve.node.scraper", str(self.run.path)]
             self.process = start_detached(self.run, "scraper", argv)
 

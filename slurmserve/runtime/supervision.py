@@ -107,7 +107,7 @@ class Supervisor:
         self.node_problems: dict[str, str] = {}
         self.node_check: Periodic[dict[str, str]] = Periodic(NODE_CHECK_INTERVAL_S)
         self.prober = Prober()
-        self.metrics = ScraperChild(run)  # live serving figures, scraped by a child process
+        self.metrics = ScraperChild(run, self.plan)  # live serving figures, scraped by a child process
         self.own_metrics = SupervisorMetrics(self.plan)
         self.metrics_endpoint: str | None = None
         self.said_stopped = False

@@ -83,6 +83,8 @@ def event_time(run, name: str) -> float:
 def one_run(hosts: str, name: str, checkout: Path = REPO) -> dict:
     """One submit -> first completion of mocker-disagg, with slurmserve from `checkout` (the CLI and,
     through the environment sbatch passes on, the job's own helpers)."""
+    # From the checkout's own folder: `python -m` puts the current folder first on sys.path, before
+    # PYTHONPATH (which the job's own helpers, started elsewhere, import from).
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     submitted_at = time.time()
     subprocess.run(
@@ -102,6 +104,7 @@ def one_run(hosts: str, name: str, checkout: Path = REPO) -> dict:
         check=True,
         capture_output=True,
         env=env,
+        cwd=checkout,
     )
     run = open_run(name)
     plan, deadline = run.plan(), time.time() + 180
@@ -121,7 +124,7 @@ def one_run(hosts: str, name: str, checkout: Path = REPO) -> dict:
             for p in plan.processes
         }
     finally:
-        subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True, env=env)
+        subprocess.run([sys.executable, "-m", "slurmserve", "cancel", name], capture_output=True, env=env, cwd=checkout)
     workers = [p.name for p in plan.processes if p.is_worker]
     own = {
         "etcd": ready_at["etcd"] - started_at["etcd"],

@@ -16,7 +16,10 @@ POLL_INTERVAL_S = 0.1
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, still_worth_waiting: Callable[[], bool] = lambda: True
+    check: Callable[[], bool],
+    timeout: float,
+    still_worth_waiting: Callable[[], bool] = lambda: True,
+    poll_s: float = POLL_INTERVAL_S,
 ) -> bool:
     """Poll `check` until it holds (True), the deadline passes, or waiting became pointless (False)."""
     deadline = time.monotonic() + timeout
@@ -25,19 +28,18 @@ def wait_until(
             return True
         if not still_worth_waiting():
             return False
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(poll_s)
     return False
 
 
-def throttled(check: Callable[[], bool], interval: float) -> Callable[[], bool]:
+def throttled(check: Callable[[], Value], interval: float) -> Callable[[], Value]:
     """`check`, called at most every `interval` seconds; in between, its last answer."""
-    last_at, last_answer = float("-inf"), True
+    last: list[tuple[float, Value]] = []  # when it was last called, and its answer
 
-    def wrapper() -> bool:
-        nonlocal last_at, last_answer
-        if time.monotonic() - last_at >= interval:
-            last_at, last_answer = time.monotonic(), check()
-        return last_answer
+    def wrapper() -> Value:
+        if not last or time.monotonic() - last[0][0] >= interval:
+            last[:] = [(time.monotonic(), check())]
+        return last[0][1]
 
     return wrapper
 

@@ -18,9 +18,9 @@ from ..errors import UserError
 from ..hardware.inventory import probed_hosts_file, probed_nodes
 from ..planning.plan import Plan, PlanNode, Process
 from ..planning.traits import BackendTraits
-from ..runs import HELPERS, RunDir, read_pid_record
+from ..runs import HELPERS, RunDir
 from ..runs.layout import client_record_of
-from ..transport.procfs import pid_alive, stop_groups
+from ..transport.procfs import pid_file_alive, read_pid_record, stop_groups
 from ..transport.runner import Detached, LocalRunner, NodeRunner
 from ..waiting import fan_out
 
@@ -215,13 +215,6 @@ def stop_helpers(run: RunDir, *names: str) -> None:
 def helpers_running(run: RunDir) -> bool:
     """Whether the run's launcher or supervisor still runs on this machine."""
     return any(pid_file_alive(run.paths.pid_record(name)) for name in HELPERS)
-
-
-def pid_file_alive(path: Path) -> bool | None:
-    """Whether the process a PID file names runs (the same process: its start time matches); None when
-    there is no whole PID file (yet)."""
-    record = read_pid_record(path)
-    return pid_alive(*record) if record else None
 
 
 def unanswering_daemons(nodes: list[PlanNode], port_of: Callable[[PlanNode], int], what: str) -> dict[str, str]:

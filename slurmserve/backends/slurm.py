@@ -19,7 +19,7 @@ from ..planning.plan import Plan, Process
 from ..render.scripts import render_script
 from ..runs import Handle, RunDir
 from ..runs.events import JobSubmitted
-from ..transport.procfs import task_records
+from ..transport.procfs import pid_file_alive, task_records
 from ..transport.runner import LocalRunner, NodeRunner
 from ..transport.slurm import (
     SLURM_TIMEOUT_S,
@@ -39,7 +39,7 @@ from ..transport.slurm import (
 )
 from ..transport.srun import SrunRunner, SrunStep, in_allocation, scheduling_flags
 from ..waiting import wait_until
-from .base import Backend, Launch, SchedulerView, client_groups_argv, pid_file_alive, unanswering_daemons
+from .base import Backend, Launch, SchedulerView, client_groups_argv, unanswering_daemons
 from .preflight import check_here
 from .traits import SLURM_TRAITS
 

@@ -13,8 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..runs import read_pid_record
-from ..transport.procfs import group_is_ours, live_groups
+from ..transport.procfs import group_is_ours, live_groups, read_pid_record
 
 
 def parse_group(word: str) -> tuple[str, tuple[int, str | None] | None]:

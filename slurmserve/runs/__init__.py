@@ -28,7 +28,6 @@ from .records import (
     SupervisorState,
     TrendPoint,
     WorkerLive,
-    read_pid_record,
 )
 from .rundir import (
     RunDir,
@@ -73,7 +72,6 @@ __all__ = [
     "name_holders",
     "new_run_name",
     "open_run",
-    "read_pid_record",
     "remove_run",
     "run_dir_for",
     "runs_root",

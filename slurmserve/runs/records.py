@@ -5,7 +5,6 @@ pydantic model with a schema version, written atomically; a damaged or foreign o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pydantic import BaseModel, field_validator
 
@@ -141,14 +140,3 @@ class Handle(BaseModel):
             return value
         state = parse_job_state(value)
         return state if state.terminal else None
-
-
-def read_pid_record(path: Path) -> tuple[int, str | None] | None:
-    try:
-        with open(path, "rb") as record:
-            words = record.read().decode(errors="replace").split()
-    except OSError:  # not there (yet), or not ours to read
-        return None
-    if not words or not words[0].isdigit():
-        return None  # not written whole yet (or damaged): no PID to act on
-    return int(words[0]), (words[1] if len(words) > 1 and words[1].isdigit() else None)

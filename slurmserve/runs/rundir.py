@@ -18,9 +18,10 @@ from ..config.fields import check_identifier
 from ..errors import UserError
 from ..planning.plan import Plan
 from ..private import DIR_MODE, FILE_MODE, make_private_dir, write_private
+from ..transport.procfs import read_pid_record
 from .events import RUN_EVENT, Created, EventKind, RunEvent, event_line, event_of
 from .layout import MADE_WITH_THE_RUN, RESTART_REQUEST_PREFIX, RunPaths
-from .records import HELPERS, PROCESS_RECORDS, Handle, SupervisorState, read_pid_record
+from .records import HELPERS, PROCESS_RECORDS, Handle, SupervisorState
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -43,6 +43,25 @@ def pid_alive(pid: int, started: str | None) -> bool:
     return fields is not None and fields[STATE] not in GONE_STATES and fields[START_TIME] == started
 
 
+def read_pid_record(path: Path) -> tuple[int, str | None] | None:
+    """A PID file's record (the PID, its start time); None when there is no whole record to act on."""
+    try:
+        with open(path, "rb") as record:
+            words = record.read().decode(errors="replace").split()
+    except OSError:  # not there (yet), or not ours to read
+        return None
+    if not words or not words[0].isdigit():
+        return None  # not written whole yet (or damaged): no PID to act on
+    return int(words[0]), (words[1] if len(words) > 1 and words[1].isdigit() else None)
+
+
+def pid_file_alive(path: Path) -> bool | None:
+    """Whether the process a PID file names runs (the same process: its start time matches); None when
+    there is no whole PID file (yet)."""
+    record = read_pid_record(path)
+    return pid_alive(*record) if record else None
+
+
 def group_is_ours(pgid: int, started: str | None) -> bool:
     """Whether process group `pgid` is still the one we started, whose leader started at `started`.
     Its leader runs with that start time; or the leader is gone but the group has members (while it has

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from slurmserve.bench.results import BenchSummary
-from slurmserve.runs import open_run, read_pid_record, runs_root
-from slurmserve.transport.procfs import group_members
+from slurmserve.runs import open_run, runs_root
+from slurmserve.transport.procfs import group_members, read_pid_record
 
 from ..helpers import slurmserve, wait_until
 

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from slurmserve.runs import open_run, read_pid_record
-from slurmserve.transport.procfs import pid_runs, stat_fields
+from slurmserve.runs import open_run
+from slurmserve.transport.procfs import pid_runs, read_pid_record, stat_fields
 
 from ..helpers import slurmserve, status_of, wait_until
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import subprocess
 
-from slurmserve.backends.base import pid_file_alive
 from slurmserve.node import groups
-from slurmserve.runs import read_pid_record
-from slurmserve.transport.procfs import group_is_ours, pid_alive, stop_groups
+from slurmserve.transport.procfs import group_is_ours, pid_alive, pid_file_alive, read_pid_record, stop_groups
 
 
 def test_a_record_without_a_start_time_never_leads_to_a_signal(tmp_path, capsys):

@@ -38,7 +38,7 @@ from ..transport.slurm import (
     steps_named,
 )
 from ..transport.srun import SrunRunner, SrunStep, in_allocation, scheduling_flags
-from ..waiting import wait_until
+from ..waiting import fan_out, wait_until
 from .base import Backend, Launch, SchedulerView, client_groups_argv, unanswering_daemons
 from .preflight import check_here
 from .traits import SLURM_TRAITS
@@ -47,6 +47,8 @@ CANCEL_WAIT_S = 60
 STEP_STOP_S = 15.0  # a step that ignores SIGTERM gets SIGKILL after the cluster's KillWait
 BENCH_STEP = "bench"  # the name of the step a client of the deployment (aiperf) runs in
 PROBE_MINUTES = 5  # the probe's one job: every node at once, a task each
+# Each check has its own limit (Slurm's client timeout, the interpreter check's): this only bounds the wait.
+PREFLIGHT_DEADLINE_S = 2 * SLURM_TIMEOUT_S
 
 
 def job_name(run_name: str) -> str:
@@ -113,25 +115,32 @@ class SlurmBackend(Backend):
     def preflight(self, plan: Plan) -> None:
         if not sbatch_installed():
             raise UserError("hosts: backend slurm, but sbatch is not installed on this machine")
-        check_cluster_fits(plan)
-        check_sbatch_accepts(plan)
-        # The nodes run the interpreter slurmserve runs in (same path on the shared filesystem): when it
-        # is visible here, check at once that it imports what the plan runs (the job's node preflight
-        # checks each node again, and the rest, before anything starts).
-        if Path(plan.python).exists():
-            modules = {
-                m: packages
-                for node in needs_of(plan, self.traits).nodes.values()
-                for m, packages in node.modules.items()
-            }
-            lacking = check_here(
-                NodeNeeds(node="this machine", address="127.0.0.1", python=plan.python, modules=modules)
+        # Three questions to three programs (sinfo, sbatch --test-only, the nodes' interpreter), asked at
+        # once: they are on the way to every job's first answer. The first objection in this order wins.
+        checks = [check_cluster_fits, check_sbatch_accepts, self.check_interpreter]
+        outcomes = fan_out(checks, lambda check: check(plan), PREFLIGHT_DEADLINE_S)
+        for check in checks:
+            outcome = outcomes[check]
+            if not outcome.finished:
+                raise UserError(f"hosts: backend slurm, but {check.__name__} got no answer in {PREFLIGHT_DEADLINE_S} s")
+            if outcome.error is not None:
+                raise outcome.error
+
+    def check_interpreter(self, plan: Plan) -> None:
+        """The nodes run the interpreter slurmserve runs in (same path on the shared filesystem): when it is
+        visible here, check at once that it imports what the plan runs (the job's node preflight checks each
+        node again, and the rest, before anything starts)."""
+        if not Path(plan.python).exists():
+            return
+        modules = {
+            m: packages for node in needs_of(plan, self.traits).nodes.values() for m, packages in node.modules.items()
+        }
+        lacking = check_here(NodeNeeds(node="this machine", address="127.0.0.1", python=plan.python, modules=modules))
+        if lacking:
+            raise UserError(
+                f"python: {lacking.partition(': ')[2]}. Install Dynamo with ./install.sh, or set python: in the hosts "
+                "file"
             )
-            if lacking:
-                raise UserError(
-                    f"python: {lacking.partition(': ')[2]}. Install Dynamo with ./install.sh, or set python: in "
-                    "the hosts file"
-                )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         job_id = sbatch(run.path / "slurmserve.sbatch")

@@ -10,6 +10,12 @@ The source comes either from a git directory (`--git-dir DIR --tag v1.1.0rc5`) o
 command line. A file may also be the published documentation's source view of a module
 (`<version>/_modules/tensorrt_llm/llmapi/llm_args.html`): its Python is taken out of the HTML.
 
+The schema of the TensorRT-LLM that Dynamo 1.6.1 pins, where GitHub is reachable (then name that version
+in slurmserve/config/runtimes.py, RUNTIMES["1.6.1"].schema):
+    git clone -q --bare --depth 1 --filter=blob:none --branch v1.3.0rc29 \
+        https://github.com/NVIDIA/TensorRT-LLM trtllm.git
+    python engine_configs/schema/generate.py --git-dir trtllm.git --tag v1.3.0rc29
+
 Standard library only. Type descriptions written, as {"kind": ...}:
   any | bool | int | float | str | none
   literal  {"values": [...]}          Literal[...] and enum values
@@ -38,7 +44,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = "NVIDIA/TensorRT-LLM"
-DEFAULT_PATHS = ("tensorrt_llm/llmapi/llm_args.py",)
+# llm_args.py holds the models; since 1.2 their strict base class (StrictBaseModel, extra="forbid") is
+# imported from llmapi/utils.py, and without it every model would read as taking unknown keys.
+DEFAULT_PATHS = ("tensorrt_llm/llmapi/llm_args.py", "tensorrt_llm/llmapi/utils.py")
 DEFAULT_ROOT = "TorchLlmArgs"
 GENERATED_BY = "engine_configs/schema/generate.py"
 

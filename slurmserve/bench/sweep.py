@@ -190,7 +190,8 @@ def point_keys(
     keys = {}
     for point in points:
         try:
-            keys[point] = results_key(load_recipe(recipe, [*sets, *point.assignments]), hosts, request)
+            loaded = load_recipe(recipe, [*sets, *point.assignments], hosts.runtime.dynamo)
+            keys[point] = results_key(loaded, hosts, request)
         except UserError as error:
             raise UserError(f"sweep point {point.name}: {error}") from None
     return keys

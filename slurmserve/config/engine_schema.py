@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..resources import resource_dir
 from .files import read_yaml_mapping
+from .runtimes import Runtime, runtime_for
 
 SCHEMA_GLOB = "tensorrt_llm-*.json"
 TypeSpec = Mapping[str, Any]  # {"kind": ...}, as generate.py's docstring describes
@@ -64,16 +66,24 @@ def schema_files() -> list[Path]:
     return sorted((resource_dir("engine_configs") / "schema").glob(SCHEMA_GLOB))
 
 
+def shipped_versions() -> list[str]:
+    return [path.stem.removeprefix("tensorrt_llm-") for path in schema_files()]
+
+
 @functools.cache
 def load_schema(version: str | None = None) -> EngineSchema:
-    """The shipped schema of `version`, or the only one shipped when no version is named."""
-    files = schema_files()
-    if version is not None:
-        files = [path for path in files if path.stem == f"tensorrt_llm-{version}"]
-    if len(files) != 1:
+    """The shipped schema of `version`; by default, the one this venv's Dynamo is checked against."""
+    version = version or runtime_for().schema
+    files = [path for path in schema_files() if path.stem == f"tensorrt_llm-{version}"]
+    if not files:
         shipped = ", ".join(path.name for path in schema_files()) or "none"
-        raise FileNotFoundError(f"no single TensorRT-LLM schema for version {version!r} (shipped: {shipped})")
+        raise FileNotFoundError(f"no TensorRT-LLM schema for version {version!r} (shipped: {shipped})")
     return EngineSchema.model_validate_json(files[0].read_text(encoding="utf-8"))
+
+
+def schema_for(runtime: Runtime) -> EngineSchema:
+    """The schema that checks the engine YAMLs of nodes running `runtime`."""
+    return load_schema(runtime.schema)
 
 
 def schema_version(schema: EngineSchema | None = None) -> str:
@@ -81,10 +91,15 @@ def schema_version(schema: EngineSchema | None = None) -> str:
     return (schema or load_schema()).tensorrt_llm_version
 
 
-def engine_config_problems(data: Mapping[str, Any], schema: EngineSchema | None = None) -> list[str]:
-    """What TensorRT-LLM would refuse in an engine YAML's mapping, one message per problem, in file order."""
+def engine_config_problems(
+    data: Mapping[str, Any], schema: EngineSchema | None = None, others: Sequence[EngineSchema] | None = None
+) -> list[str]:
+    """What TensorRT-LLM would refuse in an engine YAML's mapping, one message per problem, in file order.
+    `others` (default: every other shipped schema) say in which versions a refused key does exist."""
     schema = schema or load_schema()
-    return Checker(schema).mapping(data, schema.root, "")
+    if others is None:
+        others = [load_schema(version) for version in shipped_versions() if version != schema.tensorrt_llm_version]
+    return Checker(schema, others).mapping(data, schema.root, "")
 
 
 def engine_file_problems(path: Path, schema: EngineSchema | None = None) -> list[str]:
@@ -92,9 +107,51 @@ def engine_file_problems(path: Path, schema: EngineSchema | None = None) -> list
     return [f"{path}: {problem}" for problem in engine_config_problems(read_yaml_mapping(path), schema)]
 
 
+def models_in(spec: TypeSpec) -> list[str]:
+    """The models a value of this type may be (through optional, union, list and mapping)."""
+    kind = spec["kind"]
+    if kind == "model":
+        return [spec["model"]]
+    if kind == "union":
+        members = spec["of"]
+    elif kind in ("optional", "list"):
+        members = [spec["of"]]
+    elif kind == "dict":
+        members = [spec["values"]]
+    else:
+        return []
+    return [name for member in members for name in models_in(member)]
+
+
+def has_field(schema: EngineSchema, model: str, parts: Sequence[str]) -> bool:
+    """Whether the dotted key `parts` is a setting of `model` (through whichever nested models it may be)."""
+    spec = schema.models.get(model)
+    field = spec.field(parts[0]) if spec else None
+    if field is None:
+        return False
+    return len(parts) == 1 or any(has_field(schema, inner, parts[1:]) for inner in models_in(field.type))
+
+
+def places_of(schema: EngineSchema, key: str) -> list[str]:
+    """Every dotted place where `key` is a setting, shallowest first (each model visited once)."""
+    found: list[str] = []
+    queue, seen = [(schema.root, "")], set()
+    while queue:
+        model, prefix = queue.pop(0)
+        if model in seen or model not in schema.models:
+            continue
+        seen.add(model)
+        spec = schema.models[model]
+        if spec.field(key) is not None:
+            found.append(prefix + key)
+        queue += [(inner, f"{prefix}{name}.") for name, field in spec.fields.items() for inner in models_in(field.type)]
+    return found
+
+
 class Checker:
-    def __init__(self, schema: EngineSchema) -> None:
+    def __init__(self, schema: EngineSchema, others: Sequence[EngineSchema] = ()) -> None:
         self.schema = schema
+        self.others = others
 
     def mapping(self, data: Mapping[Any, Any], model: str, prefix: str) -> list[str]:
         spec = self.schema.models[model]
@@ -109,13 +166,19 @@ class Checker:
         return problems
 
     def unknown_key(self, path: str, key: str, spec: ModelSpec, prefix: str) -> str:
+        version = self.schema.tensorrt_llm_version
+        parts = re.sub(r"\[\d+\]", "", path).split(".")  # list items are no part of where a setting lives
+        elsewhere = [place for place in places_of(self.schema, key) if place != path]
+        moved = f"; now at {elsewhere[0]!r}" if elsewhere else ""
+        present = [other.tensorrt_llm_version for other in self.others if has_field(other, other.root, parts)]
+        if present:  # a setting of another version: say which, and where this one has it, if anywhere
+            return f"{path}: not in TensorRT-LLM {version} (present in {', '.join(present)}{moved})"
         close = difflib.get_close_matches(key, spec.keys(), n=1)
-        hint = (
-            f"did you mean {prefix + close[0]!r}?"
-            if close
-            else f"not a TensorRT-LLM {self.schema.tensorrt_llm_version} setting"
-        )
-        return f"unknown key {path!r} ({hint})"
+        if close:
+            return f"unknown key {path!r} (did you mean {prefix + close[0]!r}?)"
+        if elsewhere:  # the right name at the wrong level (a kv_cache_config setting at the top, say)
+            return f"unknown key {path!r} (it belongs at {elsewhere[0]!r})"
+        return f"unknown key {path!r} (not a TensorRT-LLM {version} setting)"
 
     def value(self, value: Any, spec: TypeSpec, path: str) -> list[str]:
         kind = spec["kind"]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import UserError, describe_validation_error
 from .fields import (
@@ -27,6 +28,7 @@ from .fields import (
     Text,
 )
 from .files import Strict, read_yaml_mapping
+from .runtimes import supported_dynamo
 
 
 class NicSpec(Strict):
@@ -103,6 +105,20 @@ class ControlPlaneSpec(Strict):
     prometheus: AbsolutePath | None = None
 
 
+class RuntimeSpec(Strict):
+    """What the nodes (or the image) run, where it is not what this venv holds."""
+
+    dynamo: Text | None = None  # None: this venv's Dynamo; its TensorRT-LLM checks the engine YAMLs
+
+    @field_validator("dynamo")
+    @classmethod
+    def _supported(cls, version: str | None) -> str | None:
+        try:
+            return None if version is None else supported_dynamo(version)
+        except ValueError as error:  # pydantic's own kind of error, to be reported without its "Value error" prefix
+            raise PydanticCustomError("unsupported_dynamo", str(error)) from None
+
+
 # The hosts file's one rule that depends on its backend (a schema rule, so here, below the backends and
 # their traits): only `local` may leave `hosts:` out, its node being this machine.
 BACKENDS_LISTING_THEIR_NODES = frozenset({"slurm", "ssh"})
@@ -116,6 +132,7 @@ class Hosts(Strict):
     topology: TopologySpec = TopologySpec()
     model_cache: MountablePath | None = None  # shared-filesystem root holding the Hugging Face cache
     python: AbsolutePath | None = None  # interpreter on the nodes; None = the one running slurmserve
+    runtime: RuntimeSpec = RuntimeSpec()
     run_root: MountablePath | None = None  # where run directories go (on the shared filesystem for Slurm)
     control_plane: ControlPlaneSpec = ControlPlaneSpec()
 

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ..errors import UserError, describe_validation_error
 from ..resources import builtin_recipes_dir, resource_dir
-from .engine_schema import engine_file_problems, schema_version
+from .engine_schema import engine_file_problems, schema_for
 from .fields import (
     AbsolutePath,
     Count,
@@ -33,6 +33,7 @@ from .fields import (
 )
 from .files import Strict, read_yaml_mapping
 from .overrides import apply_overrides
+from .runtimes import Runtime, runtime_for
 
 ArgValue = Text | Integer | float | bool
 
@@ -355,7 +356,8 @@ def recipe_path(name_or_path: str) -> Path:
     )
 
 
-def resolve_engine_config(value: str, field: str) -> Path:
+def resolve_engine_config(value: str, field: str, runtime: Runtime) -> Path:
+    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs."""
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = resource_dir("engine_configs") / value
@@ -364,12 +366,12 @@ def resolve_engine_config(value: str, field: str) -> Path:
     try:
         # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
         # planned, not on the GPU node after the queue wait and the model load.
-        problems = engine_file_problems(path)
+        problems = engine_file_problems(path, schema_for(runtime))
     except UserError as error:
         raise UserError(f"{field}: {error}") from None
     if problems:
         raise UserError(
-            f"{field}: engine config {path} does not fit TensorRT-LLM {schema_version()}'s arguments: "
+            f"{field}: engine config {path} does not fit the arguments of {runtime.checked_against()}: "
             + "; ".join(problem.removeprefix(f"{path}: ") for problem in problems)
         )
     return path
@@ -388,8 +390,9 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
             )
 
 
-def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; engine config paths come back absolute and checked."""
+def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str | None = None) -> Recipe:
+    """Read, override and validate a recipe; engine config paths come back absolute and checked against
+    the TensorRT-LLM of `dynamo` (the hosts file's `runtime.dynamo`; None: this venv's Dynamo)."""
     source = recipe_path(name_or_path)
     data = apply_overrides(read_yaml_mapping(source), list(assignments))
     try:
@@ -401,5 +404,5 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = ()) -> Recipe:
         worker = group.spec
         if worker.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
-            worker.engine_config = str(resolve_engine_config(worker.engine_config, field))
+            worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
     return recipe

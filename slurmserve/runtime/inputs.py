@@ -29,7 +29,9 @@ class Inputs:
 def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
     """A recipe (built-in name or file) with `--set` assignments, and a hosts file (default: the Slurm
     cluster this machine submits to, else this machine)."""
-    return Inputs(load_recipe(recipe, assignments), hosts_of(hosts) if hosts else default_hosts())
+    # The hosts file first: it says which Dynamo, so which TensorRT-LLM, the recipe's engine YAMLs must suit.
+    loaded = hosts_of(hosts) if hosts else default_hosts()
+    return Inputs(load_recipe(recipe, assignments, loaded.runtime.dynamo), loaded)
 
 
 def hosts_of(path: str) -> Hosts:

@@ -233,7 +233,13 @@ def test_the_generator_reads_the_documentations_source_view(tmp_path):
 def test_the_generator_reads_a_release_tag_from_a_git_directory(tmp_path):
     work = tmp_path / "TensorRT-LLM"
     (work / "tensorrt_llm" / "llmapi").mkdir(parents=True)
-    (work / "tensorrt_llm" / "llmapi" / "llm_args.py").write_text(SYNTHETIC_SOURCE)
+    # As since 1.2: the strict base class lives in llmapi/utils.py, which the generator reads by default.
+    base = 'class StrictBaseModel(BaseModel):\n    class Config:\n        extra = "forbid"\n'
+    assert base in SYNTHETIC_SOURCE
+    (work / "tensorrt_llm" / "llmapi" / "utils.py").write_text("from pydantic import BaseModel\n\n\n" + base)
+    (work / "tensorrt_llm" / "llmapi" / "llm_args.py").write_text(
+        SYNTHETIC_SOURCE.replace(base, "from .utils import StrictBaseModel\n")
+    )
 
     def git(*argv: str) -> str:
         command = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com", *argv]
@@ -247,5 +253,7 @@ def test_the_generator_reads_a_release_tag_from_a_git_directory(tmp_path):
     generator().main(["--git-dir", str(work / ".git"), "--tag", "v9.9.9", "--root", "Root", "--out", str(out)])
     data = json.loads(out.read_text())
     assert data["tensorrt_llm_version"] == "9.9.9"
-    assert data["source"] == f"NVIDIA/TensorRT-LLM v9.9.9 {git('rev-parse', 'HEAD')} tensorrt_llm/llmapi/llm_args.py"
+    paths = "tensorrt_llm/llmapi/llm_args.py tensorrt_llm/llmapi/utils.py"
+    assert data["source"] == f"NVIDIA/TensorRT-LLM v9.9.9 {git('rev-parse', 'HEAD')} {paths}"
     assert "Inner" in data["models"]
+    assert data["models"]["Root"]["extra"] == "forbid"  # from the base class in utils.py

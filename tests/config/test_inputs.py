@@ -419,7 +419,10 @@ def test_a_misspelt_engine_key_is_exit_2_naming_file_key_and_the_closest_valid_o
     argv = ["--recipe", "gpt-oss-120b-disagg", "--set", f"decode.engine_config={typo}"]
     result = slurmserve("submit", *argv, "--name", "typo", "--no-wait")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"decode.engine_config: engine config {typo} does not fit TensorRT-LLM 1.1.0rc5" in result.stderr
+    assert (
+        f"decode.engine_config: engine config {typo} does not fit the arguments of TensorRT-LLM 1.1.0rc5"
+        in result.stderr
+    )
     assert "unknown key 'enable_atention_dp' (did you mean 'enable_attention_dp'?)" in result.stderr
     assert slurmserve("status", "typo").returncode == 2  # no run was made
     typo.write_text(shipped.read_text().replace("max_batch_size: 128", "max_batch_size: lots", 1))

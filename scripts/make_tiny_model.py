@@ -5,7 +5,8 @@ Writes exactly three files into ``slurmserve/models/tiny-mock/`` (or the directo
 first argument):
 
 * ``config.json``            a small llama-like config (no weights exist; only the shape is read)
-* ``tokenizer.json``         a byte-level BPE (~700 tokens) trained on generated English text
+* ``tokenizer.json``         a byte-level BPE (~760 tokens) trained on generated English text, then whole
+                             everyday words (``tiny_mock_words.txt``) up to 2,000 ids: see MOCKER_TOKEN_IDS
 * ``tokenizer_config.json``  bos/eos tokens and a ChatML-like ``chat_template``
 
 The output is deterministic: the corpus comes from a seeded PRNG and training runs single-threaded.
@@ -28,7 +29,13 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 SEED = 20240601
-VOCAB_SIZE = 768
+VOCAB_SIZE = 768  # what BPE training may learn (it stops at 762); whole words fill the ids after it
+# Dynamo 1.6.1's mock engine answers token ids drawn uniformly from 1000-1999, whatever the model's vocabulary
+# (30 completions of 300 tokens: 9,000 ids, all in that range). With a BPE of 762 tokens every one of them was
+# out of range and a plain chat completion came back as `"content": null`. Every id from the end of the BPE to
+# 1999 is a whole word with its leading space, so the demo answers in words; prompts still encode byte-level.
+MOCKER_TOKEN_IDS = range(1000, 2000)
+WORDS = Path(__file__).resolve().parent / "tiny_mock_words.txt"
 NUM_SENTENCES = 4000
 
 BOS = "<s>"
@@ -192,6 +199,17 @@ def build_tokenizer(corpus: list[str]) -> Tokenizer:
     return tok
 
 
+def add_words(tok_json: dict, words: list[str], size: int) -> None:
+    """Give every id after the trained BPE, up to `size`, a whole word (byte-level: 'Ġ' is the space).
+
+    The BPE never produces them (no merge leads there), so encoding is unchanged; they only decode."""
+    vocab = tok_json["model"]["vocab"]
+    new = [f"Ġ{word}" for word in words if f"Ġ{word}" not in vocab]
+    if len(vocab) + len(new) < size:
+        raise SystemExit(f"{WORDS}: {len(new)} new words, {size - len(vocab)} needed")
+    vocab.update({token: len(vocab) + i for i, token in enumerate(new[: size - len(vocab)])})
+
+
 def make_config(vocab_size: int, bos_id: int, eos_id: int) -> dict:
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -254,6 +272,8 @@ def main(argv: list[str]) -> int:
     bos_id, eos_id = tok.token_to_id(BOS), tok.token_to_id(EOS)
     # Compact JSON (no indentation) keeps tokenizer.json small; key order is stable.
     tok_json = json.loads(tok.to_str())
+    add_words(tok_json, WORDS.read_text().split(), MOCKER_TOKEN_IDS.stop)
+    tok = Tokenizer.from_str(json.dumps(tok_json))
     (out / "tokenizer.json").write_text(
         json.dumps(tok_json, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
     )
@@ -263,6 +283,7 @@ def main(argv: list[str]) -> int:
     sample = "Hello world, the scheduler serves the tokens quickly."
     ids = tok.encode(sample).ids
     assert tok.decode(ids) == sample, "byte-level round trip failed"
+    assert all(tok.decode([i]).strip().isalpha() for i in MOCKER_TOKEN_IDS), "a mocker token id decodes to no word"
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         print(f"{out / name}: {(out / name).stat().st_size} bytes")
     print(f"vocab_size={tok.get_vocab_size(with_added_tokens=True)} bos={bos_id} eos={eos_id} sample={len(ids)} tokens")

@@ -67,7 +67,7 @@ def say_ready(deployment: deploy.Deployment, sample: dict[str, Any]) -> None:
     """A deployment that serves: where, its sample completion, and the commands to try, follow and stop it."""
     run, plan = deployment.run, deployment.plan
     choice = sample["choices"][0]
-    text = (choice.get("message") or {}).get("content") or "(no text: the mock engine generates random token ids)"
+    text = ((choice.get("message") or {}).get("content") or "").strip() or "(no text)"
     console.print(f"run [bold]{run.name}[/] is ready at [bold]{plan.endpoint}[/] (model {plan.model})")
     console.print(
         f"sample completion: {sample['usage']['completion_tokens']} tokens, "

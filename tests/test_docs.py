@@ -46,3 +46,14 @@ def test_the_readme_links_lead_somewhere():
 def test_the_readme_stays_short():
     """The reference goes into docs/: the README is what it is, the set-up commands, the verbs, links."""
     assert len((REPO / "README.md").read_text().splitlines()) <= 100
+
+
+def test_no_table_is_broken_by_a_blank_line():
+    """A blank line between a table's rows ends the table: the rows after it read as a paragraph."""
+    broken = [
+        f"{page.name}:{number + 2}"
+        for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+        for number, (row, gap, following) in enumerate(zip(*(page.read_text().splitlines()[i:] for i in range(3))))
+        if row.startswith("|") and not gap.strip() and following.startswith("|")
+    ]
+    assert not broken, broken

@@ -36,6 +36,7 @@ class SchedulerView:
 
     description: str  # one line for `status` ("Slurm job 42: RUNNING")
     ended: str | None = None  # why the scheduler ended the deployment on its own (scancel outside slurmserve)
+    queued: bool = False  # the scheduler has not started it yet (the description says why, where it can)
 
 
 class Launch(ABC):

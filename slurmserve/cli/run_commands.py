@@ -18,6 +18,7 @@ from .exits import clean_errors, stopped_on_interrupt
 from .options import HostsOption, RecipeOption, SetOption, duration_s
 from .output import console, placement_table, say_ready, to_json, warn
 from .status_output import run_list, run_summary, status_view, unreadable_summary
+from .submit_progress import progress_shown
 
 ALL_LOGS_TAIL = 20  # the lines of each process's log that `logs RUN` shows
 
@@ -79,7 +80,7 @@ def submit(
         if dry_run:
             print(prepared.script, end="")
             return
-        with console.status("starting..."):
+        with progress_shown(prepared.plan):
             submitted = deploy.submit(prepared, wait=not no_wait, timeout=timeout)
     if submitted.sample is None:
         run = submitted.run.name

@@ -140,7 +140,7 @@ class SubmitProgress:
         now, size = time.monotonic(), folder_bytes(folder)
         before, self.staged = self.staged, (now, size)
         rate = f", {(size - before[1]) / (now - before[0]) / 1e6:.0f} MB/s" if before and now > before[0] else ""
-        return f"staging model {stage.repo}: {size / 1e9:.2f} GB{rate}" if stage else None
+        return f"staging model {stage.repo}: {size / 1e6:,.0f} MB{rate}" if stage else None
 
 
 def any_started(state: SupervisorState) -> bool:

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from slurmserve.runs import ProcessIdentity, ProcessState, ProcessWatch, SupervisorState, Verdict
+from slurmserve.runs import ProcessState
 from slurmserve.runs.events import Cancelled
 
 from ..conftest import local_run
-from ..helpers import leftover_processes
+from ..helpers import leftover_processes, supervisor_state
 
 
 def at_80(*args: str) -> subprocess.CompletedProcess:
@@ -46,20 +46,8 @@ def test_recipes_shows_every_recipe_model_and_worker_name_whole():
 def stopped_run(name: str) -> None:
     """A run its supervisor saw ready an hour ago, cancelled now."""
     run = local_run("mocker-two-pools-disagg", name)
-    an_hour_ago = time.time() - 3600
-    run.save_supervisor_state(
-        SupervisorState(
-            updated=an_hour_ago,
-            final=True,
-            pid=1,
-            host="here",
-            identity=ProcessIdentity.of_this_process(),
-            heartbeat=1,
-            verdict=Verdict.READY,
-            reason="serving",
-            processes={p.name: ProcessWatch(state=ProcessState.READY, since=an_hour_ago) for p in run.plan().processes},
-        )
-    )
+    ready = dict.fromkeys((p.name for p in run.plan().processes), ProcessState.READY)
+    run.save_supervisor_state(supervisor_state(ready, at=time.time() - 3600, final=True))
     run.record(Cancelled(leftovers=[]))
     (run.paths.logs / "decode-0.log").write_text("".join(f"line {n}\n" for n in range(1, 101)))
     (run.paths.logs / "supervisor.log").write_text("supervisor started\nwatching 8 processes\n")

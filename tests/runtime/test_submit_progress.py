@@ -3,29 +3,14 @@ model (bytes and rate), each role's readiness; read from the run directory, the 
 
 from __future__ import annotations
 
-import time
-
 from slurmserve.backends.base import SchedulerView
 from slurmserve.modelcache.snapshots import staging_root
 from slurmserve.planning.plan import ModelStage
-from slurmserve.runs import ProcessIdentity, ProcessState, ProcessWatch, SupervisorState, Verdict
+from slurmserve.runs import ProcessState
 from slurmserve.runtime.launch import SubmitProgress
 
 from ..conftest import local_run
-
-
-def supervisor_state(states: dict[str, ProcessState]) -> SupervisorState:
-    return SupervisorState(
-        updated=time.time(),
-        final=False,
-        pid=1,
-        host="here",
-        identity=ProcessIdentity.of_this_process(),
-        heartbeat=1,
-        verdict=Verdict.STARTING,
-        reason="starting",
-        processes={name: ProcessWatch(state=state, since=time.time()) for name, state in states.items()},
-    )
+from ..helpers import supervisor_state
 
 
 def test_each_roles_readiness_in_start_order():

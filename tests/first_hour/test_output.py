@@ -96,3 +96,36 @@ def test_a_local_deployment_as_a_newcomer_sees_it(cancel_later):
     assert at_80("cancel", "first-hour").returncode == 0 and leftover_processes("first-hour") == []
     stopped = next(line for line in at_80("status", "first-hour").stdout.splitlines() if " agg-0 " in line)
     assert "stopped" in stopped and " s ago" in stopped, stopped
+
+
+@pytest.mark.slow
+def test_submit_on_slurm_says_it_is_queued_and_why_then_each_roles_readiness(slurm_lab, cancel_later):
+    """Every node taken by another job: submit's lines say it is queued with Slurm's reason (Resources);
+    once the nodes are free, that it launches, and it serves."""
+    hosts = str(slurm_lab.hosts_file("slurm"))
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=3", "--exclusive", "--output=/dev/null", "--wrap", "sleep 600"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    cancel_later("lab-queued")
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "slurmserve", "submit", "--recipe", "mocker-agg", "--hosts", hosts]
+        + ["--name", "lab-queued", "--timeout", "180"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    try:
+        seen = []
+        for line in submit.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if "queued: Slurm job" in line:
+                break
+        assert seen and ", reason " in seen[-1], seen
+    finally:
+        subprocess.run(["scancel", blocker], check=True)
+    rest, _ = submit.communicate(timeout=240)
+    assert submit.returncode == 0, "".join(seen) + rest
+    assert "is ready at" in rest and "] launching" in rest, rest  # the job started: on to the launch

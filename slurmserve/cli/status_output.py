@@ -105,7 +105,11 @@ def status_view(report: deploy.RunStatus, watching: bool = False) -> Group:
     if watching:
         heading = f"[dim]redrawn every second; Ctrl-C to quit[/]\n{heading}"
     lines = status_lines(report, trend=watching)
-    return Group(Text.from_markup(heading), process_table(report), *(Text(line) for line in lines))
+    # Wrapped between words at the terminal's width, even on a console that leaves wrapping to the
+    # terminal: `--watch` crops what is wider.
+    top = Text.from_markup(heading)
+    top.no_wrap = False
+    return Group(top, process_table(report), *(Text(line, no_wrap=False) for line in lines))
 
 
 def process_table(report: deploy.RunStatus) -> Table:
@@ -181,7 +185,7 @@ def serving_lines(live: LiveMetrics, trend: bool, pools: bool) -> list[str]:
     """What the deployment serves, from its /metrics over the last window (the supervisor's own canaries
     among it, and said so); with `trend`, sparklines."""
     # Short lines, not one long one: `--watch` crops what is taller than the terminal.
-    canaries = f"one every {CANARY_INTERVAL_S:g} s" + (", and one per pool" if pools else "")
+    canaries = f"1 every {CANARY_INTERVAL_S:g} s" + (", and 1 a pool" if pools else "")
     lines = [
         f"serving (last {live.window_s:.0f} s): {live.requests_per_s:.2f} req/s, {live.in_flight:g} in flight, "
         f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s",
@@ -191,7 +195,7 @@ def serving_lines(live: LiveMetrics, trend: bool, pools: bool) -> list[str]:
         f"  {name}: {worker.requests_per_s:.2f} req/s, KV cache {kv_cache(worker.kv_cache_usage)}"
         for name, worker in live.workers.items()
     ]
-    lines.append(f"  (these figures count the supervisor's canary completions: {canaries})")
+    lines.append(f"  (counting the supervisor's canary completions: {canaries})")
     if trend and live.trend:
         lines.append(f"  req/s  {sparkline([point.requests_per_s for point in live.trend])}")
         lines.append(f"  TTFT   {sparkline([point.ttft_p50_ms or 0.0 for point in live.trend])}")

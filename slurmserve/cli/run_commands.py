@@ -116,6 +116,8 @@ def list_runs(every: bool, in_json: bool) -> None:
     if in_json:
         summaries = [run_summary(report) for report in reports] + [unreadable_summary(u) for u in unreadable]
         print(to_json(summaries, list[dict[str, str]]))
+    elif not reports and not unreadable:
+        console.print("no runs" if every else "no live runs (--all lists stopped ones too)")
     else:
         console.print(run_list(reports, unreadable, console.width))
 

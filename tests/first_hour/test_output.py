@@ -67,6 +67,11 @@ def test_status_keeps_run_names_endpoints_and_process_names_whole_and_dates_a_st
     assert "stopped" in decode and " s ago" in decode and "min ago" not in decode, decode  # when it stopped
 
 
+def test_status_with_no_runs_says_so():
+    shown = at_80("status")
+    assert shown.returncode == 0 and shown.stdout == "no live runs (--all lists stopped ones too)\n", shown.stdout
+
+
 def test_logs_tail_and_the_supervisors_log():
     stopped_run("logs")
     tail = at_80("logs", "logs", "decode-0", "--tail", "3")

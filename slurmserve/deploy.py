@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from .backends import backend_for, traits_for
-from .backends.base import Backend, Launch
+from .backends.base import Backend, Launch, follow_file
 from .bench.measure import BenchRequest
 from .bench.measure import bench as run_bench
 from .bench.measure import compare as compare_benchmarks
@@ -37,7 +37,7 @@ from .observability.saved import grafana_dashboard, metrics_targets, open_metric
 from .planning.plan import Plan
 from .private import write_private
 from .render.files import link_served_model, rendered_files, write_files
-from .runs import RunDir, Verdict, create_run
+from .runs import HELPERS, RunDir, Verdict, create_run
 from .runs.events import Cancelled, CancelRequested, Failed, Ready, Submitted
 from .runtime.inputs import Inputs, load_inputs, pin_model, plan_for, stages_a_model
 from .runtime.launch import wait_for_deployment
@@ -203,11 +203,16 @@ def launch_run(backend: Backend, prepared: Prepared, run: RunDir) -> Launch:
         raise
 
 
-def logs(run: RunDir, process: str, follow: bool = False) -> Iterator[str]:
-    """A process's log, line by line; with `follow`, without end, as it grows."""
+def logs(run: RunDir, process: str, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    """A process's log, line by line (`tail`: its last lines only); with `follow`, without end, as it
+    grows. The run's own helpers (the supervisor, the launcher, the scraper) count as processes here:
+    their logs are in the run directory on this machine, whatever the backend."""
+    if process in HELPERS:
+        missing = f"run {run.name}: its {process} has no log (it has not run here)"
+        return follow_file(run.paths.helper_log(process), follow, missing, tail)
     plan = run.plan()
     plan.process(process)  # an unknown name is the user's error, whatever the backend
-    return backend_for(plan.backend).log_lines(run, process, follow)
+    return backend_for(plan.backend).log_lines(run, process, follow, tail)
 
 
 def cancel(run: RunDir) -> list[str]:

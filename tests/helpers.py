@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from slurmserve.runs import open_run, runs_root
+from slurmserve.runs import ProcessIdentity, ProcessState, ProcessWatch, SupervisorState, Verdict, open_run, runs_root
 from slurmserve.transport.procfs import group_members
 from slurmserve.waiting import wait_until
 
@@ -262,3 +262,19 @@ def survive_kills(run: str, endpoint: str, processes: list[str], pid_of) -> None
         assert client.error_window_s() <= 5.0, (
             f"{process} killed: clients saw errors for {client.error_window_s():.2f} s"
         )
+
+
+def supervisor_state(states: dict[str, ProcessState], at: float | None = None, final: bool = False) -> SupervisorState:
+    """A state.json as a supervisor writes it, its processes in `states` since `at` (now), its last look then."""
+    at = time.time() if at is None else at
+    return SupervisorState(
+        updated=at,
+        final=final,
+        pid=1,
+        host="here",
+        identity=ProcessIdentity.of_this_process(),
+        heartbeat=1,
+        verdict=Verdict.STARTING,
+        reason="starting",
+        processes={name: ProcessWatch(state=state, since=at) for name, state in states.items()},
+    )

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class SchedulerView:
 
     description: str  # one line for `status` ("Slurm job 42: RUNNING")
     ended: str | None = None  # why the scheduler ended the deployment on its own (scancel outside slurmserve)
+    queued: bool = False  # the scheduler has not started it yet (the description says why, where it can)
 
 
 class Launch(ABC):
@@ -134,10 +136,12 @@ class Backend(ABC):
         """The hosts file's scheduler settings a probed hosts file keeps. Here: none."""
         return {}
 
-    def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
-        """A process's log, line by line (with `follow`, without end, as it grows). Here: a file in the
-        run directory, where the local backend and Slurm (shared filesystem) write them."""
-        return follow_file(run.log_path(process), follow, f"run {run.name}: process {process} has no log yet")
+    def log_lines(self, run: RunDir, process: str, follow: bool, tail: int | None = None) -> Iterator[str]:
+        """A process's log, line by line (`tail`: its last lines only; with `follow`, without end, as it
+        grows). Here: a file in the run directory, where the local backend and Slurm (shared filesystem)
+        write them."""
+        missing = f"run {run.name}: process {process} has no log yet"
+        return follow_file(run.log_path(process), follow, missing, tail)
 
 
 def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
@@ -153,12 +157,15 @@ def client_spec(plan: Plan) -> str:
     return f"aiperf=@{client_record_of(plan.run_dir)}"
 
 
-def follow_file(path: Path, follow: bool, missing: str) -> Iterator[str]:
+def follow_file(path: Path, follow: bool, missing: str, tail: int | None = None) -> Iterator[str]:
+    """A log file's lines (`tail`: the last ones only), then with `follow` those written after."""
     if not path.exists():
         raise UserError(f"{missing} ({path})")
 
     def lines() -> Iterator[str]:
         with open(path, errors="replace") as log:
+            if tail is not None:  # the lines there now, the last `tail` of them; from there, as it grows
+                yield from deque(iter(log.readline, ""), maxlen=tail)
             while True:
                 line = log.readline()
                 if line:

@@ -29,6 +29,7 @@ from ..transport.slurm import (
     jobs_named,
     node_gres,
     partitions,
+    pending_reason,
     running_steps,
     sbatch,
     sbatch_installed,
@@ -256,7 +257,10 @@ class SlurmBackend(Backend):
         state = self.job_state(run)
         ended = f"Slurm job {job_id} {state.value}" if state.terminal else None
         shown = "unknown to Slurm" if state is JobState.GONE else state.value
-        return SchedulerView(f"Slurm job {job_id}: {shown}", ended)
+        queued = state is JobState.PENDING
+        if queued and (reason := pending_reason(job_id)):
+            shown += f", reason {reason}"
+        return SchedulerView(f"Slurm job {job_id}: {shown}", ended, queued)
 
     def finished(self, run: RunDir) -> bool:
         """The job reached a terminal state (or, cancelled or failed at submit, Slurm knows of none) and

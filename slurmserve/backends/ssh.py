@@ -361,8 +361,9 @@ class SSHBackend(Backend):
         tail = ["tail", "-n", str(lines), f"{plan.run_dir}/{found.log}"]
         return SshRunner(plan.host_node(found)).run(tail, timeout=COMMAND_DEADLINE_S).stdout
 
-    def log_lines(self, run: RunDir, process: str, follow: bool) -> Iterator[str]:
+    def log_lines(self, run: RunDir, process: str, follow: bool, tail: int | None = None) -> Iterator[str]:
         plan = run.plan()
         found = plan.process(process)
-        tail = ["tail", "-n", "+1", *(["-F"] if follow else []), f"{plan.run_dir}/{found.log}"]
-        return SshRunner(plan.host_node(found)).lines(tail)
+        start = "+1" if tail is None else str(tail)  # +1: from the first line
+        argv = ["tail", "-n", start, *(["-F"] if follow else []), f"{plan.run_dir}/{found.log}"]
+        return SshRunner(plan.host_node(found)).lines(argv)

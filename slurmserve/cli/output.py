@@ -1,37 +1,20 @@
-"""What the commands show: the two consoles, and the tables and lines that plans, run states and
-benchmarks are shown as."""
+"""What the commands show: the two consoles, and the tables and lines that plans and benchmarks are
+shown as (run states: status_output)."""
 
 from __future__ import annotations
 
-import time
-from textwrap import shorten
 from typing import Any
 
 from pydantic import TypeAdapter
 from rich.console import Console
-from rich.table import Column, Table
+from rich.table import Table
 
 from .. import deploy
 from ..bench.results import TABLE_COLUMNS, BenchSummary, PointResult, table_rows
 from ..planning.plan import Plan
-from ..runs import LiveMetrics, Quantiles, UnreadableRun
 
 console = Console(soft_wrap=True)  # long lines (URLs, curl commands) stay copyable
 stderr = Console(stderr=True, soft_wrap=True)  # one paragraph; the terminal wraps it
-
-LAST_ERROR_CHARS = 80  # in the table; --json has all of it
-UNREADABLE = "unreadable"  # the state `status` lists a run in whose plan it cannot read
-STATE_STYLE = {
-    "ready": "green",
-    "starting": "yellow",
-    "pending": "dim",
-    "unhealthy": "yellow",
-    "failed": "red",
-    "stopped": "dim",
-    "degraded": "yellow",
-    UNREADABLE: "red",
-}
-SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def warn(plan: Plan) -> None:
@@ -83,146 +66,6 @@ def say_ready(deployment: deploy.Deployment, sample: dict[str, Any]) -> None:
         f"status: slurmserve status {run.name}    logs: slurmserve logs {run.name} frontend    "
         f"stop: slurmserve cancel {run.name}"
     )
-
-
-# ------------------------------------------------------------------------------------------ run states
-
-
-def ago(moment: float | None) -> str:
-    if moment is None:
-        return "-"
-    seconds = max(0, int(time.time() - moment))
-    if seconds < 120:
-        return f"{seconds} s ago"
-    return f"{seconds // 60} min ago" if seconds < 7200 else f"{seconds // 3600} h ago"
-
-
-def styled(word: str) -> str:
-    return f"[{STATE_STYLE[word]}]{word}[/]"
-
-
-def run_list_table(reports: list[deploy.RunStatus], unreadable: list[UnreadableRun]) -> Table:
-    """`status` without RUN: a line per run."""
-    names = [report.run for report in reports] + [entry.name for entry in unreadable]
-    # The run name whole, whatever the terminal's width: the other columns fold instead.
-    table = Table(
-        Column("run", no_wrap=True, min_width=max((len(name) for name in names), default=3)),
-        Column("recipe", overflow="fold"),
-        "backend",
-        "state",
-        Column("endpoint", overflow="fold"),
-    )
-    for report in reports:
-        table.add_row(report.run, report.recipe, report.backend, styled(report.verdict.value), report.endpoint)
-    for entry in unreadable:  # why, where the endpoint would be
-        table.add_row(entry.name, "", "", styled(UNREADABLE), entry.reason)
-    return table
-
-
-def run_summary(report: deploy.RunStatus) -> dict[str, str]:
-    """One run of `status` without RUN, for --json."""
-    keys = ("run", "verdict", "reason", "recipe", "backend", "endpoint")
-    return {key: str(getattr(report, key).value if key == "verdict" else getattr(report, key)) for key in keys}
-
-
-def unreadable_summary(entry: UnreadableRun) -> dict[str, str]:
-    """A run whose plan cannot be read, for --json: the keys of the others, with what is known."""
-    known = {"run": entry.name, "verdict": UNREADABLE, "reason": entry.reason}
-    return {**known, **dict.fromkeys(("recipe", "backend", "endpoint"), "")}
-
-
-def status_table(report: deploy.RunStatus, trend: bool = False) -> Table:
-    table = Table(
-        "process",
-        "node",
-        "GPUs",
-        "state",
-        "since",
-        "restarts",
-        "last error",
-        title=f"run {report.run}: {styled(report.verdict.value)} ({report.reason})",
-    )
-    for s in report.processes:
-        table.add_row(
-            s.name,
-            ",".join(s.nodes),
-            ",".join(map(str, s.gpus)) or "-",
-            styled(s.state.value),
-            ago(s.since),
-            str(s.restarts),
-            shorten(s.last_error or "", LAST_ERROR_CHARS, placeholder="..."),
-        )
-    table.caption = "\n".join(status_lines(report, trend))
-    return table
-
-
-def status_lines(report: deploy.RunStatus, trend: bool) -> list[str]:
-    """Under the process table: who watches the run, what the frontend sees, canaries, nodes, serving."""
-    watcher = "watched by its supervisor" if report.supervised else "not supervised now: states asked of the backend"
-    lines = [f"{report.scheduler} · endpoint {report.endpoint} · {watcher}"]
-    if report.prometheus:
-        lines.append(f"Prometheus {report.prometheus} (the run's own: every series since the start)")
-    if report.frontend:
-        seen = ", ".join(f"{role} {count}/{planned}" for role, (count, planned) in report.frontend.items())
-        lines.append(f"frontend sees {seen}")
-    if report.canary:
-        canary = report.canary
-        outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"
-        lines.append(f"canary completion {ago(canary.at)}: {outcome}")
-    lines += [f"node {node}: {problem}" for node, problem in report.nodes.items()]
-    lines += pool_lines(report)
-    if report.metrics:
-        lines += serving_lines(report.metrics, trend)
-    return lines
-
-
-def pool_lines(report: deploy.RunStatus) -> list[str]:
-    """Per pool behind the global router: its processes' states and its own canary."""
-    lines = []
-    for pool in dict.fromkeys(s.pool for s in report.processes if s.pool):
-        members = ", ".join(f"{s.name} {s.state.value}" for s in report.processes if s.pool == pool)
-        canary = report.pool_canaries.get(pool)
-        verdict = (
-            ""
-            if canary is None
-            else f"; canary {ago(canary.at)}: "
-            + (f"served by its workers in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})")
-        )
-        lines.append(f"pool {pool}: {members}{verdict}")
-    return lines
-
-
-def sparkline(values: list[float]) -> str:
-    """The values as a row of bars, scaled to their own range."""
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    return "".join(
-        SPARKS[round((value - low) / (high - low) * (len(SPARKS) - 1)) if high > low else 0] for value in values
-    )
-
-
-def pair(found: Quantiles | None) -> str:
-    return f"{found.p50:.1f}/{found.p99:.1f} ms" if found else "-"
-
-
-def serving_lines(live: LiveMetrics, trend: bool) -> list[str]:
-    """What the deployment serves, from its /metrics over the last window; with `trend`, sparklines."""
-    # Two short lines, not one long one: `--watch` crops what is wider than the terminal.
-    lines = [
-        f"serving (last {live.window_s:.0f} s): {live.requests_per_s:.2f} req/s, {live.in_flight:g} in flight, "
-        f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s",
-        f"  TTFT p50/p99 {pair(live.ttft_ms)}, ITL p50/p99 {pair(live.itl_ms)}",
-    ]
-    lines += [
-        f"  {name}: {worker.requests_per_s:.2f} req/s"
-        + (f", KV cache {worker.kv_cache_usage:.0%}" if worker.kv_cache_usage is not None else "")
-        for name, worker in live.workers.items()
-    ]
-    if trend and live.trend:
-        lines.append(f"  req/s  {sparkline([point.requests_per_s for point in live.trend])}")
-        lines.append(f"  TTFT   {sparkline([point.ttft_p50_ms or 0.0 for point in live.trend])}")
-    return lines
 
 
 # ------------------------------------------------------------------------------------------ benchmarks

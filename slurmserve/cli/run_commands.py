@@ -12,21 +12,15 @@ import typer
 from rich.live import Live
 
 from .. import deploy
-from ..errors import DeploymentFailed
+from ..errors import DeploymentFailed, UserError
 from ..runs import RunDir, open_run, scan_runs
 from .exits import clean_errors, stopped_on_interrupt
 from .options import HostsOption, RecipeOption, SetOption, duration_s
-from .output import (
-    console,
-    placement_table,
-    run_list_table,
-    run_summary,
-    say_ready,
-    status_table,
-    to_json,
-    unreadable_summary,
-    warn,
-)
+from .output import console, placement_table, say_ready, to_json, warn
+from .status_output import run_list, run_summary, status_view, unreadable_summary
+from .submit_progress import progress_shown
+
+ALL_LOGS_TAIL = 20  # the lines of each process's log that `logs RUN` shows
 
 
 @clean_errors
@@ -86,7 +80,7 @@ def submit(
         if dry_run:
             print(prepared.script, end="")
             return
-        with console.status("starting..."):
+        with progress_shown(prepared.plan):
             submitted = deploy.submit(prepared, wait=not no_wait, timeout=timeout)
     if submitted.sample is None:
         run = submitted.run.name
@@ -112,7 +106,7 @@ def status(
     elif watch:
         watch_run(the_run)
     else:
-        console.print(status_table(deploy.status(the_run)))
+        console.print(status_view(deploy.status(the_run)))
 
 
 def list_runs(every: bool, in_json: bool) -> None:
@@ -122,17 +116,19 @@ def list_runs(every: bool, in_json: bool) -> None:
     if in_json:
         summaries = [run_summary(report) for report in reports] + [unreadable_summary(u) for u in unreadable]
         print(to_json(summaries, list[dict[str, str]]))
+    elif not reports and not unreadable:
+        console.print("no runs" if every else "no live runs (--all lists stopped ones too)")
     else:
-        console.print(run_list_table(reports, unreadable))
+        console.print(run_list(reports, unreadable, console.width))
 
 
 def watch_run(run: RunDir) -> None:
     """The run's status table, redrawn every second until Ctrl-C."""
-    with Live(status_table(deploy.status(run), trend=True), console=console, auto_refresh=False) as live:
+    with Live(status_view(deploy.status(run), watching=True), console=console, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(1)
-                live.update(status_table(deploy.status(run), trend=True), refresh=True)
+                live.update(status_view(deploy.status(run), watching=True), refresh=True)
         except KeyboardInterrupt:
             pass
 
@@ -140,20 +136,32 @@ def watch_run(run: RunDir) -> None:
 @clean_errors
 def logs(
     run: str,
-    process: Optional[str] = typer.Argument(None, help="Process name (default: every process, last lines)"),
+    process: Optional[str] = typer.Argument(
+        None, help="Process name, or supervisor (default: every process, its last lines)"
+    ),
     follow: bool = typer.Option(False, "--follow", "-f"),
+    tail: Optional[int] = typer.Option(
+        None, "--tail", "-n", min=0, help="Only the last N lines (then, with -f, new ones)"
+    ),
 ) -> None:
-    """Show a process's log (--follow: keep printing as it grows)."""
+    """Show a process's log, or the run's supervisor's (--follow: keep printing as it grows)."""
     the_run = open_run(run)
     if process is None:
         for each in the_run.plan().processes:
-            path = the_run.path / each.log
             console.rule(each.name)
-            print("\n".join(path.read_text(errors="replace").splitlines()[-20:]) if path.exists() else "(no log yet)")
+            print("".join(last_lines(the_run, each.name, ALL_LOGS_TAIL if tail is None else tail)), end="")
         return
-    for line in deploy.logs(the_run, process, follow):
+    for line in deploy.logs(the_run, process, follow, tail):
         sys.stdout.write(line)
         sys.stdout.flush()
+
+
+def last_lines(run: RunDir, process: str, count: int) -> list[str]:
+    """A process's last lines, or a line saying it has none yet."""
+    try:
+        return list(deploy.logs(run, process, tail=count))
+    except UserError:
+        return ["(no log yet)\n"]
 
 
 @clean_errors

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Column, Table
 
 from .. import deploy
@@ -28,14 +29,20 @@ def recipes(as_json: bool = typer.Option(False, "--json")) -> None:
         fields = ("name", "engine", "mode", "description")
         print(json.dumps([{**r.model_dump(include=set(fields)), "model": r.model.repo} for r in catalogue], indent=2))
         return
-    # Recipe names whole, as run names in `status`: the other columns fold instead.
-    width = max(len(recipe.name) for recipe in catalogue)
+    # At 80 columns nothing a user copies may fold: each recipe's model on a line of its own under its name,
+    # a line per worker group.
     table = Table(
-        Column("name", no_wrap=True, min_width=width), "engine", "mode", "workers", Column("model", overflow="fold")
+        Column("recipe / model", no_wrap=True),
+        "engine",
+        "mode",
+        Column("workers", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        show_lines=True,
     )
     for recipe in catalogue:
-        workers = ", ".join(f"{spec.replicas}x {role} TP{spec.tensor_parallel}" for role, spec in recipe.worker_roles())
-        table.add_row(recipe.name, recipe.engine, recipe.mode, workers, recipe.model.repo)
+        workers = [f"{spec.replicas}x {name} TP{spec.tensor_parallel}" for name, spec in recipe.worker_roles()]
+        table.add_row(f"{recipe.name}\n[dim]{recipe.model.repo}[/]", recipe.engine, recipe.mode, "\n".join(workers))
     console.print(table)
 
 

@@ -127,6 +127,12 @@ class PoolSpec(Strict):
         return self.namespace or self.name
 
     @property
+    def workers_name(self) -> str:
+        """What its workers are called (`NAME-0`...): the pool's name, with its role where the name does not
+        already say it (`fast-agg`, but `prefill-fast`, not `prefill-fast-prefill`)."""
+        return self.name if self.mode in self.name.split("-") else f"{self.name}-{self.mode}"
+
+    @property
     def worker(self) -> WorkerSpec:
         spec: WorkerSpec = getattr(self, self.mode)
         return spec
@@ -302,12 +308,12 @@ class Recipe(Strict):
         """The worker sections in start order (prefill before decode, as Dynamo's examples do); with pools,
         each pool's section in the recipe's order."""
         if self.pools:
-            return [WorkerGroup(f"{pool.name}-{pool.mode}", pool.mode, pool.worker, pool) for pool in self.pools]
+            return [WorkerGroup(pool.workers_name, pool.mode, pool.worker, pool) for pool in self.pools]
         roles: tuple[WorkerRole, ...] = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
         return [WorkerGroup(role, role, getattr(self, role), None) for role in roles]
 
     def worker_roles(self) -> list[tuple[str, WorkerSpec]]:
-        """(name, section) of every worker group: the role, or with pools `POOL-ROLE`."""
+        """(name, section) of every worker group: the role, or with pools the pool's workers_name."""
         return [(group.name, group.spec) for group in self.worker_groups()]
 
     def mocker_of(self, pool: PoolSpec | None) -> MockerSpec:

@@ -56,7 +56,12 @@ class StageJob:
         return self.cache / ".slurmserve" / "locks" / f"{self.folder}--{sha}.lock"
 
     def staging_root(self, sha: str) -> Path:
-        return self.cache / ".slurmserve" / "staging" / f"{self.folder}--{sha}"
+        return staging_root(self.cache, self.model.repo, sha)
+
+
+def staging_root(cache: Path, repo: str, sha: str) -> Path:
+    """Where the stagers of a snapshot download it (a folder each) before it moves into the cache."""
+    return cache / ".slurmserve" / "staging" / f"{repo_folder_name(repo_id=repo, repo_type='model')}--{sha}"
 
 
 @dataclass(frozen=True)

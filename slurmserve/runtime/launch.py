@@ -1,16 +1,21 @@
 """Waiting for a submitted deployment: until it serves (the frontend sees every planned worker, lists the
-model and completes a request), or until it fails, when everything is stopped and the reason said."""
+model and completes a request), or until it fails, when everything is stopped and the reason said. And
+where it is meanwhile (SubmitProgress), for `submit` to show."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from ..backends import backend_for
 from ..backends.base import Backend, Launch
 from ..errors import DeploymentFailed
+from ..modelcache.snapshots import staging_root
 from ..planning.plan import FRONTEND_COMPONENT_OF_ROLE, Plan
-from ..runs import RunDir
+from ..runs import ProcessState, RunDir, SupervisorState
 from ..runs.events import Failed
 from ..transport.http import canary_completion, http_ok, model_listed, workers_seen
 from ..waiting import throttled, wait_until
@@ -98,3 +103,69 @@ def launcher_tail(run: RunDir, lines: int = 15) -> str:
     path = run.paths.launcher_log
     text = path.read_text(errors="replace").strip() if path.exists() else ""
     return f"\n--- last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
+
+
+class SubmitProgress:
+    """Where a submitted deployment is, in one line, read from its run directory (the supervisor's state),
+    its scheduler and the model cache: queued (and why), staging the model (bytes so far and the rate),
+    each role's readiness; after the time since submit began."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.run = RunDir(Path(plan.run_dir))
+        self.backend = backend_for(plan.backend)
+        self.began = time.monotonic()
+        self.staged: tuple[float, int] | None = None  # (when, bytes) at the last look
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.began
+
+    def where(self) -> str:
+        scheduler = self.backend.scheduler(self.run)
+        if scheduler.queued:
+            return f"queued: {scheduler.description}"
+        state = self.run.supervisor_state()
+        staging = self.staging() if state is None or not any_started(state) else None
+        if staging:
+            return staging
+        return readiness(self.plan, state) if state else "launching"
+
+    def staging(self) -> str | None:
+        """The model's bytes downloaded so far and the rate since the last look, while a stager works."""
+        stage = self.plan.model_stage
+        folder = staging_root(Path(stage.cache), stage.repo, stage.revision) if stage else None
+        if folder is None or not folder.exists():
+            return None
+        now, size = time.monotonic(), folder_bytes(folder)
+        before, self.staged = self.staged, (now, size)
+        rate = f", {(size - before[1]) / (now - before[0]) / 1e6:.0f} MB/s" if before and now > before[0] else ""
+        return f"staging model {stage.repo}: {size / 1e6:,.0f} MB{rate}" if stage else None
+
+
+def any_started(state: SupervisorState) -> bool:
+    return any(watch.state is not ProcessState.PENDING for watch in state.processes.values())
+
+
+def readiness(plan: Plan, state: SupervisorState) -> str:
+    """Each role in start order, as ready of planned: `etcd ready, prefill 0/1, decode 1/1 ready`."""
+    roles: dict[str, list[bool]] = {}
+    for process in plan.processes:
+        watch = state.processes.get(process.name)
+        roles.setdefault(process.role, []).append(watch is not None and watch.state is ProcessState.READY)
+    return ", ".join(role_readiness(role, ready) for role, ready in roles.items())
+
+
+def role_readiness(role: str, ready: list[bool]) -> str:
+    if all(ready):
+        return f"{role} ready" if len(ready) == 1 else f"{role} {len(ready)}/{len(ready)} ready"
+    return f"{role} {sum(ready)}/{len(ready)}"
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under a folder, those that vanish while counted (a stager moving them) aside."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..backends import backend_for
 from ..backends.base import Backend
@@ -127,8 +128,9 @@ def direct_status(
     watched = state.processes if state else {}
     alive_of = backend.alive(run)
     stopped = cancelled or ended is not None
+    changed = stopped_at(run, state)
     processes = [
-        process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped), watched)
+        process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped), watched, changed)
         for p in run.plan().processes
     ]
     verdict, reason = direct_verdict(
@@ -141,9 +143,27 @@ def direct_status(
     return verdict, reason, processes
 
 
-def process_status(process: Process, current: ProcessState, watched: dict[str, ProcessWatch]) -> ProcessStatus:
-    """A process of the plan in its state now, with what the supervisor saw of it (when one did)."""
+def stopped_at(run: RunDir, state: SupervisorState | None) -> float | None:
+    """When the run's processes stopped, as far as its folder knows: when `cancel` (or a failed submit)
+    recorded it, else the supervisor's last look (they still ran then)."""
+    ends = [event for event in run.events() if event.event in (EventKind.CANCELLED, EventKind.FAILED)]
+    if ends:
+        return datetime.fromisoformat(ends[-1].time).timestamp()
+    return state.updated if state else None
+
+
+def process_status(
+    process: Process, current: ProcessState, watched: dict[str, ProcessWatch], changed: float | None = None
+) -> ProcessStatus:
+    """A process of the plan in its state now, with what the supervisor saw of it (when one did). Since:
+    when it came to that state; one the supervisor did not see it in (it stopped after the supervisor
+    did) dates from `changed`, for a process that no longer runs, else it is not known."""
     seen = watched.get(process.name)
+    since: float | None
+    if seen is not None and seen.state == current:
+        since = seen.since
+    else:
+        since = changed if current in (ProcessState.STOPPED, ProcessState.FAILED) else None
     return ProcessStatus(
         process.name,
         process.role,
@@ -151,7 +171,7 @@ def process_status(process: Process, current: ProcessState, watched: dict[str, P
         process.gpus,
         process.ports,
         current,
-        seen.since if seen else None,
+        since,
         seen.restarts if seen else 0,
         seen.last_error if seen else None,
         seen.registered if seen else None,

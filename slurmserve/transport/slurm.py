@@ -176,6 +176,14 @@ def squeue_state(job_id: str) -> JobState | None:
     return _state_from(["squeue", "-h", "-j", job_id, "-o", "%T"])
 
 
+def pending_reason(job_id: str) -> str | None:
+    """Why a pending job waits, as squeue's %r says it (Priority, Resources, QOSMaxGRESPerUser...); None
+    when squeue does not know the job or gives no reason."""
+    result = slurm("squeue", "-h", "-j", job_id, "-o", "%r", check=False)
+    reason = result.stdout.strip() if result.returncode == 0 else ""
+    return reason if reason and reason != "None" else None
+
+
 def sacct_state(job_id: str) -> JobState | None:
     """From slurmdbd; None where accounting is disabled."""
     return _state_from(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])

@@ -39,6 +39,9 @@ def test_mocker_disagg_over_ssh_then_cancel_leaves_nothing(ssh_hosts, cancel_lat
     assert completion_tokens(status["endpoint"], "tiny-mock") > 0
     logs = slurmserve("logs", "ssh-disagg", "decode-0")
     assert logs.returncode == 0 and "generate" in logs.stdout
+    tail = slurmserve("logs", "ssh-disagg", "decode-0", "--tail", "2")  # tail -n 2 on its host
+    assert tail.returncode == 0 and len(tail.stdout.splitlines()) == 2, tail.stdout  # the log grows: not which
+    assert slurmserve("logs", "ssh-disagg", "supervisor").returncode == 0  # on this machine
 
     # The supervisor (on this machine) restarts a killed worker through its host's launch script.
     with ClientLoop(status["endpoint"], "tiny-mock") as client:

@@ -267,3 +267,26 @@ def test_the_sla_pools_recipe_rehearses_on_the_mock_engine_with_the_same_placeme
     assert throughput.command[throughput.command.index("--max-batch-size") + 1] == "800"
     mocker = rehearsal.process("interactive-agg-0").command
     assert mocker[mocker.index("--speedup-ratio") + 1] == "100"
+
+
+def test_a_pools_workers_say_its_role_once():
+    """`prefill-fast-prefill-0` and `decode-decode-0` read as bugs: the role is added only where the pool's
+    name does not say it already (`fast-agg-0`), and single-pool names stay as they were."""
+    disagg = {p.name for p in plan_of("mocker-two-pools-disagg", "local.yaml").processes if p.is_worker}
+    assert disagg == {"prefill-fast-0", "prefill-slow-0", "decode-0"}
+    agg = {p.name for p in plan_of("mocker-two-pools", "local.yaml").processes if p.is_worker}
+    assert agg == {"fast-agg-0", "slow-agg-0"}
+    single = {p.name for p in plan_of("mocker-disagg", "local.yaml").processes if p.is_worker}
+    assert single == {"prefill-0", "decode-0"}
+
+
+def test_two_pools_whose_workers_would_share_a_name_are_refused(tmp_path):
+    document = yaml.safe_load(recipe_path("mocker-two-pools-disagg").read_text())
+    # Pool `fast`'s workers are fast-prefill-0, as are those of pool `fast-prefill`.
+    document["pools"][0]["name"], document["pools"][1]["name"] = "fast", "fast-prefill"
+    document["global_router"]["prefill_tiers"] = [{"pool": "fast", "ttft_ms": 500}, {"pool": "fast-prefill"}]
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = slurmserve_in_process("plan", "--recipe", str(path))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "makes a process named fast-prefill-0" in said, said

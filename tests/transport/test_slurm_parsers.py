@@ -236,6 +236,16 @@ def test_the_backend_keeps_a_terminal_state_once_seen(tmp_path, replay):
     assert SlurmBackend().job_state(run) is JobState.CANCELLED
 
 
+def test_a_pending_job_says_why_it_waits(tmp_path, replay):
+    run = slurm_run(tmp_path)
+    reason_of = ("squeue", "-h", "-j", JOB, "-o", "%r")
+    replay({squeue_state_of(JOB): "squeue_state_pending.txt", reason_of: "squeue_reason_pending.txt"})
+    view = SlurmBackend().scheduler(run)
+    assert view.queued and view.description == f"Slurm job {JOB}: PENDING, reason BeginTime"
+    replay({squeue_state_of(JOB): "squeue_state_running.txt"})  # running: no reason asked
+    assert not SlurmBackend().scheduler(run).queued
+
+
 def test_a_job_slurm_forgot_is_over_once_the_run_ended(tmp_path, replay):
     run = slurm_run(tmp_path)
     (tmp_path / "plan.json").write_text("{}")  # damaged: no process of the run is known to have started

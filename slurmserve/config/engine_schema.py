@@ -11,7 +11,6 @@ mappings of those); anything the schema calls "any" is accepted as it is.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import did_you_mean
 from ..resources import resource_dir
 from .files import read_yaml_mapping
 
@@ -109,13 +109,8 @@ class Checker:
         return problems
 
     def unknown_key(self, path: str, key: str, spec: ModelSpec, prefix: str) -> str:
-        close = difflib.get_close_matches(key, spec.keys(), n=1)
-        hint = (
-            f"did you mean {prefix + close[0]!r}?"
-            if close
-            else f"not a TensorRT-LLM {self.schema.tensorrt_llm_version} setting"
-        )
-        return f"unknown key {path!r} ({hint})"
+        hint = did_you_mean(key, spec.keys(), prefix) or f" (not a TensorRT-LLM {self.schema.tensorrt_llm_version} setting)"
+        return f"unknown key {path!r}{hint}"
 
     def value(self, value: Any, spec: TypeSpec, path: str) -> list[str]:
         kind = spec["kind"]
@@ -211,5 +206,5 @@ def value_suggestion(value: Any, spec: TypeSpec) -> str:
     if spec["kind"] != "literal" or not isinstance(value, str):
         return ""
     choices = [choice for choice in spec["values"] if isinstance(choice, str)]
-    close = difflib.get_close_matches(value, choices, n=1) or [c for c in choices if c.lower() == value.lower()]
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    same_but_case = next((choice for choice in choices if choice.lower() == value.lower()), None)
+    return did_you_mean(value, choices) or (f" (did you mean {same_but_case!r}?)" if same_but_case else "")

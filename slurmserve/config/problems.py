@@ -1,0 +1,153 @@
+"""pydantic's report on a file a user wrote, in the user's words: where (the file, or the `--set` that put the
+value there; a list entry by its index and name, `hosts[1] (gpu02)`), what is wrong, and the closest valid
+key or value when a typo is the likely cause. No pydantic phrasing (`Value error, ...`, `Input should be`)."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from ..errors import UserError, did_you_mean
+
+Location = tuple[int | str, ...]
+
+# pydantic's message for a kind of error, as a user reads it; {name} comes from the error's context.
+MESSAGES = {
+    "missing": "missing (a required key)",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "finite_number": "must be a finite number",
+}
+PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def describe_validation_error(
+    source: str | Path, error: ValidationError, data: Any, model: type[BaseModel], assignments: Sequence[str] = ()
+) -> UserError:
+    """One paragraph: each problem after the place its value came from (`source`, or the `--set`
+    assignment that wrote it), named by its path in the file."""
+    problems = [problem for item in deduplicated(error.errors()) if (problem := describe(item, data, model))]
+    said = []
+    for path, text in problems:
+        origin = assignment_of(path, assignments) or str(source)
+        said.append(f"{origin}: {text}")
+    return UserError("; ".join(said))
+
+
+def deduplicated(items: list[ErrorDetails]) -> list[ErrorDetails]:
+    """One error a value: a union (a flag's value may be text, a number or a boolean) reports one error per
+    member it is not, each under a location ending with the member's name; the first is kept."""
+    seen: set[Location] = set()
+    kept = []
+    for item in items:
+        where = tuple(part for part in item["loc"] if not is_union_member(part))
+        if where not in seen:
+            seen.add(where)
+            kept.append({**item, "loc": where})
+    return kept
+
+
+def is_union_member(part: int | str) -> bool:
+    """pydantic names a union member it tried by its type: `str`, `constrained-int`, `function-after[...]`."""
+    return isinstance(part, str) and bool(re.fullmatch(r"(str|int|float|bool|constrained-\w+|[\w-]+\[.*\])", part))
+
+
+def describe(item: ErrorDetails, data: Any, model: type[BaseModel]) -> tuple[str, str] | None:
+    """(dotted path, the problem in words) of one error."""
+    loc = item["loc"]
+    path = dotted(loc)
+    where = named(loc, data)
+    if item["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        inner = where.rpartition(": ")[2]
+        suggestion = did_you_mean(key, valid_keys(model, loc[:-1]), inner[: len(inner) - len(key)])
+        return path, f"{where}: unknown key{suggestion}"
+    return path, f"{where or '(top level)'}: {message(item)}"
+
+
+def message(item: ErrorDetails) -> str:
+    context = item.get("ctx") or {}
+    if item["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(context.get("expected", "")))
+        got = item.get("input")
+        hint = did_you_mean(got, choices) if isinstance(got, str) else ""
+        return f"must be {str(context.get('expected', ''))} (got {got!r}){hint}"
+    text = MESSAGES.get(item["type"], "").format(**context) or item["msg"]
+    for prefix in PYDANTIC_PREFIXES:
+        text = text.removeprefix(prefix)
+    text = text.replace("Input should be", "must be")
+    got = item.get("input")
+    shown = item["type"] != "missing" and not isinstance(got, dict | list) and item["loc"]
+    return f"{text} (got {got!r})" if shown else text
+
+
+def dotted(loc: Location) -> str:
+    """`decode.replicas`, `hosts.1.address`: the path as `--set` would write it."""
+    return ".".join(str(part) for part in loc)
+
+
+def named(loc: Location, data: Any) -> str:
+    """The path as the user finds it in the file: `decode.replicas`; a list entry by its index and, when it
+    has one, its name: `hosts[1] (gpu02): address`."""
+    text, value = "", data
+    for part in loc:
+        if isinstance(part, int):
+            value = value[part] if isinstance(value, list) and part < len(value) else None
+            name = value.get("name") if isinstance(value, dict) else None
+            text += f"[{part}]" + (f" ({name}): " if isinstance(name, str) else "")
+            continue
+        value = value.get(part) if isinstance(value, dict) else None
+        text += ("." if text and not text.endswith(": ") else "") + part
+    return text.removesuffix(": ")
+
+
+def assignment_of(path: str, assignments: Sequence[str]) -> str | None:
+    """The `--set` that wrote the value at `path` (or a value inside it), if one did: the last one, as it won."""
+    for assignment in reversed(assignments):
+        key = assignment.partition("=")[0]
+        if path == key or path.startswith(key + "."):
+            return f"--set {assignment}"
+    return None
+
+
+def valid_keys(model: type[BaseModel], loc: Location) -> list[str]:
+    """The keys the model takes at `loc` (a path of keys and list indexes), for a suggestion."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list's item: the list's model, already found
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        if part not in fields:
+            return []
+        current = model_in(fields[part].annotation)
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def model_in(annotation: Any) -> Any:
+    """The model a field holds: itself, or inside an Optional, a list or a union (`list[NicSpec] | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+        return next((found for arg in typing.get_args(annotation) if (found := model_in(arg)) is not None), None)
+    return None

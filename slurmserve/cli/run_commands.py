@@ -159,10 +159,14 @@ def logs(
 @clean_errors
 def cancel(run: str) -> None:
     """Stop every process of a run and check that none is left."""
-    leftovers = deploy.cancel(open_run(run))
+    the_run = open_run(run)
+    was_stopped = deploy.stopped(the_run)  # cancelled before, or ended: said so, though cancel still cleans up
+    leftovers = deploy.cancel(the_run)
     if leftovers:
         raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")
-    console.print(f"run {run} cancelled; no process left")
+    console.print(
+        f"run {run} was already stopped; no process left" if was_stopped else f"run {run} cancelled; no process left"
+    )
 
 
 @clean_errors

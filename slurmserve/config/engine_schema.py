@@ -109,7 +109,10 @@ class Checker:
         return problems
 
     def unknown_key(self, path: str, key: str, spec: ModelSpec, prefix: str) -> str:
-        hint = did_you_mean(key, spec.keys(), prefix) or f" (not a TensorRT-LLM {self.schema.tensorrt_llm_version} setting)"
+        hint = (
+            did_you_mean(key, spec.keys(), prefix)
+            or f" (not a TensorRT-LLM {self.schema.tensorrt_llm_version} setting)"
+        )
         return f"unknown key {path!r}{hint}"
 
     def value(self, value: Any, spec: TypeSpec, path: str) -> list[str]:

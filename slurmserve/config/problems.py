@@ -92,7 +92,7 @@ def message(item: ErrorDetails) -> str:
         choices = re.findall(r"'([^']*)'", str(context.get("expected", "")))
         got = item.get("input")
         hint = did_you_mean(got, choices) if isinstance(got, str) else ""
-        return f"must be {str(context.get('expected', ''))} (got {got!r}){hint}"
+        return f"must be {context.get('expected', '')!s} (got {got!r}){hint}"
     text = MESSAGES.get(item["type"], "").format(**context) or item["msg"]
     for prefix in PYDANTIC_PREFIXES:
         text = text.removeprefix(prefix)

@@ -43,7 +43,7 @@ def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Pla
             + "\n".join(f"  {line}" for line in lacking)
             + (f"\n(still running: {', '.join(leftovers)})" if leftovers else "")
         )
-    run.record(Failed(waiting_for=missing, dead=gone))
+    run.record(Failed(waiting_for=missing, dead=gone, timeout_s=None if gone or launch_failure else timeout))
     if gone:
         reason = ", ".join(f"{name} exited" for name in gone)
     elif launch_failure:

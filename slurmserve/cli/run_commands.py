@@ -160,7 +160,7 @@ def logs(
 def cancel(run: str) -> None:
     """Stop every process of a run and check that none is left."""
     the_run = open_run(run)
-    was_stopped = deploy.stopped(the_run)  # cancelled before, or ended: said so, though cancel still cleans up
+    was_stopped = the_run.ended  # cancelled before, or its start failed: said so, though cancel still cleans up
     leftovers = deploy.cancel(the_run)
     if leftovers:
         raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")

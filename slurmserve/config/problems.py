@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import UserError, did_you_mean
+from .engine_schema import shown
 
 Location = tuple[int | str, ...]
 
@@ -40,6 +41,7 @@ MESSAGES = {
     "finite_number": "must be a finite number",
 }
 PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+SHOWN_CHARS = 60  # of a value quoted back: enough to recognise it, not a screenful of a 400-digit number
 
 
 def describe_validation_error(
@@ -59,12 +61,12 @@ def deduplicated(items: list[ErrorDetails]) -> list[ErrorDetails]:
     """One error a value: a union (a flag's value may be text, a number or a boolean) reports one error per
     member it is not, each under a location ending with the member's name; the first is kept."""
     seen: set[Location] = set()
-    kept = []
+    kept: list[ErrorDetails] = []
     for item in items:
         where = tuple(part for part in item["loc"] if not is_union_member(part))
         if where not in seen:
             seen.add(where)
-            kept.append({**item, "loc": where})
+            kept.append(ErrorDetails(item, loc=where))
     return kept
 
 
@@ -92,14 +94,23 @@ def message(item: ErrorDetails) -> str:
         choices = re.findall(r"'([^']*)'", str(context.get("expected", "")))
         got = item.get("input")
         hint = did_you_mean(got, choices) if isinstance(got, str) else ""
-        return f"must be {context.get('expected', '')!s} (got {got!r}){hint}"
+        return f"must be {context.get('expected', '')!s} (got {briefly(got)}){hint}"
     text = MESSAGES.get(item["type"], "").format(**context) or item["msg"]
     for prefix in PYDANTIC_PREFIXES:
         text = text.removeprefix(prefix)
     text = text.replace("Input should be", "must be")
     got = item.get("input")
     shown = item["type"] != "missing" and not isinstance(got, dict | list) and item["loc"]
-    return f"{text} (got {got!r})" if shown else text
+    return f"{text} (got {briefly(got)})" if shown else text
+
+
+def briefly(value: Any) -> str:
+    """A value as the YAML author wrote it ('high', true, null), cut short when long."""
+    return cut(shown(value))
+
+
+def cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 def dotted(loc: Location) -> str:
@@ -127,7 +138,7 @@ def assignment_of(path: str, assignments: Sequence[str]) -> str | None:
     for assignment in reversed(assignments):
         key = assignment.partition("=")[0]
         if path == key or path.startswith(key + "."):
-            return f"--set {assignment}"
+            return f"--set {cut(assignment)}"
     return None
 
 

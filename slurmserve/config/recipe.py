@@ -334,6 +334,11 @@ class Recipe(Strict):
         return ignored
 
     @property
+    def needs_gpus(self) -> bool:
+        """A real engine runs on GPUs; the mock engine needs none (it only simulates their timing)."""
+        return self.engine != "mocker"
+
+    @property
     def needs_nats(self) -> bool:
         return "nats" in (self.request_plane, self.event_plane)
 

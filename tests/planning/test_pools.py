@@ -183,7 +183,7 @@ AGG = {"ttft_min_ms": 0, "ttft_max_ms": 1000, "ttft_resolution": 2, "itl_min_ms"
         ),
         (
             {"tiers": [{"pool": "fast", "ttft_ms": 10**400}, {"pool": "slow"}]},
-            "ttft_ms: Input should be less than or equal to",
+            "ttft_ms: must be at most",
         ),
     ],
 )

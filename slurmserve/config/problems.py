@@ -66,7 +66,8 @@ def deduplicated(items: list[ErrorDetails]) -> list[ErrorDetails]:
         where = tuple(part for part in item["loc"] if not is_union_member(part))
         if where not in seen:
             seen.add(where)
-            kept.append(ErrorDetails(item, loc=where))
+            item["loc"] = where  # pydantic made this list for us: ours to change
+            kept.append(item)
     return kept
 
 

@@ -17,10 +17,11 @@ from .ports import PortAllocator, default_port_block
 from .processes.common import PlanContext
 from .processes.control_plane import ControlPlane, choose_discovery, control_plane, dynamo_env
 from .processes.frontend import frontend_process
-from .processes.model import ModelLocation, container_for, model_location, model_stage
+from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, pool_processes
 from .processes.workers import engine_files, worker_process
+from .topology import nic_fallbacks
 from .traits import BackendTraits
 
 # GPUs simulated on a machine without any, at the least: as many as a real node has, so that an 8-GPU
@@ -157,7 +158,10 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         scrape_interval_s=recipe.observability.scrape_interval_s,
         slurm=hosts.slurm if ctx.traits.has_allocation else None,
         container=ctx.container,
-        warnings=ignored_settings_warning(recipe) + simulated_gpus_warning(recipe, made.layout),
+        warnings=ignored_settings_warning(recipe)
+        + simulated_gpus_warning(recipe, made.layout)
+        + nic_fallback_warnings(made.layout)
+        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes})),
     )
 
 
@@ -182,6 +186,17 @@ def check_unique_names(processes: list[Process]) -> None:
             f"pools.{pool}.name: pool {pool} makes a process named {twice[0]}, the name of another process of "
             "the deployment; give the pool another name"
         )
+
+
+def nic_fallback_warnings(layout: Layout) -> list[str]:
+    """The worker GPUs whose own HCAs are down (each once, in placement order)."""
+    said = [
+        line
+        for placement in layout.placements
+        for index in placement.nodes
+        for line in nic_fallbacks(layout.nodes[index], list(placement.gpus))
+    ]
+    return list(dict.fromkeys(said))
 
 
 def simulated_gpus_warning(recipe: Recipe, layout: Layout) -> list[str]:

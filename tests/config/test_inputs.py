@@ -251,10 +251,7 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
         ("prefill.args.max_batch_size=.nan", "prefill.args.max_batch_size"),
         ("prefill.args.max_batch_size=.inf", "prefill.args.max_batch_size"),
         ("mocker.speedup_ratio=.inf", "mocker.speedup_ratio"),
-        (
-            "observability.scrape_interval_s=1e308",
-            "observability.scrape_interval_s: must be at most",
-        ),
+        ("observability.scrape_interval_s=1e308", "observability.scrape_interval_s: must be at most"),
         ("restart.window_s=1e308", "restart.window_s: must be at most"),
         ("restart.max_restarts=5000", "restart.max_restarts: must be at most 100"),
         ("bench.isl=" + "9" * 400, "bench.isl: must be at most"),
@@ -322,8 +319,14 @@ def test_env_keys_must_be_names(tmp_path, key):
         ({"run_root": "runs"}, "run_root: must be an absolute path"),
         ({"run_root": "/runs,/root/.ssh:/keys"}, "run_root: must not contain ',' or ':'"),
         ({"model_cache": "/models:/keys"}, "model_cache: must not contain ',' or ':'"),
-        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}}, "node.nics[0] (mlx5_0): port: must be at most 65535"),
-        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}}, "node.nics[0] (mlx5_0): gpus[0]: must be at most"),
+        (
+            {"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}},
+            "node.nics[0] (mlx5_0): port: must be at most 65535",
+        ),
+        (
+            {"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}},
+            "node.nics[0] (mlx5_0): gpus[0]: must be at most",
+        ),
     ],
 )
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):

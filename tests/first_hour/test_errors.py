@@ -4,9 +4,6 @@ line, the host entry) and what to write instead, in the user's words, without a 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,26 +11,16 @@ import pytest
 from slurmserve.runs.events import Cancelled, Failed
 
 from ..conftest import HOSTS, local_run
+from .as_a_user import user_runs, words
 
 PYDANTIC_WORDING = ("Value error", "Input should be", "Field required", "<unicode string>", "Traceback")
-
-
-def user_runs(*args: str) -> subprocess.CompletedProcess:
-    """The CLI as a person runs it: its own process, a terminal of 80 columns, output to a pipe."""
-    return subprocess.run(
-        [sys.executable, "-m", "slurmserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"COLUMNS": "80"},
-    )
 
 
 def refused(*args: str) -> str:
     """The one paragraph of a refusal (exit 2), its lines joined as a person reads them."""
     result = user_runs(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)
-    said = " ".join(result.stderr.split())
+    said = words(result.stderr)
     assert said.startswith("error: "), said
     assert not any(words in result.stderr + result.stdout for words in PYDANTIC_WORDING), said
     return said
@@ -72,13 +59,14 @@ def test_a_mistyped_value_suggests_the_value_meant():
     )
 
 
+def refused_hosts(folder: Path, entries: str) -> tuple[str, str]:
+    """A hosts file of two SSH hosts whose entries are `entries`, refused: its path and the paragraph."""
+    hosts = write(folder, "hosts.yaml", f"backend: ssh\nhosts:\n  - {{name: gpu01, address: 10.0.0.1}}\n{entries}")
+    return hosts, refused("plan", "--recipe", "mocker-agg", "--hosts", hosts)
+
+
 def test_a_mistyped_hosts_key_names_the_host_entry_and_the_key_meant(tmp_path):
-    hosts = write(
-        tmp_path,
-        "hosts.yaml",
-        "backend: ssh\nhosts:\n  - {name: gpu01, address: 10.0.0.1}\n  - {name: gpu02, adress: 10.0.0.2}\n",
-    )
-    said = refused("plan", "--recipe", "mocker-agg", "--hosts", hosts)
+    hosts, said = refused_hosts(tmp_path, "  - {name: gpu02, adress: 10.0.0.2}\n")
     assert f"{hosts}: hosts[1] (gpu02): adress: unknown key (did you mean 'address'?)" in said
 
 
@@ -96,12 +84,7 @@ def test_a_yaml_error_names_the_file_and_line(tmp_path):
 
 
 def test_an_address_that_is_no_address_is_refused_naming_the_host(tmp_path):
-    hosts = write(
-        tmp_path,
-        "hosts.yaml",
-        "backend: ssh\nhosts:\n  - {name: gpu01, address: 10.0.0.1}\n  - {name: gpu02, address: 10.0.0.312}\n",
-    )
-    said = refused("plan", "--recipe", "mocker-agg", "--hosts", hosts)
+    hosts, said = refused_hosts(tmp_path, "  - {name: gpu02, address: 10.0.0.312}\n")
     assert f"{hosts}: hosts[1] (gpu02): address: is no IP address" in said and "(got '10.0.0.312')" in said
 
 
@@ -120,7 +103,7 @@ def test_status_after_a_start_that_timed_out_says_it_timed_out():
     run = local_run("mocker-agg", "late")
     run.record(Failed(waiting_for="workers registered with the frontend", dead=[], timeout_s=3))
     result = user_runs("status", "late")
-    said = " ".join(result.stdout.split())
+    said = words(result.stdout)
     assert result.returncode == 0, result.stderr
     assert "the start timed out: not ready within submit's --timeout of 3 s" in said, said
     assert "submit again with a longer --timeout" in said and "the start failed" not in said
@@ -129,7 +112,7 @@ def test_status_after_a_start_that_timed_out_says_it_timed_out():
 def test_metrics_grafana_without_the_runs_own_prometheus_says_what_to_do():
     run = local_run("mocker-agg", "plain")
     result = user_runs("metrics", "plain", "--grafana")
-    said = " ".join(result.stderr.split())
+    said = words(result.stderr)
     assert result.returncode == 0, result.stderr
     assert "run plain has no Prometheus of its own, so no datasource file was written" in said
     assert "--set observability.prometheus=true" in said
@@ -149,5 +132,5 @@ def test_status_after_submit_timeout_says_the_start_timed_out(cancel_later):
     submitted = user_runs("submit", "--recipe", "mocker-agg", "--name", "hurried", "--timeout", "1")
     cancel_later("hurried")
     assert submitted.returncode == 1, submitted.stderr
-    said = " ".join(user_runs("status", "hurried").stdout.split())
+    said = words(user_runs("status", "hurried").stdout)
     assert "failed (the start timed out: not ready within submit's --timeout of 1 s" in said, said

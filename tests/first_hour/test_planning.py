@@ -5,35 +5,18 @@ The real CLI in a subprocess, at 80 columns, output to a pipe, as a person runs 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from ..conftest import HOSTS, REPO
+from .as_a_user import user_runs, words
 
 NO_GPUS = shutil.which("nvidia-smi") is None
 without_gpus = pytest.mark.skipif(not NO_GPUS, reason="this machine has GPUs: nothing is simulated")
-
-
-def user_runs(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI as a person runs it: its own process, a terminal of 80 columns, output to a pipe."""
-    return subprocess.run(
-        [sys.executable, "-m", "slurmserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"COLUMNS": "80"},
-        cwd=cwd,
-    )
-
-
-def words(text: str) -> str:
-    return " ".join(text.split())
 
 
 @without_gpus

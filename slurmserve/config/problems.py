@@ -41,6 +41,16 @@ MESSAGES = {
     "finite_number": "must be a finite number",
 }
 PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+# How pydantic names a union's member types in an error's location, in words.
+UNION_MEMBER_WORDS = {
+    "str": "text",
+    "function-after": "text",
+    "int": "a whole number",
+    "constrained-int": "a whole number",
+    "float": "a number",
+    "constrained-float": "a number",
+    "bool": "true/false",
+}
 SHOWN_CHARS = 60  # of a value quoted back: enough to recognise it, not a screenful of a 400-digit number
 
 
@@ -49,26 +59,29 @@ def describe_validation_error(
 ) -> UserError:
     """One paragraph: each problem after the place its value came from (`source`, or the `--set`
     assignment that wrote it), named by its path in the file."""
-    problems = [problem for item in deduplicated(error.errors()) if (problem := describe(item, data, model))]
     said = []
-    for path, text in problems:
-        origin = assignment_of(path, assignments) or str(source)
-        said.append(f"{origin}: {text}")
+    for item, members in deduplicated(error.errors()):
+        path, text = describe(item, members, data, model)
+        # A rule of the whole file (mode disagg needs a prefill section) broken by a --set: the file with it.
+        whole = f"{source} with {', '.join(f'--set {cut(a)}' for a in assignments)}" if assignments else str(source)
+        said.append(f"{assignment_of(path, assignments) or (whole if not path else source)}: {text}")
     return UserError("; ".join(said))
 
 
-def deduplicated(items: list[ErrorDetails]) -> list[ErrorDetails]:
+def deduplicated(items: list[ErrorDetails]) -> list[tuple[ErrorDetails, list[str]]]:
     """One error a value: a union (a flag's value may be text, a number or a boolean) reports one error per
-    member it is not, each under a location ending with the member's name; the first is kept."""
-    seen: set[Location] = set()
-    kept: list[ErrorDetails] = []
+    member it is not, each under a location ending with the member's name. The first is kept, with the
+    names of the members tried."""
+    tried: dict[Location, tuple[ErrorDetails, list[str]]] = {}
     for item in items:
         where = tuple(part for part in item["loc"] if not is_union_member(part))
-        if where not in seen:
-            seen.add(where)
-            item["loc"] = where  # pydantic made this list for us: ours to change
-            kept.append(item)
-    return kept
+        members = [str(part) for part in item["loc"] if is_union_member(part)]
+        if where in tried:
+            tried[where][1].extend(members)
+            continue
+        item["loc"] = where  # pydantic made this list for us: ours to change
+        tried[where] = (item, members)
+    return list(tried.values())
 
 
 def is_union_member(part: int | str) -> bool:
@@ -76,8 +89,8 @@ def is_union_member(part: int | str) -> bool:
     return isinstance(part, str) and bool(re.fullmatch(r"(str|int|float|bool|constrained-\w+|[\w-]+\[.*\])", part))
 
 
-def describe(item: ErrorDetails, data: Any, model: type[BaseModel]) -> tuple[str, str] | None:
-    """(dotted path, the problem in words) of one error."""
+def describe(item: ErrorDetails, members: list[str], data: Any, model: type[BaseModel]) -> tuple[str, str]:
+    """(dotted path, the problem in words) of one error; `members`: the union's types the value is none of."""
     loc = item["loc"]
     path = dotted(loc)
     where = named(loc, data)
@@ -86,7 +99,18 @@ def describe(item: ErrorDetails, data: Any, model: type[BaseModel]) -> tuple[str
         inner = where.rpartition(": ")[2]
         suggestion = did_you_mean(key, valid_keys(model, loc[:-1]), inner[: len(inner) - len(key)])
         return path, f"{where}: unknown key{suggestion}"
-    return path, f"{where or '(top level)'}: {message(item)}"
+    said = union_message(members, item) if len(members) > 1 else message(item)
+    return path, f"{where}: {said}" if where else said
+
+
+def union_message(members: list[str], item: ErrorDetails) -> str:
+    """`must be text, a number or true/false`: each type of the union the value could have been."""
+    kinds = list(dict.fromkeys(UNION_MEMBER_WORDS.get(member.split("[")[0], member) for member in members))
+    if "a number" in kinds and "a whole number" in kinds:  # a number takes whole ones too
+        kinds.remove("a whole number")
+    got = item.get("input")
+    shown_got = "" if isinstance(got, dict | list) else f" (got {briefly(got)})"
+    return f"must be {', '.join(kinds[:-1])} or {kinds[-1]}{shown_got}"
 
 
 def message(item: ErrorDetails) -> str:
@@ -138,7 +162,8 @@ def assignment_of(path: str, assignments: Sequence[str]) -> str | None:
     """The `--set` that wrote the value at `path` (or a value inside it), if one did: the last one, as it won."""
     for assignment in reversed(assignments):
         key = assignment.partition("=")[0]
-        if path == key or path.startswith(key + "."):
+        # the value it wrote, one inside it, or a section it made (`--set decod.replicas=2` makes `decod`)
+        if path and (path == key or path.startswith(key + ".") or key.startswith(path + ".")):
             return f"--set {cut(assignment)}"
     return None
 

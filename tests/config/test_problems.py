@@ -45,6 +45,10 @@ def test_a_value_written_by_set_names_the_set_not_the_file():
     recipe = {"name": "r", "model": {"repo": "x"}, "mode": "agg", "agg": {"replicas": 0}}
     said = message_of(recipe, Recipe, ("agg.replicas=0",))
     assert said == "--set agg.replicas=0: agg.replicas: must be at least 1 (got 0)"
+    made = {"name": "r", "model": {"repo": "x"}, "mode": "agg", "agg": {}, "ag": {"replicas": 2}}
+    assert message_of(made, Recipe, ("ag.replicas=2",)) == "--set ag.replicas=2: ag: unknown key (did you mean 'agg'?)"
+    whole = {"name": "r", "model": {"repo": "x"}, "mode": "disagg", "agg": {}}
+    assert message_of(whole, Recipe, ("mode=disagg",)).startswith("f.yaml with --set mode=disagg: mode disagg needs")
 
 
 def test_a_literal_gets_its_choices_and_the_closest_one():
@@ -71,7 +75,7 @@ def test_the_keys_valid_at_a_place_are_found_through_lists_and_optionals():
 
 def test_a_union_reports_one_problem_a_value():
     said = message_of({"name": "r", "model": {"repo": "x"}, "mode": "agg", "agg": {"args": {"x": [1]}}}, Recipe)
-    assert said == "f.yaml: agg.args.x: must be text"
+    assert said == "f.yaml: agg.args.x: must be text, a number or true/false"
 
 
 def test_a_yaml_error_names_the_file_line_and_column(tmp_path):

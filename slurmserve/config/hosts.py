@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import ValidationError, model_validator
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from .fields import (
     AbsolutePath,
     Address,
@@ -128,10 +128,13 @@ class Hosts(Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"hosts: duplicate name(s) {', '.join(duplicates)}")
-        for switch in self.topology.switches:
+        for index, switch in enumerate(self.topology.switches):
             unknown = [node for node in switch.nodes if node not in names]
             if unknown:
-                raise ValueError(f"topology.switches {switch.name}: unknown node(s) {', '.join(unknown)}")
+                raise ValueError(
+                    f"topology.switches[{index}] ({switch.name}): nodes: {unknown[0]} is not among the hosts"
+                    f"{did_you_mean(unknown[0], names)}" + (f" (nor {', '.join(unknown[1:])})" if unknown[1:] else "")
+                )
         return self
 
 

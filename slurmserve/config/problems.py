@@ -59,12 +59,14 @@ def describe_validation_error(
 ) -> UserError:
     """One paragraph: each problem after the place its value came from (`source`, or the `--set`
     assignment that wrote it), named by its path in the file."""
-    said = []
+    said, last_origin = [], None
     for item, members in deduplicated(error.errors()):
         path, text = describe(item, members, data, model)
         # A rule of the whole file (mode disagg needs a prefill section) broken by a --set: the file with it.
         whole = f"{source} with {', '.join(f'--set {cut(a)}' for a in assignments)}" if assignments else str(source)
-        said.append(f"{assignment_of(path, assignments) or (whole if not path else source)}: {text}")
+        origin = assignment_of(path, assignments) or (whole if not path else str(source))
+        said.append(text if origin == last_origin else f"{origin}: {text}")  # a source named once for its run
+        last_origin = origin
     return UserError("; ".join(said))
 
 

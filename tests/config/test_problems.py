@@ -126,3 +126,20 @@ def test_a_mistyped_builtin_recipe_name_suggests_the_closest():
     with pytest.raises(UserError) as caught:
         load_recipe("mocker-disag")
     assert "no built-in recipe of that name (did you mean 'mocker-disagg'?)" in str(caught.value)
+
+
+def test_a_source_is_named_once_for_the_problems_it_holds():
+    pools = [{"name": name, "mode": "agg", "agg": {"replica": 1}} for name in ("fast", "slow")]
+    recipe = {"name": "r", "model": {"repo": "x"}, "mode": "agg", "pools": pools, "global_router": {}}
+    assert message_of(recipe, Recipe) == (
+        "f.yaml: pools[0] (fast): agg.replica: unknown key (did you mean 'agg.replicas'?); "
+        "pools[1] (slow): agg.replica: unknown key (did you mean 'agg.replicas'?)"
+    )
+
+
+def test_a_switch_naming_no_host_suggests_the_host_meant():
+    switches = {"switches": [{"name": "leaf1", "nodes": ["gpu01", "gpu2"]}]}
+    hosts = HOSTS | {"hosts": [{"name": "gpu01"}, {"name": "gpu02"}], "topology": switches}
+    assert message_of(hosts, Hosts) == (
+        "f.yaml: topology.switches[0] (leaf1): nodes: gpu2 is not among the hosts (did you mean 'gpu02'?)"
+    )

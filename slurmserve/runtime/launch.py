@@ -49,7 +49,7 @@ def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Pla
     elif launch_failure:
         reason = "the launch failed"
     else:
-        reason = f"not ready within {timeout:g} s"
+        reason = f"the start timed out (not ready within --timeout {timeout:g} s)"
     raise DeploymentFailed(
         f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
         + (f" except {', '.join(leftovers)}" if leftovers else "")

@@ -4,6 +4,7 @@ line, the host entry) and what to write instead, in the user's words, without a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,8 @@ def test_metrics_grafana_without_the_runs_own_prometheus_says_what_to_do():
     assert "run plain has no Prometheus of its own, so no datasource file was written" in said
     assert "--set observability.prometheus=true" in said
     assert not (run.path / "prometheus" / "grafana-datasource.yaml").exists()
+    variables = {v["name"]: v["current"] for v in json.loads(result.stdout)["templating"]["list"]}
+    assert variables["datasource"] == {}  # Grafana's default Prometheus, not a uid that nothing provides
 
 
 def test_cancel_on_a_stopped_run_says_it_was_already_stopped():

@@ -59,16 +59,18 @@ def headers(table: Table) -> list[str]:
 
 
 def rank_table(plan: Plan) -> Table:
-    """Each worker GPU: its node, and the RDMA NICs (UCX_NET_DEVICES) its rank uses. A worker that is one
-    MPI world has a rank per GPU, each with its own NICs; one that is a single process uses its GPUs' NICs
-    together (the rank column is empty)."""
+    """Each worker GPU: its node, and the RDMA NICs its rank uses (UCX_NET_DEVICES; NCCL_IB_HCA names the
+    same HCAs). A worker that is one MPI world has a rank per GPU, each with its own NICs; one that is a
+    single process uses its GPUs' NICs together (the rank column is empty)."""
     table = Table(
         Column("worker", no_wrap=True),
         Column("rank", justify="right"),
         Column("node", no_wrap=True),
         Column("GPU", justify="right"),
-        Column("NICs (UCX_NET_DEVICES)", overflow="fold"),
+        Column("NICs (HCA:port)"),
         title=f"ranks of run {plan.run_name}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     for process in plan.processes:
         if process.is_worker:
@@ -83,11 +85,16 @@ def rank_rows(process: Process) -> list[tuple[str, str, str, str, str]]:
     places = [(node, gpu) for node in process.nodes for gpu in process.gpus]  # srun's block order
     if process.rank_env:
         return [
-            (process.name, str(rank), node, str(gpu), env.get("UCX_NET_DEVICES", "-"))
+            (process.name, str(rank), node, str(gpu), listed(env.get("UCX_NET_DEVICES", "-")))
             for rank, ((node, gpu), env) in enumerate(zip(places, process.rank_env, strict=True))
         ]
-    shared = process.env.get("UCX_NET_DEVICES", "-")
+    shared = listed(process.env.get("UCX_NET_DEVICES", "-"))
     return [(process.name, "", node, str(gpu), shared) for node, gpu in places]
+
+
+def listed(devices: str) -> str:
+    """UCX_NET_DEVICES's list with a space after each comma: a long one wraps between HCAs, not inside one."""
+    return devices.replace(",", ", ")
 
 
 def plan_summary(plan: Plan, hosts_nodes: list[Node]) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import ValidationError
+import difflib
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -18,18 +17,16 @@ class DeploymentFailed(Exception):
     """The input was fine but the deployment did not become ready (CLI exit status 1)."""
 
 
-def describe_validation_error(source: str | Path, error: ValidationError) -> UserError:
-    """Turn pydantic's report into one paragraph naming the file, each field path and what was wrong."""
-    problems = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key")
-            continue
-        got = item.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        problems.append(f"{path}: {item['msg']}{got_text}")
-    return UserError(f"{source}: " + "; ".join(problems))
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a typo most likely meant (difflib's ratio, as `get_close_matches` judges it), if any is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """` (did you mean 'PREFIX+CHOICE'?)` for the closest choice, or nothing when none is close."""
+    match = closest(word, choices)
+    return f" (did you mean {prefix + match!r}?)" if match else ""
 
 
 class Interrupted(KeyboardInterrupt):

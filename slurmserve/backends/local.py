@@ -86,8 +86,9 @@ class LocalBackend(Backend):
         lacking = check_here(needs_of(plan, self.traits).nodes[plan.nodes[0].name].model_copy(update={"ports": {}}))
         if lacking:
             raise UserError(
-                f"this machine lacks what run {plan.run_name} needs: {lacking.partition(': ')[2]}. Install Dynamo "
-                "with ./install.sh (it also installs slurmserve), or pick a recipe whose engine is installed."
+                f"this machine lacks what run {plan.run_name} needs: {lacking.partition(': ')[2]}. ./install.sh "
+                "installs Dynamo, not an engine such as TensorRT-LLM (which also needs GPUs): install the engine "
+                "here, or rehearse the recipe on the mock engine, which needs neither: --set engine=mocker"
             )
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:

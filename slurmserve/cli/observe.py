@@ -26,10 +26,9 @@ def metrics(
     With --open, the run's own Prometheus (observability.prometheus): live, or its saved data served again."""
     found = open_run(run)
     if grafana:
-        dashboard, datasource = deploy.grafana_dashboard(found)
+        dashboard, source = deploy.grafana_dashboard(found)
         print(json.dumps(dashboard, indent=2))
-        where = f"its datasource: {datasource} (Grafana provisioning)" if datasource else "pick its Prometheus"
-        stderr.print(f"Grafana dashboard for run {run}; {where}")
+        stderr.print(f"Grafana dashboard for run {run}; {source}", highlight=False)
         return
     if open_:
         serve_saved_metrics(found)

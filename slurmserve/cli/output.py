@@ -27,25 +27,6 @@ def to_json(value: object, kind: Any) -> str:
     return TypeAdapter(kind).dump_json(value, indent=2).decode()
 
 
-def placement_table(plan: Plan) -> Table:
-    table = Table(title=f"{plan.recipe} ({plan.engine}, {plan.mode}) on {plan.backend}: run {plan.run_name}")
-    for column in ("process", "role", "node", "leaf", "GPUs", "ports", "after"):
-        table.add_column(column)
-    switch_of = {node.name: node.switch or "" for node in plan.nodes}
-    for process in plan.processes:
-        table.add_row(
-            process.name,
-            process.role,
-            ",".join(process.nodes),
-            ",".join(switch_of[n] for n in process.nodes),
-            ",".join(map(str, process.gpus)) or "-",
-            " ".join(f"{k}={v}" for k, v in process.ports.items()),
-            ",".join(process.after) if len(process.after) <= 3 else f"{len(process.after)} processes",
-        )
-    table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
-    return table
-
-
 def say_ready(deployment: deploy.Deployment, sample: dict[str, Any]) -> None:
     """A deployment that serves: where, its sample completion, and the commands to try, follow and stop it."""
     run, plan = deployment.run, deployment.plan

@@ -12,15 +12,20 @@ import typer
 from rich.live import Live
 
 from .. import deploy
+from ..config.hosts import concrete_nodes
 from ..errors import DeploymentFailed, UserError
 from ..runs import RunDir, open_run, scan_runs
 from .exits import clean_errors, stopped_on_interrupt
 from .options import HostsOption, RecipeOption, SetOption, duration_s
-from .output import console, placement_table, say_ready, to_json, warn
+from .output import console, say_ready, to_json, warn
+from .plan_output import placement_table, plan_summary, rank_table
 from .status_output import run_list, run_summary, status_view, unreadable_summary
 from .submit_progress import progress_shown
 
 ALL_LOGS_TAIL = 20  # the lines of each process's log that `logs RUN` shows
+NameOption = typer.Option(
+    None, "--name", help="Run name: the same name gives the same port block while it is free (default: a new one)"
+)
 
 
 @clean_errors
@@ -28,15 +33,22 @@ def plan(
     recipe: str = RecipeOption,
     hosts: Optional[str] = HostsOption,
     set_: list[str] = SetOption,
+    name: Optional[str] = NameOption,
     as_json: bool = typer.Option(False, "--json"),
+    ranks: bool = typer.Option(False, "--ranks", help="Also show each worker rank's node, GPU and RDMA NICs"),
 ) -> None:
-    """Show where every process would run: node, GPUs, ports (--json: the plan itself)."""
-    the_plan = deploy.plan_for(deploy.load_inputs(recipe, hosts, set_))
+    """Show where every process would run: node, GPUs, ports (--json: the plan itself). With --name, the
+    names and ports that `submit --name` will use."""
+    inputs = deploy.load_inputs(recipe, hosts, set_)
+    the_plan = deploy.plan_for(inputs, name, avoid_live_runs=True)
     warn(the_plan)
     if as_json:
         print(the_plan.model_dump_json(indent=2))
-    else:
-        console.print(placement_table(the_plan))
+        return
+    console.print(placement_table(the_plan))
+    if ranks:
+        console.print(rank_table(the_plan))
+    console.print(plan_summary(the_plan, concrete_nodes(inputs.hosts)), highlight=False)
 
 
 @clean_errors
@@ -46,10 +58,12 @@ def render(
     set_: list[str] = SetOption,
     out: Path = typer.Option(..., "--out", help="Folder to write the scripts, plan.json and engine YAMLs to"),
     force: bool = typer.Option(False, "--force", help="Replace files already in --out"),
+    name: Optional[str] = NameOption,
 ) -> None:
-    """Write the deployment's script(s), plan and engine configs to a folder, without running anything."""
+    """Write the deployment's script(s), plan and engine configs to a folder, without running anything.
+    With --name, the names and ports that `submit --name` will use."""
     out = out.resolve()
-    prepared = deploy.prepare(recipe, hosts, set_, run_dir=str(out), dry_run=True)
+    prepared = deploy.prepare(recipe, hosts, set_, name=name, run_dir=str(out), dry_run=True)
     warn(prepared.plan)
     for path in deploy.render_to(prepared, out, force):
         console.print(f"wrote {path}")
@@ -60,7 +74,7 @@ def submit(
     recipe: str = RecipeOption,
     hosts: Optional[str] = HostsOption,
     set_: list[str] = SetOption,
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: recipe-date-time-random)"),
+    name: Optional[str] = NameOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script that would run; start nothing"),
     no_wait: bool = typer.Option(
         False, "--no-wait", help="Return once started, without waiting for readiness (it runs on after this command)"
@@ -167,10 +181,14 @@ def last_lines(run: RunDir, process: str, count: int) -> list[str]:
 @clean_errors
 def cancel(run: str) -> None:
     """Stop every process of a run and check that none is left."""
-    leftovers = deploy.cancel(open_run(run))
+    the_run = open_run(run)
+    was_stopped = the_run.ended  # cancelled before, or its start failed: said so, though cancel still cleans up
+    leftovers = deploy.cancel(the_run)
     if leftovers:
         raise DeploymentFailed(f"run {run}: still running after SIGKILL: {', '.join(leftovers)}")
-    console.print(f"run {run} cancelled; no process left")
+    console.print(
+        f"run {run} was already stopped; no process left" if was_stopped else f"run {run} cancelled; no process left"
+    )
 
 
 @clean_errors

@@ -11,7 +11,6 @@ mappings of those); anything the schema calls "any" is accepted as it is.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import did_you_mean
 from ..resources import resource_dir
 from .files import read_yaml_mapping
 from .runtimes import Runtime, runtime_for
@@ -173,9 +173,9 @@ class Checker:
         present = [other.tensorrt_llm_version for other in self.others if has_field(other, other.root, parts)]
         if present:  # a setting of another version: say which, and where this one has it, if anywhere
             return f"{path}: not in TensorRT-LLM {version} (present in {', '.join(present)}{moved})"
-        close = difflib.get_close_matches(key, spec.keys(), n=1)
-        if close:
-            return f"unknown key {path!r} (did you mean {prefix + close[0]!r}?)"
+        hint = did_you_mean(key, spec.keys(), prefix)
+        if hint:
+            return f"unknown key {path!r}{hint}"
         if elsewhere:  # the right name at the wrong level (a kv_cache_config setting at the top, say)
             return f"unknown key {path!r} (it belongs at {elsewhere[0]!r})"
         return f"unknown key {path!r} (not a TensorRT-LLM {version} setting)"
@@ -274,5 +274,5 @@ def value_suggestion(value: Any, spec: TypeSpec) -> str:
     if spec["kind"] != "literal" or not isinstance(value, str):
         return ""
     choices = [choice for choice in spec["values"] if isinstance(choice, str)]
-    close = difflib.get_close_matches(value, choices, n=1) or [c for c in choices if c.lower() == value.lower()]
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    same_but_case = next((choice for choice in choices if choice.lower() == value.lower()), None)
+    return did_you_mean(value, choices) or (f" (did you mean {same_but_case!r}?)" if same_but_case else "")

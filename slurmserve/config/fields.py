@@ -8,6 +8,7 @@ splitting an `#SBATCH` line, no YAML number silently becoming another string).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Annotated, Any
@@ -21,7 +22,9 @@ IDENTIFIER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{IDENTIFIER_MAX - 1}}}")
 IDENTIFIER_FORM = "letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)"
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FLAG_NAME = re.compile(r"[a-z][a-z0-9_]*")
-ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
+# RFC 1123: labels of letters, digits and '-' (not at either end), at most 63 characters, 253 in all.
+HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+HOST_NAME_MAX = 253
 SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
 JUMP_HOST = re.compile(r"(?:[A-Za-z_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?")
 INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,14}")
@@ -81,6 +84,23 @@ def _mountable_path(value: str) -> str:
     return expanded
 
 
+def _address(value: str) -> str:
+    """An IP address (v4 or v6), or a host name by RFC 1123. A name of numbers only (10.0.0.312) is an IPv4
+    address mistyped, not a name: a top-level label is never all digits (RFC 3696), and the resolver would
+    read it as an address."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if len(value) > HOST_NAME_MAX or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("must be an IP address or a host name (letters, digits and '-', in labels joined by '.')")
+    if labels[-1].isdigit():
+        raise ValueError("is no IP address (each of an IPv4 address's four numbers is 0 to 255), nor a host name")
+    return value
+
+
 def _model_repo(value: str) -> str:
     """model.repo: a local folder is mounted into a container like any path; a hub id (or builtin:NAME)
     names a folder of the model cache (`models--ORG--NAME`)."""
@@ -117,7 +137,7 @@ Identifier = Annotated[str, _matching(IDENTIFIER, IDENTIFIER_FORM)]
 EnvKey = Annotated[str, _matching(ENV_KEY, "a letter or '_', then letters, digits or '_'")]
 EnvValue = Annotated[str, BeforeValidator(_env_text)]
 FlagName = Annotated[str, _matching(FLAG_NAME, "lowercase letters, digits and '_', starting with a letter")]
-Address = Annotated[str, _matching(ADDRESS, "a host name or an IP address")]
+Address = Annotated[str, AfterValidator(_address)]
 SshUser = Annotated[str, _matching(SSH_USER, "a user name: letters, digits, '.', '_', '-'")]
 JumpHost = Annotated[str, _matching(JUMP_HOST, "[user@]host[:port]")]
 Interface = Annotated[str, _matching(INTERFACE, "an interface name such as ib0 or eth0 (at most 15 characters)")]

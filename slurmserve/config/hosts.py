@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..errors import UserError, describe_validation_error
+from ..errors import UserError, did_you_mean
 from .fields import (
     AbsolutePath,
     Address,
@@ -28,6 +28,7 @@ from .fields import (
     Text,
 )
 from .files import Strict, read_yaml_mapping
+from .problems import describe_validation_error
 from .runtimes import supported_dynamo
 
 
@@ -144,10 +145,13 @@ class Hosts(Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"hosts: duplicate name(s) {', '.join(duplicates)}")
-        for switch in self.topology.switches:
+        for index, switch in enumerate(self.topology.switches):
             unknown = [node for node in switch.nodes if node not in names]
             if unknown:
-                raise ValueError(f"topology.switches {switch.name}: unknown node(s) {', '.join(unknown)}")
+                raise ValueError(
+                    f"topology.switches[{index}] ({switch.name}): nodes: {unknown[0]} is not among the hosts"
+                    f"{did_you_mean(unknown[0], names)}" + (f" (nor {', '.join(unknown[1:])})" if unknown[1:] else "")
+                )
         return self
 
 
@@ -190,21 +194,26 @@ def concrete_nodes(hosts: Hosts) -> list[Node]:
 
 
 def check_nic_gpus(hosts: Hosts) -> None:
-    """A NIC paired with a GPU the node does not have is a typo worth stopping for."""
-    for node in concrete_nodes(hosts):
-        for nic in node.nics:
+    """A NIC paired with a GPU the node does not have is a typo worth stopping for. Named where it is
+    written: a host's own `nics:`, or the shared `node:` block (with the host whose GPUs it exceeds)."""
+    for index, (host, node) in enumerate(zip(hosts.hosts, concrete_nodes(hosts), strict=True)):
+        block = f"hosts[{index}] ({host.name}).nics" if host.nics is not None else "node.nics"
+        for place, nic in enumerate(node.nics):
             bad = [gpu for gpu in nic.gpus if not 0 <= gpu < node.gpus]
             if bad:
+                whose = "" if host.nics is not None else f" (the shared node: block), but hosts[{index}] ({host.name})"
                 raise UserError(
-                    f"node {node.name}: nic {nic.name} lists GPU(s) {bad}, but the node has {node.gpus} GPUs"
+                    f"{block}[{place}] ({nic.name}): gpus lists GPU(s) {bad}{whose or ', but the node'} "
+                    f"has {node.gpus} GPUs (numbered 0 to {node.gpus - 1})"
                 )
 
 
 def load_hosts(path: str | Path) -> Hosts:
     source = Path(path).expanduser()
+    data = read_yaml_mapping(source)
     try:
-        hosts = Hosts.model_validate(read_yaml_mapping(source))
+        hosts = Hosts.model_validate(data)
     except ValidationError as error:
-        raise describe_validation_error(source, error) from None
+        raise describe_validation_error(source, error, data, Hosts) from None
     check_nic_gpus(hosts)
     return hosts

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, ValidationError, model_validator
 
-from ..errors import UserError, describe_validation_error
+from ..errors import UserError, did_you_mean
 from ..resources import builtin_recipes_dir, resource_dir
 from .engine_schema import engine_file_problems, schema_for
 from .fields import (
@@ -33,6 +33,7 @@ from .fields import (
 )
 from .files import Strict, read_yaml_mapping
 from .overrides import apply_overrides
+from .problems import describe_validation_error
 from .runtimes import Runtime, runtime_for
 
 ArgValue = Text | Integer | float | bool
@@ -340,6 +341,11 @@ class Recipe(Strict):
         return ignored
 
     @property
+    def needs_gpus(self) -> bool:
+        """A real engine runs on GPUs; the mock engine needs none (it only simulates their timing)."""
+        return self.engine != "mocker"
+
+    @property
     def needs_nats(self) -> bool:
         return "nats" in (self.request_plane, self.event_plane)
 
@@ -356,9 +362,10 @@ def recipe_path(name_or_path: str) -> Path:
     builtin = builtin_recipes_dir() / f"{name_or_path}.yaml"
     if builtin.is_file():
         return builtin
+    names = builtin_recipe_names()
     raise UserError(
-        f"--recipe {name_or_path!r}: no such file and no built-in recipe of that name "
-        f"(built-in: {', '.join(builtin_recipe_names())})"
+        f"--recipe {name_or_path!r}: no such file and no built-in recipe of that name"
+        f"{did_you_mean(name_or_path, names)} (built-in: {', '.join(names)})"
     )
 
 
@@ -404,7 +411,7 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
-        raise describe_validation_error(source, error) from None
+        raise describe_validation_error(source, error, data, Recipe, assignments) from None
     refuse_ignored_overrides(recipe, assignments)
     for group in recipe.worker_groups():
         worker = group.spec

@@ -25,25 +25,22 @@ def local_gpu_count() -> int:
 
 
 def local_hosts() -> Hosts:
-    """This machine as a one-node cluster.
-
-    Without GPUs it declares 8 so that rehearsals of 8-GPU recipes (mock engine) plan exactly as they
-    would on a real node; a real engine fails its own preflight there.
-    """
-    gpus = local_gpu_count() or 8
-    return Hosts(
-        backend="local", hosts=[HostEntry(name=socket.gethostname(), address="127.0.0.1")], node=NodeSpec(gpus=gpus)
-    )
+    """This machine as a one-node cluster, with the GPUs nvidia-smi lists: none on a machine without any
+    (the planner then places the mock engine's workers on simulated GPUs, and says so; a real engine is
+    refused there)."""
+    here = HostEntry(name=socket.gethostname(), address="127.0.0.1", gpus=local_gpu_count())
+    return Hosts(backend="local", hosts=[here])
 
 
 def with_local_nodes(hosts: Hosts) -> Hosts:
     """Hosts of a backend that runs on this machine, without a hosts list: this machine (the hosts file's
-    other settings kept)."""
+    other settings kept, its `node:` block's GPUs over the ones detected)."""
     if hosts.hosts:
         return hosts
-    here = local_hosts()
-    node = hosts.node if "node" in hosts.model_fields_set else here.node
-    return hosts.model_copy(update={"hosts": here.hosts, "node": node})
+    here = local_hosts().hosts
+    if "node" in hosts.model_fields_set:
+        here = [entry.model_copy(update={"gpus": None}) for entry in here]
+    return hosts.model_copy(update={"hosts": here})
 
 
 def slurm_configured() -> bool:

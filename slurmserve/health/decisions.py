@@ -197,15 +197,15 @@ def direct_verdict(
     cancelled: bool,
     ended: str | None,
     unsupervised: str = "no supervisor running",
-    start_failed: bool = False,
+    start_failure: str = "",
 ) -> tuple[Verdict, str]:
     """One word for the whole run without a supervisor (process -> (role, state)): ready, starting,
     degraded (a worker down), failed, or stopped; and why."""
     kinds = {state for _, state in states.values()}
     if cancelled:
         return Verdict.STOPPED, "cancelled with slurmserve cancel"
-    if start_failed:
-        return Verdict.FAILED, "the start failed, and everything was stopped (`slurmserve logs RUN` shows why)"
+    if start_failure:  # why the start failed, as the run's failure event tells it
+        return Verdict.FAILED, start_failure
     if ended:
         return (
             Verdict.STOPPED,

@@ -29,14 +29,15 @@ def datasource_uid(run: str) -> str:
     return f"slurmserve-{run}"
 
 
-def dashboard_for(run: str) -> dict[str, Any]:
-    """The shipped dashboard set on one run: its own Prometheus as the datasource (by the uid that
-    `datasource_provisioning` gives it) and the run selected."""
+def dashboard_for(run: str, own_prometheus: bool = True) -> dict[str, Any]:
+    """The shipped dashboard set on one run: the run selected, and its own Prometheus as the datasource (by
+    the uid that `datasource_provisioning` gives it); without one, Grafana's default Prometheus (no uid
+    that nothing provides)."""
     dashboard = shipped_dashboard()
-    chosen = {"datasource": datasource_uid(run), "run": run}
+    chosen = {"datasource": datasource_uid(run) if own_prometheus else None, "run": run}
     for variable in dashboard["templating"]["list"]:
         value = chosen[variable["name"]]
-        variable["current"] = {"text": value, "value": value}
+        variable["current"] = {"text": value, "value": value} if value else {}
     dashboard["uid"] = f"{dashboard['uid']}-{run}"[:40]  # Grafana's limit on uids
     dashboard["title"] = f"{dashboard['title']}: {run}"
     return dashboard

@@ -75,14 +75,20 @@ def open_metrics(run: RunDir) -> SavedMetrics:
     return SavedMetrics(opened.url, opened)
 
 
-def grafana_dashboard(run: RunDir) -> tuple[dict[str, Any], Path | None]:
-    """The shipped dashboard set on the run; with an in-job Prometheus, also the Grafana provisioning file
-    that makes it the dashboard's datasource (written in the run directory)."""
+def grafana_dashboard(run: RunDir) -> tuple[dict[str, Any], str]:
+    """The shipped dashboard set on the run, and where its data comes from in words. With an in-job
+    Prometheus, the Grafana provisioning file that makes it the dashboard's datasource is written in the
+    run directory; without one, the words say how to give the dashboard data."""
     plan = run.plan()
-    dashboard = dashboard_for(run.name)
+    dashboard = dashboard_for(run.name, own_prometheus=plan.prometheus_url is not None)
     if plan.prometheus_url is None:
-        return dashboard, None
+        return dashboard, (
+            f"run {run.name} has no Prometheus of its own, so no datasource file was written: import the dashboard "
+            f"into a Grafana whose Prometheus scrapes the targets file of `slurmserve metrics {run.name}` and pick "
+            "that Prometheus at the top of the dashboard, or submit with --set observability.prometheus=true "
+            "for a Prometheus of the run's own"
+        )
     path = run.paths.datasource
     make_private_dir(path.parent)
     write_private(path, datasource_provisioning(run.name, plan.prometheus_url))
-    return dashboard, path
+    return dashboard, f"its datasource: {path} (Grafana provisioning)"

@@ -59,12 +59,14 @@ def check_shape(role: str, spec: WorkerSpec, sizes: set[int]) -> None:
             f"{role}.tensor_parallel: {shape}; a worker wider than a node must span whole nodes "
             f"of {listed} GPUs, and {spec.gpus} is not a multiple of {listed}"
         )
-    if spec.expert_parallel > spec.gpus:
-        raise UserError(f"{role}.expert_parallel: {spec.expert_parallel} is larger than the worker's {spec.gpus} GPUs")
-    if spec.gpus % spec.expert_parallel:
+    if spec.expert_parallel > spec.gpus or spec.gpus % spec.expert_parallel:
+        wrong = "is larger than" if spec.expert_parallel > spec.gpus else "does not divide"
+        # Expert parallelism shares the tensor-parallel GPUs: a change of tensor_parallel alone breaks it.
         raise UserError(
-            f"{role}.expert_parallel: {spec.expert_parallel} does not divide the worker's {spec.gpus} GPUs "
-            "(experts are split evenly over them)"
+            f"{role}.expert_parallel: {spec.expert_parallel} {wrong} the worker's {spec.gpus} GPUs (tensor_parallel "
+            f"{spec.tensor_parallel} x pipeline_parallel {spec.pipeline_parallel}), over which experts are split "
+            f"evenly: set {role}.expert_parallel too, to a divisor of {spec.gpus}, "
+            f"e.g. --set {role}.expert_parallel={spec.gpus}"
         )
 
 

@@ -3,6 +3,7 @@ clock. Each kind of process is made by its own module (processes/), in the order
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import replace
 from typing import Literal, NamedTuple
@@ -16,11 +17,16 @@ from .ports import PortAllocator, default_port_block
 from .processes.common import PlanContext
 from .processes.control_plane import ControlPlane, choose_discovery, control_plane, dynamo_env
 from .processes.frontend import frontend_process
-from .processes.model import ModelLocation, container_for, model_location, model_stage
+from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, pool_processes
 from .processes.workers import engine_files, worker_process
+from .topology import nic_fallbacks
 from .traits import BackendTraits
+
+# GPUs simulated on a machine without any, at the least: as many as a real node has, so that an 8-GPU
+# recipe rehearsed on the mock engine gets the GPU indices and ports it would get there.
+SIMULATED_GPUS_AT_LEAST = 8
 
 
 class Layout(NamedTuple):
@@ -30,6 +36,7 @@ class Layout(NamedTuple):
     placements: list[Placement]
     nodes: list[Node]
     used_nodes: list[Node]
+    simulated_gpus: int = 0  # this machine has no GPUs: the mock engine's workers are placed on as many
 
     @property
     def head(self) -> Node:
@@ -37,12 +44,27 @@ class Layout(NamedTuple):
         return self.used_nodes[0]
 
 
-def lay_out(recipe: Recipe, hosts: Hosts) -> Layout:
+def lay_out(recipe: Recipe, hosts: Hosts, traits: BackendTraits) -> Layout:
     nodes = concrete_nodes(hosts)
+    simulated = simulated_gpus(recipe, nodes, traits)
+    if simulated:
+        nodes = [replace(node, gpus=simulated) for node in nodes]
     groups = {group.field: group for group in recipe.worker_groups()}
     placements = place_workers([(field, group.spec) for field, group in groups.items()], nodes)
     used = sorted({index for placement in placements for index in placement.nodes})
-    return Layout(groups, placements, nodes, [nodes[index] for index in used])
+    return Layout(groups, placements, nodes, [nodes[index] for index in used], simulated)
+
+
+def simulated_gpus(recipe: Recipe, nodes: list[Node], traits: BackendTraits) -> int:
+    """How many GPUs to simulate on this machine when it has none (0: no simulation): enough for every
+    worker, each fitting evenly (a multiple of each worker's GPUs). The mock engine runs on them; a real
+    engine's plan is only shown (its submit is refused: the node preflight finds no GPU)."""
+    if not traits.runs_on_this_machine or any(node.gpus for node in nodes):
+        return 0
+    groups = recipe.worker_groups()
+    step = math.lcm(*(group.spec.gpus for group in groups))
+    needed = max(SIMULATED_GPUS_AT_LEAST, sum(group.spec.replicas * group.spec.gpus for group in groups))
+    return step * math.ceil(needed / step)
 
 
 def make_plan(
@@ -59,7 +81,7 @@ def make_plan(
 ) -> Plan:
     """The plan of a deployment, its processes made in the order it starts them. binaries: the etcd and
     nats-server to run (default: the hosts file's, else found on the nodes' PATH); kv_preflight: see `plan_of`."""
-    layout, model = lay_out(recipe, hosts), model_location(recipe, hosts)
+    layout, model = lay_out(recipe, hosts, traits), model_location(recipe, hosts)
     block = default_port_block(run_name) if port_block is None else port_block
     ctx = PlanContext(
         recipe=recipe,
@@ -136,7 +158,10 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         scrape_interval_s=recipe.observability.scrape_interval_s,
         slurm=hosts.slurm if ctx.traits.has_allocation else None,
         container=ctx.container,
-        warnings=ignored_settings_warning(recipe),
+        warnings=ignored_settings_warning(recipe)
+        + simulated_gpus_warning(recipe, made.layout)
+        + nic_fallback_warnings(made.layout)
+        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes})),
     )
 
 
@@ -161,6 +186,33 @@ def check_unique_names(processes: list[Process]) -> None:
             f"pools.{pool}.name: pool {pool} makes a process named {twice[0]}, the name of another process of "
             "the deployment; give the pool another name"
         )
+
+
+def nic_fallback_warnings(layout: Layout) -> list[str]:
+    """The worker GPUs whose own HCAs are down (each once, in placement order)."""
+    said = [
+        line
+        for placement in layout.placements
+        for index in placement.nodes
+        for line in nic_fallbacks(layout.nodes[index], list(placement.gpus))
+    ]
+    return list(dict.fromkeys(said))
+
+
+def simulated_gpus_warning(recipe: Recipe, layout: Layout) -> list[str]:
+    count = layout.simulated_gpus
+    if not count:
+        return []
+    if recipe.needs_gpus:
+        return [
+            f"this machine has no GPUs: the workers are placed on {count} simulated GPUs to show the plan, but "
+            f"engine {recipe.engine} needs real ones, so submit refuses it here; rehearse it on the mock engine, "
+            "which needs none: --set engine=mocker"
+        ]
+    return [
+        f"this machine has no GPUs: the mock engine needs none, so its workers are placed on {count} simulated "
+        f"GPUs (GPU indices as on a node of {count}; nothing runs on a GPU)"
+    ]
 
 
 def ignored_settings_warning(recipe: Recipe) -> list[str]:

@@ -28,6 +28,21 @@ def nics_for_gpus(node: Node, gpus: list[int]) -> list[NicSpec]:
     return paired
 
 
+def nic_fallbacks(node: Node, gpus: list[int]) -> list[str]:
+    """Each of these GPUs whose own HCAs are all down, with the HCAs its rank gets instead (farther across
+    PCIe or NUMA, and shared with another GPU): said in the plan's warnings, not found in a slow transfer."""
+    said = []
+    for gpu in gpus:
+        own = [nic for nic in node.nics if gpu in nic.gpus]
+        if own and all(nic.state == "down" for nic in own):
+            instead = ", ".join(nic.name for nic in nics_for_gpus(node, [gpu])) or "none"
+            said.append(
+                f"{node.name} GPU {gpu}: its own HCA {', '.join(nic.name for nic in own)} is down; "
+                f"its rank uses {instead} instead"
+            )
+    return said
+
+
 def rdma_env(nics: list[NicSpec]) -> dict[str, str]:
     """What UCX and NCCL need to use exactly these HCAs (nothing when the node declares none)."""
     if not nics:

@@ -114,6 +114,7 @@ class Failed(BaseEvent):
     preflight: list[str] | None = None  # what the node preflight found lacking, a line per node
     waiting_for: str | None = None  # what had not come up by the deadline
     dead: list[str] | None = None  # the processes that had exited
+    timeout_s: float | None = None  # the deadline that passed, when nothing had failed before it
 
 
 class SupervisorStarted(BaseEvent):

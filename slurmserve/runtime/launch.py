@@ -48,13 +48,13 @@ def wait_for_deployment(backend: Backend, launch: Launch, run: RunDir, plan: Pla
             + "\n".join(f"  {line}" for line in lacking)
             + (f"\n(still running: {', '.join(leftovers)})" if leftovers else "")
         )
-    run.record(Failed(waiting_for=missing, dead=gone))
+    run.record(Failed(waiting_for=missing, dead=gone, timeout_s=None if gone or launch_failure else timeout))
     if gone:
         reason = ", ".join(f"{name} exited" for name in gone)
     elif launch_failure:
         reason = "the launch failed"
     else:
-        reason = f"not ready within {timeout:g} s"
+        reason = f"the start timed out (not ready within --timeout {timeout:g} s)"
     raise DeploymentFailed(
         f"run {plan.run_name}: {reason} while waiting for {missing}; everything was stopped"
         + (f" except {', '.join(leftovers)}" if leftovers else "")

@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..health.decisions import direct_state, direct_verdict
 from ..planning.plan import Plan, Process
 from ..runs import CanaryResult, EventKind, LiveMetrics, ProcessState, RunDir, SupervisorState, Verdict
+from ..runs.events import Failed
 from ..runs.records import ProcessWatch
 from ..transport.http import http_ok
 from ..waiting import wait_until
@@ -134,13 +135,28 @@ def direct_status(
         for p in run.plan().processes
     ]
     verdict, reason = direct_verdict(
-        {p.name: (p.role, p.state) for p in processes},
-        cancelled,
-        ended,
-        absence,
-        start_failed=run.has_event(EventKind.FAILED),
+        {p.name: (p.role, p.state) for p in processes}, cancelled, ended, absence, start_failure=start_failure(run)
     )
     return verdict, reason, processes
+
+
+def start_failure(run: RunDir) -> str:
+    """Why the start failed, as submit recorded it ("" when it did not fail): a deadline that passed is said
+    as such, not blamed on the deployment."""
+    failed = next((event for event in reversed(run.events()) if isinstance(event, Failed)), None)
+    if failed is None:
+        return ""
+    if failed.timeout_s is not None:
+        return (
+            f"the start timed out: not ready within submit's --timeout of {failed.timeout_s:g} s"
+            + (f" (still waiting for {failed.waiting_for})" if failed.waiting_for else "")
+            + ", and everything was stopped; submit again with a longer --timeout"
+        )
+    if failed.preflight:
+        return "the node preflight failed, and nothing was started: " + "; ".join(failed.preflight)
+    if failed.dead:
+        return f"the start failed: {', '.join(failed.dead)} exited, and everything was stopped (`slurmserve logs RUN`)"
+    return "the start failed, and everything was stopped (`slurmserve logs RUN` shows why)"
 
 
 def stopped_at(run: RunDir, state: SupervisorState | None) -> float | None:

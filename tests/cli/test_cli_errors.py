@@ -78,13 +78,17 @@ BAD_INPUTS = [
         ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-empty.yaml}"],
         "needs a hosts: list",
     ),
-    ("NIC paired with a missing GPU", ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-nic.yaml}"], "nic mlx5_0"),
+    (
+        "NIC paired with a missing GPU",
+        ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-nic.yaml}"],
+        "node.nics[0] (mlx5_0)",
+    ),
     ("unknown run", ["status", "no-such-run"], "run 'no-such-run'"),
     ("unknown process", ["logs", "{run}", "no-such-process"], "no process 'no-such-process'"),
     (
         "unknown backend",
         ["plan", "--recipe", "mocker-agg", "--hosts", "{hosts-backend.yaml}"],
-        "backend: Input should be 'slurm', 'ssh' or 'local'",
+        "backend: must be 'slurm', 'ssh' or 'local' (got 'kubernetes')",
     ),
 ]
 

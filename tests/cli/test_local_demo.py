@@ -102,5 +102,7 @@ def test_frontend_binds_loopback_only():
 def test_the_timeout_bounds_the_whole_submit():
     """The launch included: a deployment that cannot be ready in 0.2 s fails then, everything stopped."""
     result = slurmserve("submit", "--recipe", "mocker-disagg", "--name", "hurried", "--timeout", "0.2")
-    assert result.returncode == 1 and "not ready within 0.2 s" in result.stderr, result.stderr
+    assert result.returncode == 1 and "the start timed out (not ready within --timeout 0.2 s)" in result.stderr, (
+        result.stderr
+    )
     assert leftover_processes("hurried") == []

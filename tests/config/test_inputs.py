@@ -243,26 +243,23 @@ def plan_with(tmp_path, *sets: str, hosts: str | None = None) -> subprocess.Comp
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ("name=", "name: Value error, must be letters"),
-        ("model.repo=", "model.repo: Value error, must not be empty"),
-        ("model.revision=", "model.revision: Value error, must be a branch"),
-        ("model.served_name=", "model.served_name: Value error, must not be empty"),
+        ("name=", "name: must be letters"),
+        ("model.repo=", "model.repo: must not be empty"),
+        ("model.revision=", "model.revision: must be a branch"),
+        ("model.served_name=", "model.served_name: must not be empty"),
         ("prefill.expert_parallel=3", "prefill.expert_parallel: 3 does not divide the worker's 4 GPUs"),
         ("prefill.args.max_batch_size=.nan", "prefill.args.max_batch_size"),
         ("prefill.args.max_batch_size=.inf", "prefill.args.max_batch_size"),
         ("mocker.speedup_ratio=.inf", "mocker.speedup_ratio"),
-        (
-            "observability.scrape_interval_s=1e308",
-            "observability.scrape_interval_s: Input should be less than or equal",
-        ),
-        ("restart.window_s=1e308", "restart.window_s: Input should be less than or equal"),
-        ("restart.max_restarts=5000", "restart.max_restarts: Input should be less than or equal to 100"),
-        ("bench.isl=" + "9" * 400, "bench.isl: Input should be less than or equal"),
+        ("observability.scrape_interval_s=1e308", "observability.scrape_interval_s: must be at most"),
+        ("restart.window_s=1e308", "restart.window_s: must be at most"),
+        ("restart.max_restarts=5000", "restart.max_restarts: must be at most 100"),
+        ("bench.isl=" + "9" * 400, "bench.isl: must be at most"),
         ("prefill.args.max_batch_size=" + "9" * 400, "prefill.args.max_batch_size"),
-        ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: Value error, must not contain ',' or ':'"),
-        ("mocker.model_path=/models/m:/keys", "mocker.model_path: Value error, must not contain ',' or ':'"),
-        ("model.repo=org/" + "x" * 300, "model.repo: Value error, a hub id or builtin:NAME must be at most 128 bytes"),
-        ("model.served_name=" + "x" * 300, "model.served_name: Value error, each '/'-separated part must be at most"),
+        ("model.repo=/models/m,/root/.ssh:/keys", "model.repo: must not contain ',' or ':'"),
+        ("mocker.model_path=/models/m:/keys", "mocker.model_path: must not contain ',' or ':'"),
+        ("model.repo=org/" + "x" * 300, "model.repo: a hub id or builtin:NAME must be at most 128 bytes"),
+        ("model.served_name=" + "x" * 300, "model.served_name: each '/'-separated part must be at most"),
     ],
 )
 def test_nonsense_recipe_values_are_refused(tmp_path, setting, message):
@@ -286,7 +283,7 @@ def test_env_values_must_be_quoted_text_in_a_recipe(tmp_path, value, shown):
         f"env: {{X: {value}}}\n"
     )
     result = slurmserve_in_process("plan", "--recipe", str(tmp_path / "r.yaml"))
-    assert result.returncode == 2 and f"env.X: Value error, {shown}" in " ".join(result.stderr.split()), result.stderr
+    assert result.returncode == 2 and f"env.X: {shown}" in " ".join(result.stderr.split()), result.stderr
 
 
 def test_env_values_from_the_command_line_are_the_text_written():
@@ -316,14 +313,20 @@ def test_env_keys_must_be_names(tmp_path, key):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"node": {"gpus": 0}}, "node.gpus: Input should be greater than or equal to 1"),
-        ({"model_cache": ""}, "model_cache: Value error, must not be empty"),
-        ({"model_cache": "models"}, "model_cache: Value error, must be an absolute path"),
-        ({"run_root": "runs"}, "run_root: Value error, must be an absolute path"),
-        ({"run_root": "/runs,/root/.ssh:/keys"}, "run_root: Value error, must not contain ',' or ':'"),
-        ({"model_cache": "/models:/keys"}, "model_cache: Value error, must not contain ',' or ':'"),
-        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}}, "node.nics.0.port: Input should be less"),
-        ({"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}}, "node.nics.0.gpus.0: Input should be"),
+        ({"node": {"gpus": 0}}, "node.gpus: must be at least 1"),
+        ({"model_cache": ""}, "model_cache: must not be empty"),
+        ({"model_cache": "models"}, "model_cache: must be an absolute path"),
+        ({"run_root": "runs"}, "run_root: must be an absolute path"),
+        ({"run_root": "/runs,/root/.ssh:/keys"}, "run_root: must not contain ',' or ':'"),
+        ({"model_cache": "/models:/keys"}, "model_cache: must not contain ',' or ':'"),
+        (
+            {"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "port": 70000}]}},
+            "node.nics[0] (mlx5_0): port: must be at most 65535",
+        ),
+        (
+            {"node": {"gpus": 8, "nics": [{"name": "mlx5_0", "gpus": [10**400]}]}},
+            "node.nics[0] (mlx5_0): gpus[0]: must be at most",
+        ),
     ],
 )
 def test_nonsense_hosts_values_are_refused(tmp_path, change, message):

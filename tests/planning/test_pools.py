@@ -181,10 +181,7 @@ AGG = {"ttft_min_ms": 0, "ttft_max_ms": 1000, "ttft_resolution": 2, "itl_min_ms"
             },
             "agg_pool_selection_strategy.ttft_max_ms: must be a finite number within",
         ),
-        (
-            {"tiers": [{"pool": "fast", "ttft_ms": 10**400}, {"pool": "slow"}]},
-            "ttft_ms: Input should be less than or equal to",
-        ),
+        ({"tiers": [{"pool": "fast", "ttft_ms": 10**400}, {"pool": "slow"}]}, "ttft_ms: must be at most"),
     ],
 )
 def test_bad_grids_are_refused_naming_the_field(tmp_path, router, expected):

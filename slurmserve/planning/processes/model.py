@@ -41,6 +41,19 @@ def model_location(recipe: Recipe, hosts: Hosts) -> ModelLocation:
     return ModelLocation(snapshot, env | {"HF_HUB_OFFLINE": "1"})
 
 
+def download_warning(recipe: Recipe, hosts: Hosts, worker_nodes: int) -> list[str]:
+    """A hub model without a shared cache is fetched by every node's workers on their own, as they start."""
+    model = recipe.model
+    if not (recipe.loads_recipe_model and model.on_hub) or hosts.model_cache is not None:
+        return []
+    who = f"each of the deployment's {worker_nodes} nodes downloads it" if worker_nodes > 1 else "its node downloads it"
+    return [
+        f"model_cache: the hosts file names no shared model cache, so {who} "
+        f"from the hub ({model.repo}) as its workers start; set model_cache: to a folder on a shared filesystem "
+        "to stage it once, before the workers"
+    ]
+
+
 def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
     """What to stage on the shared filesystem before the workers start, if anything."""
     model = recipe.model

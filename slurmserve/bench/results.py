@@ -4,6 +4,7 @@ summary (summary.json, our own schema) with its table."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..observability.metrics import FrontendCounters
 
 SUMMARY_VERSION = 1
 AIPERF_EXPORT = "profile_export_aiperf.json"
+SUMMARY_JSON = "summary.json"
 # The frontend may count a little more than aiperf sent (the supervisor's own canary requests meanwhile).
 COUNTER_SLACK_TOKENS = 64
 
@@ -36,6 +38,11 @@ class PointResult(BaseModel):
     output_tokens_per_s: float = 0.0
     output_tokens_per_s_per_gpu: float = 0.0
     output_tokens_per_s_per_user: float = 0.0
+    # The spread of the per-request figures behind the point's, for its run-to-run noise (see `noise`):
+    # the p25-p75 of the users' decode rates, and the request latencies' standard deviation over their mean.
+    per_user_p25: float | None = None
+    per_user_p75: float | None = None
+    request_latency_cv: float | None = None
     requests_per_s: float = 0.0
     goodput: float | None = None  # requests/s meeting the recipe's goodput SLOs
     output_tokens: int = 0
@@ -70,6 +77,11 @@ class BenchSummary(BaseModel):
     def valid(self) -> bool:
         return all(point.valid for point in self.points)
 
+    @property
+    def workload(self) -> str:
+        """What was sent: benchmarks of different workloads answer different questions."""
+        return f"{self.endpoint_type}, ISL {self.isl} / OSL {self.osl}"
+
 
 def _figure(export: dict[str, Any], key: str, field: str = "avg") -> float:
     value = (export.get(key) or {}).get(field)
@@ -88,6 +100,7 @@ def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts:
     warmup = export.get("warmup_metrics") or {}
     errors = sum(int(entry.get("count", 0)) for entry in export.get("error_summary") or [])
     throughput = _figure(export, "output_token_throughput")
+    latency_mean = _figure(export, "request_latency")
     return PointResult(
         concurrency=concurrency,
         requests=int(_figure(export, "request_count")),
@@ -102,6 +115,9 @@ def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts:
         # tokens came in one burst.
         output_tokens_per_s_per_user=_figure(export, "output_token_throughput_per_user", "p50")
         or _figure(export, "output_token_throughput_per_user"),
+        per_user_p25=(export.get("output_token_throughput_per_user") or {}).get("p25"),
+        per_user_p75=(export.get("output_token_throughput_per_user") or {}).get("p75"),
+        request_latency_cv=_figure(export, "request_latency", "std") / latency_mean if latency_mean else None,
         requests_per_s=_figure(export, "request_throughput"),
         goodput=_figure(export, "goodput") if export.get("goodput") else None,
         output_tokens=int(_figure(export, "total_output_tokens")),
@@ -161,28 +177,52 @@ def read_export(folder: Path) -> dict[str, Any] | None:
 def read_summary(folder: Path) -> BenchSummary | None:
     """The folder's summary; None if it has none, or one that cannot be read (not UTF-8, not a summary)."""
     try:
-        return BenchSummary.model_validate_json((folder / "summary.json").read_text())
+        return BenchSummary.model_validate_json((folder / SUMMARY_JSON).read_text())
     except (OSError, UnicodeDecodeError, ValidationError):
         return None
 
 
+# p99 is the 99th of 100 sorted requests: from fewer, it is (nearly) the slowest one, not a percentile.
+P99_SAMPLES = 100
+FEW_SAMPLES = "~"
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """A column of the benchmark table: its header (short, for 80 columns) and what it is, in words."""
+
+    header: str
+    meaning: str
+
+
 TABLE_COLUMNS = (
-    "point",
-    "conc",
-    "req/s",
-    "tok/s",
-    "tok/s/GPU",
-    "tok/s/user",
-    "TTFT p50/p99 ms",
-    "ITL p50/p99 ms",
-    "latency p50/p99 ms",
-    "errors",
-    "valid",
+    TableColumn("point", "the benchmark (a run's name, or a sweep point's settings)"),
+    TableColumn("conc", "concurrency: requests in flight at once"),
+    TableColumn("n", "requests measured (after the warm-up)"),
+    TableColumn("req/s", "requests completed per second of the measuring window"),
+    TableColumn("tok/s", "output tokens per second, all requests together (output tokens / measuring window)"),
+    TableColumn("tok/s/GPU", "tok/s divided by the deployment's GPUs"),
+    TableColumn(
+        "tok/s/user",
+        "the decode speed one user sees: a request's output tokens after the first, over the time after its "
+        "first token (TTFT not counted: at concurrency 1 it can exceed tok/s), for the median request",
+    ),
+    TableColumn("TTFT ms", "time to first token, from sending a request to its first output token: p50 / p99"),
+    TableColumn("ITL ms", "inter-token latency, a request's mean time between output tokens: p50 / p99"),
+    TableColumn("latency ms", "request latency, from sending a request to its last token: p50 / p99"),
+    TableColumn("errors", "failed requests (and their share of all)"),
+    TableColumn(
+        "valid",
+        "the validity gate: no failed request, every output as long as asked, and the frontend's own counters "
+        "agreeing with aiperf's",
+    ),
 )
 
 
-def _pair(found: Percentiles | None) -> str:
-    return f"{found.p50:.1f} / {found.p99:.1f}" if found else "-"
+def _pair(found: Percentiles | None, requests: int) -> str:
+    if not found:
+        return "-"
+    return f"{found.p50:.1f} / {found.p99:.1f}{FEW_SAMPLES if requests < P99_SAMPLES else ''}"
 
 
 def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
@@ -191,19 +231,30 @@ def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
         [
             summary.label or summary.id,
             str(point.concurrency),
+            str(point.requests),
             f"{point.requests_per_s:.2f}",
             f"{point.output_tokens_per_s:.1f}",
             f"{point.output_tokens_per_s_per_gpu:.1f}",
             f"{point.output_tokens_per_s_per_user:.1f}",
-            _pair(point.ttft_ms),
-            _pair(point.itl_ms),
-            _pair(point.request_latency_ms),
+            _pair(point.ttft_ms, point.requests),
+            _pair(point.itl_ms, point.requests),
+            _pair(point.request_latency_ms, point.requests),
             f"{point.errors} ({point.error_rate:.1f}%)",
             "yes" if point.valid else "NO",
         ]
         for summary in summaries
         for point in summary.points
     ]
+
+
+def footnotes(summaries: list[BenchSummary]) -> list[str]:
+    """Under the table: what a marked p99 means, if one is marked."""
+    if any(0 < point.requests < P99_SAMPLES for summary in summaries for point in summary.points):
+        return [
+            f"{FEW_SAMPLES} p99 of fewer than {P99_SAMPLES} requests: close to the slowest request, not a "
+            "percentile to rely on (measure without --quick)"
+        ]
+    return []
 
 
 def invalid_points(summaries: list[BenchSummary]) -> list[str]:
@@ -216,9 +267,17 @@ def invalid_points(summaries: list[BenchSummary]) -> list[str]:
     ]
 
 
+def definitions() -> list[str]:
+    """The table's header block: each column, once, in words."""
+    width = max(len(column.header) for column in TABLE_COLUMNS)
+    return [f"{column.header.ljust(width)}  {column.meaning}" for column in TABLE_COLUMNS]
+
+
 def text_table(summaries: list[BenchSummary]) -> str:
-    """The table as plain text (table.txt beside the summary), then why any point is invalid."""
-    rows = [list(TABLE_COLUMNS), *table_rows(summaries)]
+    """The table as plain text (table.txt beside the summary): what each column is, the rows, the
+    footnotes, then why any point is invalid."""
+    rows = [[column.header for column in TABLE_COLUMNS], *table_rows(summaries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
     lines = ["  ".join([*map(str.ljust, row[:-1], widths), row[-1]]) for row in rows]
-    return "\n".join(lines + [f"invalid: {line}" for line in invalid_points(summaries)]) + "\n"
+    invalid = [f"invalid: {line}" for line in invalid_points(summaries)]
+    return "\n".join([*definitions(), "", *lines, *footnotes(summaries), *invalid]) + "\n"

@@ -1,0 +1,68 @@
+"""Which points of the Pareto view (tokens/s per user against tokens/s per GPU, more of each is better) are
+on its frontier, decided so that noise does not decide it: a point is dominated only by one that is at
+least as good on both axes and better on one by more than the run-to-run spread of the two."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .results import PointResult
+
+# Two standard errors: a difference that a rerun shows again about 19 times in 20.
+STANDARD_ERRORS = 2.0
+# The standard error of a median is about 1.2533 sigma / sqrt(n), and a normal sigma is IQR / 1.349.
+MEDIAN_ERROR_PER_IQR = 1.2533 / 1.349
+# What a run's own sample cannot show: the machine's other load, another placement of the same deployment.
+# Reruns of the README's sweep differ by up to about 1% (see the report of issue 25); 2% covers them.
+RELATIVE_FLOOR = 0.02
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A point of the Pareto view with how far either figure could move in a rerun (its noise, +-)."""
+
+    x: float  # output tokens/s per user
+    y: float  # output tokens/s per GPU
+    x_noise: float
+    y_noise: float
+    series: str = ""
+    concurrency: int = 0
+
+
+def measured(point: PointResult, series: str = "") -> Measured:
+    """The point's figures and their noise: the median user's rate moves with the p25-p75 of the users'
+    rates over the square root of the requests; throughput per GPU (requests in flight over their mean
+    latency) with the latencies' relative spread over that root; neither less than RELATIVE_FLOOR."""
+    x, y = point.output_tokens_per_s_per_user, point.output_tokens_per_s_per_gpu
+    root = math.sqrt(max(point.requests, 1))
+    x_error = y_error = 0.0
+    if point.per_user_p25 is not None and point.per_user_p75 is not None:
+        x_error = MEDIAN_ERROR_PER_IQR * (point.per_user_p75 - point.per_user_p25) / root
+    if point.request_latency_cv is not None:
+        y_error = point.request_latency_cv / root * y
+    return Measured(
+        x,
+        y,
+        max(RELATIVE_FLOOR * x, STANDARD_ERRORS * x_error),
+        max(RELATIVE_FLOOR * y, STANDARD_ERRORS * y_error),
+        series,
+        point.concurrency,
+    )
+
+
+def dominates(better: Measured, other: Measured) -> bool:
+    """`better` is at least as good on both axes (within the spread) and better beyond it on one. The
+    spread of a difference is that of both points together (independent measurements)."""
+    x_spread = math.hypot(better.x_noise, other.x_noise)
+    y_spread = math.hypot(better.y_noise, other.y_noise)
+    not_worse = better.x >= other.x - x_spread and better.y >= other.y - y_spread
+    return not_worse and (better.x > other.x + x_spread or better.y > other.y + y_spread)
+
+
+def frontier(points: list[Measured]) -> list[Measured]:
+    """The points no other point dominates, by x."""
+    return sorted(
+        (point for point in points if not any(dominates(other, point) for other in points if other is not point)),
+        key=lambda point: (point.x, point.y),
+    )

@@ -129,10 +129,12 @@ def measure(
     if not result.valid:
         return result
     if not by_time and result.measuring_s < point.min_measuring_s:
-        return measure_once(run, workload, for_duration(point, result.requests_per_s), folder, aiperf, tokenizer)
-    if by_time and result.requests < point.requests:
-        return measure_once(run, workload, point, folder, aiperf, tokenizer)
-    return result
+        again = measure_once(run, workload, for_duration(point, result.requests_per_s), folder, aiperf, tokenizer)
+    elif by_time and result.requests < point.requests:
+        again = measure_once(run, workload, point, folder, aiperf, tokenizer)
+    else:
+        return result
+    return again.model_copy(update={"aiperf_s": result.aiperf_s + again.aiperf_s})  # both runs' time
 
 
 def for_duration(point: Point, rate: float) -> Point:

@@ -189,10 +189,12 @@ FEW_SAMPLES = "~"
 
 @dataclass(frozen=True)
 class TableColumn:
-    """A column of the benchmark table: its header (short, for 80 columns) and what it is, in words."""
+    """A column of the benchmark table: its header, what it is in words, and its header stacked on two
+    lines where it is longer than its figures (a terminal 80 columns wide)."""
 
     header: str
     meaning: str
+    stacked: str = ""
 
 
 TABLE_COLUMNS = (
@@ -201,15 +203,24 @@ TABLE_COLUMNS = (
     TableColumn("n", "requests measured (after the warm-up)"),
     TableColumn("req/s", "requests completed per second of the measuring window"),
     TableColumn("tok/s", "output tokens per second, all requests together (output tokens / measuring window)"),
-    TableColumn("tok/s/GPU", "tok/s divided by the deployment's GPUs"),
+    TableColumn("tok/s/GPU", "tok/s divided by the deployment's GPUs", "tok/s\n/GPU"),
     TableColumn(
         "tok/s/user",
         "the decode speed one user sees: a request's output tokens after the first, over the time after its "
         "first token (TTFT not counted: at concurrency 1 it can exceed tok/s), for the median request",
+        "tok/s\n/user",
     ),
-    TableColumn("TTFT ms", "time to first token, from sending a request to its first output token: p50 / p99"),
-    TableColumn("ITL ms", "inter-token latency, a request's mean time between output tokens: p50 / p99"),
-    TableColumn("latency ms", "request latency, from sending a request to its last token: p50 / p99"),
+    TableColumn(
+        "TTFT ms",
+        "time to first token, from sending a request to its first output token: p50 / p99",
+        "TTFT ms\np50/p99",
+    ),
+    TableColumn(
+        "ITL ms", "inter-token latency, a request's mean time between output tokens: p50 / p99", "ITL ms\np50/p99"
+    ),
+    TableColumn(
+        "latency ms", "request latency, from sending a request to its last token: p50 / p99", "latency ms\np50/p99"
+    ),
     TableColumn("errors", "failed requests (and their share of all)"),
     TableColumn(
         "valid",

@@ -33,16 +33,9 @@ STATE_STYLE = {
     UNREADABLE: "red",
 }
 SPARKS = "▁▂▃▄▅▆▇█"
-# The benchmark table: what it leaves to table.txt below this width, and its headers on two lines.
+# The benchmark table: what it leaves to table.txt below this width.
 WIDE_TABLE = 120
 NARROW_LEAVES_OUT = ("req/s", "latency ms", "errors")
-TWO_LINE_HEADERS = {
-    "tok/s/GPU": "tok/s\n/GPU",
-    "tok/s/user": "tok/s\n/user",
-    "TTFT ms": "TTFT ms\np50/p99",
-    "ITL ms": "ITL ms\np50/p99",
-    "latency ms": "latency ms\np50/p99",
-}
 
 
 def warn(plan: Plan) -> None:
@@ -253,7 +246,7 @@ def point_line(point: PointResult) -> str:
 
 def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Table:
     """The benchmark table for a terminal `width` wide (default: the console's; 80 through a pipe). Headers
-    short and on two lines, never cut; narrower than WIDE_TABLE, the columns NARROW_LEAVES_OUT are left to
+    short and stacked on two lines, never cut; narrower than WIDE_TABLE, the columns NARROW_LEAVES_OUT are left to
     table.txt. One benchmark's name is the title; several are told apart by a number in the first
     column, their names under the table."""
     wide = (width or console.width) >= WIDE_TABLE
@@ -261,8 +254,7 @@ def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Tabl
     several = len(summaries) > 1
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left", caption_justify="left")
     for i in shown[0 if several else 1 :]:
-        header = TABLE_COLUMNS[i].header
-        table.add_column(TWO_LINE_HEADERS.get(header, header), justify="left" if i == 0 else "right")
+        table.add_column(TABLE_COLUMNS[i].stacked or TABLE_COLUMNS[i].header, justify="left" if i == 0 else "right")
     numbers = {summary.label or summary.id: f"{n}" for n, summary in enumerate(summaries, 1)}
     for row in table_rows(summaries):
         cells = [numbers[row[0]], *row[1:]] if several else row

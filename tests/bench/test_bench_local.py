@@ -36,7 +36,7 @@ def only_benchmark(run: str):
 def test_a_two_point_benchmark_of_mocker_disagg_writes_summary_artifacts_and_plots(cancel_later):
     cancel_later("bench-local")
     deploy("bench-local", "mocker-disagg")
-    result = slurmserve("bench", "bench-local", "--json")
+    result = slurmserve("bench", "bench-local", "--json", "--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "concurrency 1: 10 requests" in result.stderr and "concurrency 4: 40 requests" in result.stderr
     folder, summary = only_benchmark("bench-local")

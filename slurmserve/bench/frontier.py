@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .results import PointResult
+if TYPE_CHECKING:  # results' table names the frontier: the import is only for the types
+    from .results import BenchSummary, PointResult
 
 # Two standard errors: a difference that a rerun shows again about 19 times in 20.
 STANDARD_ERRORS = 2.0
@@ -66,3 +68,23 @@ def frontier(points: list[Measured]) -> list[Measured]:
         (point for point in points if not any(dominates(other, point) for other in points if other is not point)),
         key=lambda point: (point.x, point.y),
     )
+
+
+def frontier_of(summaries: list[BenchSummary]) -> list[Measured] | None:
+    """The frontier of the benchmarks' valid points; None where there is none to draw: fewer than two
+    points, or workloads mixed (a frontier across them compares different questions)."""
+    points = [measured(point, s.label or s.id) for s in summaries for point in s.points if point.valid]
+    if len(points) < 2 or len({summary.workload for summary in summaries}) != 1:
+        return None
+    return frontier(points)
+
+
+def frontier_line(summaries: list[BenchSummary]) -> str | None:
+    """The frontier in words: which points are on it (by benchmark and concurrency)."""
+    best = frontier_of(summaries)
+    if best is None:
+        return None
+    on_it = ", ".join(
+        f"{point.series} c{point.concurrency}" if len(summaries) > 1 else f"c{point.concurrency}" for point in best
+    )
+    return f"frontier (tok/s/user against tok/s/GPU, differences within the run-to-run spread ignored): {on_it}"

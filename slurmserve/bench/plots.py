@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..private import write_whole
-from .frontier import Measured, frontier, measured
+from .frontier import frontier_of, measured
 from .results import BenchSummary
 
 PARETO_PNG = "pareto.png"
@@ -50,10 +50,8 @@ def from_zero(axes: Any) -> None:
 def draw_pareto(axes: Any, summaries: list[BenchSummary]) -> None:
     """Each benchmark's valid points with their spread, labelled by concurrency; the frontier marked
     (and in the legend) when there are points of one workload to choose between."""
-    everything: list[Measured] = []
     for summary in summaries:
         points = [measured(point, summary.label) for point in summary.points if point.valid]
-        everything += points
         axes.errorbar(
             [p.x for p in points],
             [p.y for p in points],
@@ -67,8 +65,8 @@ def draw_pareto(axes: Any, summaries: list[BenchSummary]) -> None:
             axes.annotate(
                 f"c{point.concurrency}", (point.x, point.y), textcoords="offset points", xytext=(5, 5), fontsize=8
             )
-    if len(everything) > 1 and len({summary.workload for summary in summaries}) == 1:
-        best = frontier(everything)
+    best = frontier_of(summaries)
+    if best:
         axes.plot([p.x for p in best], [p.y for p in best], color="black", linestyle="--", linewidth=0.8)
         axes.scatter(
             [p.x for p in best], [p.y for p in best], s=160, facecolors="none", edgecolors="black", label=FRONTIER_LABEL

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..observability.metrics import FrontendCounters
+from .frontier import frontier_line
 
 SUMMARY_VERSION = 1
 AIPERF_EXPORT = "profile_export_aiperf.json"
@@ -291,4 +292,5 @@ def text_table(summaries: list[BenchSummary]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
     lines = ["  ".join([*map(str.ljust, row[:-1], widths), row[-1]]) for row in rows]
     invalid = [f"invalid: {line}" for line in invalid_points(summaries)]
-    return "\n".join([*definitions(), "", *lines, *footnotes(summaries), *invalid]) + "\n"
+    best = [found] if (found := frontier_line(summaries)) else []
+    return "\n".join([*definitions(), "", *lines, *footnotes(summaries), *best, *invalid]) + "\n"

@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 
 from .. import deploy
+from ..bench.frontier import frontier_line
 from ..bench.measure import BenchRequest
-from ..bench.results import invalid_points
+from ..bench.results import BenchSummary, invalid_points
 from ..bench.sweep import sweep_points
 from ..errors import DeploymentFailed
 from ..runs import open_run
@@ -78,9 +79,17 @@ def compare(sources: list[str], out: Path | None, mix_workloads: bool) -> None:
     """`bench compare`: the benchmarks' table side by side, their invalid points, where the plots went."""
     summaries, folder = deploy.compare(sources, out, mix_workloads)
     console.print(bench_table(summaries))
+    said_frontier(summaries)
     for line in invalid_points(summaries):
         console.print(f"invalid: {line}", highlight=False)
     console.print(f"table and plots: {folder}")
+
+
+def said_frontier(summaries: list[BenchSummary]) -> None:
+    """Which points are on the Pareto plot's frontier, in words (none said where none is drawn)."""
+    line = frontier_line(summaries)
+    if line:
+        console.print(line, highlight=False)
 
 
 @clean_errors
@@ -115,6 +124,7 @@ def sweep(
         )
     if report.summaries:
         console.print(bench_table(report.summaries))
+        said_frontier(report.summaries)
     console.print(
         f"sweep folder: {report.folder} (table.txt, pareto.png with the frontier, a folder per point); "
         f"measured {len(report.measured)}, skipped {len(report.skipped)}, failed {len(report.failed)}"

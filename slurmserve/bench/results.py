@@ -262,10 +262,7 @@ def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
 def footnotes(summaries: list[BenchSummary]) -> list[str]:
     """Under the table: what a marked p99 means, if one is marked."""
     if any(0 < point.requests < P99_SAMPLES for summary in summaries for point in summary.points):
-        return [
-            f"{FEW_SAMPLES} p99 of fewer than {P99_SAMPLES} requests: close to the slowest request, not a "
-            "percentile to rely on (measure without --quick)"
-        ]
+        return [f"{FEW_SAMPLES} p99 of fewer than {P99_SAMPLES} requests: about the slowest one, not a percentile"]
     return []
 
 

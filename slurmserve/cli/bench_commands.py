@@ -67,7 +67,7 @@ def bench(
     if json_out:
         print(summary.model_dump_json(indent=2))
     else:
-        console.print(bench_table([summary]))
+        console.print(bench_table([summary]), soft_wrap=False)  # its notes wrap at the table's width
     progress.print(f"results: {folder / 'summary.json'} (with table.txt, the plots, aiperf's own files per point)")
     if not summary.valid:
         raise DeploymentFailed(
@@ -78,7 +78,7 @@ def bench(
 def compare(sources: list[str], out: Path | None, mix_workloads: bool) -> None:
     """`bench compare`: the benchmarks' table side by side, their invalid points, where the plots went."""
     summaries, folder = deploy.compare(sources, out, mix_workloads)
-    console.print(bench_table(summaries))
+    console.print(bench_table(summaries), soft_wrap=False)  # its notes wrap at the table's width
     said_frontier(summaries)
     for line in invalid_points(summaries):
         console.print(f"invalid: {line}", highlight=False)
@@ -123,7 +123,7 @@ def sweep(
             recipe, hosts, set_, points, request, out=out, timeout=timeout, remeasure=remeasure, say=console.print
         )
     if report.summaries:
-        console.print(bench_table(report.summaries))
+        console.print(bench_table(report.summaries), soft_wrap=False)  # its notes wrap at the table's width
         said_frontier(report.summaries)
     console.print(
         f"sweep folder: {report.folder} (table.txt, pareto.png with the frontier, a folder per point); "

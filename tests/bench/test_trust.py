@@ -11,7 +11,7 @@ from rich.console import Console
 
 from slurmserve.bench import measure as measuring
 from slurmserve.bench.compare import benchmark_folders, compare
-from slurmserve.bench.frontier import RELATIVE_FLOOR, Measured, dominates, frontier, measured
+from slurmserve.bench.frontier import RELATIVE_FLOOR, Measured, dominates, frontier, frontier_line, measured
 from slurmserve.bench.plots import FRONTIER_LABEL, draw_pareto
 from slurmserve.bench.results import TABLE_COLUMNS, text_table
 from slurmserve.bench.workload import MIN_MEASURING_S, MIN_REQUESTS, Point, Tokenizer, Workload
@@ -178,3 +178,11 @@ def test_compare_takes_a_sweep_folder_a_run_or_says_what_does_not_exist(tmp_path
     assert older.exists() and benchmark_folders("demo") == [newer]
     with pytest.raises(UserError, match=f"{tmp_path / 'nowhere'} does not exist"):
         benchmark_folders(str(tmp_path / "nowhere"))
+
+
+def test_the_frontier_is_said_in_words_where_one_is_drawn():
+    one, other = summary("a"), summary("b", output_tokens_per_s_per_gpu=300.0)
+    assert frontier_line([one]) is None  # one point: nothing to choose between
+    assert frontier_line([one, other.model_copy(update={"osl": 64})]) is None  # workloads mixed
+    assert frontier_line([one, other]).endswith(": b c4")  # b: twice a's per GPU, the same per user
+    assert "frontier (tok/s/user against tok/s/GPU" in text_table([one, other])

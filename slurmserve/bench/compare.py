@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..private import make_out_dir, make_private_dir, write_whole
 from ..runs import runs_root
 from . import plots
-from .results import SUMMARY_JSON, BenchSummary, read_summary, text_table
+from .results import SUMMARY_JSON, BenchSummary, read_summary
+from .table import text_table
 
 
 def benchmark_folders(source: str) -> list[Path]:

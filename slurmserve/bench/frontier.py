@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # results' table names the frontier: the import is only for the types
-    from .results import BenchSummary, PointResult
+from .results import BenchSummary, PointResult
 
 # Two standard errors: a difference that a rerun shows again about 19 times in 20.
 STANDARD_ERRORS = 2.0

@@ -26,7 +26,8 @@ from ..runs.layout import client_record_of
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
-from .results import SUMMARY_JSON, BenchSummary, PointResult, failed_point, gate, point_result, read_export, text_table
+from .results import SUMMARY_JSON, BenchSummary, PointResult, failed_point, gate, point_result, read_export
+from .table import text_table
 from .workload import Point, Tokenizer, Workload, check_replay_covers, replay_trace_of
 
 POINT_TIMEOUT_S = 1800.0

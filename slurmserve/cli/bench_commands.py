@@ -10,8 +10,9 @@ import typer
 from .. import deploy
 from ..bench.frontier import frontier_line
 from ..bench.measure import BenchRequest
-from ..bench.results import BenchSummary, invalid_points
+from ..bench.results import BenchSummary
 from ..bench.sweep import sweep_points
+from ..bench.table import invalid_points
 from ..errors import DeploymentFailed
 from ..runs import open_run
 from .exits import clean_errors, said_on_interrupt

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from .. import deploy
-from ..bench.results import TABLE_COLUMNS, BenchSummary, PointResult, footnotes, table_rows
+from ..bench.results import BenchSummary, PointResult
+from ..bench.table import TABLE_COLUMNS, footnotes, table_rows
 from ..planning.plan import Plan
 from ..runs import LiveMetrics, Quantiles, UnreadableRun
 

@@ -10,8 +10,9 @@ import pytest
 from slurmserve.bench.compare import compare
 from slurmserve.bench.frontier import Measured, frontier
 from slurmserve.bench.measure import BenchRequest, tokenizer_for
-from slurmserve.bench.results import BenchSummary, gate, point_result, text_table
+from slurmserve.bench.results import BenchSummary, gate, point_result
 from slurmserve.bench.sweep import sweep_points
+from slurmserve.bench.table import text_table
 from slurmserve.bench.workload import Tokenizer, Workload, check_replay_covers, replay_trace_of
 from slurmserve.config.recipe import BenchSpec, load_recipe
 from slurmserve.errors import UserError

@@ -13,7 +13,7 @@ from slurmserve.bench import measure as measuring
 from slurmserve.bench.compare import benchmark_folders, compare
 from slurmserve.bench.frontier import RELATIVE_FLOOR, Measured, dominates, frontier, frontier_line, measured
 from slurmserve.bench.plots import FRONTIER_LABEL, draw_pareto
-from slurmserve.bench.results import TABLE_COLUMNS, text_table
+from slurmserve.bench.table import TABLE_COLUMNS, text_table
 from slurmserve.bench.workload import MIN_MEASURING_S, MIN_REQUESTS, Point, Tokenizer, Workload
 from slurmserve.cli.output import bench_table
 from slurmserve.config.recipe import load_recipe

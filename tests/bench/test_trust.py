@@ -13,11 +13,13 @@ from slurmserve.bench import measure as measuring
 from slurmserve.bench.compare import benchmark_folders, compare
 from slurmserve.bench.frontier import RELATIVE_FLOOR, Measured, dominates, frontier, frontier_line, measured
 from slurmserve.bench.plots import FRONTIER_LABEL, draw_pareto
+from slurmserve.bench.results import gate
 from slurmserve.bench.table import TABLE_COLUMNS, text_table
 from slurmserve.bench.workload import MIN_MEASURING_S, MIN_REQUESTS, Point, Tokenizer, Workload
 from slurmserve.cli.output import bench_table
 from slurmserve.config.recipe import load_recipe
 from slurmserve.errors import UserError
+from slurmserve.observability.metrics import FrontendCounters
 
 from ..conftest import plan_of
 from .test_bench import summary
@@ -186,3 +188,11 @@ def test_the_frontier_is_said_in_words_where_one_is_drawn():
     assert frontier_line([one, other.model_copy(update={"osl": 64})]) is None  # workloads mixed
     assert frontier_line([one, other]).endswith(": b c4")  # b: twice a's per GPU, the same per user
     assert "frontier (tok/s/user against tok/s/GPU" in text_table([one, other])
+
+
+def test_the_supervisors_canaries_during_a_long_point_do_not_fail_the_gate():
+    point = summary("a").points[0]  # 640 output tokens and 4 of the warm-up: 704
+    canaries = FrontendCounters(streamed_ok=44, output_tokens=704 + 80, unary_ok=5)  # five 16-token canaries
+    assert gate(point, 16, False, canaries) == []
+    unexplained = FrontendCounters(streamed_ok=44, output_tokens=704 + 80, unary_ok=0)
+    assert gate(point, 16, False, unexplained) == ["the frontend counted 784 output tokens, aiperf 704"]

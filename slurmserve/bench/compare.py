@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config.fields import IDENTIFIER
 from ..errors import UserError
 from ..private import make_out_dir, make_private_dir, write_whole
-from ..runs import runs_root
+from ..runs import RunPaths, runs_root
 from . import plots
 from .results import SUMMARY_JSON, BenchSummary, read_summary
 from .table import text_table
@@ -26,8 +26,9 @@ def benchmark_folders(source: str) -> list[Path]:
         raise UserError(f"bench compare: {source} does not exist (nor is it the name of a run)")
     if (path / SUMMARY_JSON).is_file():
         return [path]
-    if (path / "bench").is_dir():  # a run's: its latest benchmark (their names are their start times)
-        measured = sorted(child for child in (path / "bench").iterdir() if (child / SUMMARY_JSON).is_file())
+    benchmarks = RunPaths(path).bench
+    if benchmarks.is_dir():  # a run's: its latest benchmark (their names are their start times)
+        measured = sorted(child for child in benchmarks.iterdir() if (child / SUMMARY_JSON).is_file())
         if measured:
             return measured[-1:]
         raise UserError(f"bench compare: run {path.name} has no finished benchmark (`slurmserve bench {path.name}`)")

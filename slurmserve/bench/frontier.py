@@ -14,8 +14,11 @@ STANDARD_ERRORS = 2.0
 # The standard error of a median is about 1.2533 sigma / sqrt(n), and a normal sigma is IQR / 1.349.
 MEDIAN_ERROR_PER_IQR = 1.2533 / 1.349
 # What a run's own sample cannot show: the machine's other load, another placement of the same deployment.
-# Reruns of the README's sweep differ by up to about 1% (see the report of issue 25); 2% covers them.
-RELATIVE_FLOOR = 0.02
+# Three reruns of the README's sweep (the mock engine on 2 cores shared with other work) differed by 1-20%
+# per point, where their own samples showed 1-4%; a dedicated node's reruns differ by a few %. 5% each
+# (7% for a difference of two points) keeps a few-% wobble from deciding the frontier without hiding the
+# differences a sweep is run to find.
+RELATIVE_FLOOR = 0.05
 
 
 @dataclass(frozen=True)

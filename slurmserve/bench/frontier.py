@@ -11,13 +11,11 @@ from .results import BenchSummary, PointResult
 
 # Two standard errors: a difference that a rerun shows again about 19 times in 20.
 STANDARD_ERRORS = 2.0
-# The standard error of a median is about 1.2533 sigma / sqrt(n), and a normal sigma is IQR / 1.349.
-MEDIAN_ERROR_PER_IQR = 1.2533 / 1.349
 # What a run's own sample cannot show: the machine's other load, another placement of the same deployment.
-# Three reruns of the README's sweep (the mock engine on 2 cores shared with other work) differed by 1-20%
-# per point, where their own samples showed 1-4%; a dedicated node's reruns differ by a few %. 5% each
-# (7% for a difference of two points) keeps a few-% wobble from deciding the frontier without hiding the
-# differences a sweep is run to find.
+# Four reruns of the README's sweep (the mock engine on 2 cores shared with other work) differed by 1-20% a
+# point where their own samples showed a few %. With a floor of 2%, one of the four put a second point on
+# the frontier; with 5% (7% for the difference of two points) all four drew the same frontier, and a
+# difference a sweep is run to find (a third more per GPU) still counts.
 RELATIVE_FLOOR = 0.05
 
 
@@ -34,24 +32,17 @@ class Measured:
 
 
 def measured(point: PointResult, series: str = "") -> Measured:
-    """The point's figures and their noise: the median user's rate moves with the p25-p75 of the users'
-    rates over the square root of the requests; throughput per GPU (requests in flight over their mean
-    latency) with the latencies' relative spread over that root; neither less than RELATIVE_FLOOR."""
+    """The point's figures and their noise: the median user's rate moves within the interval its requests
+    give the median (results.median_interval); throughput per GPU (requests in flight over their mean
+    latency) with the latencies' relative spread over the root of the requests (two standard errors of
+    the mean); neither less than RELATIVE_FLOOR."""
     x, y = point.output_tokens_per_s_per_user, point.output_tokens_per_s_per_gpu
-    root = math.sqrt(max(point.requests, 1))
     x_error = y_error = 0.0
-    if point.per_user_p25 is not None and point.per_user_p75 is not None:
-        x_error = MEDIAN_ERROR_PER_IQR * (point.per_user_p75 - point.per_user_p25) / root
+    if point.per_user_median_low is not None and point.per_user_median_high is not None:
+        x_error = max(x - point.per_user_median_low, point.per_user_median_high - x)
     if point.request_latency_cv is not None:
-        y_error = point.request_latency_cv / root * y
-    return Measured(
-        x,
-        y,
-        max(RELATIVE_FLOOR * x, STANDARD_ERRORS * x_error),
-        max(RELATIVE_FLOOR * y, STANDARD_ERRORS * y_error),
-        series,
-        point.concurrency,
-    )
+        y_error = STANDARD_ERRORS * point.request_latency_cv / math.sqrt(max(point.requests, 1)) * y
+    return Measured(x, y, max(RELATIVE_FLOOR * x, x_error), max(RELATIVE_FLOOR * y, y_error), series, point.concurrency)
 
 
 def dominates(better: Measured, other: Measured) -> bool:

@@ -26,7 +26,16 @@ from ..runs.layout import client_record_of
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
-from .results import SUMMARY_JSON, BenchSummary, PointResult, failed_point, gate, point_result, read_export
+from .results import (
+    SUMMARY_JSON,
+    BenchSummary,
+    PointResult,
+    failed_point,
+    gate,
+    per_user_rates,
+    point_result,
+    read_export,
+)
 from .table import text_table
 from .workload import Point, Tokenizer, Workload, check_replay_covers, replay_trace_of
 
@@ -174,7 +183,7 @@ def measure_once(
     if export is None:
         why = f"aiperf exited {status} without results: {log_tail(out / 'aiperf.log')}"
         return failed_point(point.concurrency, point.label, why)
-    result = point_result(export, point.concurrency, workload.gpus, point.label).model_copy(
+    result = point_result(export, point.concurrency, workload.gpus, point.label, per_user_rates(out)).model_copy(
         update={"aiperf_s": aiperf_s}
     )
     counted = after - before if after and before else None

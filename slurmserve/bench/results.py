@@ -4,6 +4,8 @@ summary (summary.json, our own schema) with its table."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,9 @@ from ..observability.metrics import FrontendCounters
 SUMMARY_VERSION = 1
 AIPERF_EXPORT = "profile_export_aiperf.json"
 SUMMARY_JSON = "summary.json"
+AIPERF_RECORDS = "profile_export.jsonl"  # one line per request
+MEASURED = '"benchmark_phase":"profiling"'
+PER_USER_RATE = re.compile(r'"output_token_throughput_per_user":\{"value":([0-9.eE+-]+)')
 # The frontend may count a little more than aiperf sent: the supervisor's canaries meanwhile, unary (not
 # streamed) completions of at most CANARY_TOKENS each (transport.http.chat_completion's default), one every
 # 10 s, so a point of 30 s and more sees several; and a little beyond.
@@ -40,10 +45,10 @@ class PointResult(BaseModel):
     output_tokens_per_s: float = 0.0
     output_tokens_per_s_per_gpu: float = 0.0
     output_tokens_per_s_per_user: float = 0.0
-    # The spread of the per-request figures behind the point's, for its run-to-run noise (see `noise`):
-    # the p25-p75 of the users' decode rates, and the request latencies' standard deviation over their mean.
-    per_user_p25: float | None = None
-    per_user_p75: float | None = None
+    # How far the point's figures could move in a rerun (see frontier.measured): where the median user's
+    # decode rate falls 95 times in 100, and the request latencies' standard deviation over their mean.
+    per_user_median_low: float | None = None
+    per_user_median_high: float | None = None
     request_latency_cv: float | None = None
     requests_per_s: float = 0.0
     goodput: float | None = None  # requests/s meeting the recipe's goodput SLOs
@@ -97,8 +102,10 @@ def _percentiles(export: dict[str, Any], key: str) -> Percentiles | None:
     return Percentiles(p50=found["p50"], p90=found["p90"], p99=found["p99"])
 
 
-def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts: str) -> PointResult:
-    """A point's figures from aiperf's profile_export_aiperf.json."""
+def point_result(
+    export: dict[str, Any], concurrency: int, gpus: int, artifacts: str, per_user: list[float] | None = None
+) -> PointResult:
+    """A point's figures from aiperf's profile_export_aiperf.json (and its requests' decode rates)."""
     warmup = export.get("warmup_metrics") or {}
     errors = sum(int(entry.get("count", 0)) for entry in export.get("error_summary") or [])
     throughput = _figure(export, "output_token_throughput")
@@ -117,8 +124,8 @@ def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts:
         # tokens came in one burst.
         output_tokens_per_s_per_user=_figure(export, "output_token_throughput_per_user", "p50")
         or _figure(export, "output_token_throughput_per_user"),
-        per_user_p25=(export.get("output_token_throughput_per_user") or {}).get("p25"),
-        per_user_p75=(export.get("output_token_throughput_per_user") or {}).get("p75"),
+        per_user_median_low=median_interval(per_user)[0] if per_user else None,
+        per_user_median_high=median_interval(per_user)[1] if per_user else None,
         request_latency_cv=_figure(export, "request_latency", "std") / latency_mean if latency_mean else None,
         requests_per_s=_figure(export, "request_throughput"),
         goodput=_figure(export, "goodput") if export.get("goodput") else None,
@@ -168,6 +175,27 @@ def gate(result: PointResult, osl: int, ignore_eos: bool, counted: FrontendCount
     if not -slack <= counted.output_tokens - tokens <= slack + canaries:
         problems.append(f"the frontend counted {counted.output_tokens:g} output tokens, aiperf {tokens}")
     return problems
+
+
+def median_interval(values: list[float]) -> tuple[float, float]:
+    """Where the median of a rerun's sample falls 95 times in 100: the order statistics n/2 -+ sqrt(n)
+    (two standard errors of the binomial count below the median). No shape assumed: the users' rates of
+    the mock engine have two modes (tokens streamed one by one, or in one burst), where a spread such as
+    p25-p75 says nothing about the median."""
+    ordered = sorted(values)
+    n = len(ordered)
+    reach = math.sqrt(n)
+    return ordered[max(0, math.floor(n / 2 - reach))], ordered[min(n - 1, math.ceil(n / 2 + reach))]
+
+
+def per_user_rates(folder: Path) -> list[float]:
+    """Each measured request's decode rate (tokens/s after its first token), from aiperf's per-request
+    export (warm-up requests left out). Read by pattern, not parsed: a line holds every token's timing."""
+    try:
+        lines = (folder / AIPERF_RECORDS).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [float(found[1]) for line in lines if MEASURED in line and (found := PER_USER_RATE.search(line)) is not None]
 
 
 def read_export(folder: Path) -> dict[str, Any] | None:

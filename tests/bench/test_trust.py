@@ -13,7 +13,7 @@ from slurmserve.bench import measure as measuring
 from slurmserve.bench.compare import benchmark_folders, compare
 from slurmserve.bench.frontier import RELATIVE_FLOOR, Measured, dominates, frontier, frontier_line, measured
 from slurmserve.bench.plots import FRONTIER_LABEL, draw_pareto
-from slurmserve.bench.results import gate
+from slurmserve.bench.results import gate, median_interval, per_user_rates
 from slurmserve.bench.table import TABLE_COLUMNS, text_table
 from slurmserve.bench.workload import MIN_MEASURING_S, MIN_REQUESTS, Point, Tokenizer, Workload
 from slurmserve.cli.output import bench_table
@@ -85,10 +85,24 @@ def test_a_difference_within_the_spread_dominates_nothing():
 
 
 def test_a_points_spread_comes_from_its_own_requests_and_never_less_than_the_floor():
-    wide = summary("a", per_user_p25=500.0, per_user_p75=900.0, request_latency_cv=0.5, requests=25).points[0]
-    narrow = summary("a", per_user_p25=349.9, per_user_p75=350.1, request_latency_cv=0.0, requests=2000).points[0]
-    assert measured(wide).x_noise > 100 and measured(wide).y_noise > 0.1 * wide.output_tokens_per_s_per_gpu
-    assert measured(narrow).x_noise == pytest.approx(RELATIVE_FLOOR * narrow.output_tokens_per_s_per_user)
+    wide = summary("a", per_user_median_low=300.0, per_user_median_high=500.0, request_latency_cv=0.5, requests=25)
+    narrow = summary("a", per_user_median_low=349.0, per_user_median_high=351.0, request_latency_cv=0.0)
+    assert measured(wide.points[0]).x_noise == 150.0  # the far end of the median's interval
+    assert measured(wide.points[0]).y_noise == pytest.approx(2 * 0.5 / 5 * 150.0)  # two standard errors
+    assert measured(narrow.points[0]).x_noise == pytest.approx(RELATIVE_FLOOR * 350.0)
+
+
+def test_the_medians_interval_holds_two_modes_honestly(tmp_path):
+    # the mock engine's users: most see ~750 tokens/s, a third get their tokens in one burst
+    rates = [750.0 + i % 7 for i in range(130)] + [50_000.0] * 70
+    low, high = median_interval(rates)
+    assert 750 <= low <= high <= 757  # the median is among the steady ones: bursts do not widen it
+    records = [
+        '{"metadata":{"benchmark_phase":"warmup"},"metrics":{"output_token_throughput_per_user":{"value":1.0}}}',
+        '{"metadata":{"benchmark_phase":"profiling"},"metrics":{"output_token_throughput_per_user":{"value":2.5}}}',
+    ]
+    (tmp_path / "profile_export.jsonl").write_text("\n".join(records) + "\n")
+    assert per_user_rates(tmp_path) == [2.5]  # warm-up requests left out
 
 
 def test_the_p99_of_fewer_than_100_requests_is_marked_with_a_footnote():

@@ -24,9 +24,9 @@ import yaml
 
 from .backends import backend_for, traits_for
 from .backends.base import Backend, Launch, follow_file
+from .bench.compare import compare as compare_benchmarks
 from .bench.measure import BenchRequest
 from .bench.measure import bench as run_bench
-from .bench.measure import compare as compare_benchmarks
 from .bench.results import BenchSummary, PointResult
 from .bench.sweep import SweepPoint, SweepReport, SweepVerbs
 from .bench.sweep import sweep as run_sweep
@@ -237,9 +237,12 @@ def bench(
     return run_bench(run, run_recipe(run), request, on_point)
 
 
-def compare(folders: list[Path], out: Path | None = None) -> tuple[list[BenchSummary], Path]:
-    """Benchmark folders side by side: their summaries, and the folder with the combined table and plots."""
-    return compare_benchmarks(folders, out)
+def compare(
+    sources: list[str], out: Path | None = None, mix_workloads: bool = False
+) -> tuple[list[BenchSummary], Path]:
+    """Benchmarks side by side (folders, sweep folders, runs): their summaries, and the folder with the
+    combined table and plots."""
+    return compare_benchmarks(sources, out, mix_workloads)
 
 
 def sweep(

@@ -5,6 +5,7 @@ and the plots."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -17,7 +18,7 @@ from ..backends import backend_for
 from ..config.recipe import BenchSpec, Recipe
 from ..errors import DeploymentFailed, UserError
 from ..observability.metrics import frontend_counters
-from ..private import lock_record, make_out_dir, make_private_dir, take_lock, write_private, write_whole
+from ..private import lock_record, make_private_dir, take_lock, write_private, write_whole
 from ..resources import bundled_aiperf
 from ..runs import ProcessState, RunDir, Verdict
 from ..runs.events import BenchDone, BenchStarted, Restarted
@@ -25,12 +26,25 @@ from ..runs.layout import client_record_of
 from ..transport.http import canary_completion
 from ..waiting import wait_until
 from . import plots
-from .results import BenchSummary, PointResult, failed_point, gate, point_result, read_export, read_summary, text_table
+from .results import (
+    SUMMARY_JSON,
+    BenchSummary,
+    PointResult,
+    failed_point,
+    gate,
+    per_user_rates,
+    point_result,
+    read_export,
+)
+from .table import text_table
 from .workload import Point, Tokenizer, Workload, check_replay_covers, replay_trace_of
 
 POINT_TIMEOUT_S = 1800.0
 FRESH_TIMEOUT_S = 300.0  # workers restarted between points: a real engine reloads its model
 LOG_TAIL_LINES = 5
+# A duration-bound run's request count, as a multiple of what its first run's rate sends in that time: the
+# duration ends it, not the count (warm caches serve faster).
+DURATION_HEADROOM = 4
 SNAPSHOT = re.compile(r"^(?P<cache>/.+)/hub/models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})$")
 LOCAL_REVISION = "0" * 40  # the snapshot name aiperf's offline tokenizer lookup finds for a local folder
 # aiperf leaves memory-mapped stores in TMPDIR and puts its ZeroMQ sockets there (paths of at most 107
@@ -56,10 +70,11 @@ class BenchRequest:
     concurrency: list[int] | None = None
     isl: int | None = None
     osl: int | None = None
-    requests: int | None = None  # per point (default: the profile's requests per concurrency, times it)
+    requests: int | None = None  # exactly this many per point (default: see Workload.points)
     aiperf: str | None = None
     label: str | None = None  # the benchmark's name in tables and plots (default: the run's)
     fresh_between_points: bool = False  # restart the workers between points: caches start empty
+    quick: bool = False  # a smoke run: the recipe's request count alone, no floor of requests or seconds
 
     def applied_to(self, spec: BenchSpec) -> BenchSpec:
         changes: dict[str, object] = {key: value for key in ("isl", "osl") if (value := getattr(self, key))}
@@ -110,9 +125,38 @@ def log_tail(log: Path) -> str:
 
 
 def measure(
+    run: RunDir, workload: Workload, point: Point, folder: Path, aiperf: str, tokenizer: Tokenizer, before: float
+) -> PointResult:
+    """One point, for at least its requests and its seconds. aiperf stops at the first of a request count
+    and a duration, never at the later, so the point is bound by the one that comes last: by its seconds
+    when the rate `before` (requests/s of the previous point, 0: none; a higher concurrency serves at
+    least as many) sends its requests sooner, else by its count. A guess proved wrong is measured again
+    the other way (the first run its warm-up): a count reached too soon, for the seconds; seconds that
+    ended too few requests, for the count (which then takes longer than the seconds)."""
+    by_time = before * point.min_measuring_s >= point.requests > 0 and point.min_measuring_s > 0
+    first = for_duration(point, before) if by_time else point
+    result = measure_once(run, workload, first, folder, aiperf, tokenizer)
+    if not result.valid:
+        return result
+    if not by_time and result.measuring_s < point.min_measuring_s:
+        again = measure_once(run, workload, for_duration(point, result.requests_per_s), folder, aiperf, tokenizer)
+    elif by_time and result.requests < point.requests:
+        again = measure_once(run, workload, point, folder, aiperf, tokenizer)
+    else:
+        return result
+    return again.model_copy(update={"aiperf_s": result.aiperf_s + again.aiperf_s})  # both runs' time
+
+
+def for_duration(point: Point, rate: float) -> Point:
+    """The point bound by its seconds, with a request count that `rate` (requests/s) does not reach."""
+    reachable = math.ceil(rate * point.min_measuring_s * DURATION_HEADROOM)
+    return replace(point, requests=max(point.requests, reachable), duration_s=point.min_measuring_s)
+
+
+def measure_once(
     run: RunDir, workload: Workload, point: Point, folder: Path, aiperf: str, tokenizer: Tokenizer
 ) -> PointResult:
-    """One point: aiperf between two readings of the frontend's counters, then the validity gate."""
+    """One aiperf run between two readings of the frontend's counters, then the validity gate."""
     plan = run.plan()
     out = folder / point.label
     make_private_dir(out)
@@ -139,7 +183,7 @@ def measure(
     if export is None:
         why = f"aiperf exited {status} without results: {log_tail(out / 'aiperf.log')}"
         return failed_point(point.concurrency, point.label, why)
-    result = point_result(export, point.concurrency, workload.gpus, point.label).model_copy(
+    result = point_result(export, point.concurrency, workload.gpus, point.label, per_user_rates(out)).model_copy(
         update={"aiperf_s": aiperf_s}
     )
     counted = after - before if after and before else None
@@ -197,9 +241,7 @@ def bench(
     if trace:
         check_replay_covers(trace, spec.osl)
     workload = Workload(spec, deployment_gpus(run), replay=trace is not None)
-    points = workload.points()
-    if request.requests:
-        points = [replace(point, requests=request.requests) for point in points]
+    points = workload.points(request.requests, request.quick)
     # One benchmark at a time per deployment: each one's validity gate counts the frontend's requests.
     lock = run.paths.bench_lock
     folder = run.paths.bench / unused_bench_id(run.paths.bench)
@@ -247,10 +289,12 @@ def measure_all(
         label=request.label or run.name,
     )
     run.record(BenchStarted(bench=folder.name, points=[point.concurrency for point in points]))
+    rate = 0.0  # the last point's requests/s: how the next is bound (see measure)
     for number, point in enumerate(points):
         if request.fresh_between_points and number:
             start_afresh(run)
-        result = measure(run, workload, point, folder, aiperf, tokenizer)
+        result = measure(run, workload, point, folder, aiperf, tokenizer, rate)
+        rate = result.requests_per_s if result.valid else 0.0
         summary.points.append(result)
         on_point(result)
     save(summary, folder)
@@ -260,29 +304,6 @@ def measure_all(
 
 def save(summary: BenchSummary, folder: Path) -> None:
     """summary.json, table.txt and the plots, in the benchmark's folder."""
-    write_private(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
+    write_private(folder / SUMMARY_JSON, summary.model_dump_json(indent=2) + "\n")
     write_private(folder / "table.txt", text_table([summary]))
     plots.draw([summary], folder)
-
-
-def compare(folders: list[Path], out: Path | None = None) -> tuple[list[BenchSummary], Path]:
-    """Benchmarks from anywhere (runs, sweeps) side by side: their table and plots in `out` (made as the
-    user's new files are, to share; default: a private compare-<id> folder beside the first)."""
-    if not folders:
-        raise UserError("bench compare: name the benchmark folders to compare (RUN_DIR/bench/<id>)")
-    summaries = []
-    for folder in folders:
-        summary = read_summary(folder)
-        if summary is None:
-            raise UserError(f"bench compare: {folder} holds no benchmark summary that can be read (summary.json)")
-        summaries.append(
-            summary if summary.label else summary.model_copy(update={"label": f"{summary.run}/{summary.id}"})
-        )
-    target = out or folders[0].parent / f"compare-{bench_id()}"
-    if out is None:
-        make_private_dir(target)
-    else:
-        make_out_dir(out)
-    write_whole(target / "table.txt", text_table(summaries).encode(), private=out is None)
-    plots.draw(summaries, target, private=out is None)
-    return summaries, target

@@ -4,6 +4,8 @@ summary (summary.json, our own schema) with its table."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,15 @@ from ..observability.metrics import FrontendCounters
 
 SUMMARY_VERSION = 1
 AIPERF_EXPORT = "profile_export_aiperf.json"
-# The frontend may count a little more than aiperf sent (the supervisor's own canary requests meanwhile).
+SUMMARY_JSON = "summary.json"
+AIPERF_RECORDS = "profile_export.jsonl"  # one line per request
+MEASURED = '"benchmark_phase":"profiling"'
+PER_USER_RATE = re.compile(r'"output_token_throughput_per_user":\{"value":([0-9.eE+-]+)')
+# The frontend may count a little more than aiperf sent: the supervisor's canaries meanwhile, unary (not
+# streamed) completions of at most CANARY_TOKENS each (transport.http.chat_completion's default), one every
+# 10 s, so a point of 30 s and more sees several; and a little beyond.
 COUNTER_SLACK_TOKENS = 64
+CANARY_TOKENS = 16
 
 
 class Percentiles(BaseModel):
@@ -36,6 +45,11 @@ class PointResult(BaseModel):
     output_tokens_per_s: float = 0.0
     output_tokens_per_s_per_gpu: float = 0.0
     output_tokens_per_s_per_user: float = 0.0
+    # How far the point's figures could move in a rerun (see frontier.measured): where the median user's
+    # decode rate falls 95 times in 100, and the request latencies' standard deviation over their mean.
+    per_user_median_low: float | None = None
+    per_user_median_high: float | None = None
+    request_latency_cv: float | None = None
     requests_per_s: float = 0.0
     goodput: float | None = None  # requests/s meeting the recipe's goodput SLOs
     output_tokens: int = 0
@@ -70,6 +84,11 @@ class BenchSummary(BaseModel):
     def valid(self) -> bool:
         return all(point.valid for point in self.points)
 
+    @property
+    def workload(self) -> str:
+        """What was sent: benchmarks of different workloads answer different questions."""
+        return f"{self.endpoint_type}, ISL {self.isl} / OSL {self.osl}"
+
 
 def _figure(export: dict[str, Any], key: str, field: str = "avg") -> float:
     value = (export.get(key) or {}).get(field)
@@ -83,11 +102,14 @@ def _percentiles(export: dict[str, Any], key: str) -> Percentiles | None:
     return Percentiles(p50=found["p50"], p90=found["p90"], p99=found["p99"])
 
 
-def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts: str) -> PointResult:
-    """A point's figures from aiperf's profile_export_aiperf.json."""
+def point_result(
+    export: dict[str, Any], concurrency: int, gpus: int, artifacts: str, per_user: list[float] | None = None
+) -> PointResult:
+    """A point's figures from aiperf's profile_export_aiperf.json (and its requests' decode rates)."""
     warmup = export.get("warmup_metrics") or {}
     errors = sum(int(entry.get("count", 0)) for entry in export.get("error_summary") or [])
     throughput = _figure(export, "output_token_throughput")
+    latency_mean = _figure(export, "request_latency")
     return PointResult(
         concurrency=concurrency,
         requests=int(_figure(export, "request_count")),
@@ -102,6 +124,9 @@ def point_result(export: dict[str, Any], concurrency: int, gpus: int, artifacts:
         # tokens came in one burst.
         output_tokens_per_s_per_user=_figure(export, "output_token_throughput_per_user", "p50")
         or _figure(export, "output_token_throughput_per_user"),
+        per_user_median_low=median_interval(per_user)[0] if per_user else None,
+        per_user_median_high=median_interval(per_user)[1] if per_user else None,
+        request_latency_cv=_figure(export, "request_latency", "std") / latency_mean if latency_mean else None,
         requests_per_s=_figure(export, "request_throughput"),
         goodput=_figure(export, "goodput") if export.get("goodput") else None,
         output_tokens=int(_figure(export, "total_output_tokens")),
@@ -145,9 +170,32 @@ def gate(result: PointResult, osl: int, ignore_eos: bool, counted: FrontendCount
     if counted.streamed_ok < sent_ok:
         problems.append(f"the frontend counted {counted.streamed_ok:g} streamed requests served, aiperf {sent_ok}")
     tokens = result.output_tokens + result.warmup_output_tokens
-    if abs(counted.output_tokens - tokens) > max(COUNTER_SLACK_TOKENS, 0.01 * tokens):
+    slack = max(COUNTER_SLACK_TOKENS, 0.01 * tokens)
+    canaries = CANARY_TOKENS * max(counted.unary_ok, 0.0)
+    if not -slack <= counted.output_tokens - tokens <= slack + canaries:
         problems.append(f"the frontend counted {counted.output_tokens:g} output tokens, aiperf {tokens}")
     return problems
+
+
+def median_interval(values: list[float]) -> tuple[float, float]:
+    """Where the median of a rerun's sample falls 95 times in 100: the order statistics n/2 -+ sqrt(n)
+    (two standard errors of the binomial count below the median). No shape assumed: the users' rates of
+    the mock engine have two modes (tokens streamed one by one, or in one burst), where a spread such as
+    p25-p75 says nothing about the median."""
+    ordered = sorted(values)
+    n = len(ordered)
+    reach = math.sqrt(n)
+    return ordered[max(0, math.floor(n / 2 - reach))], ordered[min(n - 1, math.ceil(n / 2 + reach))]
+
+
+def per_user_rates(folder: Path) -> list[float]:
+    """Each measured request's decode rate (tokens/s after its first token), from aiperf's per-request
+    export (warm-up requests left out). Read by pattern, not parsed: a line holds every token's timing."""
+    try:
+        lines = (folder / AIPERF_RECORDS).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [float(found[1]) for line in lines if MEASURED in line and (found := PER_USER_RATE.search(line)) is not None]
 
 
 def read_export(folder: Path) -> dict[str, Any] | None:
@@ -161,64 +209,6 @@ def read_export(folder: Path) -> dict[str, Any] | None:
 def read_summary(folder: Path) -> BenchSummary | None:
     """The folder's summary; None if it has none, or one that cannot be read (not UTF-8, not a summary)."""
     try:
-        return BenchSummary.model_validate_json((folder / "summary.json").read_text())
+        return BenchSummary.model_validate_json((folder / SUMMARY_JSON).read_text())
     except (OSError, UnicodeDecodeError, ValidationError):
         return None
-
-
-TABLE_COLUMNS = (
-    "point",
-    "conc",
-    "req/s",
-    "tok/s",
-    "tok/s/GPU",
-    "tok/s/user",
-    "TTFT p50/p99 ms",
-    "ITL p50/p99 ms",
-    "latency p50/p99 ms",
-    "errors",
-    "valid",
-)
-
-
-def _pair(found: Percentiles | None) -> str:
-    return f"{found.p50:.1f} / {found.p99:.1f}" if found else "-"
-
-
-def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
-    """One row per point of each benchmark, in TABLE_COLUMNS' order."""
-    return [
-        [
-            summary.label or summary.id,
-            str(point.concurrency),
-            f"{point.requests_per_s:.2f}",
-            f"{point.output_tokens_per_s:.1f}",
-            f"{point.output_tokens_per_s_per_gpu:.1f}",
-            f"{point.output_tokens_per_s_per_user:.1f}",
-            _pair(point.ttft_ms),
-            _pair(point.itl_ms),
-            _pair(point.request_latency_ms),
-            f"{point.errors} ({point.error_rate:.1f}%)",
-            "yes" if point.valid else "NO",
-        ]
-        for summary in summaries
-        for point in summary.points
-    ]
-
-
-def invalid_points(summaries: list[BenchSummary]) -> list[str]:
-    """A line per point that failed the validity gate, saying why."""
-    return [
-        f"{summary.label or summary.id} concurrency {point.concurrency}: {'; '.join(point.problems)}"
-        for summary in summaries
-        for point in summary.points
-        if not point.valid
-    ]
-
-
-def text_table(summaries: list[BenchSummary]) -> str:
-    """The table as plain text (table.txt beside the summary), then why any point is invalid."""
-    rows = [list(TABLE_COLUMNS), *table_rows(summaries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS) - 1)]
-    lines = ["  ".join([*map(str.ljust, row[:-1], widths), row[-1]]) for row in rows]
-    return "\n".join(lines + [f"invalid: {line}" for line in invalid_points(summaries)]) + "\n"

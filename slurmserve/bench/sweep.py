@@ -26,7 +26,8 @@ from ..runs import RunDir, slurmserve_home
 from ..waiting import fan_out
 from .measure import BenchRequest
 from .plots import draw as draw_plots
-from .results import BenchSummary, read_summary, text_table
+from .results import BenchSummary, read_summary
+from .table import text_table
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9._=,-]+")
 # A point's folder name: its settings as they are when they are short and safe; else the readable

@@ -14,6 +14,11 @@ from ..planning.plan import Plan
 AIPERF_ENDPOINT = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 REPLAY_ANNOTATION = "output_replay_id:osl-{osl}"  # a row of the mocker's replay trace (see its planner)
 REPLAY_FLAG = "--response-replay-trace-path"
+# The default sample of a point. 200 requests: a p99 from at least two requests beyond it, not the maximum
+# (10 requests, perf.yaml's "10x concurrency" at c1, make the p99 the slowest request). 30 s: longer than a
+# burst, a GC pause or a scheduler's tick, so the point is not the weather of one second.
+MIN_REQUESTS = 200
+MIN_MEASURING_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class Point:
     concurrency: int
     requests: int
     warmup: int
+    min_measuring_s: float = 0.0  # measured again for this long when its requests took less
+    duration_s: float | None = None  # sent until this many seconds passed (or `requests` were sent)
 
     @property
     def label(self) -> str:
@@ -45,15 +52,20 @@ class Workload:
     gpus: int  # the deployment's, for per-GPU concurrency and throughput
     replay: bool  # a mocker with a replay trace: requests carry the annotation that makes it answer text
 
-    def points(self) -> list[Point]:
-        return [
-            Point(
-                c,
-                c * self.spec.requests_per_concurrency,
-                c if self.spec.warmup_requests is None else self.spec.warmup_requests,
-            )
-            for c in self.spec.concurrencies(self.gpus)
-        ]
+    def points(self, requests: int | None = None, quick: bool = False) -> list[Point]:
+        """A point per concurrency. By default each measures at least MIN_REQUESTS requests (the recipe's
+        count when larger) and for at least MIN_MEASURING_S; `quick`: the recipe's count alone (smoke
+        runs, tests); `requests`: exactly that many per point."""
+        found = []
+        for c in self.spec.concurrencies(self.gpus):
+            count, floor_s = c * self.spec.requests_per_concurrency, 0.0
+            if requests:
+                count = requests
+            elif not quick:
+                count, floor_s = max(count, MIN_REQUESTS), MIN_MEASURING_S
+            warmup = c if self.spec.warmup_requests is None else self.spec.warmup_requests
+            found.append(Point(c, count, warmup, min_measuring_s=floor_s))
+        return found
 
     def extra_inputs(self) -> list[str]:
         """aiperf's --extra-inputs: exact output lengths (max = min = OSL, ignore_eos) as Dynamo's perf
@@ -99,6 +111,7 @@ class Workload:
             str(point.requests),
             "--warmup-request-count",
             str(point.warmup),
+            *self.duration_argv(point),
             "--random-seed",
             str(spec.seed),
             "--no-gpu-telemetry",
@@ -111,6 +124,14 @@ class Workload:
         if spec.goodput:
             argv += ["--goodput", " ".join(f"{metric}:{ms:g}" for metric, ms in spec.goodput.items())]
         return argv
+
+    @staticmethod
+    def duration_argv(point: Point) -> list[str]:
+        """A duration-bound point: aiperf stops sending after it, and waits for every answer in flight (a
+        request cut at the end would count as an error)."""
+        if point.duration_s is None:
+            return []
+        return ["--benchmark-duration", f"{point.duration_s:g}", "--benchmark-grace-period", "inf"]
 
 
 def replay_trace_of(plan: Plan) -> str | None:

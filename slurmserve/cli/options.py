@@ -15,7 +15,7 @@ SetOption = typer.Option([], "--set", help="Override a recipe field: --set decod
 ConcurrencyOption = typer.Option(None, "--concurrency", help="Concurrency points, e.g. 1,8,32 (default: the recipe's)")
 IslOption = typer.Option(None, "--isl", min=1, help="Input tokens per request")
 OslOption = typer.Option(None, "--osl", min=1, help="Output tokens per request")
-RequestsOption = typer.Option(None, "--requests", min=1, help="Requests per point")
+RequestsOption = typer.Option(None, "--requests", min=1, help="Exactly this many requests per point (no 30 s floor)")
 AiperfOption = typer.Option(None, "--aiperf", help="aiperf to run (default: the one install.sh --bench installs)")
 FreshOption = typer.Option(
     False, "--fresh-between-points", help="Restart the workers between points (prefix and KV caches empty)"

@@ -6,15 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import TypeAdapter
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from .. import deploy
-from ..bench.results import TABLE_COLUMNS, BenchSummary, PointResult, table_rows
+from ..bench.results import BenchSummary, PointResult
+from ..bench.table import TABLE_COLUMNS, footnotes, table_rows
 from ..planning.plan import Plan
 
 console = Console(soft_wrap=True)  # long lines (URLs, curl commands) stay copyable
 stderr = Console(stderr=True, soft_wrap=True)  # one paragraph; the terminal wraps it
+
+# The benchmark table: what it leaves to table.txt below this width.
+WIDE_TABLE = 120
+NARROW_LEAVES_OUT = ("req/s", "latency ms", "errors")
 
 
 def warn(plan: Plan) -> None:
@@ -55,8 +61,8 @@ def say_ready(deployment: deploy.Deployment, sample: dict[str, Any]) -> None:
 def point_line(point: PointResult) -> str:
     """The progress line of one benchmark point."""
     figures = (
-        f"{point.requests} requests, {point.output_tokens_per_s:.1f} tok/s ({point.output_tokens_per_s_per_user:.1f}"
-        f"/user), TTFT p50 {point.ttft_ms.p50:.1f} ms"
+        f"{point.requests} requests in {point.measuring_s:.1f} s, {point.output_tokens_per_s:.1f} tok/s "
+        f"({point.output_tokens_per_s_per_user:.1f}/user), TTFT p50 {point.ttft_ms.p50:.1f} ms"
         if point.ttft_ms
         else "no figures"
     )
@@ -64,8 +70,28 @@ def point_line(point: PointResult) -> str:
     return f"concurrency {point.concurrency}: {figures}, {point.errors} errors; {verdict}"
 
 
-def bench_table(summaries: list[BenchSummary]) -> Table:
-    table = Table(*TABLE_COLUMNS)
+def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Table:
+    """The benchmark table for a terminal `width` wide (default: the console's; 80 through a pipe). Headers
+    short and stacked on two lines, never cut; narrower than WIDE_TABLE, the columns NARROW_LEAVES_OUT are left to
+    table.txt. One benchmark's name is the title; several are told apart by a number in the first
+    column, their names under the table."""
+    wide = (width or console.width) >= WIDE_TABLE
+    shown = [i for i, column in enumerate(TABLE_COLUMNS) if wide or column.header not in NARROW_LEAVES_OUT]
+    several = len(summaries) > 1
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left", caption_justify="left")
+    for i in shown[0 if several else 1 :]:
+        table.add_column(TABLE_COLUMNS[i].stacked or TABLE_COLUMNS[i].header, justify="left" if i == 0 else "right")
+    numbers = {summary.label or summary.id: f"{n}" for n, summary in enumerate(summaries, 1)}
     for row in table_rows(summaries):
-        table.add_row(*row)
+        cells = [numbers[row[0]], *row[1:]] if several else row
+        table.add_row(*(cells[i] for i in shown[0 if several else 1 :]))
+    table.title = None if several else series_name(summaries[0]) if summaries else None
+    notes = [f"{numbers[s.label or s.id]}: {series_name(s)}" for s in summaries] if several else []
+    if not wide:
+        notes.append(f"{', '.join(NARROW_LEAVES_OUT)}: in table.txt (or a terminal {WIDE_TABLE} wide)")
+    table.caption = "\n".join([*notes, *footnotes(summaries)]) or None
     return table
+
+
+def series_name(summary: BenchSummary) -> str:
+    return f"{summary.label or summary.id}: {summary.gpus} GPUs, ISL {summary.isl} / OSL {summary.osl}"

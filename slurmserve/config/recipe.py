@@ -190,6 +190,8 @@ class BenchSpec(Strict):
     osl: Tokens = 64
     concurrency: list[PositiveCount] = []
     concurrency_per_gpu: list[PositiveCount] = []  # times the deployment's GPUs
+    # perf.yaml's "10x concurrency"; a point measures at least 200 requests and 30 s unless --quick (see
+    # bench.workload.Workload.points): 10 requests at concurrency 1 make the p99 the slowest request.
     requests_per_concurrency: PositiveCount = 10
     warmup_requests: Count | None = None  # None: as many as the concurrency
     seed: Integer = 100

@@ -48,13 +48,18 @@ def total(found: Iterable[Sample], name: str, **labels: str) -> float:
 @dataclass(frozen=True)
 class FrontendCounters:
     """What the frontend has counted for a model since it started: streamed requests that succeeded,
-    and output tokens."""
+    output tokens, and unary (not streamed) requests that succeeded: the supervisor's canaries."""
 
     streamed_ok: float
     output_tokens: float
+    unary_ok: float = 0.0
 
     def __sub__(self, earlier: FrontendCounters) -> FrontendCounters:
-        return FrontendCounters(self.streamed_ok - earlier.streamed_ok, self.output_tokens - earlier.output_tokens)
+        return FrontendCounters(
+            self.streamed_ok - earlier.streamed_ok,
+            self.output_tokens - earlier.output_tokens,
+            self.unary_ok - earlier.unary_ok,
+        )
 
 
 def frontend_counters(endpoint: str, model: str) -> FrontendCounters | None:
@@ -66,4 +71,5 @@ def frontend_counters(endpoint: str, model: str) -> FrontendCounters | None:
             found, "dynamo_frontend_requests_total", model=model, request_type="stream", status="success"
         ),
         output_tokens=total(found, "dynamo_frontend_output_sequence_tokens_sum", model=model),
+        unary_ok=total(found, "dynamo_frontend_requests_total", model=model, request_type="unary", status="success"),
     )

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from slurmserve.bench.measure import BenchRequest, compare, tokenizer_for
-from slurmserve.bench.plots import frontier
-from slurmserve.bench.results import BenchSummary, gate, point_result, text_table
+from slurmserve.bench.compare import compare
+from slurmserve.bench.frontier import Measured, frontier
+from slurmserve.bench.measure import BenchRequest, tokenizer_for
+from slurmserve.bench.results import BenchSummary, gate, point_result
 from slurmserve.bench.sweep import sweep_points
+from slurmserve.bench.table import text_table
 from slurmserve.bench.workload import Tokenizer, Workload, check_replay_covers, replay_trace_of
 from slurmserve.config.recipe import BenchSpec, load_recipe
 from slurmserve.errors import UserError
@@ -146,8 +148,8 @@ def test_bench_of_a_run_that_does_not_exist_or_without_aiperf_is_exit_2(tmp_path
 
 
 def test_the_frontier_keeps_what_nothing_beats():
-    points = [(10.0, 100.0), (20.0, 80.0), (15.0, 70.0), (30.0, 20.0), (5.0, 90.0)]
-    assert frontier(points) == [(10.0, 100.0), (20.0, 80.0), (30.0, 20.0)]
+    points = [Measured(x, y, 0.1, 0.1) for x, y in [(10, 100), (20, 80), (15, 70), (30, 20), (5, 90)]]
+    assert [(p.x, p.y) for p in frontier(points)] == [(10, 100), (20, 80), (30, 20)]
 
 
 def summary(label: str, **point) -> BenchSummary:
@@ -174,12 +176,12 @@ def test_compare_puts_benchmarks_side_by_side_with_the_reasons_of_invalid_points
     for name, changes in (("a", {}), ("b", {"valid": False, "problems": ["0 output tokens were generated"]})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(summary(name, **changes).model_dump_json())
-    summaries, folder = compare([tmp_path / "a", tmp_path / "b"], tmp_path / "both")
+    summaries, folder = compare([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "both")
     table = (folder / "table.txt").read_text()
     assert [s.label for s in summaries] == ["a", "b"] and "invalid: b concurrency 4: 0 output tokens" in table
     assert (folder / "pareto.png").stat().st_size > 0 and (folder / "ttft_vs_throughput.png").exists()
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["version"] == 1
-    assert text_table(summaries).splitlines()[0].startswith("point")
+    assert "\npoint  conc  n   req/s" in text_table(summaries)
 
 
 def test_aiperf_reads_a_local_models_tokenizer_from_a_cache_layout(tmp_path):

@@ -24,7 +24,7 @@ def test_bench_runs_aiperf_inside_the_job_with_fresh_workers_between_points(slur
     assert result.returncode == 0, result.stdout + result.stderr
     # Fresh workers for the second point: the supervisor, inside the job, cancels each worker's step and
     # starts a new one.
-    result = slurmserve("bench", "lab-bench", "--fresh-between-points")
+    result = slurmserve("bench", "lab-bench", "--fresh-between-points", "--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     the_run = open_run("lab-bench")
     assert sorted(e.process for e in the_run.events() if e.event == "restart requested") == ["decode-0", "prefill-0"]

@@ -5,7 +5,8 @@
 COMMANDS_JSON is a list of {"process", "module", "argv"}: argv is what follows `python -m MODULE`. Each
 argv goes through the parser the module itself runs at start-up, in this interpreter's Dynamo. Prints
 one line per rejected command line, `PROCESS: Dynamo VERSION's MODULE rejects FLAG: the parser's words`,
-and exits 1; prints nothing and exits 0 when every one is accepted. Modules without a known parser
+and exits 1; prints nothing and exits 0 when every one is accepted; exits 2 when it cannot ask (no
+Dynamo in this interpreter, unreadable input). Modules without a known parser
 (etcd, nats-server, anything not Dynamo's) are not asked.
 
 Standard library and Dynamo only, no import of slurmserve: it runs as a plain script in the interpreter
@@ -123,7 +124,7 @@ def parser_words(parse: Callable[[list[str]], Any], argv: list[str]) -> str | No
             return None
         said = [line.strip() for line in printed.getvalue().splitlines() if line.strip()] + captured.lines
         return said[-1] if said else f"exit status {stop.code}"
-    except Exception as error:  # noqa: BLE001 - a validation error is the parser's answer, whatever its class
+    except Exception as error:  # a validation error is the parser's answer, whatever its class
         return f"{type(error).__name__}: {error}"
     finally:
         root.handlers = saved_handlers
@@ -160,7 +161,11 @@ def read_commands(argv: list[str]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    lines = rejections(read_commands(argv))
+    try:
+        lines = rejections(read_commands(argv))
+    except Exception as error:  # no Dynamo here, unreadable input: not a rejection, exit 2
+        print(f"flagcheck cannot run: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     for line in lines:
         print(line)
     return 1 if lines else 0

@@ -60,7 +60,7 @@ def flag_rejections(plan: Plan) -> list[str]:
     machine (the job's node preflight is the place then), or when it cannot run the check at all (no
     Dynamo there: the interpreter check before submit says so in its own words)."""
     commands = [
-        {"process": process.name, "module": process.module, "argv": argv}
+        {"process": process.name, "module": process.module, "argv": argv, "env": process.env}
         for process in plan.processes
         if process.module and not process.in_container and (argv := module_argv(process)) is not None
     ]

@@ -2,8 +2,10 @@
 
     python flagcheck.py [COMMANDS_JSON | FILE]     (nothing: the JSON on stdin)
 
-COMMANDS_JSON is a list of {"process", "module", "argv"}: argv is what follows `python -m MODULE`. Each
-argv goes through the parser the module itself runs at start-up, in this interpreter's Dynamo. Prints
+COMMANDS_JSON is a list of {"process", "module", "argv", "env"}: argv is what follows `python -m MODULE`,
+env (optional) what the process's environment adds (Dynamo's flags default to DYN_* variables, which its
+parsers check as they check flags). Each argv goes through the parser the module itself runs at start-up,
+in this interpreter's Dynamo. Prints
 one line per rejected command line, `PROCESS: Dynamo VERSION's MODULE rejects FLAG: the parser's words`,
 and exits 1; prints nothing and exits 0 when every one is accepted; exits 2 when it cannot ask (no
 Dynamo in this interpreter, unreadable input). Modules without a known parser
@@ -24,10 +26,11 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import re
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # The module a process runs -> (the module holding its parser, the parser, whether it reads sys.argv
@@ -109,14 +112,25 @@ def parser_for(module: str) -> Callable[[list[str]], Any]:
     return parse_as_started
 
 
-def parser_words(parse: Callable[[list[str]], Any], argv: list[str]) -> str | None:
-    """None when the parser accepts argv, else its own last words: argparse's error line, the error it
-    logged before exiting, or the exception its validation raised."""
+@contextlib.contextmanager
+def environment_with(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def parser_words(parse: Callable[[list[str]], Any], argv: list[str], env: dict[str, str]) -> str | None:
+    """None when the parser accepts argv (under env), else its own last words: argparse's error line, the
+    error it logged before exiting, or the exception its validation raised."""
     captured, printed = _Captured(), io.StringIO()
     root = logging.getLogger()
     saved_handlers, root.handlers = root.handlers, [captured]
     try:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), environment_with(env):
             parse(argv)
         return None
     except SystemExit as stop:
@@ -143,9 +157,9 @@ def rejections(commands: list[dict[str, Any]]) -> list[str]:
         module, argv = command["module"], [str(argument) for argument in command["argv"]]
         if module not in PARSERS:
             continue
-        words = parser_words(parser_for(module), argv)
+        words = parser_words(parser_for(module), argv, command.get("env") or {})
         if words is not None:
-            flag = rejected_flag(words, argv) or "its command line"
+            flag = rejected_flag(words, argv) or "its command line and environment"
             lines.append(f"{command['process']}: Dynamo {version}'s {module} rejects {flag}: {words}")
     return lines
 

@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -50,7 +49,12 @@ def commands_of(recipe: str, hosts: str, sets: list[str]) -> list[dict]:
     label = f"{recipe}@{hosts.removesuffix('.yaml')}{''.join(f' --set {s}' for s in sets)}"
     plan = plan_of(recipe, hosts, *sets)
     return [
-        {"process": f"{label}: {process.name}", "module": process.module, "argv": module_argv(process)}
+        {
+            "process": f"{label}: {process.name}",
+            "module": process.module,
+            "argv": module_argv(process),
+            "env": process.env,
+        }
         for process in plan.processes
         if process.module
     ]
@@ -110,7 +114,7 @@ def test_a_planted_flag_is_rejected_naming_recipe_process_and_flag(asked, fault,
     assert verdict.startswith(f"{module} rejects {flag}: "), lines[0]
 
 
-def test_the_checker_reads_its_commands_from_stdin_and_says_when_it_cannot_ask(tmp_path):
+def test_the_checker_reads_its_commands_from_stdin():
     frontend = {"process": "frontend", "module": "dynamo.frontend", "argv": ["--bogus"]}
     etcd = {"process": "etcd", "module": "etcd", "argv": ["--whatever"]}  # not Dynamo's: not asked
     result = subprocess.run(
@@ -118,8 +122,38 @@ def test_the_checker_reads_its_commands_from_stdin_and_says_when_it_cannot_ask(t
     )
     assert (result.returncode, result.stdout.count("\n")) == (1, 1), result.stdout + result.stderr
     assert result.stdout.startswith(f"frontend: Dynamo {DYNAMO}'s dynamo.frontend rejects --bogus: ")
+
+
+def test_the_checker_parses_under_each_processs_environment():
+    # Dynamo's flags default to DYN_* variables, read as its parser is built: a bad one stops the process too.
+    bad_port = {"process": "frontend", "module": "dynamo.frontend", "argv": [], "env": {"DYN_HTTP_PORT": "eighty"}}
+    plain = {"process": "frontend-after", "module": "dynamo.frontend", "argv": []}
+    result = subprocess.run(
+        [sys.executable, str(FLAGCHECK), json.dumps([bad_port, plain])], capture_output=True, text=True
+    )
+    assert result.stdout.splitlines() == [
+        f"frontend: Dynamo {DYNAMO}'s dynamo.frontend rejects its command line and environment: "
+        "ValueError: invalid literal for int() with base 10: 'eighty'"
+    ]
+
+
+def test_the_checker_says_when_it_cannot_ask(tmp_path):
     unreadable = subprocess.run(
         [sys.executable, str(FLAGCHECK), str(tmp_path / "missing.json")], capture_output=True, text=True
     )
-    assert unreadable.returncode == 2 and "flagcheck cannot run" in unreadable.stderr
-    assert Path(FLAGCHECK).read_text().count("import slurmserve") == 0
+    assert unreadable.returncode == 2 and "flagcheck cannot run: FileNotFoundError" in unreadable.stderr
+    # An interpreter without Dynamo (this one without its site-packages): exit 2, not a rejection.
+    frontend = {"process": "frontend", "module": "dynamo.frontend", "argv": []}
+    no_dynamo = subprocess.run(
+        [sys.executable, "-S", str(FLAGCHECK), json.dumps([frontend])], capture_output=True, text=True
+    )
+    assert no_dynamo.returncode == 2 and "No module named 'dynamo'" in no_dynamo.stderr, no_dynamo.stderr
+
+
+def test_the_checker_stands_alone():
+    """It runs where slurmserve is not installed: the standard library and Dynamo only."""
+    assert "slurmserve" not in {
+        line.split()[1].split(".")[0]
+        for line in FLAGCHECK.read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    }

@@ -18,7 +18,9 @@ Dynamo, and the Dynamo asked is the one that will run the command.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import difflib
 import functools
 import importlib
 import importlib.metadata
@@ -144,10 +146,33 @@ def parser_words(parse: Callable[[list[str]], Any], argv: list[str], env: dict[s
         root.handlers = saved_handlers
 
 
-def rejected_flag(words: str, argv: list[str]) -> str | None:
-    """The flag of argv the parser's words name, if they name one."""
+@contextlib.contextmanager
+def options_offered() -> Iterator[set[str]]:
+    """Every option string of the argparse parsers that parse meanwhile (a module may use more than one):
+    what a rejected flag's closest valid name is looked for among."""
+    offered: set[str] = set()
+    parse_known_args = argparse.ArgumentParser.parse_known_args
+
+    def recording(parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        offered.update(parser._option_string_actions)
+        return parse_known_args(parser, *args, **kwargs)
+
+    argparse.ArgumentParser.parse_known_args = recording  # type: ignore[method-assign, assignment]
+    try:
+        yield offered
+    finally:
+        argparse.ArgumentParser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def rejected_flag(words: str, argv: list[str], offered: set[str]) -> str:
+    """The flag of argv the parser's words name, with the closest flag it offers when it is not one."""
     given = {argument.split("=", 1)[0] for argument in argv if argument.startswith("--")}
-    return next((flag for flag in FLAG.findall(words) if flag in given), None)
+    flag = next((flag for flag in FLAG.findall(words) if flag in given), None)
+    if flag is None:
+        return "its command line and environment"
+    # A high cutoff: a misspelling has a closest flag, a dropped flag (--router-reset-states) has none.
+    closest = [] if flag in offered else difflib.get_close_matches(flag, sorted(offered), n=1, cutoff=0.8)
+    return f"{flag} (closest: {closest[0]})" if closest else flag
 
 
 def rejections(commands: list[dict[str, Any]]) -> list[str]:
@@ -157,9 +182,11 @@ def rejections(commands: list[dict[str, Any]]) -> list[str]:
         module, argv = command["module"], [str(argument) for argument in command["argv"]]
         if module not in PARSERS:
             continue
-        words = parser_words(parser_for(module), argv, command.get("env") or {})
+        parse = parser_for(module)
+        with options_offered() as offered:
+            words = parser_words(parse, argv, command.get("env") or {})
         if words is not None:
-            flag = rejected_flag(words, argv) or "its command line and environment"
+            flag = rejected_flag(words, argv, offered)
             lines.append(f"{command['process']}: Dynamo {version}'s {module} rejects {flag}: {words}")
     return lines
 

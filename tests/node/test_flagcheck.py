@@ -25,13 +25,13 @@ FLAGCHECK = PACKAGE_DIR / "node" / "flagcheck.py"
 DYNAMO = importlib.metadata.version("ai-dynamo")
 PLANTED = "planted"  # the recipe label of a planted fault's command
 
-# (what is planted, into the first process of which module, the flag)
+# (what is planted, into the first process of which module, the flag, the closest flag the parser offers)
 FAULTS = [
-    ("a Dynamo flag the 1.6.1 frontend dropped", "dynamo.frontend", "--router-reset-states"),
-    ("a bogus TensorRT-LLM worker flag", "dynamo.trtllm", "--max-num-tokenz"),
-    ("a bogus mock worker flag", "dynamo.mocker", "--speedup-ratioo"),
-    ("a bogus local router flag", "dynamo.router", "--router-temprature"),
-    ("a bogus global router flag", "dynamo.global_router", "--global-router-mode"),
+    ("a Dynamo flag the 1.6.1 frontend dropped", "dynamo.frontend", "--router-reset-states", None),
+    ("a misspelt TensorRT-LLM worker flag", "dynamo.trtllm", "--max-num-tokenz", "--max-num-tokens"),
+    ("a misspelt mock worker flag", "dynamo.mocker", "--speedup-ratioo", "--speedup-ratio"),
+    ("a misspelt local router flag", "dynamo.router", "--router-temprature", "--router-temperature"),
+    ("a bogus global router flag", "dynamo.global_router", "--global-router-mode", None),
 ]
 
 
@@ -71,7 +71,7 @@ def planted(commands: list[dict]) -> list[dict]:
             "module": module,
             "argv": [*first[module]["argv"], flag, "1"],
         }
-        for _, module, flag in FAULTS
+        for _, module, flag, _ in FAULTS
     ]
 
 
@@ -89,7 +89,7 @@ def asked(tmp_path_factory) -> tuple[list[dict], list[str]]:
 @pytest.mark.slow
 def test_every_process_of_every_shipped_recipe_is_asked(asked):
     shipped, _ = asked
-    assert {command["module"] for command in shipped} == {module for _, module, _ in FAULTS}
+    assert {command["module"] for command in shipped} == {module for _, module, _, _ in FAULTS}
     assert all(command["argv"] is not None for command in shipped), "a command without `-m MODULE` in it"
     asked_recipes = {command["process"].split("@")[0] for command in shipped}
     assert asked_recipes == set(builtin_recipe_names())
@@ -102,8 +102,8 @@ def test_the_pinned_dynamo_accepts_every_shipped_command_line(asked):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, module, flag", FAULTS, ids=[fault for fault, _, _ in FAULTS])
-def test_a_planted_flag_is_rejected_naming_recipe_process_and_flag(asked, fault, module, flag):
+@pytest.mark.parametrize("fault, module, flag, closest", FAULTS, ids=[fault for fault, *_ in FAULTS])
+def test_a_planted_flag_is_rejected_naming_recipe_process_and_flag(asked, fault, module, flag, closest):
     _, rejected = asked
     lines = [line for line in rejected if line.startswith(f"{PLANTED} {flag}: ")]
     assert len(lines) == 1, rejected
@@ -111,7 +111,8 @@ def test_a_planted_flag_is_rejected_naming_recipe_process_and_flag(asked, fault,
     # --router-reset-states: Unknown arguments specified: ['--router-reset-states', '1']"
     recipe_and_process, _, verdict = lines[0].removeprefix(f"{PLANTED} {flag}: ").partition(f": Dynamo {DYNAMO}'s ")
     assert "@" in recipe_and_process and ": " in recipe_and_process, lines[0]
-    assert verdict.startswith(f"{module} rejects {flag}: "), lines[0]
+    named = f"{flag} (closest: {closest})" if closest else flag
+    assert verdict.startswith(f"{module} rejects {named}: "), lines[0]
 
 
 def test_the_checker_reads_its_commands_from_stdin():

@@ -46,7 +46,10 @@ def test_a_misspelt_engine_flag_in_a_workers_args_is_refused_before_anything_is_
         "decode.args.max_num_tokenz=16384",
     )  # fmt: skip
     said = one_paragraph(result)
-    assert f"recipe gpt-oss-120b-disagg: decode-0: Dynamo {DYNAMO}'s dynamo.trtllm rejects --max-num-tokenz" in said
+    assert (
+        f"recipe gpt-oss-120b-disagg: decode-0: Dynamo {DYNAMO}'s dynamo.trtllm rejects --max-num-tokenz (closest: --max-num-tokens)"
+        in said
+    )
     assert not out.exists()
 
 

@@ -5,11 +5,10 @@
 COMMANDS_JSON is a list of {"process", "module", "argv", "env"}: argv is what follows `python -m MODULE`,
 env (optional) what the process's environment adds (Dynamo's flags default to DYN_* variables, which its
 parsers check as they check flags). Each argv goes through the parser the module itself runs at start-up,
-in this interpreter's Dynamo. Prints
-one line per rejected command line, `PROCESS: Dynamo VERSION's MODULE rejects FLAG: the parser's words`,
-and exits 1; prints nothing and exits 0 when every one is accepted; exits 2 when it cannot ask (no
-Dynamo in this interpreter, unreadable input). Modules without a known parser
-(etcd, nats-server, anything not Dynamo's) are not asked.
+in this interpreter's Dynamo; modules without one (etcd, nats-server) are not asked. Prints one line per
+rejected command line, `PROCESS: Dynamo VERSION's MODULE rejects FLAG: the parser's own words`, and exits
+1; prints nothing and exits 0 when every one is accepted; exits 2 when it cannot ask (no Dynamo in this
+interpreter, unreadable input).
 
 Standard library and Dynamo only, no import of slurmserve: it runs as a plain script in the interpreter
 the nodes run (slurmserve sends its source with `python -c`), so slurmserve's own process never imports

@@ -38,10 +38,15 @@ def bundled_binary(name: str, python: str) -> str:
 
 
 @functools.cache
+def node_program_source(name: str) -> str:
+    """node/NAME.py's text: a standard-library program run as a script where slurmserve may not be
+    (copied into Slurm run directories, sent with `python -c` to SSH hosts or to another interpreter)."""
+    return (PACKAGE_DIR / "node" / f"{name}.py").read_text()
+
+
 def node_check_source() -> str:
-    """node/node_check.py's text: the node preflight, run as a script where slurmserve may not be
-    (copied into Slurm run directories, sent to SSH hosts with `python -c`)."""
-    return (PACKAGE_DIR / "node" / "node_check.py").read_text()
+    """The node preflight's text (node/node_check.py)."""
+    return node_program_source("node_check")
 
 
 def bundled_aiperf(python: str) -> str:

@@ -1,11 +1,15 @@
 """The node preflight, from this machine: run slurmserve.node.node_check's checks with a node's own
-interpreter, through the node's runner (here, or on an SSH host), and what a plan's ports look like here."""
+interpreter, through the node's runner (here, or on an SSH host), what a plan's ports look like here, and
+whether the Dynamo the plan runs accepts its command lines (slurmserve.node.flagcheck)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..planning.needs import NodeNeeds
-from ..planning.plan import Plan
-from ..resources import node_check_source
+from ..planning.plan import Plan, Process
+from ..resources import node_check_source, node_program_source
 from ..transport.runner import LocalRunner, NodeRunner, Ran
 from ..transport.sockets import port_free
 
@@ -40,3 +44,32 @@ def check_here(needs: NodeNeeds) -> str | None:
     if result.exited in (0, 1):
         return result.stdout.strip() or None
     return f"{needs.node}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"
+
+
+def module_argv(process: Process) -> list[str] | None:
+    """What follows `python -m MODULE` in the process's command (launchers such as `env -C DIR` before it)."""
+    command = process.command
+    starts = [i for i in range(len(command) - 1) if command[i : i + 2] == ["-m", process.module]]
+    return command[starts[0] + 2 :] if starts else None
+
+
+def flag_rejections(plan: Plan) -> list[str]:
+    """Dynamo's own argument parsers, in the interpreter the plan runs (one start for every process), on
+    each Dynamo command line that runs outside a container: one line per rejected one, naming the process,
+    the flag, the parser's words and Dynamo's version. Nothing to say when that interpreter is not on this
+    machine (the job's node preflight is the place then), or when it cannot run the check at all (no
+    Dynamo there: the interpreter check before submit says so in its own words)."""
+    commands = [
+        {"process": process.name, "module": process.module, "argv": argv, "env": process.env}
+        for process in plan.processes
+        if process.module and not process.in_container and (argv := module_argv(process)) is not None
+    ]
+    if not commands or not Path(plan.python).exists():
+        return []
+    try:
+        result = LocalRunner().run(
+            [plan.python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
+        )
+    except OSError:
+        return []
+    return result.stdout.splitlines() if result.exited == 1 else []

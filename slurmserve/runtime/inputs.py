@@ -4,10 +4,11 @@ block that no live run on the same nodes holds."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..backends import traits_for
+from ..backends.preflight import flag_rejections
 from ..config.fields import check_identifier
 from ..config.hosts import Hosts, load_hosts
 from ..config.recipe import Recipe, load_recipe
@@ -75,8 +76,14 @@ def plan_for(
         )
 
     plan = plan_in(None)
-    if not avoid_live_runs:
-        return plan
+    if avoid_live_runs:
+        plan = in_a_free_port_block(plan, plan_in)
+    refuse_rejected_flags(plan)
+    return plan
+
+
+def in_a_free_port_block(plan: Plan, plan_in: Callable[[int], Plan]) -> Plan:
+    """The plan in the first port block from its own on that no live run on the same nodes holds."""
     ours = {node.name for node in plan.nodes}
     taken = {
         other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}
@@ -86,6 +93,18 @@ def plan_for(
         if block not in taken:
             return plan if step == 0 else plan_in(block)
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
+
+
+def refuse_rejected_flags(plan: Plan) -> None:
+    """Exit 2 when the Dynamo the plan runs would refuse a command line at start-up (a flag a recipe's
+    `args`/`extra_args` or a `--set` adds, which nothing else checks), before any GPU hour is spent."""
+    rejected = flag_rejections(plan)
+    if rejected:
+        raise UserError(
+            f"recipe {plan.recipe}: {'; '.join(rejected)} (asked with {plan.python}). Take the flag out of the "
+            "recipe's frontend.extra_args or workers' args/extra_args (or the --set that adds it), or set "
+            "python: in the hosts file to a Dynamo that takes it."
+        )
 
 
 def stages_a_model(inputs: Inputs) -> bool:

@@ -1,0 +1,68 @@
+"""Plan time: a flag a recipe or `--set` adds, which the Dynamo the plan runs rejects, is exit 2 naming the
+recipe, the process, the flag and that Dynamo's version, as a person reads it; nothing is asked of an
+interpreter this machine does not have (the job's node preflight asks the nodes' own)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+import yaml
+
+from ..conftest import HOSTS
+from ..helpers import slurmserve_in_process
+
+DYNAMO = importlib.metadata.version("ai-dynamo")
+LOCAL = str(HOSTS / "local.yaml")
+
+
+@pytest.fixture(autouse=True)
+def narrow_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+
+
+def one_paragraph(result) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return " ".join(result.stderr.split())
+
+
+def test_a_frontend_flag_the_pinned_dynamo_dropped_is_refused_at_plan_time():
+    result = slurmserve_in_process(
+        "plan", "--recipe", "mocker-agg", "--hosts", LOCAL, "--set", 'frontend.extra_args=["--router-reset-states"]'
+    )
+    said = one_paragraph(result)
+    assert said.startswith(
+        f"error: recipe mocker-agg: frontend: Dynamo {DYNAMO}'s dynamo.frontend rejects --router-reset-states: "
+        "Unknown arguments specified: ['--router-reset-states']"
+    ), said
+    assert "frontend.extra_args" in said
+
+
+def test_a_misspelt_engine_flag_in_a_workers_args_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "rendered"
+    result = slurmserve_in_process(
+        "render", "--recipe", "gpt-oss-120b-disagg", "--hosts", LOCAL, "--out", str(out), "--set",
+        "decode.args.max_num_tokenz=16384",
+    )  # fmt: skip
+    said = one_paragraph(result)
+    assert (
+        f"recipe gpt-oss-120b-disagg: decode-0: Dynamo {DYNAMO}'s dynamo.trtllm rejects --max-num-tokenz (closest: --max-num-tokens)"
+        in said
+    )
+    assert not out.exists()
+
+
+def test_the_shipped_recipe_as_it_stands_plans():
+    assert slurmserve_in_process("plan", "--recipe", "gpt-oss-120b-disagg", "--hosts", LOCAL).returncode == 0
+
+
+def test_an_interpreter_this_machine_lacks_is_left_to_the_nodes_preflight(tmp_path):
+    hosts = yaml.safe_load((HOSTS / "local.yaml").read_text())
+    hosts["python"] = str(tmp_path / "elsewhere" / "bin" / "python")
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    result = slurmserve_in_process(
+        "plan", "--recipe", "mocker-agg", "--hosts", str(tmp_path / "hosts.yaml"), "--set",
+        'frontend.extra_args=["--router-reset-states"]',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

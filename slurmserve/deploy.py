@@ -39,7 +39,7 @@ from .private import write_private
 from .render.files import link_served_model, rendered_files, write_files
 from .runs import HELPERS, RunDir, Verdict, create_run
 from .runs.events import Cancelled, CancelRequested, Failed, Ready, Submitted
-from .runtime.inputs import Inputs, load_inputs, pin_model, plan_for, stages_a_model
+from .runtime.inputs import Inputs, flags_asked, load_inputs, pin_model, plan_for, stages_a_model
 from .runtime.launch import wait_for_deployment
 from .runtime.names import prune, remove, stopped, take_name
 from .runtime.status import RunStatus, status
@@ -84,6 +84,7 @@ class Prepared:
     inputs: Inputs
     plan: Plan
     files: dict[str, str]  # the run directory's files that come from the plan: relative path -> text
+    flags_checked: Callable[[], None] = lambda: None  # waits for Dynamo's parsers' answer (raises a refusal)
 
     @property
     def script(self) -> str:
@@ -100,16 +101,22 @@ def prepare(
     run_dir: str | None = None,
     kv_preflight: bool | None = None,
     dry_run: bool = False,
+    submitting: bool = False,
 ) -> Prepared:
     """The dry run: inputs loaded and checked, the model's revision pinned, a port block no live run
     holds, the plan and every file rendered. Starts nothing and writes nothing. With `dry_run` (only
-    shown, never submitted), a hub that does not answer is a warning in the plan, not an error."""
+    shown, never submitted), a hub that does not answer is a warning in the plan, not an error. With
+    `submitting` (`submit` follows at once), Dynamo's parsers are still being asked when it returns:
+    `submit` waits for their answer beside the backend's preflight."""
     inputs, unverified = pin_model(load_inputs(recipe, hosts, assignments), dry_run)
-    plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight)
+    plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight, check_flags=False)
+    flags_checked = flags_asked(plan)
+    if not submitting:
+        flags_checked()
     if unverified:
         plan = plan.model_copy(update={"warnings": [*plan.warnings, unverified]})
     # plan.json among them, read back through the plan's model: `status` and `cancel` will read it.
-    return Prepared(inputs, plan, rendered_files(plan, traits_for(plan.backend)))
+    return Prepared(inputs, plan, rendered_files(plan, traits_for(plan.backend)), flags_checked)
 
 
 def render_to(prepared: Prepared, out: Path, force: bool) -> list[Path]:
@@ -161,6 +168,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     backend = backend_for(plan.backend)
     take_name(plan)
     backend.preflight(plan)
+    prepared.flags_checked()
     if plan.model_stage and not backend.traits.stages_model_in_job:
         stage_model(inputs)
     run: RunDir | None = None

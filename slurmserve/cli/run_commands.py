@@ -89,7 +89,9 @@ def submit(
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
     before then cancels it (exit 130 or 143)."""
     with stopped_on_interrupt("submit"):
-        prepared = deploy.prepare(recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run)
+        prepared = deploy.prepare(
+            recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run, submitting=not dry_run
+        )
         warn(prepared.plan)
         if dry_run:
             print(prepared.script, end="")

@@ -4,7 +4,9 @@ block that no live run on the same nodes holds."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..backends import traits_for
@@ -47,8 +49,11 @@ def plan_for(
     run_dir: str | None = None,
     avoid_live_runs: bool = False,
     kv_preflight: bool | None = None,
+    check_flags: bool = True,
 ) -> Plan:
-    """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds."""
+    """Plan a run. With `avoid_live_runs`, pick a port block no live run on the same nodes holds. With
+    `check_flags`, Dynamo's parsers are asked about its command lines before it is returned (without:
+    the caller asks, see `flags_asked`)."""
     name = check_identifier(run_name, "--name") if run_name else new_run_name(inputs.recipe.name)
     directory = run_dir or str(run_dir_for(name, inputs.hosts.run_root))
     python = inputs.hosts.python or sys.executable
@@ -78,7 +83,8 @@ def plan_for(
     plan = plan_in(None)
     if avoid_live_runs:
         plan = in_a_free_port_block(plan, plan_in)
-    refuse_rejected_flags(plan)
+    if check_flags:
+        refuse_rejected_flags(plan)
     return plan
 
 
@@ -105,6 +111,24 @@ def refuse_rejected_flags(plan: Plan) -> None:
             "recipe's frontend.extra_args or workers' args/extra_args (or the --set that adds it), or set "
             "python: in the hosts file to a Dynamo that takes it."
         )
+
+
+def flags_asked(plan: Plan) -> Callable[[], None]:
+    """`refuse_rejected_flags` in a thread of its own: its interpreter start (about 0.3 s) runs beside
+    whatever the caller does next (submit: the backend's own preflight) instead of before it. The call
+    returned waits for the answer, and raises what the check raised."""
+    answer: Future[None] = Future()
+
+    def ask() -> None:
+        try:
+            refuse_rejected_flags(plan)
+        except BaseException as error:  # the caller's to raise, when it waits
+            answer.set_exception(error)
+        else:
+            answer.set_result(None)
+
+    threading.Thread(target=ask, daemon=True).start()
+    return answer.result
 
 
 def stages_a_model(inputs: Inputs) -> bool:

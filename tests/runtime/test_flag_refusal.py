@@ -66,3 +66,15 @@ def test_an_interpreter_this_machine_lacks_is_left_to_the_nodes_preflight(tmp_pa
         'frontend.extra_args=["--router-reset-states"]',
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_submit_asks_beside_its_preflight_and_starts_nothing_when_refused(tmp_path, monkeypatch):
+    """submit's parser check runs while the backend's preflight does (it is on the way to the first answer),
+    and a refusal still comes before anything starts: no run directory, no process."""
+    monkeypatch.setenv("SLURMSERVE_HOME", str(tmp_path))
+    result = slurmserve_in_process(
+        "submit", "--recipe", "mocker-agg", "--hosts", LOCAL, "--name", "refused", "--set",
+        'frontend.extra_args=["--router-reset-states"]',
+    )  # fmt: skip
+    assert "rejects --router-reset-states" in one_paragraph(result)
+    assert not list(tmp_path.rglob("refused"))

@@ -110,7 +110,7 @@ def prepare(
     `submit` waits for their answer beside the backend's preflight."""
     inputs, unverified = pin_model(load_inputs(recipe, hosts, assignments), dry_run)
     plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight, check_flags=False)
-    flags_checked = flags_asked(plan)
+    flags_checked = flags_asked(inputs, plan)
     if not submitting:
         flags_checked()
     if unverified:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from .. import deploy
 from ..runs import LiveMetrics, Quantiles, UnreadableRun
-from ..runtime.supervision import CANARY_INTERVAL_S
+from ..runtime.background import CANARY_INTERVAL_S
 from .output import console
 
 LAST_ERROR_CHARS = 160  # under the table; --json has all of it

@@ -14,6 +14,7 @@ from ..planning.plan import Plan, Process
 from ..runs import CanaryResult, RunDir
 from ..transport.http import canary_completion
 
+CANARY_INTERVAL_S = 10.0  # the supervisor's completion through the frontend, this often (and one a pool)
 LAST_LOG_LINE_CHARS = 200
 LOG_LINES_SEARCHED = 20
 

@@ -3,23 +3,24 @@ block that no live run on the same nodes holds."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..backends import traits_for
 from ..backends.preflight import flag_rejections
 from ..config.fields import check_identifier
 from ..config.hosts import Hosts, load_hosts
-from ..config.recipe import Recipe, load_recipe
+from ..config.recipe import Recipe, load_recipe, recipe_path
 from ..errors import UserError
 from ..hardware.discovery import default_hosts, with_local_nodes
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..planning.ports import PORT_BLOCKS
-from ..resources import bundled_binary
+from ..resources import builtin_recipes_dir, bundled_binary
 from ..runs import live_runs, new_run_name, run_dir_for
 
 
@@ -27,6 +28,9 @@ from ..runs import live_runs, new_run_name, run_dir_for
 class Inputs:
     recipe: Recipe
     hosts: Hosts
+    # A shipped recipe as shipped (no --set), run by this venv's Dynamo: every command line it plans is
+    # proven against that Dynamo's parsers by tests/node/test_flagcheck.py, so planning need not ask again.
+    commands_proven: bool = False
 
 
 def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
@@ -34,7 +38,14 @@ def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str
     cluster this machine submits to, else this machine)."""
     # The hosts file first: it says which Dynamo, so which TensorRT-LLM, the recipe's engine YAMLs must suit.
     loaded = hosts_of(hosts) if hosts else default_hosts()
-    return Inputs(load_recipe(recipe, assignments, loaded.runtime.dynamo), loaded)
+    loaded_recipe = load_recipe(recipe, assignments, loaded.runtime.dynamo)
+    venvs = os.path.abspath(loaded.python or sys.executable) == os.path.abspath(sys.executable)
+    return Inputs(loaded_recipe, loaded, commands_proven=as_shipped(recipe, assignments) and venvs)
+
+
+def as_shipped(recipe: str, assignments: Sequence[str]) -> bool:
+    """A built-in recipe, without --set."""
+    return not assignments and recipe_path(recipe).parent == builtin_recipes_dir()
 
 
 def hosts_of(path: str) -> Hosts:
@@ -83,7 +94,7 @@ def plan_for(
     plan = plan_in(None)
     if avoid_live_runs:
         plan = in_a_free_port_block(plan, plan_in)
-    if check_flags:
+    if check_flags and not inputs.commands_proven:
         refuse_rejected_flags(plan)
     return plan
 
@@ -113,11 +124,14 @@ def refuse_rejected_flags(plan: Plan) -> None:
         )
 
 
-def flags_asked(plan: Plan) -> Callable[[], None]:
+def flags_asked(inputs: Inputs, plan: Plan) -> Callable[[], None]:
     """`refuse_rejected_flags` in a thread of its own: its interpreter start (about 0.3 s) runs beside
     whatever the caller does next (submit: the backend's own preflight) instead of before it. The call
     returned waits for the answer, and raises what the check raised."""
     answer: Future[None] = Future()
+    if inputs.commands_proven:
+        answer.set_result(None)
+        return answer.result
 
     def ask() -> None:
         try:
@@ -158,4 +172,4 @@ def pin_model(inputs: Inputs, dry_run: bool = False) -> tuple[Inputs, str | None
             raise
         revision = model.revision or "main"
         return inputs, f"model.repo {model.repo} at revision {revision} not verified ({error.reason}): submit checks it"
-    return Inputs(inputs.recipe.model_copy(update={"model": pinned}), inputs.hosts), None
+    return replace(inputs, recipe=inputs.recipe.model_copy(update={"model": pinned})), None

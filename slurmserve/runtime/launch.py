@@ -13,7 +13,6 @@ from typing import Any
 from ..backends import backend_for
 from ..backends.base import Backend, Launch
 from ..errors import DeploymentFailed
-from ..modelcache.snapshots import staging_root
 from ..planning.plan import FRONTEND_COMPONENT_OF_ROLE, Plan
 from ..runs import ProcessState, RunDir, SupervisorState
 from ..runs.events import Failed
@@ -134,13 +133,19 @@ class SubmitProgress:
     def staging(self) -> str | None:
         """The model's bytes downloaded so far and the rate since the last look, while a stager works."""
         stage = self.plan.model_stage
-        folder = staging_root(Path(stage.cache), stage.repo, stage.revision) if stage else None
-        if folder is None or not folder.exists():
+        if stage is None:
+            return None
+        # Imported when a model stages: huggingface_hub's import is a tenth of a second on every submit's
+        # way to sbatch otherwise.
+        from ..modelcache.snapshots import staging_root
+
+        folder = staging_root(Path(stage.cache), stage.repo, stage.revision)
+        if not folder.exists():
             return None
         now, size = time.monotonic(), folder_bytes(folder)
         before, self.staged = self.staged, (now, size)
         rate = f", {(size - before[1]) / (now - before[0]) / 1e6:.0f} MB/s" if before and now > before[0] else ""
-        return f"staging model {stage.repo}: {size / 1e6:,.0f} MB{rate}" if stage else None
+        return f"staging model {stage.repo}: {size / 1e6:,.0f} MB{rate}"
 
 
 def any_started(state: SupervisorState) -> bool:

@@ -70,7 +70,7 @@ from ..runs.events import (
 from ..transport.http import frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
-from .background import Periodic, exit_reason, send_canary
+from .background import CANARY_INTERVAL_S, Periodic, exit_reason, send_canary
 from .scraper_child import ScraperChild
 
 TICK_S = 0.5
@@ -79,7 +79,6 @@ PROBE_BUDGET_S = 0.4  # every readiness URL at once; what has not answered by th
 STATE_EVERY_S = 1.0  # state.json at least this often (its heartbeat), and at once when anything changes
 TICKS_KEPT = 120  # the tick times state.json sums up (p50, p99): about the last minute
 NODE_CHECK_INTERVAL_S = 2.0
-CANARY_INTERVAL_S = 10.0
 CANARY_RETRY_S = 1.0
 
 Result = TypeVar("Result")

@@ -78,3 +78,15 @@ def test_submit_asks_beside_its_preflight_and_starts_nothing_when_refused(tmp_pa
     )  # fmt: skip
     assert "rejects --router-reset-states" in one_paragraph(result)
     assert not list(tmp_path.rglob("refused"))
+
+
+def test_a_shipped_recipe_as_shipped_is_not_asked_again(monkeypatch):
+    """Its command lines are the ones tests/node/test_flagcheck.py proves against this venv's Dynamo: planning
+    spends no interpreter start on them (a third of a second on the way to every first answer)."""
+    from slurmserve.runtime import inputs
+
+    monkeypatch.setattr(inputs, "flag_rejections", lambda plan: pytest.fail(f"asked about {plan.recipe}"))
+    for verb in ("plan", "submit"):
+        extra = ("--dry-run",) if verb == "submit" else ()
+        result = slurmserve_in_process(verb, "--recipe", "mocker-agg", "--hosts", LOCAL, *extra)
+        assert result.returncode == 0, result.stdout + result.stderr

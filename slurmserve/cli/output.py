@@ -95,3 +95,14 @@ def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Tabl
 
 def series_name(summary: BenchSummary) -> str:
     return f"{summary.label or summary.id}: {summary.gpus} GPUs, ISL {summary.isl} / OSL {summary.osl}"
+
+
+def gpu_ranges(gpus: list[int]) -> str:
+    """[0, 1, 2, 3, 6] -> `0-3,6`: a worker's eight GPUs in three characters, not fifteen."""
+    spans: list[list[int]] = []
+    for gpu in gpus:
+        if spans and gpu == spans[-1][-1] + 1:
+            spans[-1].append(gpu)
+        else:
+            spans.append([gpu])
+    return ",".join(f"{span[0]}-{span[-1]}" if len(span) > 2 else ",".join(map(str, span)) for span in spans) or "-"

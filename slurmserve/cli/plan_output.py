@@ -8,6 +8,7 @@ from rich.table import Column, Table
 
 from ..config.hosts import Node
 from ..planning.plan import Plan, Process
+from .output import gpu_ranges
 
 
 def placement_table(plan: Plan) -> Table:
@@ -41,17 +42,6 @@ def placement_table(plan: Plan) -> Table:
         )
     table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
     return table
-
-
-def gpu_ranges(gpus: list[int]) -> str:
-    """0,1,2,3,6 -> `0-3,6`: eight GPUs fit a narrow column."""
-    runs: list[list[int]] = []
-    for gpu in gpus:
-        if runs and gpu == runs[-1][-1] + 1:
-            runs[-1].append(gpu)
-        else:
-            runs.append([gpu])
-    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs) or "-"
 
 
 def headers(table: Table) -> list[str]:

@@ -16,7 +16,7 @@ from rich.text import Text
 from .. import deploy
 from ..runs import LiveMetrics, Quantiles, UnreadableRun
 from ..runtime.background import CANARY_INTERVAL_S
-from .output import console
+from .output import console, gpu_ranges
 
 LAST_ERROR_CHARS = 160  # under the table; --json has all of it
 UNREADABLE = "unreadable"  # the state `status` lists a run in whose plan it cannot read
@@ -45,17 +45,6 @@ def ago(moment: float | None) -> str:
 
 def styled(word: str) -> str:
     return f"[{STATE_STYLE[word]}]{word}[/]"
-
-
-def gpu_ranges(gpus: list[int]) -> str:
-    """[0, 1, 2, 3, 6] -> `0-3,6`: a worker's eight GPUs in three characters, not fifteen."""
-    spans: list[list[int]] = []
-    for gpu in gpus:
-        if spans and gpu == spans[-1][-1] + 1:
-            spans[-1].append(gpu)
-        else:
-            spans.append([gpu])
-    return ",".join(f"{span[0]}-{span[-1]}" if len(span) > 2 else ",".join(map(str, span)) for span in spans) or "-"
 
 
 # ------------------------------------------------------------------------------------------ the run list

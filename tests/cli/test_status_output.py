@@ -9,7 +9,8 @@ import time
 from rich.console import Console
 
 from slurmserve import deploy
-from slurmserve.cli.status_output import gpu_ranges, run_list, status_view
+from slurmserve.cli.output import gpu_ranges
+from slurmserve.cli.status_output import run_list, status_view
 from slurmserve.runs import CanaryResult, LiveMetrics, ProcessState, Verdict, WorkerLive
 from slurmserve.runtime.status import ProcessStatus
 

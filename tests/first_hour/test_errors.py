@@ -132,8 +132,9 @@ def test_cancel_on_a_stopped_run_says_it_was_already_stopped():
 
 @pytest.mark.slow
 def test_status_after_submit_timeout_says_the_start_timed_out(cancel_later):
-    submitted = user_runs("submit", "--recipe", "mocker-agg", "--name", "hurried", "--timeout", "1")
+    # 0.2 s: less than a frontend's own start, so never ready in time (a second no longer is, always).
+    submitted = user_runs("submit", "--recipe", "mocker-agg", "--name", "hurried", "--timeout", "0.2")
     cancel_later("hurried")
     assert submitted.returncode == 1, submitted.stderr
     said = words(user_runs("status", "hurried").stdout)
-    assert "failed (the start timed out: not ready within submit's --timeout of 1 s" in said, said
+    assert "failed (the start timed out: not ready within submit's --timeout of 0.2 s" in said, said

@@ -17,10 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-import filelock
 import pytest
 from huggingface_hub import constants, file_download, hf_hub_download, snapshot_download
-from huggingface_hub.utils import WeakFileLock
 
 from slurmserve.config.recipe import ModelSpec
 from slurmserve.errors import UserError
@@ -321,7 +319,7 @@ def test_a_lock_with_a_live_heartbeat_is_waited_for(hub, cache, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:flock not supported")
-def test_without_flock_huggingface_hub_would_hang_but_staging_works(hub, cache, monkeypatch):
+def test_without_flock_staging_works_and_never_consults_the_hubs_lock_markers(hub, cache, monkeypatch):
     """Lustre without the flock mount option: flock(2) fails with ENOSYS (simulated here, in this process only)."""
     calls = []
 
@@ -330,13 +328,13 @@ def test_without_flock_huggingface_hub_would_hang_but_staging_works(hub, cache, 
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
-    # huggingface_hub's own lock then becomes a marker file that only its host may break: one left by a
-    # stager killed on another node blocks snapshot_download(cache_dir=<shared cache>) for ever.
+    # huggingface_hub's own lock then becomes a marker file (SoftFileLock) that only its host may break: one
+    # left by a stager killed on another node can block snapshot_download(cache_dir=<shared cache>). Whether
+    # a given marker blocks depends on filelock's version (4.x reads owners and start times), so this test
+    # holds what slurmserve promises: staging never reads or waits on such a marker.
     marker = cache / "hub" / ".locks" / "models--acme--tiny" / f"{TINY.etag(WEIGHTS[0])}.lock"
     marker.parent.mkdir(parents=True)
     marker.write_text("4242\nother-node\n")
-    with pytest.raises(filelock.Timeout), WeakFileLock(marker, timeout=1.0):
-        pass
 
     snapshot = fetch_to_cache(spec(), cache)
 

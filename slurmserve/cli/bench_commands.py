@@ -26,7 +26,9 @@ from .options import (
     RecipeOption,
     RequestsOption,
     SetOption,
+    TimeoutOption,
     numbers,
+    timeout_s,
 )
 from .output import bench_table, console, point_line, stderr
 
@@ -106,7 +108,7 @@ def sweep(
     requests: Optional[int] = RequestsOption,
     aiperf: Optional[str] = AiperfOption,
     out: Optional[Path] = typer.Option(None, "--out", help="The sweep's folder (default: one per command)"),
-    timeout: float = typer.Option(600.0, "--timeout", help="Seconds each deployment may take to serve"),
+    timeout: float = TimeoutOption,
     fresh: bool = FreshOption,
     quick: bool = QuickOption,
     remeasure: bool = typer.Option(False, "--remeasure", help="Measure every point again, ignoring saved results"),
@@ -114,7 +116,7 @@ def sweep(
     """Deploy, benchmark and cancel one deployment per combination of the --vary values (exit 1 if a
     point failed); run again, it measures only what is missing or would measure other numbers now
     (another workload, recipe, engine config, hosts file or version)."""
-    points = sweep_points(vary, zipped)
+    points, timeout = sweep_points(vary, zipped), timeout_s(timeout)
     request = BenchRequest(
         numbers(concurrency, "--concurrency"), isl, osl, requests, aiperf, fresh_between_points=fresh, quick=quick
     )

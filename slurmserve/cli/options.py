@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import typer
@@ -44,3 +45,18 @@ def duration_s(text: str, option: str) -> float:
     if match is None:
         raise UserError(f"{option} {text!r}: must be a whole number and a unit (s, m, h or d), such as 7d or 12h")
     return int(match[1]) * SECONDS_PER[match[2]]
+
+
+MOST_TIMEOUT_S = 7 * 86400.0  # a model that takes a week to serve is a start that failed
+
+
+def timeout_s(value: float) -> float:
+    """--timeout: seconds, above 0 and at most a week (not nan, not inf)."""
+    if not math.isfinite(value) or not 0 < value <= MOST_TIMEOUT_S:
+        raise UserError(
+            f"--timeout {value:g}: must be a number of seconds above 0 and at most {MOST_TIMEOUT_S:g} (7 days)"
+        )
+    return value
+
+
+TimeoutOption = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve")

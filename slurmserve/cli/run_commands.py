@@ -16,7 +16,7 @@ from ..config.hosts import concrete_nodes
 from ..errors import DeploymentFailed, UserError
 from ..runs import RunDir, open_run, scan_runs
 from .exits import clean_errors, stopped_on_interrupt
-from .options import HostsOption, RecipeOption, SetOption, duration_s
+from .options import HostsOption, RecipeOption, SetOption, TimeoutOption, duration_s, timeout_s
 from .output import console, say_ready, to_json, warn
 from .plan_output import placement_table, plan_summary, rank_table
 from .status_output import run_list, run_summary, status_view, unreadable_summary
@@ -79,7 +79,7 @@ def submit(
     no_wait: bool = typer.Option(
         False, "--no-wait", help="Return once started, without waiting for readiness (it runs on after this command)"
     ),
-    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the deployment to serve"),
+    timeout: float = TimeoutOption,
     preflight: Optional[bool] = typer.Option(
         None,
         "--preflight/--no-preflight",
@@ -88,6 +88,7 @@ def submit(
 ) -> None:
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
     before then cancels it (exit 130 or 143)."""
+    timeout = timeout_s(timeout)
     with stopped_on_interrupt("submit"):
         prepared = deploy.prepare(
             recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run, submitting=not dry_run

@@ -138,3 +138,11 @@ def test_status_after_submit_timeout_says_the_start_timed_out(cancel_later):
     assert submitted.returncode == 1, submitted.stderr
     said = words(user_runs("status", "hurried").stdout)
     assert "failed (the start timed out: not ready within submit's --timeout of 0.2 s" in said, said
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "0", "1e9"])
+def test_a_timeout_is_a_finite_number_of_seconds(timeout):
+    for verb in (["submit"], ["sweep", "--vary", "decode.replicas=1,2"]):
+        result = user_runs(*verb, "--recipe", "mocker-agg", "--timeout", timeout)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"--timeout {float(timeout):g}: must be a number of seconds above 0" in words(result.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config.fields import IDENTIFIER
 from ..errors import UserError
 from ..private import make_out_dir, make_private_dir, write_whole
-from ..runs import RunPaths, runs_root
+from ..runs import RunPaths, run_dir_for
 from . import plots
 from .results import SUMMARY_JSON, BenchSummary, read_summary
 from .table import text_table
@@ -20,8 +20,8 @@ def benchmark_folders(source: str) -> list[Path]:
     """The benchmarks a name on the command line stands for: a benchmark's folder; a sweep's folder (one
     benchmark per point); a run's directory or a run's name (its latest benchmark)."""
     path = Path(source).expanduser()
-    if not path.exists() and IDENTIFIER.fullmatch(source) and (runs_root() / source).is_dir():
-        path = runs_root() / source
+    if not path.exists() and IDENTIFIER.fullmatch(source) and run_dir_for(source, None).is_dir():
+        path = run_dir_for(source, None)
     if not path.exists():
         raise UserError(f"bench compare: {source} does not exist (nor is it the name of a run)")
     if (path / SUMMARY_JSON).is_file():

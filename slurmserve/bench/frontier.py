@@ -65,7 +65,7 @@ def frontier(points: list[Measured]) -> list[Measured]:
 def frontier_of(summaries: list[BenchSummary]) -> list[Measured] | None:
     """The frontier of the benchmarks' valid points; None where there is none to draw: fewer than two
     points, or workloads mixed (a frontier across them compares different questions)."""
-    points = [measured(point, s.label or s.id) for s in summaries for point in s.points if point.valid]
+    points = [measured(point, s.shown_as) for s in summaries for point in s.points if point.valid]
     if len(points) < 2 or len({summary.workload for summary in summaries}) != 1:
         return None
     return frontier(points)

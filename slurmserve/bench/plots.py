@@ -35,7 +35,7 @@ def literal(text: str) -> str:
 def series_label(summary: BenchSummary) -> str:
     """A legend entry: the benchmark's label and its GPUs (per-GPU figures depend on them)."""
     gpus = f"{summary.gpus} GPU" + ("" if summary.gpus == 1 else "s")
-    return literal(f"{summary.label or summary.id} ({gpus})")
+    return literal(f"{summary.shown_as} ({gpus})")
 
 
 def from_zero(axes: Any) -> None:

@@ -85,6 +85,11 @@ class BenchSummary(BaseModel):
         return all(point.valid for point in self.points)
 
     @property
+    def shown_as(self) -> str:
+        """Its name in tables and plots: its label, else its id."""
+        return self.label or self.id
+
+    @property
     def workload(self) -> str:
         """What was sent: benchmarks of different workloads answer different questions."""
         return f"{self.endpoint_type}, ISL {self.isl} / OSL {self.osl}"
@@ -110,6 +115,7 @@ def point_result(
     errors = sum(int(entry.get("count", 0)) for entry in export.get("error_summary") or [])
     throughput = _figure(export, "output_token_throughput")
     latency_mean = _figure(export, "request_latency")
+    median_low, median_high = median_interval(per_user) if per_user else (None, None)
     return PointResult(
         concurrency=concurrency,
         requests=int(_figure(export, "request_count")),
@@ -124,8 +130,8 @@ def point_result(
         # tokens came in one burst.
         output_tokens_per_s_per_user=_figure(export, "output_token_throughput_per_user", "p50")
         or _figure(export, "output_token_throughput_per_user"),
-        per_user_median_low=median_interval(per_user)[0] if per_user else None,
-        per_user_median_high=median_interval(per_user)[1] if per_user else None,
+        per_user_median_low=median_low,
+        per_user_median_high=median_high,
         request_latency_cv=_figure(export, "request_latency", "std") / latency_mean if latency_mean else None,
         requests_per_s=_figure(export, "request_throughput"),
         goodput=_figure(export, "goodput") if export.get("goodput") else None,

@@ -66,7 +66,7 @@ def table_rows(summaries: list[BenchSummary]) -> list[list[str]]:
     """One row per point of each benchmark, in TABLE_COLUMNS' order."""
     return [
         [
-            summary.label or summary.id,
+            summary.shown_as,
             str(point.concurrency),
             str(point.requests),
             f"{point.requests_per_s:.2f}",
@@ -94,7 +94,7 @@ def footnotes(summaries: list[BenchSummary]) -> list[str]:
 def invalid_points(summaries: list[BenchSummary]) -> list[str]:
     """A line per point that failed the validity gate, saying why."""
     return [
-        f"{summary.label or summary.id} concurrency {point.concurrency}: {'; '.join(point.problems)}"
+        f"{summary.shown_as} concurrency {point.concurrency}: {'; '.join(point.problems)}"
         for summary in summaries
         for point in summary.points
         if not point.valid

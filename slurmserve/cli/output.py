@@ -81,12 +81,12 @@ def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Tabl
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title_justify="left", caption_justify="left")
     for i in shown[0 if several else 1 :]:
         table.add_column(TABLE_COLUMNS[i].stacked or TABLE_COLUMNS[i].header, justify="left" if i == 0 else "right")
-    numbers = {summary.label or summary.id: f"{n}" for n, summary in enumerate(summaries, 1)}
+    numbers = {summary.shown_as: f"{n}" for n, summary in enumerate(summaries, 1)}
     for row in table_rows(summaries):
         cells = [numbers[row[0]], *row[1:]] if several else row
         table.add_row(*(cells[i] for i in shown[0 if several else 1 :]))
     table.title = None if several else series_name(summaries[0]) if summaries else None
-    notes = [f"{numbers[s.label or s.id]}: {series_name(s)}" for s in summaries] if several else []
+    notes = [f"{numbers[s.shown_as]}: {series_name(s)}" for s in summaries] if several else []
     if not wide:
         notes.append(f"{', '.join(NARROW_LEAVES_OUT)}: in table.txt (or a terminal {WIDE_TABLE} wide)")
     table.caption = "\n".join([*notes, *footnotes(summaries)]) or None
@@ -94,7 +94,7 @@ def bench_table(summaries: list[BenchSummary], width: int | None = None) -> Tabl
 
 
 def series_name(summary: BenchSummary) -> str:
-    return f"{summary.label or summary.id}: {summary.gpus} GPUs, ISL {summary.isl} / OSL {summary.osl}"
+    return f"{summary.shown_as}: {summary.gpus} GPUs, ISL {summary.isl} / OSL {summary.osl}"
 
 
 def gpu_ranges(gpus: list[int]) -> str:

@@ -15,11 +15,12 @@ def placement_table(plan: Plan) -> Table:
     """A row per process, in start order (`stage`: processes of one stage start together, once the stage
     before serves). At 80 columns nothing is cut: GPUs as ranges, a port a line, names whole."""
     stage_of = {process.name: number for number, stage in enumerate(plan.stages(), 1) for process in stage}
+    with_leaf = any(node.switch for node in plan.nodes)
     table = Table(
         Column("process", no_wrap=True),
         Column("role", no_wrap=True),
         Column("node", no_wrap=True),
-        *([Column("leaf", overflow="fold")] if any(node.switch for node in plan.nodes) else []),
+        *([Column("leaf", overflow="fold")] if with_leaf else []),
         Column("GPUs", no_wrap=True),
         Column("ports", no_wrap=True),
         Column("stage", justify="right", no_wrap=True),
@@ -30,7 +31,7 @@ def placement_table(plan: Plan) -> Table:
     )
     switch_of = {node.name: node.switch for node in plan.nodes}
     for process in sorted(plan.processes, key=lambda process: stage_of[process.name]):
-        leaf = [", ".join(switch_of[n] or "" for n in process.nodes)] if "leaf" in headers(table) else []
+        leaf = [", ".join(switch_of[n] or "" for n in process.nodes)] if with_leaf else []
         table.add_row(
             process.name,
             process.role,
@@ -42,10 +43,6 @@ def placement_table(plan: Plan) -> Table:
         )
     table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
     return table
-
-
-def headers(table: Table) -> list[str]:
-    return [str(column.header) for column in table.columns]
 
 
 def rank_table(plan: Plan) -> Table:

@@ -219,7 +219,5 @@ def ignored_settings_warning(recipe: Recipe) -> list[str]:
     ignored = recipe.ignored_settings()
     if not ignored:
         return []
-    why = (
-        "the mock engine takes no engine settings" if recipe.engine == "mocker" else "they are the mock engine's"
-    )
+    why = "the mock engine takes no engine settings" if recipe.engine == "mocker" else "they are the mock engine's"
     return [f"engine {recipe.engine} ignores {', '.join(ignored)} ({why}; placement, ports and env are as planned)"]

@@ -23,12 +23,12 @@ from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.resources import PACKAGE_DIR
 
 from ..conftest import plan_of
+from ..helpers import VLLM_PYTHON
 from ..render.test_render import EXAMPLE_HOSTS, fits
 
 FLAGCHECK = PACKAGE_DIR / "node" / "flagcheck.py"
 DYNAMO = importlib.metadata.version("ai-dynamo")
 PLANTED = "planted"  # the recipe label of a planted fault's command
-VLLM_PYTHON = Path(sys.executable).parent.parent / "vllm" / "bin" / "python"  # install.sh --test makes it
 
 # (what is planted, into the first process of which module, the flag, the closest flag the parser offers)
 FAULTS = [

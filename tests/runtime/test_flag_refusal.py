@@ -92,6 +92,7 @@ def test_a_shipped_recipe_as_shipped_is_not_asked_again(monkeypatch):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # vLLM's import takes 10-20 s here
 def test_a_misspelt_vllm_flag_is_refused_by_the_nodes_vllm(tmp_path):
     """vLLM's flags are vLLM's: where the nodes' interpreter has vLLM (here install.sh --test's $VENV/vllm), its
     own definitions refuse a misspelling at plan time."""

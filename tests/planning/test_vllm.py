@@ -105,7 +105,7 @@ def test_a_vllm_worker_wider_than_a_node_is_refused_saying_why():
     with pytest.raises(UserError) as refused:
         plan_of(AGG, "two-node-8gpu.yaml", "agg.tensor_parallel=16")
     said = str(refused.value)
-    assert said.startswith("agg: worker agg-0 needs 16 GPUs") and "--headless" in said, said
+    assert said.startswith("agg.tensor_parallel: worker agg-0 needs 16 GPUs") and "--headless" in said, said
     with pytest.raises(UserError, match="does not plan a vLLM worker across nodes"):  # nor its rehearsal
         plan_of(AGG, "two-node-8gpu.yaml", "agg.tensor_parallel=16", "engine=mocker")
 

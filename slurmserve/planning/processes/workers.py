@@ -205,10 +205,10 @@ def refuse_multinode_vllm(ctx: PlanContext, group: WorkerGroup, name: str, nodes
     a plan's worker (one command, one MPI world at most) does not hold."""
     if ctx.recipe.layout_engine == "vllm" and len(nodes) > 1:
         raise UserError(
-            f"{group.field}: worker {name} needs {group.spec.gpus} GPUs (tensor_parallel x pipeline_parallel), more "
-            f"than a node has ({nodes[0].gpus}), so it would span {len(nodes)} nodes; slurmserve does not plan a "
-            "vLLM worker across nodes (Dynamo runs one as a leader plus a --headless follower per node): keep "
-            "tensor_parallel x pipeline_parallel within one node's GPUs and add replicas instead"
+            f"{group.field}.tensor_parallel: worker {name} needs {group.spec.gpus} GPUs (tensor_parallel x "
+            f"pipeline_parallel), more than a node has ({nodes[0].gpus}), so it would span {len(nodes)} nodes; "
+            "slurmserve does not plan a vLLM worker across nodes (Dynamo runs one as a leader plus a --headless "
+            "follower per node): keep tensor_parallel x pipeline_parallel within a node's GPUs, add replicas instead"
         )
 
 

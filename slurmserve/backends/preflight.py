@@ -14,6 +14,8 @@ from ..transport.runner import LocalRunner, NodeRunner, Ran
 from ..transport.sockets import port_free
 
 CHECK_TIMEOUT_S = 30
+# Asking the parsers of a vLLM worker imports vLLM (and torch): 10-35 s on a busy two-core machine.
+VLLM_FLAGCHECK_TIMEOUT_S = 120
 
 
 def busy_ports(plan: Plan, address: str) -> list[tuple[str, str, int]]:
@@ -57,9 +59,11 @@ def flag_rejections(plan: Plan) -> list[str] | None:
         return []
     if not Path(plan.python).exists():
         return None
+    vllm = any(command["module"] == "dynamo.vllm" for command in commands)
     try:
         result = LocalRunner().run(
-            [plan.python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
+            [plan.python, "-c", node_program_source("flagcheck"), json.dumps(commands)],
+            timeout=VLLM_FLAGCHECK_TIMEOUT_S if vllm else CHECK_TIMEOUT_S,
         )
     except OSError:
         return None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, did_you_mean
 from ..resources import builtin_recipes_dir, resource_dir
@@ -100,6 +100,8 @@ class MockerSpec(Strict):
 
 
 WorkerRole = Literal["agg", "prefill", "decode"]
+Engine = Literal["trtllm", "vllm", "mocker"]
+RealEngine = Literal["trtllm", "vllm"]
 
 
 class PoolSpec(Strict):
@@ -250,7 +252,7 @@ class Recipe(Strict):
     name: Identifier
     description: str = ""
     model: ModelSpec
-    engine: Literal["trtllm", "mocker"] = "trtllm"
+    engine: Engine = "trtllm"
     mode: Literal["agg", "disagg"] = "disagg"
     frontend: FrontendSpec = FrontendSpec()
     prefill: WorkerSpec | None = None
@@ -268,6 +270,9 @@ class Recipe(Strict):
     observability: ObservabilitySpec = ObservabilitySpec()
     pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
     global_router: GlobalRouterSpec | None = None
+    # The real engine a rehearsal (`--set engine=mocker`) stands in for: its workers keep that engine's
+    # ports and env. Set by load_recipe from the file's own engine, never written in a recipe.
+    _rehearses: RealEngine | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:
@@ -284,7 +289,32 @@ class Recipe(Strict):
                 raise ValueError("mode agg needs an agg section")
             if self.prefill is not None or self.decode is not None:
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
+        self._check_engine_settings()
         return self
+
+    def _check_engine_settings(self) -> None:
+        """What only TensorRT-LLM reads, refused under vLLM: set, it would silently change nothing."""
+        if self.engine != "vllm":
+            return
+        for group in self.worker_groups():
+            if group.spec.engine_config is not None:
+                raise ValueError(
+                    f"{group.field}.engine_config: engine vllm takes no engine config (TensorRT-LLM's YAML): vLLM is "
+                    f"configured by command-line flags; put its settings in {group.field}.args "
+                    "(gpu_memory_utilization: 0.9 -> --gpu-memory-utilization 0.9)"
+                )
+            spec = group.spec
+            if spec.expert_parallel not in (1, spec.tensor_parallel):
+                raise ValueError(
+                    f"{group.field}.expert_parallel: vLLM's expert parallelism spans a worker's tensor-parallel GPUs "
+                    f"(--enable-expert-parallel takes no size): set it to 1 or to tensor_parallel "
+                    f"({spec.tensor_parallel}), not {spec.expert_parallel}"
+                )
+        if self.global_router and self.global_router.allow_unvalidated_trtllm_disagg:
+            raise ValueError(
+                "global_router.allow_unvalidated_trtllm_disagg: a TensorRT-LLM setting; Dynamo validates vLLM's "
+                "disagg pools, so engine vllm needs no such allowance"
+            )
 
     def _check_pools(self) -> None:
         router = self.global_router
@@ -328,12 +358,22 @@ class Recipe(Strict):
     @property
     def loads_recipe_model(self) -> bool:
         """Whether the workers load model.repo (a real engine, or a mocker told to), not the tiny model."""
-        return self.engine == "trtllm" or self.mocker.use_recipe_model
+        return self.engine != "mocker" or self.mocker.use_recipe_model
+
+    @property
+    def layout_engine(self) -> Engine:
+        """The engine whose ports and env the workers get: a rehearsal keeps those of the one it stands in for."""
+        return self._rehearses or self.engine
+
+    def rehearsing(self, written: object) -> None:
+        """Note the engine the recipe file names, when `--set engine=mocker` rehearses it."""
+        if self.engine == "mocker" and written in ("trtllm", "vllm"):
+            self._rehearses = "vllm" if written == "vllm" else "trtllm"
 
     def ignored_settings(self) -> list[str]:
-        """Settings the chosen engine cannot take (dotted paths): TensorRT-LLM's under the mock engine
-        (a rehearsal keeps placement, ports and env), the mock engine's under TensorRT-LLM."""
-        if self.engine == "trtllm":
+        """Settings the chosen engine cannot take (dotted paths): a real engine's under the mock engine
+        (a rehearsal keeps placement, ports and env), the mock engine's under a real engine."""
+        if self.engine != "mocker":
             return [f"mocker.{key}" for key in sorted(self.mocker.model_fields_set)]
         ignored = [f"parsers.{key}" for key in ("reasoning", "tool_call") if getattr(self.parsers, key)]
         for group in self.worker_groups():
@@ -401,7 +441,7 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
         if hit:
             raise UserError(
                 f"--set {key}: engine {recipe.engine} does not use {hit}, so this setting would have no effect"
-                + (" (the mock engine takes no TensorRT-LLM settings)" if recipe.engine == "mocker" else "")
+                + (" (the mock engine takes no engine settings)" if recipe.engine == "mocker" else "")
             )
 
 
@@ -409,11 +449,14 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
     """Read, override and validate a recipe; engine config paths come back absolute and checked against
     the TensorRT-LLM of `dynamo` (the hosts file's `runtime.dynamo`; None: this venv's Dynamo)."""
     source = recipe_path(name_or_path)
-    data = apply_overrides(read_yaml_mapping(source), list(assignments))
+    data = read_yaml_mapping(source)
+    written_engine = data.get("engine", "trtllm")  # before the overrides, which change data in place
+    data = apply_overrides(data, list(assignments))
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise describe_validation_error(source, error, data, Recipe, assignments) from None
+    recipe.rehearsing(written_engine)
     refuse_ignored_overrides(recipe, assignments)
     for group in recipe.worker_groups():
         worker = group.spec

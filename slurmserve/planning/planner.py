@@ -153,7 +153,7 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         served_link=pools.served_link if pools else None,
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
-        kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
+        kv_preflight=recipe.needs_gpus if kv_preflight is None else kv_preflight,
         restart=recipe.restart,
         scrape_interval_s=recipe.observability.scrape_interval_s,
         slurm=hosts.slurm if ctx.traits.has_allocation else None,
@@ -219,7 +219,5 @@ def ignored_settings_warning(recipe: Recipe) -> list[str]:
     ignored = recipe.ignored_settings()
     if not ignored:
         return []
-    why = (
-        "the mock engine takes no TensorRT-LLM settings" if recipe.engine == "mocker" else "they are the mock engine's"
-    )
+    why = "the mock engine takes no engine settings" if recipe.engine == "mocker" else "they are the mock engine's"
     return [f"engine {recipe.engine} ignores {', '.join(ignored)} ({why}; placement, ports and env are as planned)"]

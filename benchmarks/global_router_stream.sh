@@ -5,15 +5,20 @@
 # router (python -m dynamo.router), the global router (python -m dynamo.global_router, one agg pool),
 # a frontend scoped to the global router's namespace (frontend -> global router -> local router -> worker)
 # and one scoped to `fast` (frontend -> worker). Then measures, with benchmarks/stream_arrivals.py, 4
-# streams at a time, connections kept alive:
+# streams at a time, connections kept alive (as most clients keep them):
 #   1. each Dynamo hop without HTTP: the worker, the local router, the global router (Dynamo's own client);
 #   2. HTTP through each frontend;
-#   3. if run as root: 2. again in a network namespace of its own whose loopback ACKs at once (ip route
-#      ... quickack 1), i.e. without the client's delayed ACK.
-# 1 streams token by token at every hop; 2 through the global router holds the first tokens about 40 ms
-# (Nagle's algorithm on the frontend's HTTP socket, which has no TCP_NODELAY, waiting for the client's
-# delayed ACK of the response headers); 3 shows the hold gone. `strace -f -e setsockopt,accept4 -p FRONTEND`
-# shows the accepted HTTP socket without TCP_NODELAY.
+#   3. with a C compiler: 2. again, the frontends started with benchmarks/nodelay_shim.c preloaded, which
+#      sets TCP_NODELAY on the connections they accept;
+#   4. as root: 2. again in a network namespace of its own whose loopback ACKs at once (ip route ...
+#      quickack 1), i.e. without the client's delayed ACK.
+# 1 streams token by token at every hop. 2 holds the first tokens through the global router about 40 ms,
+# the headers long before them: the frontend's HTTP socket has no TCP_NODELAY (see it with
+# `strace -f -e trace=setsockopt,accept4 -p FRONTEND_PID`: every Dynamo-internal socket gets TCP_NODELAY,
+# the accepted HTTP one none), so Nagle's algorithm holds each small SSE write until the client's delayed
+# ACK of the one before (the headers, then each chunk). Tokens that trickle in through the routers one by
+# one pay it; a worker's burst straight to the frontend mostly leaves in one write. 3 and 4 each remove
+# one half of that, and the hold is gone.
 #
 #   benchmarks/global_router_stream.sh [PYTHON]   (default: .venv/bin/python; MODEL= a model folder)
 set -euo pipefail
@@ -24,7 +29,7 @@ PYTHON=${1:-$REPO/.venv/bin/python}
 MODEL=${MODEL:-$REPO/slurmserve/models/tiny-mock}
 CLIENT="$PYTHON $REPO/benchmarks/stream_arrivals.py"
 
-serve() {  # start the processes in $WORK, wait for both frontends
+serve() {  # start the processes in $WORK, wait for both frontends; FRONTEND_ENV: more env for the frontends
     cd "$WORK"
     ln -sfn "$MODEL" tiny-mock  # the global router's --model-name is also its model path (1.6.1)
     cat > global_router.json <<'EOF'
@@ -38,19 +43,19 @@ EOF
         export "$name=127.0.0.1"
     done
     local ready=DYN_SYSTEM_STARTING_HEALTH_STATUS=ready  # the routers answer /health only with it
-    DYN_NAMESPACE=fast DYN_SYSTEM_PORT=18101 DYN_HEALTH_CHECK_ENABLED=true "$PYTHON" -m dynamo.mocker --model-path "$MODEL" \
-        --model-name fast--tiny-mock --speedup-ratio 100 > mocker.log 2>&1 & PIDS+=($!)
+    DYN_NAMESPACE=fast DYN_SYSTEM_PORT=18101 DYN_HEALTH_CHECK_ENABLED=true "$PYTHON" -m dynamo.mocker \
+        --model-path "$MODEL" --model-name fast--tiny-mock --speedup-ratio 100 > mocker.log 2>&1 & PIDS+=($!)
     wait_for http://127.0.0.1:18101/health
-    env $ready DYN_NAMESPACE=fast DYN_SYSTEM_PORT=18102 "$PYTHON" -m dynamo.router --endpoint fast.backend.generate \
-        > router.log 2>&1 & PIDS+=($!)
+    env $ready DYN_NAMESPACE=fast DYN_SYSTEM_PORT=18102 "$PYTHON" -m dynamo.router \
+        --endpoint fast.backend.generate > router.log 2>&1 & PIDS+=($!)
     wait_for http://127.0.0.1:18102/health
-    env $ready DYN_NAMESPACE=gr DYN_SYSTEM_PORT=18103 "$PYTHON" -m dynamo.global_router --config global_router.json \
-        --model-name tiny-mock --namespace gr > global_router.log 2>&1 & PIDS+=($!)
+    env $ready DYN_NAMESPACE=gr DYN_SYSTEM_PORT=18103 "$PYTHON" -m dynamo.global_router \
+        --config global_router.json --model-name tiny-mock --namespace gr > global_router.log 2>&1 & PIDS+=($!)
     wait_for http://127.0.0.1:18103/health
-    "$PYTHON" -m dynamo.frontend --http-host 127.0.0.1 --http-port 18080 --router-mode round-robin \
-        --namespace gr > frontend-global-router.log 2>&1 & PIDS+=($!)
-    "$PYTHON" -m dynamo.frontend --http-host 127.0.0.1 --http-port 18081 --router-mode round-robin \
-        --namespace fast > frontend-pool.log 2>&1 & PIDS+=($!)
+    env ${FRONTEND_ENV:-} "$PYTHON" -m dynamo.frontend --http-host 127.0.0.1 --http-port 18080 \
+        --router-mode round-robin --namespace gr > frontend-global-router.log 2>&1 & PIDS+=($!)
+    env ${FRONTEND_ENV:-} "$PYTHON" -m dynamo.frontend --http-host 127.0.0.1 --http-port 18081 \
+        --router-mode round-robin --namespace fast > frontend-pool.log 2>&1 & PIDS+=($!)
     wait_for http://127.0.0.1:18080/v1/models tiny-mock
     wait_for http://127.0.0.1:18081/v1/models fast--tiny-mock
 }
@@ -76,7 +81,7 @@ through_http() {
     $CLIENT http http://127.0.0.1:18081 fast--tiny-mock --label "HTTP, the pool directly       "
 }
 
-if [ "${1:-}" = --quickack-inside ]; then  # the third part, run by the first in a namespace of its own
+if [ "${1:-}" = --quickack-inside ]; then  # the fourth part, in a namespace of its own
     PYTHON=$2 MODEL=$3 CLIENT="$PYTHON $REPO/benchmarks/stream_arrivals.py"
     ip link set lo up
     for route in 127.0.0.0/8 127.0.0.1; do
@@ -99,10 +104,19 @@ done
 echo "== 2. HTTP, the frontend's socket as Dynamo 1.6.1 opens it"
 through_http
 stop
-PIDS=()
+if command -v cc > /dev/null; then
+    echo "== 3. HTTP again, TCP_NODELAY set on the frontends' accepted sockets (benchmarks/nodelay_shim.c)"
+    WORK=$(mktemp -d) PIDS=()
+    cc -shared -fPIC -O2 -o "$WORK/nodelay_shim.so" "$REPO/benchmarks/nodelay_shim.c" -ldl
+    FRONTEND_ENV=LD_PRELOAD=$WORK/nodelay_shim.so serve
+    through_http
+    stop
+else
+    echo "== 3. skipped: needs a C compiler (cc) for the shim"
+fi
 if [ "$(id -u)" = 0 ] && command -v unshare > /dev/null; then
-    echo "== 3. HTTP again, the loopback ACKing at once (no delayed ACK for Nagle's algorithm to wait on)"
+    echo "== 4. HTTP again, the loopback ACKing at once (no delayed ACK for Nagle's algorithm to wait on)"
     unshare -n bash "$SELF" --quickack-inside "$PYTHON" "$MODEL"
 else
-    echo "== 3. skipped: needs root (a network namespace whose loopback route has quickack 1)"
+    echo "== 4. skipped: needs root (a network namespace whose loopback route has quickack 1)"
 fi

@@ -27,7 +27,6 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 SELF=$REPO/benchmarks/global_router_stream.sh
 PYTHON=${1:-$REPO/.venv/bin/python}
 MODEL=${MODEL:-$REPO/slurmserve/models/tiny-mock}
-CLIENT="$PYTHON $REPO/benchmarks/stream_arrivals.py"
 
 serve() {  # start the processes in $WORK, wait for both frontends; FRONTEND_ENV: more env for the frontends
     cd "$WORK"
@@ -60,6 +59,10 @@ EOF
     wait_for http://127.0.0.1:18081/v1/models fast--tiny-mock
 }
 
+client() {  # 80 requests, 4 at a time
+    "$PYTHON" "$REPO/benchmarks/stream_arrivals.py" --requests 80 --concurrency 4 "$@"
+}
+
 wait_for() {  # URL [TEXT]: until it answers (with TEXT), at most 60 s
     local _
     for _ in $(seq 600); do
@@ -77,12 +80,12 @@ stop() {
 }
 
 through_http() {
-    $CLIENT http http://127.0.0.1:18080 tiny-mock --label "HTTP, through the global router"
-    $CLIENT http http://127.0.0.1:18081 fast--tiny-mock --label "HTTP, the pool directly       "
+    client http http://127.0.0.1:18080 tiny-mock --label "HTTP, through the global router"
+    client http http://127.0.0.1:18081 fast--tiny-mock --label "HTTP, the pool directly       "
 }
 
 if [ "${1:-}" = --quickack-inside ]; then  # the fourth part, in a namespace of its own
-    PYTHON=$2 MODEL=$3 CLIENT="$PYTHON $REPO/benchmarks/stream_arrivals.py"
+    PYTHON=$2 MODEL=$3
     ip link set lo up
     for route in 127.0.0.0/8 127.0.0.1; do
         ip route replace local $route dev lo proto kernel scope host src 127.0.0.1 table local quickack 1
@@ -99,7 +102,7 @@ trap stop EXIT
 serve
 echo "== 1. each Dynamo hop, Dynamo's own client, no HTTP"
 for endpoint in fast.backend.generate fast.router.generate gr.global_router.generate; do
-    $CLIENT dynamo $endpoint --label "$(printf '%-26s' $endpoint)" 2>/dev/null
+    client dynamo $endpoint --label "$(printf '%-26s' $endpoint)" 2>/dev/null
 done
 echo "== 2. HTTP, the frontend's socket as Dynamo 1.6.1 opens it"
 through_http

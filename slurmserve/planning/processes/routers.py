@@ -15,9 +15,6 @@ from .common import PlanContext, advertise_env, log_of, pool_env, system_ports
 # no health-check payload of their own (seen with ai-dynamo 1.6.1).
 ROUTER_HEALTH_ENV = {"DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}
 
-# TTFT p50 of the fast pool of mocker-two-pools, 4 streams at a time: benchmarks/global_router_overhead.py.
-THROUGH_GLOBAL_ROUTER_MS, POOL_DIRECTLY_MS = 69, 28
-
 
 def router_process(ctx: PlanContext, pool: PoolSpec, workers: list[str]) -> Process:
     """A pool's local router on the head node: it serves `<pool namespace>.router.generate`, which the
@@ -117,10 +114,10 @@ def held_stream_warning(routing: RouterConfig) -> list[str]:
     named = f"pool {pools[0]} takes" if len(pools) == 1 else f"pools {', '.join(pools)} take"
     return [
         f"{named} the requests with the tightest TTFT/ITL targets, but behind Dynamo 1.6.1's global router a "
-        "stream's first tokens wait about 40 ms in the frontend: its HTTP connections have no TCP_NODELAY, so "
-        "the tokens that trickle in through the routers wait for the client's delayed ACK (measured locally: "
-        f"TTFT p50 {THROUGH_GLOBAL_ROUTER_MS} ms through the global router, {POOL_DIRECTLY_MS} ms for the same "
-        "pool directly); see docs/pools.md, 'Streaming through the global router'"
+        "stream's first tokens wait up to 40 ms in the frontend: its HTTP connections have no TCP_NODELAY, so "
+        "the tokens that trickle in through the routers wait for the client's delayed ACK; serve traffic where "
+        "those milliseconds matter from a deployment without pools (docs/pools.md, 'Streaming through the "
+        "global router')"
     ]
 
 

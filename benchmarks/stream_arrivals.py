@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -98,7 +99,7 @@ def percentile(values: list[float], q: float) -> float:
 def report(label: str, found: list[Arrivals]) -> None:
     heads, firsts, lasts = [a[0] for a in found], [a[1] for a in found], [a[-1] for a in found]
     together = sum(1 for a in found if a[-1] - a[1] < 2.0)
-    head = "" if heads[0] != heads[0] else f"headers p50 {statistics.median(heads):5.1f}   "
+    head = "" if math.isnan(heads[0]) else f"headers p50 {statistics.median(heads):5.1f}   "
     print(
         f"{label}: {head}TTFT p50 {percentile(firsts, 0.5):5.1f} p99 {percentile(firsts, 0.99):5.1f}   "
         f"latency p50 {percentile(lasts, 0.5):5.1f} p99 {percentile(lasts, 0.99):5.1f} ms   "

@@ -19,7 +19,7 @@ from .processes.control_plane import ControlPlane, choose_discovery, control_pla
 from .processes.frontend import frontend_process
 from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
-from .processes.routers import Pools, pool_processes
+from .processes.routers import Pools, held_stream_warning, pool_processes
 from .processes.workers import engine_files, worker_process
 from .topology import nic_fallbacks
 from .traits import BackendTraits
@@ -161,7 +161,8 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         warnings=ignored_settings_warning(recipe)
         + simulated_gpus_warning(recipe, made.layout)
         + nic_fallback_warnings(made.layout)
-        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes})),
+        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes}))
+        + (held_stream_warning(pools.routing) if pools else []),
     )
 
 

@@ -20,6 +20,7 @@ from .processes.frontend import frontend_process
 from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, held_stream_warning, pool_processes
+from .processes.scaling import refuse_elastic
 from .processes.workers import engine_files, worker_process
 from .topology import nic_fallbacks
 from .traits import BackendTraits
@@ -81,6 +82,7 @@ def make_plan(
 ) -> Plan:
     """The plan of a deployment, its processes made in the order it starts them. binaries: the etcd and
     nats-server to run (default: the hosts file's, else found on the nodes' PATH); kv_preflight: see `plan_of`."""
+    refuse_elastic(recipe, hosts.backend)
     layout, model = lay_out(recipe, hosts, traits), model_location(recipe, hosts)
     block = default_port_block(run_name) if port_block is None else port_block
     ctx = PlanContext(

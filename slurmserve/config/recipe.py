@@ -300,6 +300,8 @@ class Recipe(Strict):
         """Bounds for the mode's own roles only; each autoscaled role starts with its min (not `replicas`)."""
         if self.pools:
             raise ValueError("autoscale: not with pools (the planner scales the one pool of a deployment)")
+        if self.discovery == "file":
+            raise ValueError("discovery: autoscaling needs etcd (the planner's decisions live there); use etcd or auto")
         roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
         bounds = autoscale.bounds()
         if not bounds:

@@ -106,7 +106,7 @@ def status(run: RunDir) -> RunStatus:
 def supervised_status(plan: Plan, state: SupervisorState, report: Callable[..., RunStatus]) -> RunStatus:
     """The live supervisor's picture, as state.json has it."""
     processes = [
-        process_status(process, state.processes[process.name].state, state.processes) for process in plan.processes
+        process_status(process, state.processes[process.name].state, state.processes) for process in plan.launched
     ]
     return report(
         verdict=state.verdict,
@@ -132,7 +132,7 @@ def direct_status(
     changed = stopped_at(run, state)
     processes = [
         process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped), watched, changed)
-        for p in run.plan().processes
+        for p in run.plan().launched
     ]
     verdict, reason = direct_verdict(
         {p.name: (p.role, p.state) for p in processes}, cancelled, ended, absence, start_failure=start_failure(run)

@@ -94,7 +94,7 @@ class Supervisor:
         self.plan = run.plan()
         self.backend = backend_for(self.plan.backend)
         now = time.time()
-        self.watch = {process.name: Watch(since=now) for process in self.plan.processes}
+        self.watch = {process.name: Watch(since=now) for process in self.plan.launched}
         self.verdict, self.reason = Verdict.STARTING, "starting the processes"
         self.served_once = False
         self.stopping: str | None = None
@@ -111,7 +111,7 @@ class Supervisor:
         self.metrics_endpoint: str | None = None
         self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
-        self.urls = sorted({p.ready_url for p in self.plan.processes if p.ready_url})
+        self.urls = sorted({p.ready_url for p in self.plan.launched if p.ready_url})
         self.identity = ProcessIdentity.of_this_process()
         self.parent = os.getppid()
         self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0
@@ -221,9 +221,9 @@ class Supervisor:
         when the frontend does not run, or does not answer)."""
         alive = self.backend.alive(self.run, in_job=True)
         answered = self.prober.probe(self.urls, PROBE_BUDGET_S)
-        answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.plan.processes}
+        answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.plan.launched}
         instances = frontend_instances(self.plan.endpoint, READY_PROBE_TIMEOUT_S) if alive.get("frontend") else None
-        for process in self.plan.processes:
+        for process in self.plan.launched:
             self.observe(process, alive.get(process.name), answers[process.name], instances, now)
         return instances
 
@@ -283,7 +283,7 @@ class Supervisor:
     def learn_instance_ids(self) -> None:
         """Instances that name no address (a NATS request plane): each serving worker's instance id, from
         its own /metrics, once per start."""
-        for process in self.plan.processes:
+        for process in self.plan.launched:
             watch = self.watch[process.name]
             url = metrics_url(self.plan, process) if process.is_worker else None
             if url and watch.served and not watch.instance_known:
@@ -308,7 +308,7 @@ class Supervisor:
         self.record(RestartScheduled(process=process.name, in_s=decision.delay_s))
 
     def restart_due(self, now: float) -> None:
-        for process in self.plan.processes:
+        for process in self.plan.launched:
             watch = self.watch[process.name]
             if watch.restart_at is None or now < watch.restart_at or self.stopping:
                 continue
@@ -368,7 +368,7 @@ class Supervisor:
         owners = list(dict.fromkeys(owner for owner in found if owner))  # a disagg global router serves two
         self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
         registered = set(owners)  # a set: thousands of workers are looked up every tick
-        for process in self.plan.processes:
+        for process in self.plan.launched:
             if process.is_worker:
                 self.watch[process.name].registered = process.name in registered
         if all(seen for seen, _ in self.frontend.values()):

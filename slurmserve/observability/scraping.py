@@ -58,7 +58,7 @@ class LiveScraper:
     def __init__(self, plan: Plan, now: float):
         self.every_s = plan.scrape_interval_s
         self.frontend = f"{plan.endpoint}/metrics"
-        self.workers = {p.name: url for p in plan.launched if p.is_worker and (url := metrics_url(plan, p))}
+        self.workers = {p.name: url for p in plan.processes if p.is_worker and (url := metrics_url(plan, p))}
         self.rounds = Rounds(sorted(self.workers), self.every_s, now)
         self.frontend_due = now
         self.figures = LiveFigures()

@@ -9,6 +9,7 @@ import json
 from ...config.recipe import Recipe, WorkerGroup
 from ...errors import UserError
 from ..plan import PlanAutoscale, Process, RoleScale
+from ..traits import BackendTraits
 from .common import PlanContext, advertise_env, log_of, system_ports
 
 # Dynamo's planner's start-up: 4-11 s of imports, then 10 s per role waiting for a perf-metrics endpoint
@@ -25,11 +26,11 @@ LOAD_THRESHOLDS = {
 }
 
 
-def refuse_elastic(recipe: Recipe, backend: str) -> None:
-    """`capacity: elastic` (extra Slurm jobs joining and leaving) is Slurm's alone, and not built yet."""
+def refuse_elastic(recipe: Recipe, traits: BackendTraits, backend: str) -> None:
+    """`capacity: elastic` (extra scheduler jobs joining and leaving) needs Slurm's, and is not built yet."""
     if recipe.autoscale is None or recipe.autoscale.capacity != "elastic":
         return
-    if backend != "slurm":
+    if not traits.has_allocation:
         raise UserError(
             f"autoscale.capacity: elastic submits a Slurm job per added worker, so it needs the slurm backend "
             f"(this plan is for {backend}); use reserved, which holds GPUs for every role's max"

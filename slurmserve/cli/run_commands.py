@@ -197,12 +197,24 @@ def cancel(run: str) -> None:
 @clean_errors
 def scale(
     run: str,
-    counts: list[str] = typer.Argument(..., metavar="ROLE=N...", help="e.g. decode=3, within autoscale min/max"),
+    counts: list[str] = typer.Argument(None, metavar="[ROLE=N]...", help="e.g. decode=3, within autoscale min/max"),
+    pause: bool = typer.Option(False, "--pause", help="Stop following the planner's decisions"),
+    resume: bool = typer.Option(False, "--resume", help="Follow the planner's decisions again"),
 ) -> None:
     """Ask a run's supervisor for this many workers of an autoscaled role: it starts standby workers in place,
-    or removes the latest added ones (out of discovery, drained, stopped). `status` shows the counts."""
-    asked = deploy.ask_scale(open_run(run), counts)
-    console.print(f"run {run}: asked for {', '.join(f'{role} {count}' for role, count in asked.items())}")
+    or removes the latest added ones (out of discovery, drained, stopped). `status` shows the counts. The
+    planner's next decision asks again unless it is paused (--pause; --resume follows it again)."""
+    if pause and resume:
+        raise UserError("scale: --pause or --resume, not both")
+    the_run = open_run(run)
+    said = []
+    if pause or resume:
+        deploy.pause_planner(the_run, paused=pause)
+        said.append("the planner's decisions " + ("are not followed" if pause else "are followed again"))
+    if counts or not said:
+        asked = deploy.ask_scale(the_run, counts or [])
+        said.append(f"asked for {', '.join(f'{role} {count}' for role, count in asked.items())}")
+    console.print(f"run {run}: {'; '.join(said)}")
 
 
 @clean_errors

@@ -69,6 +69,8 @@ class EventKind(str, Enum):
     BENCH_DONE = "bench done"
     SCALE_ASKED = "scale asked"
     SCALED = "scaled"
+    PLANNER_DECIDED = "planner decided"
+    PLANNER_ACKNOWLEDGED = "planner acknowledged"
 
 
 def utc_now() -> str:
@@ -254,6 +256,21 @@ class Scaled(BaseEvent):
     detail: str | None = None
 
 
+class PlannerDecided(BaseEvent):
+    """A decision of Dynamo's planner, as slurmserve follows it: the count of each autoscaled role."""
+
+    event: Literal[EventKind.PLANNER_DECIDED] = EventKind.PLANNER_DECIDED
+    decision_id: int
+    counts: dict[str, int]
+
+
+class PlannerAcknowledged(BaseEvent):
+    """The decision met (its workers ready and counted by the frontend) and acknowledged to the planner."""
+
+    event: Literal[EventKind.PLANNER_ACKNOWLEDGED] = EventKind.PLANNER_ACKNOWLEDGED
+    decision_id: int
+
+
 RunEvent = Annotated[
     Created
     | Submitted
@@ -281,7 +298,9 @@ RunEvent = Annotated[
     | BenchStarted
     | BenchDone
     | ScaleAsked
-    | Scaled,
+    | Scaled
+    | PlannerDecided
+    | PlannerAcknowledged,
     Field(discriminator="event"),
 ]
 RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)

@@ -154,6 +154,11 @@ class RunPaths:
         return self.requests / f"{RESTART_REQUEST_PREFIX}{process}"
 
     @property
+    def planner_paused(self) -> Path:
+        """requests/planner-paused: while there, the planner's decisions are not followed (`scale --pause`)."""
+        return self.requests / "planner-paused"
+
+    @property
     def scale_request(self) -> Path:
         """requests/scale.json: the worker count asked of each autoscaled role (`slurmserve scale`)."""
         return self.requests / "scale.json"

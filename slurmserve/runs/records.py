@@ -15,7 +15,7 @@ from .events import SCHEMA_VERSION, CanaryResult, ProcessState, Verdict
 
 # The run's own helpers, in pids/ too: the launcher and the supervisor (on the submitting machine, or the
 # supervisor in the job), and the supervisor's child that scrapes live metrics.
-HELPERS = ("launcher", "supervisor", "scraper")
+HELPERS = ("launcher", "supervisor", "scraper", "planner-link")
 # What in pids/ names a process of the plan: NAME.pid (local, SSH), NAME.srun and NAME.tasks (Slurm). Not
 # the benchmark's record or lock, also there.
 PROCESS_RECORDS = (".pid", ".srun", ".tasks")

@@ -146,6 +146,18 @@ class RunDir:
         make_private_dir(self.paths.requests)
         write_private(self.paths.scale_request, json.dumps(self.scale_request() | counts) + "\n")
 
+    def pause_planner(self, paused: bool) -> None:
+        """Stop (True) or go back to (False) following the planner's decisions; counts asked by hand stand."""
+        if paused:
+            make_private_dir(self.paths.requests)
+            write_private(self.paths.planner_paused, "")
+        else:
+            self.paths.planner_paused.unlink(missing_ok=True)
+
+    @property
+    def planner_paused(self) -> bool:
+        return self.paths.planner_paused.exists()
+
     def scale_request(self) -> dict[str, int]:
         """The worker counts asked so far (none: each role at its min)."""
         try:

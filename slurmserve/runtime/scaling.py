@@ -4,18 +4,20 @@ most recently added one stopped to remove one, after it left discovery and drain
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..backends import traits_for
-from ..backends.base import Backend
+from ..backends.base import Backend, start_detached
 from ..errors import UserError
 from ..health.decisions import Watch
 from ..planning.plan import Plan, Process
 from ..runs import ProcessState, RunDir
 from ..runs.events import RunEvent, ScaleAsked, Scaled
-from ..runs.records import RoleCounts
+from ..runs.records import RoleCounts, SupervisorState
+from ..transport.runner import Detached
 
 # Dynamo's own default for DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS, when neither the recipe nor the plan sets it.
 DYNAMO_SHUTDOWN_GRACE_S = 5.0
@@ -52,11 +54,45 @@ def ask_scale(run: RunDir, assignments: list[str]) -> dict[str, int]:
     return counts
 
 
+def pause_planner(run: RunDir, paused: bool) -> None:
+    """Stop or go back to following the planner's decisions (counts asked by hand meanwhile stand)."""
+    plan = run.plan()
+    if plan.autoscale is None:
+        raise UserError(f"run {plan.run_name}: its recipe {plan.recipe} does not autoscale (no planner to pause)")
+    run.pause_planner(paused)
+
+
 def wanted_counts(plan: Plan, asked: dict[str, int]) -> dict[str, int]:
     """Each role's count to meet: what was asked, else its min (every role: min = max = replicas if fixed)."""
     if plan.autoscale is None:
         return dict(plan.workers_expected)
     return {role: asked.get(role, scale.min) for role, scale in plan.autoscale.roles.items()}
+
+
+def decision_counts(plan: Plan, prefill: int, decode: int) -> dict[str, int]:
+    """A planner decision as counts of the roles it scales (an agg worker is its decode engine); a value it
+    left unset (negative) is skipped, one beyond the role's bounds (which the planner's were derived from)
+    held to them."""
+    if plan.autoscale is None:
+        return {}
+    decided = {"prefill": prefill, "decode": decode, "agg": decode}
+    return {
+        role: min(max(decided[role], scale.min), scale.max)
+        for role, scale in plan.autoscale.roles.items()
+        if scale.min < scale.max and decided[role] >= 0
+    }
+
+
+def counts_met(state: SupervisorState | None, counts: dict[str, int]) -> bool:
+    """Whether the supervisor has each role at its count: as many workers ready as asked for, and as many
+    counted by the frontend."""
+    if state is None:
+        return False
+    scaled, seen = state.autoscale, state.frontend
+    return all(
+        role in scaled and scaled[role].desired == scaled[role].actual == seen.get(role, (0, 0))[0] == count
+        for role, count in counts.items()
+    )
 
 
 def drain_bound_s(process: Process) -> float:
@@ -87,6 +123,17 @@ class ScalingSteps:
     reported: set[str]  # added workers whose outcome (serving, failed) was recorded
     record: Callable[[RunEvent], None]
     forget_instances: Callable[[Process, list[dict[str, Any]] | None], None]
+    planner_link: Detached | None = None
+
+    def start_planner_link(self) -> None:
+        """The child that follows Dynamo's planner (slurmserve.node.planner_link), when the plan runs one."""
+        if any(process.role == "planner" for process in self.plan.launched):
+            argv = [sys.executable, "-m", "slurmserve.node.planner_link", str(self.run.path)]
+            self.planner_link = start_detached(self.run, "planner-link", argv)
+
+    def stop_planner_link(self) -> None:
+        if self.planner_link is not None:
+            self.planner_link.terminate()
 
     def scale(self, now: float, instances: list[dict[str, Any]] | None) -> None:
         """Meet each autoscaled role's asked count, one worker per role and tick: add the next standby

@@ -136,6 +136,7 @@ class Supervisor(ScalingSteps):
             self.serve_own_metrics()
             self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
             self.guarded(self.metrics.start)
+            self.guarded(self.start_planner_link)
         while not self.stopping:
             started = time.monotonic()
             self.guarded_tick()
@@ -147,6 +148,7 @@ class Supervisor(ScalingSteps):
             self.tick_times.append(self.tick_s)
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
         self.metrics.stop()
+        self.stop_planner_link()
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)

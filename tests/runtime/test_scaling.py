@@ -8,7 +8,8 @@ import re
 import pytest
 
 from slurmserve.errors import UserError
-from slurmserve.runtime.scaling import asked_counts, drain_bound_s, wanted_counts
+from slurmserve.runs import SupervisorState
+from slurmserve.runtime.scaling import asked_counts, counts_met, decision_counts, drain_bound_s, wanted_counts
 
 from ..conftest import plan_of
 
@@ -45,3 +46,36 @@ def test_scale_is_refused_for_a_recipe_that_does_not_autoscale_and_off_the_local
 def test_a_removed_worker_drains_within_its_grace_period_and_a_margin():
     plan = plan_of("mocker-disagg-autoscale", "local.yaml")
     assert drain_bound_s(plan.process("decode-2")) == 35.0  # the recipe's 30 s grace, 5 s to exit
+
+
+def test_a_planner_decision_becomes_counts_of_the_autoscaled_roles_within_their_bounds():
+    plan = plan_of("mocker-disagg-autoscale", "local.yaml")
+    assert decision_counts(plan, prefill=1, decode=2) == {"decode": 2}  # prefill is not autoscaled
+    assert decision_counts(plan, prefill=-1, decode=7) == {"decode": 3}
+    assert decision_counts(plan, prefill=-1, decode=-1) == {}  # nothing decided yet
+    agg = plan_of("mocker-agg", "local.yaml", "autoscale.agg.min=1", "autoscale.agg.max=2")
+    assert decision_counts(agg, prefill=-1, decode=2) == {"agg": 2}
+
+
+def test_a_decision_is_met_once_its_workers_are_ready_and_counted_by_the_frontend():
+    def state(actual: int, seen: int) -> SupervisorState:
+        return SupervisorState.model_validate(
+            {
+                "updated": 0,
+                "final": False,
+                "pid": 1,
+                "host": "h",
+                "identity": {"pid": 1, "start_time": "1", "boot_id": "b", "pid_namespace": None},
+                "heartbeat": 1,
+                "verdict": "ready",
+                "reason": "",
+                "processes": {},
+                "frontend": {"decode": [seen, 2]},
+                "autoscale": {"decode": {"min": 1, "max": 3, "desired": 2, "actual": actual}},
+            }
+        )
+
+    assert counts_met(state(2, 2), {"decode": 2})
+    assert not counts_met(state(2, 1), {"decode": 2})  # ready, not yet routed to
+    assert not counts_met(state(1, 2), {"decode": 2})
+    assert not counts_met(None, {"decode": 2})

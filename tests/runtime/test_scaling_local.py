@@ -113,3 +113,49 @@ def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(canc
         ("decode-1", "remove", "leaving"),
         ("decode-1", "remove", "stopped"),
     ], scaled
+
+
+PLANNED = "scale-by-planner"
+
+
+def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_later):
+    """Dynamo's planner (load-based) decides from the mock workers' forward-pass metrics; its thresholds set
+    low enough for the tiny model's KV cache (1 % of 1M tokens up, 0.5 % down) that 9 streams of 2048
+    tokens cross them. Its decisions are followed and acknowledged; every stream finishes whole."""
+    cancel_later(PLANNED)
+    sets = ["mocker.speedup_ratio=1", "autoscale.planner.decode_scale_up_kv_rate=1"]
+    sets += ["autoscale.planner.decode_scale_down_kv_rate=0.5"]
+    args = [word for assignment in sets for word in ("--set", assignment)]
+    result = slurmserve("submit", "--recipe", "mocker-disagg-autoscale", "--name", PLANNED, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def planner_ready() -> bool:
+        return any(p["name"] == "planner" and p["state"] == "ready" for p in status_of(PLANNED)["processes"])
+
+    assert wait_until(planner_ready, timeout=120, poll_s=1.0), status_of(PLANNED)
+    endpoint = status_of(PLANNED)["endpoint"]
+    outcomes: list[tuple[int, int, str | None, float]] = []
+    load_until = time.time() + 40
+
+    def client() -> None:
+        while time.time() < load_until:
+            stream(endpoint, outcomes)
+
+    clients = [threading.Thread(target=client) for _ in range(STREAMS)]
+    for each in clients:
+        each.start()
+
+    def decode(count: int) -> bool:
+        scaled = status_of(PLANNED)["autoscale"]["decode"]
+        return scaled["actual"] == scaled["desired"] == count
+
+    assert wait_until(lambda: decode(2) or decode(3), timeout=60, poll_s=1.0), status_of(PLANNED)
+    for each in clients:
+        each.join(timeout=150)
+    assert outcomes and all(code == 200 and finish == "length" for code, _, finish, _ in outcomes), outcomes
+    assert wait_until(lambda: decode(1), timeout=90, poll_s=1.0), status_of(PLANNED)
+    events = events_of(PLANNED)
+    decided = [e["counts"]["decode"] for e in events if e["event"] == "planner decided"]
+    acknowledged = [e["decision_id"] for e in events if e["event"] == "planner acknowledged"]
+    assert max(decided) >= 2 and decided[-1] == 1, decided
+    assert len(acknowledged) == len(decided), (decided, acknowledged)

@@ -1,0 +1,60 @@
+"""`python -m slurmserve.node.planner_link RUN_DIR`: follows Dynamo's planner (virtual connector) for the
+supervisor, as its child. Level-triggered, once a second: the planner's current decision becomes the counts
+asked of the supervisor (requests/scale.json, as `slurmserve scale` asks), and once the supervisor has them
+(workers ready and counted by the frontend) the decision is acknowledged. A planner restart (its decision ids
+start again at 0) and a worker that died (the supervisor restarts it in place) need nothing more. Paused by
+`slurmserve scale RUN --pause`. It ends with the supervisor (it watches its parent)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ..planning.plan import Plan
+from ..runs import RunDir
+from ..runs.events import PlannerAcknowledged, PlannerDecided
+from ..runtime.scaling import counts_met, decision_counts
+
+POLL_S = 1.0
+# The planner's own ports: the link's runtime takes ephemeral ones.
+PLANNER_OWN = ("DYN_SYSTEM_PORT", "DYN_TCP_RPC_PORT", "DYN_HEALTH_CHECK_ENABLED")
+
+
+def link_env(plan: Plan) -> dict[str, str]:
+    """The planner's environment (discovery, namespace, advertised addresses) without its own ports."""
+    return {key: value for key, value in plan.process("planner").env.items() if key not in PLANNER_OWN}
+
+
+async def follow(run: RunDir, still_wanted: Callable[[], bool]) -> None:
+    plan = run.plan()
+    os.environ.update(link_env(plan))  # before Dynamo's import, which sets its logging up from it
+    from dynamo._core import VirtualConnectorClient
+    from dynamo.runtime import DistributedRuntime
+
+    runtime = DistributedRuntime(asyncio.get_running_loop(), "etcd", "tcp", event_plane="zmq")
+    client = VirtualConnectorClient(runtime, os.environ.get("DYN_NAMESPACE", "dynamo"))
+    followed: tuple[int, dict[str, int]] | None = None
+    acknowledged = False
+    while still_wanted():
+        decision = await client.get()
+        # Dynamo 1.6.1's type stub leaves decision_id out of PlannerDecision; the object has it.
+        ident: int = decision.decision_id  # type: ignore[attr-defined]
+        if ident >= 0 and not run.planner_paused:
+            counts = decision_counts(plan, decision.num_prefill_workers, decision.num_decode_workers)
+            if (ident, counts) != followed:
+                followed, acknowledged = (ident, counts), False
+                run.request_scale(counts)
+                run.record(PlannerDecided(decision_id=ident, counts=counts))
+            if not acknowledged and counts_met(run.supervisor_state(), counts):
+                await client.complete(decision)
+                acknowledged = True
+                run.record(PlannerAcknowledged(decision_id=ident))
+        await asyncio.sleep(POLL_S)
+
+
+if __name__ == "__main__":
+    supervisor = os.getppid()
+    asyncio.run(follow(RunDir(Path(sys.argv[1])), lambda: os.getppid() == supervisor))

@@ -9,9 +9,11 @@ import pytest
 
 from slurmserve.errors import UserError
 from slurmserve.runs import SupervisorState
+from slurmserve.runs.events import ScaleAsked
 from slurmserve.runtime.scaling import asked_counts, counts_met, decision_counts, drain_bound_s, wanted_counts
 
-from ..conftest import plan_of
+from ..conftest import local_run, plan_of
+from ..helpers import slurmserve_in_process
 
 
 def test_counts_within_the_bounds_of_an_autoscaled_role_are_taken():
@@ -79,3 +81,20 @@ def test_a_decision_is_met_once_its_workers_are_ready_and_counted_by_the_fronten
     assert not counts_met(state(2, 1), {"decode": 2})  # ready, not yet routed to
     assert not counts_met(state(1, 2), {"decode": 2})
     assert not counts_met(None, {"decode": 2})
+
+
+def test_scale_asks_the_supervisor_through_the_run_directory_and_pauses_the_planner():
+    run = local_run("mocker-disagg-autoscale", "scale-asks")
+    assert slurmserve_in_process("scale", "scale-asks", "decode=2").returncode == 0
+    assert run.scale_request() == {"decode": 2}
+    assert [(e.role, e.count) for e in run.events() if isinstance(e, ScaleAsked)] == [("decode", 2)]
+    paused = slurmserve_in_process("scale", "scale-asks", "--pause")
+    assert paused.returncode == 0 and "the planner's decisions are not followed" in paused.stdout
+    assert run.planner_paused
+    assert slurmserve_in_process("scale", "scale-asks", "--resume").returncode == 0
+    assert not run.planner_paused
+    both = slurmserve_in_process("scale", "scale-asks", "--pause", "--resume")
+    assert both.returncode == 2 and "--pause or --resume, not both" in both.stderr
+    beyond = slurmserve_in_process("scale", "scale-asks", "decode=4")
+    assert beyond.returncode == 2 and "decode takes a count from 1 to 3" in beyond.stderr
+    assert run.scale_request() == {"decode": 2}

@@ -127,6 +127,11 @@ def status_lines(report: deploy.RunStatus, trend: bool) -> list[str]:
         for role, counts in report.autoscale.items()
         if counts.min < counts.max
     ]
+    if report.planner:
+        decided = report.planner
+        counts = ", ".join(f"{role} {count}" for role, count in decided.counts.items())
+        state = "acknowledged" if decided.acknowledged else "being met"
+        lines.append(f"planner: decision {decided.decision_id} ({counts}) {ago(decided.at)}, {state}")
     if report.canary:
         canary = report.canary
         outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..planning.plan import Plan
 from ..runs import RunDir
 from ..runs.events import PlannerAcknowledged, PlannerDecided
+from ..runs.records import PlannerDecision
 from ..runtime.scaling import counts_met, decision_counts
 
 POLL_S = 1.0
@@ -46,11 +48,14 @@ async def follow(run: RunDir, still_wanted: Callable[[], bool]) -> None:
             counts = decision_counts(plan, decision.num_prefill_workers, decision.num_decode_workers)
             if (ident, counts) != followed:
                 followed, acknowledged = (ident, counts), False
+                seen = PlannerDecision(decision_id=ident, counts=counts, at=time.time())
                 run.request_scale(counts)
+                run.save_planner_decision(seen)
                 run.record(PlannerDecided(decision_id=ident, counts=counts))
             if not acknowledged and counts_met(run.supervisor_state(), counts):
                 await client.complete(decision)
                 acknowledged = True
+                run.save_planner_decision(seen.model_copy(update={"acknowledged": True}))
                 run.record(PlannerAcknowledged(decision_id=ident))
         await asyncio.sleep(POLL_S)
 

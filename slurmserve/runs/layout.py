@@ -17,6 +17,7 @@ from ..planning.plan import PROMETHEUS_DATA
 PLAN_FILE = "plan.json"  # the first file a run gets: a folder without it is not (yet) a run
 EVENTS_FILE = "events.jsonl"
 STATE_FILE = "state.json"  # the supervisor's picture
+PLANNER_FILE = "planner.json"  # the planner's last decision, as its link follows it (autoscaling)
 HANDLE_FILE = "handle.json"  # what the backend needs to find the deployment again
 RECIPE_FILE = "recipe.yaml"  # the resolved recipe and hosts, as submit saved them
 HOSTS_FILE = "hosts.yaml"
@@ -61,6 +62,10 @@ class RunPaths:
     @property
     def state(self) -> Path:
         return self.folder / STATE_FILE
+
+    @property
+    def planner(self) -> Path:
+        return self.folder / PLANNER_FILE
 
     @property
     def handle(self) -> Path:

@@ -93,6 +93,15 @@ class RoleCounts(BaseModel):
     actual: int
 
 
+class PlannerDecision(BaseModel):
+    """planner.json: Dynamo's planner's last decision, as slurmserve follows it (node.planner_link)."""
+
+    decision_id: int
+    counts: dict[str, int]  # per autoscaled role
+    at: float  # when it was first seen
+    acknowledged: bool = False  # met (ready and counted by the frontend) and acknowledged to the planner
+
+
 class SupervisorState(BaseModel):
     """state.json: the supervisor's latest picture of the deployment."""
 

@@ -21,7 +21,7 @@ from ..private import DIR_MODE, FILE_MODE, make_private_dir, write_private
 from ..transport.procfs import read_pid_record
 from .events import RUN_EVENT, Created, EventKind, RunEvent, event_line, event_of
 from .layout import MADE_WITH_THE_RUN, RESTART_REQUEST_PREFIX, RunPaths
-from .records import HELPERS, PROCESS_RECORDS, Handle, SupervisorState
+from .records import HELPERS, PROCESS_RECORDS, Handle, PlannerDecision, SupervisorState
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -184,6 +184,12 @@ class RunDir:
     def supervisor_state(self) -> SupervisorState | None:
         """The supervisor's latest picture of the deployment (state.json), if it has written one."""
         return self._read(self.paths.state, SupervisorState)
+
+    def planner_decision(self) -> PlannerDecision | None:
+        return self._read(self.paths.planner, PlannerDecision)
+
+    def save_planner_decision(self, decision: PlannerDecision) -> None:
+        write_private(self.paths.planner, decision.model_dump_json() + "\n")
 
     def save_supervisor_state(self, state: SupervisorState) -> None:
         write_private(self.paths.state, state.model_dump_json(indent=2) + "\n")

@@ -15,7 +15,7 @@ from ..health.decisions import direct_state, direct_verdict
 from ..planning.plan import Plan, Process
 from ..runs import CanaryResult, EventKind, LiveMetrics, ProcessState, RunDir, SupervisorState, Verdict
 from ..runs.events import Failed
-from ..runs.records import ProcessWatch, RoleCounts
+from ..runs.records import PlannerDecision, ProcessWatch, RoleCounts
 from ..transport.http import http_ok
 from ..waiting import wait_until
 
@@ -55,6 +55,7 @@ class RunStatus:
     prometheus: str | None = None  # the in-job Prometheus's URL, when the recipe asked for one
     pool_canaries: dict[str, CanaryResult] = field(default_factory=dict)  # per pool behind the global router
     autoscale: dict[str, RoleCounts] = field(default_factory=dict)  # per autoscaled role (while supervised)
+    planner: PlannerDecision | None = None  # Dynamo's planner's last decision (autoscaling)
 
 
 def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
@@ -94,6 +95,7 @@ def status(run: RunDir) -> RunStatus:
         scheduler=scheduler.description,
         endpoint=plan.endpoint,
         prometheus=plan.prometheus_url,
+        planner=run.planner_decision() if plan.autoscale else None,
     )
     absence = "the run was cancelled" if cancelled else supervisor_absence(run, state)
     if state is not None and absence is None:

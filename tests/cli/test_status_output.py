@@ -12,6 +12,7 @@ from slurmserve import deploy
 from slurmserve.cli.output import gpu_ranges
 from slurmserve.cli.status_output import run_list, status_view
 from slurmserve.runs import CanaryResult, LiveMetrics, ProcessState, Verdict, WorkerLive
+from slurmserve.runs.records import PlannerDecision, RoleCounts
 from slurmserve.runtime.status import ProcessStatus
 
 RUN = "mocker-two-pools-disagg-20261207-142725-a2c0"  # as long as a default run name gets
@@ -106,3 +107,13 @@ def test_gpu_ranges():
         "0-3,6",
         "4-7",
     ]
+
+
+def test_autoscaling_shows_each_roles_counts_and_the_planners_last_decision():
+    autoscaled = report(
+        autoscale={"decode": RoleCounts(min=1, max=3, desired=3, actual=2)},
+        planner=PlannerDecision(decision_id=4, counts={"decode": 3}, at=time.time() - 2),
+    )
+    text = "\n".join(rendered(status_view(autoscaled)))
+    assert "autoscale decode: 2 ready of 3 asked (min 1, max 3)" in text
+    assert "planner: decision 4 (decode 3) 2 s ago, being met" in text

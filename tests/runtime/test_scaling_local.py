@@ -76,6 +76,7 @@ def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(canc
     plan = open_run(RUN).plan()
     assert [p.name for p in plan.processes if p.standby] == ["decode-1", "decode-2"]
 
+    scale("--pause")  # by hand only: the planner would take an idle deployment back to its min
     scale("decode=3")
     status = wait_for_decode(3)
     ready = {p["name"]: p["state"] for p in status["processes"]}
@@ -159,3 +160,5 @@ def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_l
     acknowledged = [e["decision_id"] for e in events if e["event"] == "planner acknowledged"]
     assert max(decided) >= 2 and decided[-1] == 1, decided
     assert len(acknowledged) == len(decided), (decided, acknowledged)
+    last = status_of(PLANNED)["planner"]
+    assert last["counts"] == {"decode": 1} and last["acknowledged"], last

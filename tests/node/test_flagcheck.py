@@ -42,14 +42,20 @@ FAULTS = [
 ]
 
 
+# Real engines autoscaled: the flags that make them publish the forward-pass metrics the planner reads
+# (TensorRT-LLM's --publish-metrics, vLLM's DYN_FORWARDPASS_METRIC_PORT) and the planner's own config.
+AUTOSCALED = ["decode.replicas=1", "autoscale.decode.min=1", "autoscale.decode.max=3"]
+
+
 def planned_cases() -> list[tuple[str, str, list[str]]]:
-    """(recipe, hosts, --set) for every shipped recipe on every example hosts file it fits, and a rehearsal
-    (the mock engine in the same placement) of each TensorRT-LLM and vLLM one."""
+    """(recipe, hosts, --set) for every shipped recipe on every example hosts file it fits, a rehearsal
+    (the mock engine in the same placement) of each TensorRT-LLM and vLLM one, and both engines autoscaled."""
     cases = []
     for recipe in builtin_recipe_names():
         rehearsal = [[], ["engine=mocker"]] if load_recipe(recipe).engine != "mocker" else [[]]
         cases += [(recipe, hosts, sets) for hosts in EXAMPLE_HOSTS if fits(recipe, hosts) for sets in rehearsal]
-    return cases
+    autoscaled = ("gpt-oss-120b-disagg", "gpt-oss-120b-vllm-disagg")
+    return cases + [(recipe, "two-node-8gpu.yaml", AUTOSCALED) for recipe in autoscaled]
 
 
 def commands_of(recipe: str, hosts: str, sets: list[str]) -> list[dict]:
@@ -106,6 +112,8 @@ def test_every_process_of_every_shipped_recipe_is_asked(asked):
     assert all(command["argv"] is not None for command in shipped), "a command without `-m MODULE` in it"
     asked_recipes = {command["process"].split("@")[0] for command in shipped}
     assert asked_recipes == set(builtin_recipe_names())
+    assert any("--publish-metrics" in command["argv"] for command in shipped)  # an autoscaled TensorRT-LLM worker
+    assert any("DYN_FORWARDPASS_METRIC_PORT" in command["env"] for command in shipped)  # an autoscaled vLLM one
 
 
 @pytest.mark.slow

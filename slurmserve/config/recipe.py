@@ -32,6 +32,7 @@ from .fields import (
     WholeMilliseconds,
 )
 from .files import Strict, read_yaml_mapping
+from .kv_routing import settle_kv_routing
 from .overrides import apply_overrides
 from .problems import describe_validation_error
 from .runtimes import Runtime, runtime_for
@@ -62,6 +63,9 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
+    # router_mode kv: the KV block size in tokens the router hashes prompts by (None: the workers', which
+    # it must equal; see config.kv_routing).
+    kv_cache_block_size: Tokens | None = None
     extra_args: list[Text] = []
 
 
@@ -97,6 +101,7 @@ class MockerSpec(Strict):
     # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
     # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
     replay_trace: AbsolutePath | None = None
+    block_size: Tokens | None = None  # tokens per KV block (None: the mock engine's default)
 
 
 WorkerRole = Literal["agg", "prefill", "decode"]
@@ -420,4 +425,5 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
         if worker.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
             worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
+    settle_kv_routing(recipe, source)
     return recipe

@@ -70,7 +70,22 @@ def mocker_command(recipe: Recipe, group: WorkerGroup, tools: Tools, model_path:
         group.role,
         *plane_flags(recipe),
         *(["--response-replay-trace-path", trace] if (trace := replay_trace(mocker, model_path)) else []),
+        *mocker_block_size_flag(recipe, mocker),
     ]
+
+
+def mocker_block_size_flag(recipe: Recipe, mocker: MockerSpec) -> list[str]:
+    """The recipe's block size; under KV routing always the one the frontend hashes by, given explicitly (the
+    mock engine publishes KV events by itself; its decode workers in disagg mode publish none)."""
+    kv = recipe.frontend.router_mode == "kv"
+    size = recipe.frontend.kv_cache_block_size if kv else mocker.block_size
+    return ["--block-size", str(size)] if size else []
+
+
+def kv_events_flag(recipe: Recipe, group: WorkerGroup) -> list[str]:
+    """TensorRT-LLM publishes no KV events unless told: the KV router would have nothing to route on."""
+    wanted = recipe.frontend.router_mode == "kv" and "--publish-kv-events" not in group.spec.extra_args
+    return ["--publish-kv-events"] if wanted else []
 
 
 def worker_command(
@@ -96,7 +111,7 @@ def worker_command(
         command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
     if recipe.parsers.tool_call:
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
-    command += engine_args(group.spec.args) + group.spec.extra_args
+    command += kv_events_flag(recipe, group) + engine_args(group.spec.args) + group.spec.extra_args
     # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
     return [tools.llmapi_launch, *command] if mpi_world else command
 

@@ -12,6 +12,7 @@ Prints per router mode:
                       dynamo_frontend_cached_tokens_sum / dynamo_frontend_input_sequence_tokens_sum
     same worker       per group, the share of its requests its busiest worker served (workers' own
                       dynamo_component_requests_total), averaged over the groups
+    busiest           the share of the timed requests the busiest worker served (1/N: an even spread)
 
     .venv/bin/python benchmarks/kv_routing.py [--groups 8] [--per-group 16] [--speedup-ratio 1]
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -31,22 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from slurmserve.observability.live import CACHED_TOKENS, INPUT_TOKENS, WORKER_REQUESTS
-from slurmserve.observability.metrics import samples, total
+from slurmserve.bench.workload import shared_prefix_prompts
+from slurmserve.observability.live import CACHED_TOKENS, INPUT_TOKENS
+from slurmserve.observability.metrics import requests_served, samples, total
 from slurmserve.runs import open_run
-
-WORDS = "health combine flower say praise tower note seven square rose eagle file problem fire run".split()
-
-
-def workload(args: argparse.Namespace) -> list[tuple[int, str]]:
-    """(group, prompt) in sending order: round after round, one request of every group each."""
-    rng = random.Random(args.seed)
-    prefixes = [" ".join(rng.choice(WORDS) for _ in range(args.prefix_words)) for _ in range(args.groups)]
-    return [
-        (group, f"{prefixes[group]} question {n}: {rng.choice(WORDS)}?")
-        for n in range(args.per_group)
-        for group in range(args.groups)
-    ]
 
 
 def first_token_s(endpoint: str, model: str, prompt: str) -> float:
@@ -55,46 +43,35 @@ def first_token_s(endpoint: str, model: str, prompt: str) -> float:
     started = time.perf_counter()
     with httpx.stream("POST", f"{endpoint}/v1/chat/completions", json=body, timeout=60) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
+        lines = response.iter_lines()
+        for line in lines:
             if line.startswith("data: {") and json.loads(line[6:]).get("choices"):
                 ttft = time.perf_counter() - started
-                for _ in response.iter_lines():
+                for _ in lines:
                     pass
                 return ttft
     raise RuntimeError("the stream ended without a token")
 
 
-def served(run: str) -> dict[str, float]:
-    plan = open_run(run).plan()
-    return {
-        worker.name: total(
-            samples(f"http://{plan.host_node(worker).address}:{worker.ports['system']}/metrics"),
-            WORKER_REQUESTS,
-            dynamo_endpoint="generate",
-        )
-        for worker in plan.processes
-        if worker.role == "agg"
-    }
-
-
 def measure(run: str, args: argparse.Namespace) -> dict[str, float]:
     plan = open_run(run).plan()
-    sent = workload(args)
+    shape = (args.groups, args.per_group, args.prefix_words)
+    sent = shared_prefix_prompts(*shape, seed=args.seed)
     # The routing share is measured group by group on its own (sequentially), before the timed run.
     shares = []
     for group in range(args.groups):
-        before = served(run)
+        before = requests_served(plan, "agg")
         for _, prompt in (item for item in sent if item[0] == group):
             first_token_s(plan.endpoint, plan.model, prompt)
-        after = served(run)
-        counts = [after[name] - before[name] for name in after]
+        counts = [count - before[name] for name, count in requests_served(plan, "agg").items()]
         shares.append(max(counts) / max(sum(counts), 1))
     # The timed run: fresh prompts (another seed), the same shape, the groups interleaved.
-    timed = workload(argparse.Namespace(**{**vars(args), "seed": args.seed + 1}))
-    front_before = samples(f"{plan.endpoint}/metrics")
+    timed = shared_prefix_prompts(*shape, seed=args.seed + 1)
+    front_before, served_before = samples(f"{plan.endpoint}/metrics"), requests_served(plan, "agg")
     with ThreadPoolExecutor(args.concurrency) as pool:
         ttfts = sorted(pool.map(lambda item: first_token_s(plan.endpoint, plan.model, item[1]), timed))
     front_after = samples(f"{plan.endpoint}/metrics")
+    timed_counts = [count - served_before[name] for name, count in requests_served(plan, "agg").items()]
     cached = total(front_after, CACHED_TOKENS) - total(front_before, CACHED_TOKENS)
     prompted = total(front_after, INPUT_TOKENS) - total(front_before, INPUT_TOKENS)
     return {
@@ -102,6 +79,7 @@ def measure(run: str, args: argparse.Namespace) -> dict[str, float]:
         "ttft_p99_ms": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))] * 1000,
         "kv_hit_rate": cached / prompted if prompted else float("nan"),
         "same_worker": statistics.mean(shares),
+        "busiest": max(timed_counts) / max(sum(timed_counts), 1),
         "requests": len(ttfts),
     }
 
@@ -135,11 +113,12 @@ def main() -> None:
         f"{args.workers} mock workers (speedup {args.speedup_ratio:g}), {args.groups} groups x {args.per_group} "
         f"requests sharing a {args.prefix_words}-word prefix, concurrency {args.concurrency}, 8 output tokens"
     )
-    print(f"{'router':<12} {'requests':>8} {'TTFT p50':>10} {'TTFT p99':>10} {'KV hit rate':>12} {'same worker':>12}")
+    columns = ("requests", "TTFT p50", "TTFT p99", "KV hit rate", "same worker", "busiest")
+    print(f"{'router':<12} " + " ".join(f"{name:>12}" for name in columns))
     for mode, got in results.items():
         print(
-            f"{mode:<12} {got['requests']:>8} {got['ttft_p50_ms']:>8.1f}ms {got['ttft_p99_ms']:>8.1f}ms "
-            f"{got['kv_hit_rate']:>12.0%} {got['same_worker']:>12.0%}"
+            f"{mode:<12} {got['requests']:>12} {got['ttft_p50_ms']:>10.1f}ms {got['ttft_p99_ms']:>10.1f}ms "
+            f"{got['kv_hit_rate']:>12.0%} {got['same_worker']:>12.0%} {got['busiest']:>12.0%}"
         )
 
 

@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client.samples import Sample
 
 from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
-from .metrics import total
+from .metrics import WORKER_REQUESTS, total
 
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
@@ -23,7 +23,6 @@ KV_USAGE_FRACTION = ("vllm:kv_cache_usage_perc", "trtllm:kv_cache_utilization", 
 KV_USAGE_PERCENT = ("dynamo_component_kvstats_gpu_cache_usage_percent",)
 TTFT = "dynamo_frontend_time_to_first_token_seconds"
 ITL = "dynamo_frontend_inter_token_latency_seconds"
-WORKER_REQUESTS = "dynamo_component_requests_total"
 # The KV hit rate: of the prompt tokens the frontend saw, the share the workers found in their KV cache
 # (each response's usage.prompt_tokens_details.cached_tokens), whatever the router mode.
 CACHED_TOKENS = "dynamo_frontend_cached_tokens_sum"

@@ -47,7 +47,9 @@ def test_the_mock_engine_is_given_the_block_size_the_frontend_hashes_by():
 
 
 def test_disabled_block_reuse_is_refused_naming_the_file_and_the_key():
-    result = slurmserve_in_process("plan", "--recipe", "gpt-oss-120b-agg", "--hosts", "hosts/single-node-8gpu.yaml", "--set", KV)
+    result = slurmserve_in_process(
+        "plan", "--recipe", "gpt-oss-120b-agg", "--hosts", "hosts/single-node-8gpu.yaml", "--set", KV
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     said = " ".join((result.stdout + result.stderr).split())
     assert "gpt-oss-120b/agg.yaml" in said and "kv_cache_config.enable_block_reuse: false" in said

@@ -5,13 +5,11 @@ go to one worker; under round-robin they alternate. Counted from the workers' ow
 
 from __future__ import annotations
 
-import random
-
 import httpx
 import pytest
 
-from slurmserve.observability.live import WORKER_REQUESTS
-from slurmserve.observability.metrics import samples, total
+from slurmserve.bench.workload import shared_prefix_prompts
+from slurmserve.observability.metrics import requests_served
 from slurmserve.runs import open_run
 
 from ..helpers import slurmserve, status_of, wait_until
@@ -21,42 +19,36 @@ pytestmark = pytest.mark.slow
 GROUPS = 4
 PER_GROUP = 12  # the supervisor's canary (1 every 10 s) may land among a group's: at most 1 in 13
 PREFIX_WORDS = 600  # about 2,200 tokens of the tiny model: 34 KV blocks of 64 shared by a group
-WORDS = "health combine flower say praise tower note seven square rose eagle file problem fire run".split()
 
 
-def served_per_worker(run: str) -> dict[str, float]:
+def largest_shares(run: str, role: str = "agg") -> list[float]:
+    """For each group of requests sharing a prefix (sent one group after the other), the share of them the
+    busiest worker of `role` served."""
     plan = open_run(run).plan()
-    workers = [process for process in plan.processes if process.role == "agg"]
-    return {
-        worker.name: total(
-            samples(f"http://{plan.host_node(worker).address}:{worker.ports['system']}/metrics"),
-            WORKER_REQUESTS,
-            dynamo_endpoint="generate",
-        )
-        for worker in workers
-    }
-
-
-def largest_shares(run: str) -> list[float]:
-    """For each group of requests sharing a prefix, the share of them its busiest worker served."""
-    plan = open_run(run).plan()
-    rng = random.Random(26)
+    prompts = shared_prefix_prompts(GROUPS, PER_GROUP, PREFIX_WORDS, seed=26)
     shares = []
-    for _ in range(GROUPS):
-        prefix = " ".join(rng.choice(WORDS) for _ in range(PREFIX_WORDS))
-        before = served_per_worker(run)
-        for n in range(PER_GROUP):
-            question = f"{prefix} question {n}: {rng.choice(WORDS)}?"
-            body = {"model": plan.model, "messages": [{"role": "user", "content": question}], "max_tokens": 8}
+    for group in range(GROUPS):
+        before = requests_served(plan, role)
+        for _, prompt in (item for item in prompts if item[0] == group):
+            body = {"model": plan.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8}
             assert httpx.post(f"{plan.endpoint}/v1/chat/completions", json=body, timeout=30).status_code == 200
-        served = {name: count - before[name] for name, count in served_per_worker(run).items()}
-        shares.append(max(served.values()) / sum(served.values()))
+        served = [count - before[name] for name, count in requests_served(plan, role).items()]
+        shares.append(max(served) / sum(served))
     return shares
 
 
-def deploy(run: str, router_mode: str) -> None:
-    sets = ["--set", "agg.replicas=2", "--set", f"frontend.router_mode={router_mode}"]
-    result = slurmserve("submit", "--recipe", "mocker-agg", *sets, "--name", run, "--timeout", "120")
+TWO_AGG_WORKERS = ("agg.replicas=2",)
+# Two prefill and two decode workers of two (simulated) GPUs each: eight, as many as this machine's.
+TWO_OF_EACH = tuple(
+    f"{role}.{key}"
+    for role in ("prefill", "decode")
+    for key in ("replicas=2", "tensor_parallel=2", "expert_parallel=2")
+)
+
+
+def deploy(run: str, router_mode: str, recipe: str = "mocker-agg", sets: tuple[str, ...] = TWO_AGG_WORKERS) -> None:
+    flags = [word for s in (*sets, f"frontend.router_mode={router_mode}") for word in ("--set", s)]
+    result = slurmserve("submit", "--recipe", recipe, *flags, "--name", run, "--timeout", "120")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -80,3 +72,12 @@ def test_under_round_robin_each_prefix_group_is_split_across_the_workers(cancel_
     deploy("rr-route", "round-robin")
     shares = largest_shares("rr-route")
     assert all(0.4 <= share <= 0.6 for share in shares), shares  # about 1/2 with two workers
+
+
+def test_in_disagg_mode_kv_routes_the_prefill_workers(cancel_later):
+    """The mock engine's decode workers publish no KV events (Dynamo's design: the prompt's KV cache is
+    built by prefill), so in disagg mode it is the prefill workers whose choice follows the prefix."""
+    cancel_later("kv-disagg")
+    deploy("kv-disagg", "kv", "mocker-disagg", TWO_OF_EACH)
+    shares = largest_shares("kv-disagg", "prefill")
+    assert all(share >= 0.9 for share in shares), shares

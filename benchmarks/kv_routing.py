@@ -3,8 +3,8 @@
 Deploys mocker-agg with two (or --workers) mock workers on the local backend, once with
 frontend.router_mode kv and once with round-robin (each in a fresh home, cancelled after), and sends both the
 same workload: --groups groups of --per-group requests, the requests of a group sharing a long prompt prefix
-(--prefix-words words, about 3.7 tokens each of the tiny model), --concurrency streams at a time, the groups
-interleaved. A small httpx client streams each request and times its first chunk carrying a token (TTFT).
+(--prefix-words words, about 3.7 tokens each of the tiny model), --concurrency streams at a time, in a
+shuffled order. A small httpx client streams each request and times its first chunk carrying a token (TTFT).
 Prints per router mode:
 
     TTFT p50/p99      from the client's own clock
@@ -14,7 +14,8 @@ Prints per router mode:
                       dynamo_component_requests_total), averaged over the groups
     busiest           the share of the timed requests the busiest worker served (1/N: an even spread)
 
-    .venv/bin/python benchmarks/kv_routing.py [--groups 8] [--per-group 16] [--speedup-ratio 1]
+    .venv/bin/python benchmarks/kv_routing.py [--workers 2] [--groups 8] [--per-group 8] [--prefix-words 3000]
+        [--concurrency 4] [--speedup-ratio 1]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -65,8 +67,11 @@ def measure(run: str, args: argparse.Namespace) -> dict[str, float]:
             first_token_s(plan.endpoint, plan.model, prompt)
         counts = [count - before[name] for name, count in requests_served(plan, "agg").items()]
         shares.append(max(counts) / max(sum(counts), 1))
-    # The timed run: fresh prompts (another seed), the same shape, the groups interleaved.
+    # The timed run: fresh prompts (another seed), the same shape, in a shuffled order: sent round after
+    # round, group g's requests would all be the (g mod N)-th of a round, and round-robin would keep each
+    # group on one worker by accident whenever N divides the number of groups.
     timed = shared_prefix_prompts(*shape, seed=args.seed + 1)
+    random.Random(args.seed).shuffle(timed)
     front_before, served_before = samples(f"{plan.endpoint}/metrics"), requests_served(plan, "agg")
     with ThreadPoolExecutor(args.concurrency) as pool:
         ttfts = sorted(pool.map(lambda item: first_token_s(plan.endpoint, plan.model, item[1]), timed))
@@ -102,8 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--groups", type=int, default=8)
-    parser.add_argument("--per-group", type=int, default=16)
-    parser.add_argument("--prefix-words", type=int, default=600)
+    parser.add_argument("--per-group", type=int, default=8)
+    parser.add_argument("--prefix-words", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--speedup-ratio", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=26)

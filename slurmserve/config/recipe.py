@@ -32,7 +32,7 @@ from .fields import (
     WholeMilliseconds,
 )
 from .files import Strict, read_yaml_mapping
-from .kv_routing import settle_kv_routing
+from .kv_routing import BlockSize, agreed_block_size, mocker_block_size, refuse_disabled_block_reuse, trtllm_block_size
 from .overrides import apply_overrides
 from .problems import describe_validation_error
 from .runtimes import Runtime, runtime_for
@@ -408,6 +408,28 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
                 f"--set {key}: engine {recipe.engine} does not use {hit}, so this setting would have no effect"
                 + (" (the mock engine takes no TensorRT-LLM settings)" if recipe.engine == "mocker" else "")
             )
+
+
+def worker_block_size(recipe: Recipe, group: WorkerGroup) -> BlockSize:
+    """A worker group's KV block size, by engine (vLLM's would be its `--block-size` engine flag:
+    `group.spec.args.get("block_size")`, with vLLM's default when the recipe leaves it out)."""
+    if recipe.engine == "trtllm":
+        return trtllm_block_size(group.spec.engine_config)
+    pool = f"pools.{group.pool.name}." if group.pool and group.pool.mocker else ""
+    return mocker_block_size(recipe.mocker_of(group.pool).block_size, f"{pool}mocker.block_size")
+
+
+def settle_kv_routing(recipe: Recipe, recipe_file: Path) -> None:
+    """For router_mode kv: refuse what defeats KV routing (see config.kv_routing), and set the frontend's KV
+    block size to the workers'."""
+    if recipe.frontend.router_mode != "kv":
+        return
+    groups = recipe.worker_groups()
+    if recipe.engine == "trtllm":
+        for group in groups:
+            refuse_disabled_block_reuse(group.spec.engine_config, f"{group.field}.engine_config", recipe_file)
+    sizes = [(group.field, worker_block_size(recipe, group)) for group in groups]
+    recipe.frontend.kv_cache_block_size = agreed_block_size(sizes, recipe.frontend.kv_cache_block_size, recipe_file)
 
 
 def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str | None = None) -> Recipe:

@@ -32,6 +32,14 @@ from .fields import (
     WholeMilliseconds,
 )
 from .files import Strict, read_yaml_mapping
+from .kv_routing import (
+    BlockSize,
+    agreed_block_size,
+    mocker_block_size,
+    refuse_disabled_block_reuse,
+    trtllm_block_size,
+    vllm_block_size,
+)
 from .overrides import apply_overrides
 from .problems import describe_validation_error
 from .runtimes import Runtime, runtime_for
@@ -62,6 +70,9 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
+    # router_mode kv: the KV block size in tokens the router hashes prompts by (None: the workers', which
+    # it must equal; see config.kv_routing).
+    kv_cache_block_size: Tokens | None = None
     extra_args: list[Text] = []
 
 
@@ -97,6 +108,7 @@ class MockerSpec(Strict):
     # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
     # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
     replay_trace: AbsolutePath | None = None
+    block_size: Tokens | None = None  # tokens per KV block (None: the mock engine's default)
 
 
 WorkerRole = Literal["agg", "prefill", "decode"]
@@ -445,6 +457,29 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
             )
 
 
+def worker_block_size(recipe: Recipe, group: WorkerGroup) -> BlockSize:
+    """A worker group's KV block size, by engine."""
+    if recipe.engine == "trtllm":
+        return trtllm_block_size(group.spec.engine_config)
+    if recipe.engine == "vllm":
+        return vllm_block_size(group.spec.args, f"{group.field}.args.block_size")
+    pool = f"pools.{group.pool.name}." if group.pool and group.pool.mocker else ""
+    return mocker_block_size(recipe.mocker_of(group.pool).block_size, f"{pool}mocker.block_size")
+
+
+def settle_kv_routing(recipe: Recipe, recipe_file: Path) -> None:
+    """For router_mode kv: refuse what defeats KV routing (see config.kv_routing), and set the frontend's KV
+    block size to the workers'."""
+    if recipe.frontend.router_mode != "kv":
+        return
+    groups = recipe.worker_groups()
+    if recipe.engine == "trtllm":
+        for group in groups:
+            refuse_disabled_block_reuse(group.spec.engine_config, f"{group.field}.engine_config", recipe_file)
+    sizes = [(group.field, worker_block_size(recipe, group)) for group in groups]
+    recipe.frontend.kv_cache_block_size = agreed_block_size(sizes, recipe.frontend.kv_cache_block_size, recipe_file)
+
+
 def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str | None = None) -> Recipe:
     """Read, override and validate a recipe; engine config paths come back absolute and checked against
     the TensorRT-LLM of `dynamo` (the hosts file's `runtime.dynamo`; None: this venv's Dynamo)."""
@@ -463,4 +498,5 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
         if worker.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
             worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
+    settle_kv_routing(recipe, source)
     return recipe

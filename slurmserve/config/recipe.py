@@ -9,8 +9,8 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, did_you_mean
-from ..resources import builtin_recipes_dir, resource_dir
-from .engine_schema import engine_file_problems, schema_for
+from ..resources import builtin_recipes_dir
+from .engine_schema import resolve_engine_config
 from .fields import (
     AbsolutePath,
     Count,
@@ -42,7 +42,7 @@ from .kv_routing import (
 )
 from .overrides import apply_overrides
 from .problems import describe_validation_error
-from .runtimes import Runtime, runtime_for
+from .runtimes import runtime_for
 
 ArgValue = Text | Integer | float | bool
 
@@ -421,27 +421,6 @@ def recipe_path(name_or_path: str) -> Path:
         f"--recipe {name_or_path!r}: no such file and no built-in recipe of that name"
         f"{did_you_mean(name_or_path, names)} (built-in: {', '.join(names)})"
     )
-
-
-def resolve_engine_config(value: str, field: str, runtime: Runtime) -> Path:
-    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = resource_dir("engine_configs") / value
-    if not path.is_file():
-        raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
-    try:
-        # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
-        # planned, not on the GPU node after the queue wait and the model load.
-        problems = engine_file_problems(path, schema_for(runtime))
-    except UserError as error:
-        raise UserError(f"{field}: {error}") from None
-    if problems:
-        raise UserError(
-            f"{field}: engine config {path} does not fit the arguments of {runtime.checked_against()}: "
-            + "; ".join(problem.removeprefix(f"{path}: ") for problem in problems)
-        )
-    return path
 
 
 def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None:

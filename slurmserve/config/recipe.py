@@ -371,11 +371,13 @@ def recipe_path(name_or_path: str) -> Path:
     )
 
 
-def resolve_engine_config(value: str, field: str, runtime: Runtime) -> Path:
-    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs."""
+def resolve_engine_config(value: str, field: str, runtime: Runtime, folder: Path | None = None) -> Path:
+    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs. A relative
+    path is the recipe's `folder`'s file where there is one (an imported recipe's), else one of engine_configs/."""
     path = Path(value).expanduser()
     if not path.is_absolute():
-        path = resource_dir("engine_configs") / value
+        beside = folder / value if folder else None
+        path = beside if beside and beside.is_file() else resource_dir("engine_configs") / value
     if not path.is_file():
         raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
     try:
@@ -419,5 +421,6 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
         worker = group.spec
         if worker.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
-            worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
+            resolved = resolve_engine_config(worker.engine_config, field, runtime_for(dynamo), source.parent)
+            worker.engine_config = str(resolved)
     return recipe

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from ..backends import traits_for
 from ..backends.preflight import flag_rejections
@@ -17,6 +18,8 @@ from ..config.hosts import Hosts, load_hosts
 from ..config.recipe import Recipe, load_recipe, recipe_path
 from ..errors import UserError
 from ..hardware.discovery import default_hosts, with_local_nodes
+from ..interop.files import recipe_of_manifest
+from ..interop.manifest import looks_like_manifest
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..planning.ports import PORT_BLOCKS
@@ -31,6 +34,8 @@ class Inputs:
     # A shipped recipe as shipped (no --set), run by this venv's Dynamo: every command line it plans is
     # proven against that Dynamo's parsers by tests/node/test_flagcheck.py, so planning need not ask again.
     commands_proven: bool = False
+    # What importing a DynamoGraphDeployment given as the recipe left out (added to the plan's warnings).
+    import_warnings: tuple[str, ...] = ()
 
 
 def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
@@ -38,9 +43,20 @@ def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str
     cluster this machine submits to, else this machine)."""
     # The hosts file first: it says which Dynamo, so which TensorRT-LLM, the recipe's engine YAMLs must suit.
     loaded = hosts_of(hosts) if hosts else default_hosts()
-    loaded_recipe = load_recipe(recipe, assignments, loaded.runtime.dynamo)
+    source, warnings = recipe_source(recipe)
+    loaded_recipe = load_recipe(source, assignments, loaded.runtime.dynamo)
     venvs = os.path.abspath(loaded.python or sys.executable) == os.path.abspath(sys.executable)
-    return Inputs(loaded_recipe, loaded, commands_proven=as_shipped(recipe, assignments) and venvs)
+    proven = as_shipped(recipe, assignments) and venvs
+    return Inputs(loaded_recipe, loaded, commands_proven=proven, import_warnings=tuple(warnings))
+
+
+def recipe_source(recipe: str) -> tuple[str, list[str]]:
+    """The recipe file to load: `recipe` itself, or the recipe imported from a DynamoGraphDeployment file."""
+    path = Path(recipe).expanduser()
+    if not (path.is_file() and looks_like_manifest(path)):
+        return recipe, []
+    imported, warnings = recipe_of_manifest(path)
+    return str(imported), warnings
 
 
 def as_shipped(recipe: str, assignments: Sequence[str]) -> bool:
@@ -79,7 +95,7 @@ def plan_for(
     )
 
     def plan_in(block: int | None) -> Plan:
-        return make_plan(
+        planned = make_plan(
             inputs.recipe,
             inputs.hosts,
             traits_for(inputs.hosts.backend),
@@ -90,6 +106,8 @@ def plan_for(
             kv_preflight=kv_preflight,
             binaries=binaries,
         )
+        planned.warnings += inputs.import_warnings
+        return planned
 
     plan = plan_in(None)
     if avoid_live_runs:

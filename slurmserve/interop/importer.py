@@ -1,0 +1,269 @@
+"""A DynamoGraphDeployment -> a recipe (a mapping, as a recipe file holds it) and its engine config files.
+
+Each service's command line is read (an argv list, or one `/bin/sh -c` string: interop.shell); the flags
+slurmserve plans itself (model, served name, engine config, disaggregation mode, parallelism, parsers, planes)
+become recipe fields, the rest the workers' `args`. TP x PP must be the GPUs a pod gets (its GPU limit times its
+nodes). Secrets become `${VAR}` references, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from ..config.fields import FLAG_NAME
+from ..errors import UserError
+from ..planning.processes.workers import engine_args
+from .engines import ENGINES, EngineFlags, engine_of_module
+from .manifest import Manifest, Service
+from .shell import read_shell_command
+
+SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})")
+SHELLS = ("/bin/sh", "sh", "/bin/bash", "bash")
+ROUTER_MODES = ("round-robin", "random", "kv")
+DEFAULT_SECRET_VAR = "HF_TOKEN"
+
+
+@dataclass
+class Imported:
+    recipe: dict[str, Any]
+    engine_files: dict[str, str] = field(default_factory=dict)  # file name -> text
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Command:
+    module: str
+    flags: dict[str, str | bool]  # --flag value, or a bare --flag (True), in order
+    extra: list[str]  # words that are no flag of one value (repeated flags, positionals)
+    env: dict[str, str]  # the container's env and the shell's leading assignments
+
+
+def argv_of(service: Service) -> tuple[list[str], dict[str, str]]:
+    """The service's argv as the container runs it, and its env (a shell line's assignments added)."""
+    if service.command[:2] and service.command[0] in SHELLS and service.command[1:2] == ["-c"]:
+        script = " ".join(service.command[2:] + service.args)
+        parsed = read_shell_command(script, service.env, f"{service.path} (the /bin/sh -c command)")
+        return parsed.argv, service.env | parsed.env
+    return service.command + service.args, service.env
+
+
+def command_of(service: Service) -> Command | None:
+    argv, env = argv_of(service)
+    if not argv:
+        return None  # the image's own entry point (a frontend with defaults)
+    if len(argv) < 3 or "python" not in PurePosixPath(argv[0]).name or argv[1] != "-m":
+        raise UserError(f"{service.path}: runs {' '.join(argv[:3])!r}; expected `python3 -m dynamo.<component> ...`")
+    flags: dict[str, str | bool] = {}
+    extra: list[str] = []
+    words = argv[3:]
+    index = 0
+    while index < len(words):
+        word = words[index]
+        has_value = index + 1 < len(words) and not words[index + 1].startswith("--")
+        name, _, inline = word.partition("=")
+        if not word.startswith("--") or name in flags:
+            extra.append(word)
+        elif inline or "=" in word:
+            flags[name] = inline
+        elif has_value:
+            flags[name] = words[index + 1]
+            index += 1
+        else:
+            flags[name] = True
+        index += 1
+    return Command(argv[2], flags, extra, env)
+
+
+def model_fields(value: str, service: Service, mounts: list[str]) -> dict[str, Any]:
+    """A model path -> the recipe's model: a hub id, or a snapshot in a model cache (its revision kept)."""
+    snapshot = SNAPSHOT.search(value)
+    if snapshot:
+        return {"repo": f"{snapshot[1]}/{snapshot[2]}", "revision": snapshot[3]}
+    if value.startswith("/") and not any(value.startswith(root + "/") for root in mounts):
+        raise UserError(f"{service.path}: model path {value} is inside the container image; it cannot be found here")
+    return {"repo": value}
+
+
+def engine_config(path: str, service: Service, manifest: Manifest) -> tuple[str, str]:
+    """(ConfigMap name, key) of the engine YAML that --extra-engine-args names, from its mounted folder."""
+    for root, config_map in service.config_mounts.items():
+        if path.startswith(root + "/"):
+            key = path.removeprefix(root + "/")
+            if key not in manifest.config_maps.get(config_map, {}):
+                raise UserError(
+                    f"{service.path}: --extra-engine-args {path}: ConfigMap {config_map} (mounted at "
+                    f"{root}) has no key {key} in {manifest.source}"
+                )
+            return config_map, key
+    raise UserError(
+        f"{service.path}: --extra-engine-args {path} is in no ConfigMap this file mounts (inside the image, it "
+        "cannot be read here); put the engine config in a ConfigMap of the same file"
+    )
+
+
+def parallelism(flags: dict[str, str | bool], config: dict[str, Any], names: EngineFlags) -> dict[str, int]:
+    """TP, PP and EP from the flags, else the engine config, else 1."""
+    found = {}
+    for field_name, (flag, key) in names.parallel.items():
+        value = flags.pop(flag, None) if flag else None
+        value = value if value is not None else config.get(key) if key else None
+        found[field_name] = int(str(value)) if value not in (None, True) else 1
+    return found
+
+
+def check_gpus(service: Service, shape: dict[str, int], source: str) -> None:
+    wanted = shape["tensor_parallel"] * shape["pipeline_parallel"]
+    if service.gpus is None:
+        return
+    given = service.gpus * service.node_count
+    if wanted != given:
+        nodes = f" x multinode.nodeCount {service.node_count}" if service.node_count > 1 else ""
+        raise UserError(
+            f"{service.gpu_path} is {service.gpus}{nodes} = {given} GPUs, but {source} asks for "
+            f"tensor_parallel {shape['tensor_parallel']} x pipeline_parallel {shape['pipeline_parallel']} = {wanted}"
+        )
+
+
+def worker_args(flags: dict[str, str | bool], extra: list[str]) -> dict[str, Any]:
+    """The flags left: `args` (max_num_tokens: "20000") where a flag has one value, `extra_args` otherwise."""
+    args: dict[str, Any] = {}
+    for flag, value in flags.items():
+        key = flag.removeprefix("--").replace("-", "_")
+        if FLAG_NAME.fullmatch(key):
+            args[key] = value
+        else:
+            extra += [flag] if value is True else [flag, str(value)]
+    return ({"args": args} if args else {}) | ({"extra_args": extra} if extra else {})
+
+
+def frontend_fields(service: Service | None, warnings: list[str]) -> dict[str, Any]:
+    command = command_of(service) if service else None
+    if service is None or command is None:
+        return {}
+    if command.module != "dynamo.frontend":
+        raise UserError(f"{service.path}: a frontend that runs {command.module}, not dynamo.frontend")
+    mode = command.flags.pop("--router-mode", "round-robin")
+    if mode not in ROUTER_MODES:
+        raise UserError(f"{service.path}: --router-mode {mode!r} is none of {', '.join(ROUTER_MODES)}")
+    dropped = [
+        flag for flag in ("--http-port", "--http-host", *ENGINES["trtllm"].planned) if command.flags.pop(flag, None)
+    ]
+    if dropped:
+        warnings.append(f"{service.path}: {', '.join(dropped)} left to the plan (its port block and addresses)")
+    extra = worker_args(command.flags, command.extra)
+    fields: dict[str, Any] = {"router_mode": mode}
+    if extra:
+        fields["extra_args"] = engine_args(extra.get("args", {})) + extra.get("extra_args", [])
+    return fields
+
+
+def secret_env(service: Service, secret_vars: dict[str, str]) -> dict[str, str]:
+    """`${VAR}` references for the service's secrets: an envFrom Secret as `secret_vars` names it (default
+    HF_TOKEN), a secretKeyRef as its own variable."""
+    env = {secret_vars.get(name, DEFAULT_SECRET_VAR): "" for name in service.secrets}
+    env |= dict.fromkeys(service.secret_env, "")
+    return {name: f"${{{name}}}" for name in env}
+
+
+def worker_section(
+    service: Service, manifest: Manifest, imported: Imported, secret_vars: dict[str, str]
+) -> dict[str, Any]:
+    """One worker service as a recipe's worker section; the model, engine and mode it names go to `imported.recipe`."""
+    command = command_of(service)
+    if command is None:
+        raise UserError(f"{service.path}: a worker without a command (the image's default); name the engine's module")
+    engine = engine_of_module(command.module, service.path)
+    names = ENGINES[engine]
+    recipe, flags = imported.recipe, command.flags
+    settle(recipe, "engine", engine, service.path)
+    model = next((flags.pop(flag) for flag in names.model if flag in flags), None)
+    served = flags.pop(names.served_name, None)
+    if isinstance(model, str):
+        named = {"served_name": served} if isinstance(served, str) else {}
+        settle(recipe, "model", model_fields(model, service, service.volume_mounts) | named, service.path)
+    role = flags.pop("--disaggregation-mode", None) or service.role or "agg"
+    if service.role and role != service.role:
+        raise UserError(f"{service.path}: subComponentType/type {service.role} but --disaggregation-mode {role}")
+    section: dict[str, Any] = {"replicas": service.replicas}
+    config: dict[str, Any] = {}
+    source = f"{service.path}'s flags"
+    if names.engine_config and isinstance(path := flags.pop(names.engine_config, None), str):
+        config_map, key = engine_config(path, service, manifest)
+        text = manifest.config_maps[config_map][key]
+        config = yaml.safe_load(text) or {}
+        file_name = f"{manifest.name}.{role}.yaml"
+        imported.engine_files[file_name] = text
+        section["engine_config"] = file_name
+        source = f"ConfigMap {config_map} {key} (with {service.path}'s flags)"
+    shape = parallelism(flags, config, names)
+    check_gpus(service, shape, source)
+    section |= {key: value for key, value in shape.items() if value != 1}
+    for flag, parser in (("--dyn-reasoning-parser", "reasoning"), ("--dyn-tool-call-parser", "tool_call")):
+        if isinstance(value := flags.pop(flag, None), str):
+            recipe.setdefault("parsers", {})[parser] = value
+    if engine == "mocker" and isinstance(ratio := flags.pop("--speedup-ratio", None), str):
+        recipe.setdefault("mocker", {})["speedup_ratio"] = float(ratio)
+    dropped = [flag for flag in names.planned if flags.pop(flag, None) is not None]
+    if dropped:
+        imported.warnings.append(f"{service.path}: {', '.join(dropped)} left to the plan")
+    section |= worker_args(flags, command.extra) if engine != "mocker" else {}
+    if engine == "mocker" and (flags or command.extra):
+        imported.warnings.append(f"{service.path}: the mock engine's {', '.join(flags) or command.extra[0]} not taken")
+    env = {key: value for key, value in command.env.items() if key != "HF_HOME"} | secret_env(service, secret_vars)
+    if env:
+        section["env"] = env
+    return {role: section}
+
+
+def settle(recipe: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """A field every worker must agree on (the engine, the model)."""
+    if recipe.setdefault(key, value) != value:
+        raise UserError(f"{where}: {key} {value} differs from another worker's ({recipe[key]}); one recipe serves one")
+
+
+def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = None) -> Imported:
+    """The recipe of a DynamoGraphDeployment (see the module's doc)."""
+    imported = Imported({"name": manifest.name, "description": f"Imported from {manifest.source.name}"})
+    frontends = [s for s in manifest.services if s.kind == "frontend"]
+    workers = [s for s in manifest.services if s.kind == "worker"]
+    if not workers:
+        raise UserError(
+            f"{manifest.source}: {'spec.services' if manifest.api_version == 'v1alpha1' else 'spec.components'}"
+            ": no worker (componentType worker/main, or type worker/prefill/decode)"
+        )
+    sections: dict[str, Any] = {}
+    for service in workers:
+        section = worker_section(service, manifest, imported, secret_vars or {})
+        role = next(iter(section))
+        if role in sections:
+            raise UserError(f"{service.path}: a second {role} worker service; a recipe has one {role} section")
+        sections |= section
+    imported.recipe["mode"] = "disagg" if set(sections) & {"prefill", "decode"} else "agg"
+    imported.recipe.setdefault("model", {"repo": manifest.name})
+    frontend = frontend_fields(frontends[0] if frontends else None, imported.warnings)
+    if frontend:
+        imported.recipe["frontend"] = frontend
+    imported.recipe |= sections
+    if manifest.env:
+        imported.recipe["env"] = manifest.env
+    imported.warnings += manifest_warnings(manifest)
+    return imported
+
+
+def manifest_warnings(manifest: Manifest) -> list[str]:
+    notes = [
+        f"{s.path}: planner not imported (slurmserve plans no planner from a manifest)"
+        for s in manifest.services
+        if s.kind == "planner"
+    ]
+    images = sorted({s.image for s in manifest.services if s.image})
+    if images:
+        notes.append(f"images {', '.join(images)}: run them with the hosts file's slurm.container_image")
+    if manifest.ignored:
+        notes.append(f"no meaning on Slurm or SSH hosts, not imported: {', '.join(manifest.ignored)}")
+    return notes

@@ -37,7 +37,18 @@ class Exported:
     warnings: list[str] = field(default_factory=list)
 
     def yaml(self) -> str:
-        return "---\n".join(yaml.safe_dump(document, sort_keys=False, width=1000) for document in self.documents)
+        return "---\n".join(yaml.dump(d, Dumper=BlockDumper, sort_keys=False, width=1000) for d in self.documents)
+
+
+class BlockDumper(yaml.SafeDumper):
+    """Engine YAMLs in the ConfigMap as `|` blocks, as Dynamo's recipes write them."""
+
+
+def block_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+BlockDumper.add_representer(str, block_text)
 
 
 @dataclass

@@ -19,12 +19,7 @@ BETA_TYPES = {"frontend": ("frontend", None), "worker": ("worker", None), "plann
 }
 # Keys read (or whose meaning slurmserve supplies itself: names, namespaces); every other key is listed.
 ALPHA_SERVICE_KEYS = {"componentType", "subComponentType", "replicas", "resources", "envs", "envFromSecret"} | {
-    "volumeMounts",
-    "sharedMemory",
-    "multinode",
-    "extraPodSpec",
-    "dynamoNamespace",
-    "serviceName",
+    "volumeMounts", "multinode", "extraPodSpec", "serviceName"
 }
 BETA_COMPONENT_KEYS = {"name", "type", "replicas", "podTemplate", "multinode"}
 SPEC_KEYS = {"services", "components", "envs", "env", "backendFramework", "pvcs"}

@@ -1,0 +1,173 @@
+"""DynamoGraphDeployment -> recipe: Dynamo's published manifests (mirrored under manifests/) import, plan and refuse
+what has no plain meaning, exit 2 naming the place in the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurmserve.config.recipe import Recipe
+from slurmserve.errors import UserError
+from slurmserve.interop.files import imported_from
+from slurmserve.interop.schema import schema_problems, schema_source
+from slurmserve.runtime.inputs import load_inputs, plan_for
+
+from ..helpers import slurmserve_in_process
+
+MANIFESTS = Path(__file__).parent / "manifests"
+GPT_OSS = MANIFESTS / "gpt-oss-120b-trtllm-disagg.yaml"
+TWO_NODES = """backend: slurm
+slurm: {partition: gpu}
+hosts:
+  - {name: gpu01, address: 10.0.0.11}
+  - {name: gpu02, address: 10.0.0.12}
+node: {gpus: 8, interface: ib0}
+model_cache: /shared/models
+"""
+
+
+def documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def graph_of(path: Path) -> dict:
+    return next(doc for doc in documents(path) if doc["kind"] == "DynamoGraphDeployment")
+
+
+def write_manifest(tmp_path: Path, docs: list[dict]) -> Path:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("manifest", sorted(MANIFESTS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_each_test_manifest_names_its_source_and_fits_the_shipped_crd_schema(manifest):
+    assert "ai-dynamo/dynamo@" in manifest.read_text().splitlines()[1]
+    assert schema_problems(graph_of(manifest)) == []
+    assert "ai-dynamo/dynamo@2a6da14c8361" in schema_source()
+
+
+def test_gpt_oss_trtllm_disagg_imports_with_its_engine_configs_and_plans_on_two_nodes(tmp_path):
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(TWO_NODES)
+    result = slurmserve_in_process("import", str(GPT_OSS), "-o", str(tmp_path / "gpt-oss.yaml"))
+    assert result.returncode == 0, result.stderr
+    recipe = Recipe.model_validate(yaml.safe_load((tmp_path / "gpt-oss.yaml").read_text()))
+    assert (recipe.engine, recipe.mode, recipe.model.repo) == ("trtllm", "disagg", "openai/gpt-oss-120b")
+    assert (recipe.prefill.gpus, recipe.decode.gpus) == (1, 4)
+    decode_config = yaml.safe_load((tmp_path / "gpt-oss-disagg.decode.yaml").read_text())
+    assert decode_config["tensor_parallel_size"] == 4 and decode_config["max_batch_size"] == 1280
+    assert "affinity" in result.stderr and "sharedMemory" in result.stderr  # listed, never dropped silently
+
+    plan = plan_for(load_inputs(str(GPT_OSS), str(hosts)), check_flags=False)  # the manifest itself as --recipe
+    workers = {p.name: p for p in plan.processes if p.role in ("prefill", "decode")}
+    assert {name: (p.nodes, p.gpus) for name, p in workers.items()} == {
+        "prefill-0": (["gpu01"], [0]),
+        "decode-0": (["gpu02"], [0, 1, 2, 3]),
+    }
+    assert workers["decode-0"].env["OVERRIDE_QUANT_ALGO"] == "W4A8_MXFP4_MXFP8"
+    assert workers["decode-0"].env["HF_TOKEN"] == "${HF_TOKEN}"  # a reference, never a value
+    assert "--extra-engine-args" in workers["decode-0"].command
+    assert any("affinity" in warning for warning in plan.warnings)
+
+
+def test_the_imported_manifest_rehearses_on_the_mock_engine(tmp_path):
+    plan = plan_for(load_inputs(str(GPT_OSS), None, ["engine=mocker"]), check_flags=False)
+    assert [p.module for p in plan.processes if p.role == "decode"] == ["dynamo.mocker"]
+    assert json.loads(plan.model_dump_json())["recipe"] == "gpt-oss-disagg"
+
+
+def test_v1beta1_components_shell_commands_and_multinode_workers_import():
+    imported = imported_from(MANIFESTS / "trtllm-disagg-v1beta1.yaml")
+    recipe = imported.recipe
+    assert recipe["prefill"]["replicas"] == 2 and recipe["decode"]["tensor_parallel"] == 8
+    assert recipe["decode"]["env"]["TRTLLM_ENABLE_PDL"] == "1"  # the shell line's leading assignment
+    assert recipe["env"] == {"DYN_LOG": "info"}
+    assert set(imported.engine_files) == {"trtllm-disagg.prefill.yaml", "trtllm-disagg.decode.yaml"}
+    assert any("tolerations" in w and "requests.cpu" in w for w in imported.warnings)
+
+
+def test_v1beta1_mocker_imports_with_the_secret_as_a_reference_of_the_chosen_name():
+    imported = imported_from(MANIFESTS / "mocker-disagg-v1beta1.yaml", {"hf-token-secret": "HUGGING_FACE_HUB_TOKEN"})
+    assert imported.recipe["engine"] == "mocker" and imported.recipe["mode"] == "disagg"
+    assert imported.recipe["prefill"]["env"] == {"HUGGING_FACE_HUB_TOKEN": "${HUGGING_FACE_HUB_TOKEN}"}
+    Recipe.model_validate(imported.recipe)
+
+
+def test_vllm_disagg_with_a_kv_router_imports_its_counts_and_flags():
+    if "vllm" not in str(Recipe.model_fields["engine"].annotation):
+        pytest.skip("this slurmserve's recipes take no engine: vllm yet")
+    recipe = imported_from(MANIFESTS / "qwen3-32b-vllm-disagg-kv-router.yaml").recipe
+    assert recipe["frontend"]["router_mode"] == "kv"
+    assert (recipe["prefill"]["replicas"], recipe["decode"]["replicas"]) == (6, 2)
+    assert recipe["prefill"]["tensor_parallel"] == recipe["decode"]["tensor_parallel"] == 2
+    assert recipe["decode"]["args"]["gpu_memory_utilization"] == "0.90"
+
+
+def bad(change, path: Path = GPT_OSS):
+    docs = documents(path)
+    change(next(doc for doc in docs if doc["kind"] == "DynamoGraphDeployment"))
+    return docs
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda g: g["spec"]["services"].pop("TrtllmDecodeWorker") and g["spec"]["services"].pop("TrtllmPrefillWorker"),
+         "no worker"),
+        (lambda g: g["spec"]["services"]["TrtllmDecodeWorker"]["resources"]["limits"].update(gpu="2"),
+         "spec.services.TrtllmDecodeWorker.resources.limits.gpu is 2"),
+        (lambda g: g["spec"]["services"]["TrtllmDecodeWorker"].update(componentType="wroker"),
+         "spec.services.TrtllmDecodeWorker.componentType: unknown component type 'wroker'"),
+        (lambda g: g["spec"]["services"]["Frontend"].update(replicas="one"), "spec.services.Frontend.replicas"),
+        (lambda g: g.update(kind="Deployment", apiVersion="apps/v1"), "expected one DynamoGraphDeployment"),
+    ],
+    ids=["no-workers", "gpus-disagree-with-tp", "unknown-type", "schema", "a-deployment"],
+)
+def test_bad_manifests_exit_2_naming_the_path(tmp_path, change, named):
+    path = write_manifest(tmp_path, bad(change))
+    result = slurmserve_in_process("plan", "--recipe", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert named in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_v1beta1_type_is_refused_by_the_schema_naming_the_component(tmp_path):
+    path = write_manifest(tmp_path, bad(lambda g: g["spec"]["components"][1].update(type="wroker"),
+                                        MANIFESTS / "trtllm-disagg-v1beta1.yaml"))
+    with pytest.raises(UserError, match=r"spec\.components\[1\]\.type"):
+        imported_from(path)
+
+
+@pytest.mark.parametrize(
+    "script, words",
+    [
+        ("python3 -m dynamo.trtllm --a 1 && echo done", "&&"),
+        ("python3 -m dynamo.trtllm --a 1 | tee log", "|"),
+        ("python3 -m dynamo.trtllm --model-path $(cat /m)", "command substitution"),
+        ("cd /x\npython3 -m dynamo.trtllm", "several commands"),
+        ("python3 -m dynamo.trtllm --model-path ${NOWHERE}", "${NOWHERE} is not set"),
+    ],
+)
+def test_shell_commands_that_are_more_than_one_plain_command_are_refused_naming_the_service(tmp_path, script, words):
+    def shell(graph):
+        graph["spec"]["services"]["TrtllmPrefillWorker"]["extraPodSpec"]["mainContainer"]["args"] = [script]
+
+    with pytest.raises(UserError, match="TrtllmPrefillWorker") as caught:
+        imported_from(write_manifest(tmp_path, bad(shell)))
+    assert words in str(caught.value)
+
+
+def test_a_flag_the_pinned_dynamo_rejects_is_reported_with_the_fix(tmp_path):
+    def drifted(graph):
+        container = graph["spec"]["services"]["Frontend"]["extraPodSpec"]["mainContainer"]
+        container["args"] = [container["args"][0] + " --router-reset-states"]
+
+    path = write_manifest(tmp_path, bad(drifted))
+    result = slurmserve_in_process("plan", "--recipe", str(path), "--set", "engine=mocker")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "--router-reset-states" in message and "frontend.extra_args" in message

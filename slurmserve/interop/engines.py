@@ -40,7 +40,7 @@ ENGINES: dict[str, EngineFlags] = {
         served_name="--model-name",
         engine_config=None,
         parallel={
-            "tensor_parallel": ("--tensor-parallel-size", None),
+            "tensor_parallel": (None, None),
             "pipeline_parallel": (None, None),
             "expert_parallel": (None, None),
         },

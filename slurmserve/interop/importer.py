@@ -201,6 +201,8 @@ def worker_section(
         section["engine_config"] = file_name
         source = f"ConfigMap {config_map} {key} (with {service.path}'s flags)"
     shape = parallelism(flags, config, names)
+    if engine == "mocker" and service.gpus:  # the mock engine takes no parallelism: the shape it rehearses
+        shape["tensor_parallel"] = service.gpus * service.node_count
     check_gpus(service, shape, source)
     section |= {key: value for key, value in shape.items() if value != 1}
     for flag, parser in (("--dyn-reasoning-parser", "reasoning"), ("--dyn-tool-call-parser", "tool_call")):

@@ -262,6 +262,9 @@ class Recipe(Strict):
     request_plane: Literal["tcp", "nats"] = "tcp"
     event_plane: Literal["zmq", "nats"] = "zmq"
     env: dict[EnvKey, EnvValue] = {}
+    # The container image the deployment was published with (an imported manifest's); a hosts file with
+    # `slurm.container_image: recipe` runs it.
+    container_image: Text | None = None
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()

@@ -226,6 +226,7 @@ def beta_component(
 def export_recipe(recipe: Recipe, api: str = "v1alpha1", image: str | None = None, gpus_per_node: int = 8) -> Exported:
     """The recipe as a DynamoGraphDeployment of `api` and, when its workers have engine configs, their ConfigMap."""
     refuse_without_dgd_form(recipe)
+    image = image or recipe.container_image
     name = dns_name(recipe.name)
     config_map = f"{name}-engine-configs"
     module = ENGINES[recipe.engine].module

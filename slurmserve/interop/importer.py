@@ -253,8 +253,17 @@ def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = Non
     imported.recipe |= sections
     if manifest.env:
         imported.recipe["env"] = manifest.env
+    imported.recipe |= image_of(workers, imported.warnings)
     imported.warnings += manifest_warnings(manifest)
     return imported
+
+
+def image_of(workers: list[Service], warnings: list[str]) -> dict[str, str]:
+    """The workers' image as the recipe's container_image (a hosts file's `slurm.container_image: recipe` runs it)."""
+    images = list(dict.fromkeys(s.image for s in workers if s.image))
+    if len(images) > 1:
+        warnings.append(f"the workers run several images ({', '.join(images)}); the recipe keeps the first")
+    return {"container_image": images[0]} if images else {}
 
 
 def manifest_warnings(manifest: Manifest) -> list[str]:
@@ -263,9 +272,6 @@ def manifest_warnings(manifest: Manifest) -> list[str]:
         for s in manifest.services
         if s.kind == "planner"
     ]
-    images = sorted({s.image for s in manifest.services if s.image})
-    if images:
-        notes.append(f"images {', '.join(images)}: run them with the hosts file's slurm.container_image")
     if manifest.ignored:
         notes.append(f"no meaning on Slurm or SSH hosts, not imported: {', '.join(manifest.ignored)}")
     return notes

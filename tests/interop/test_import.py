@@ -171,3 +171,13 @@ def test_a_flag_the_pinned_dynamo_rejects_is_reported_with_the_fix(tmp_path):
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "--router-reset-states" in message and "frontend.extra_args" in message
+
+
+def test_the_manifests_image_runs_where_the_hosts_file_asks_for_the_recipes_container(tmp_path):
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(TWO_NODES.replace("slurm: {partition: gpu}", "slurm: {partition: gpu, container_image: recipe}"))
+    plan = plan_for(load_inputs(str(GPT_OSS), str(hosts)), check_flags=False)
+    assert plan.container is not None and plan.container.kind == "pyxis"
+    assert plan.container.source == "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:1.3.0"
+    result = slurmserve_in_process("plan", "--recipe", "mocker-disagg", "--hosts", str(hosts))
+    assert result.returncode == 2 and "names no container_image" in " ".join(result.stderr.split())

@@ -39,12 +39,22 @@ ENGINES: dict[str, EngineFlags] = {
         model=("--model-path",),
         served_name="--model-name",
         engine_config=None,
+        parallel={"tensor_parallel": (None, None), "pipeline_parallel": (None, None), "expert_parallel": (None, None)},
+        planned=(*COMMON_PLANNED, "--response-replay-trace-path"),
+    ),
+    # vLLM takes its engine settings as flags (`args`), no engine YAML; the plan gives each worker its own NIXL
+    # side channel and KV-event port, so the manifest's transfer and event configs are the plan's to write.
+    "vllm": EngineFlags(
+        module="dynamo.vllm",
+        model=("--model",),
+        served_name="--served-model-name",
+        engine_config=None,
         parallel={
-            "tensor_parallel": (None, None),
-            "pipeline_parallel": (None, None),
+            "tensor_parallel": ("--tensor-parallel-size", None),
+            "pipeline_parallel": ("--pipeline-parallel-size", None),
             "expert_parallel": (None, None),
         },
-        planned=(*COMMON_PLANNED, "--response-replay-trace-path"),
+        planned=(*COMMON_PLANNED, "--kv-transfer-config", "--kv-events-config"),
     ),
 }
 

@@ -8,7 +8,10 @@ import hashlib
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
+from ..config.problems import describe_validation_error
+from ..config.recipe import Recipe
 from ..errors import UserError
 from ..private import write_whole
 from ..runs.rundir import slurmserve_home
@@ -17,7 +20,13 @@ from .manifest import read_manifest
 
 
 def imported_from(path: Path, secret_vars: dict[str, str] | None = None) -> Imported:
-    return import_manifest(read_manifest(path), secret_vars)
+    """The manifest's recipe, validated as a recipe file is (errors name the manifest and the recipe field)."""
+    imported = import_manifest(read_manifest(path), secret_vars)
+    try:
+        Recipe.model_validate(imported.recipe)
+    except ValidationError as error:
+        raise describe_validation_error(path, error, imported.recipe, Recipe, ()) from None
+    return imported
 
 
 def write_imported(imported: Imported, out: Path, overwrite: bool = False) -> list[Path]:

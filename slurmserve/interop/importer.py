@@ -18,7 +18,7 @@ import yaml
 from ..config.fields import FLAG_NAME
 from ..errors import UserError
 from ..planning.processes.workers import engine_args
-from .engines import ENGINES, EngineFlags, engine_of_module
+from .engines import COMMON_PLANNED, ENGINES, EngineFlags, engine_of_module
 from .manifest import Manifest, Service
 from .shell import read_shell_command
 
@@ -150,11 +150,12 @@ def frontend_fields(service: Service | None, warnings: list[str]) -> dict[str, A
     mode = command.flags.pop("--router-mode", "round-robin")
     if mode not in ROUTER_MODES:
         raise UserError(f"{service.path}: --router-mode {mode!r} is none of {', '.join(ROUTER_MODES)}")
-    dropped = [
-        flag for flag in ("--http-port", "--http-host", *ENGINES["trtllm"].planned) if command.flags.pop(flag, None)
-    ]
+    dropped = [flag for flag in ("--http-port", "--http-host", *COMMON_PLANNED) if command.flags.pop(flag, None)]
     if dropped:
         warnings.append(f"{service.path}: {', '.join(dropped)} left to the plan (its port block and addresses)")
+    env = [name for name in {**command.env, **secret_env(service, {})} if name != "HF_HOME"]
+    if env:
+        warnings.append(f"{service.path}: env {', '.join(env)} not imported (the recipe's frontend takes no env)")
     extra = worker_args(command.flags, command.extra)
     fields: dict[str, Any] = {"router_mode": mode}
     if extra:
@@ -216,6 +217,11 @@ def worker_section(
     section |= worker_args(flags, command.extra) if engine != "mocker" else {}
     if engine == "mocker" and (flags or command.extra):
         imported.warnings.append(f"{service.path}: the mock engine's {', '.join(flags) or command.extra[0]} not taken")
+    if "HF_HOME" in command.env:
+        imported.warnings.append(
+            f"{service.path}: HF_HOME {command.env['HF_HOME']} (the model-cache volume) is "
+            "the hosts file's model_cache on Slurm and SSH hosts"
+        )
     env = {key: value for key, value in command.env.items() if key != "HF_HOME"} | secret_env(service, secret_vars)
     if env:
         section["env"] = env

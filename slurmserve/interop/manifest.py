@@ -19,7 +19,10 @@ BETA_TYPES = {"frontend": ("frontend", None), "worker": ("worker", None), "plann
 }
 # Keys read (or whose meaning slurmserve supplies itself: names, namespaces); every other key is listed.
 ALPHA_SERVICE_KEYS = {"componentType", "subComponentType", "replicas", "resources", "envs", "envFromSecret"} | {
-    "volumeMounts", "multinode", "extraPodSpec", "serviceName"
+    "volumeMounts",
+    "multinode",
+    "extraPodSpec",
+    "serviceName",
 }
 BETA_COMPONENT_KEYS = {"name", "type", "replicas", "podTemplate", "multinode"}
 SPEC_KEYS = {"services", "components", "envs", "env", "backendFramework", "pvcs"}
@@ -209,7 +212,11 @@ def alpha_service(name: str, body: dict[str, Any], ignored: list[str]) -> Servic
     container = pod.get("mainContainer") or {}
     read_container(service, container, f"{path}.extraPodSpec.mainContainer", ignored)
     mount(service, container.get("volumeMounts") or [], volumes)
-    service.volume_mounts += [entry.get("mountPoint", "") for entry in body.get("volumeMounts") or []]
+    for index, entry in enumerate(body.get("volumeMounts") or []):
+        if entry.get("useAsCompilationCache"):  # an engine's compile cache: each node keeps its own
+            ignored.append(f"{path}.volumeMounts[{index}] ({entry['name']}, a compilation cache)")
+        else:
+            service.volume_mounts.append(entry.get("mountPoint", ""))
     return service
 
 

@@ -30,7 +30,7 @@ def secret_names(pairs: list[str]) -> dict[str, str]:
 
 @clean_errors
 def import_manifest(
-    manifest: Path = typer.Argument(..., help="A DynamoGraphDeployment file (v1alpha1 or v1beta1, with its ConfigMaps)"),
+    manifest: Path = typer.Argument(..., help="A DynamoGraphDeployment file (v1alpha1 or v1beta1, and ConfigMaps)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="The recipe to write (default: ./NAME.yaml)"),
     secret: list[str] = typer.Option(
         [], "--secret", help="The variable a Secret's envFrom becomes: SECRET=VAR (default: HF_TOKEN)"

@@ -25,6 +25,7 @@ from .shell import read_shell_command
 SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})")
 SHELLS = ("/bin/sh", "sh", "/bin/bash", "bash")
 ROUTER_MODES = ("round-robin", "random", "kv")
+WORKER_ROLES = ("prefill", "decode", "agg")
 DEFAULT_SECRET_VAR = "HF_TOKEN"
 
 
@@ -187,7 +188,9 @@ def worker_section(
     if isinstance(model, str):
         named = {"served_name": served} if isinstance(served, str) else {}
         settle(recipe, "model", model_fields(model, service, service.volume_mounts) | named, service.path)
-    role = flags.pop("--disaggregation-mode", None) or service.role or "agg"
+    role = str(flags.pop("--disaggregation-mode", None) or service.role or "agg")
+    if role not in WORKER_ROLES:
+        raise UserError(f"{service.path}: --disaggregation-mode {role!r} is none of {', '.join(WORKER_ROLES)}")
     if service.role and role != service.role:
         raise UserError(f"{service.path}: subComponentType/type {service.role} but --disaggregation-mode {role}")
     section: dict[str, Any] = {"replicas": service.replicas}

@@ -20,7 +20,9 @@ from ..helpers import slurmserve_in_process
 from .test_import import MANIFESTS, TWO_NODES
 
 ONE_POOL = [name for name in builtin_recipe_names() if not load_recipe(name).pools]
-FOUR_NODES = TWO_NODES.replace("hosts:\n", "hosts:\n  - {name: gpu03, address: 10.0.0.13}\n  - {name: gpu04, address: 10.0.0.14}\n")
+FOUR_NODES = TWO_NODES.replace(
+    "hosts:\n", "hosts:\n  - {name: gpu03, address: 10.0.0.13}\n  - {name: gpu04, address: 10.0.0.14}\n"
+)
 
 
 def round_trip(name: str, api: str, folder: Path):
@@ -35,8 +37,9 @@ def planned(recipe, hosts) -> dict:
     """What must be the same: each process's placement, command line and env, and the engine YAMLs' content."""
     plan = plan_for(Inputs(recipe, hosts), run_name="same", check_flags=False)
     return {
-        "processes": [p.model_dump(include={"name", "role", "nodes", "gpus", "command", "env", "tasks"})
-                      for p in plan.processes],
+        "processes": [
+            p.model_dump(include={"name", "role", "nodes", "gpus", "command", "env", "tasks"}) for p in plan.processes
+        ],
         "engine": {f.path: yaml.safe_load(engine_yaml(f.source, f.overrides)) for f in plan.engine_files},
     }
 
@@ -62,14 +65,14 @@ def test_export_of_an_import_keeps_services_replicas_gpus_args_env_and_secrets(t
     write_imported(imported_from(MANIFESTS / "gpt-oss-120b-trtllm-disagg.yaml"), tmp_path / "r.yaml")
     graph = export_recipe(load_recipe(str(tmp_path / "r.yaml")), "v1alpha1").documents[-1]
     services = graph["spec"]["services"]
-    assert {n: (s.get("subComponentType"), s["replicas"], s.get("resources", {}).get("limits")) for n, s in services.items()} == {
-        "frontend": (None, 1, None),
-        "prefill": ("prefill", 1, {"gpu": "1"}),
-        "decode": ("decode", 1, {"gpu": "4"}),
-    }
+    assert {
+        n: (s.get("subComponentType"), s["replicas"], s.get("resources", {}).get("limits")) for n, s in services.items()
+    } == {"frontend": (None, 1, None), "prefill": ("prefill", 1, {"gpu": "1"}), "decode": ("decode", 1, {"gpu": "4"})}
     decode = services["decode"]
     assert decode["envFromSecret"] == "hf-token-secret"
-    assert {"name": "OVERRIDE_QUANT_ALGO", "value": "W4A8_MXFP4_MXFP8"} in decode["extraPodSpec"]["mainContainer"]["env"]
+    assert {"name": "OVERRIDE_QUANT_ALGO", "value": "W4A8_MXFP4_MXFP8"} in decode["extraPodSpec"]["mainContainer"][
+        "env"
+    ]
     args = decode["extraPodSpec"]["mainContainer"]["args"]
     assert args[args.index("--disaggregation-mode") + 1] == "decode"
     assert "HF_TOKEN" not in str(decode["extraPodSpec"]["mainContainer"].get("env"))  # a Secret, never a value
@@ -77,7 +80,9 @@ def test_export_of_an_import_keeps_services_replicas_gpus_args_env_and_secrets(t
 
 def test_export_cli_writes_a_file_and_refuses_an_unknown_api(tmp_path):
     out = tmp_path / "dgd.yaml"
-    assert slurmserve_in_process("export", "--recipe", "mocker-disagg", "--api", "v1beta1", "-o", str(out)).returncode == 0
+    assert (
+        slurmserve_in_process("export", "--recipe", "mocker-disagg", "--api", "v1beta1", "-o", str(out)).returncode == 0
+    )
     assert [doc["kind"] for doc in yaml.safe_load_all(out.read_text())] == ["DynamoGraphDeployment"]
     result = slurmserve_in_process("export", "--recipe", "mocker-disagg", "--api", "v2")
     assert result.returncode == 2 and "v1alpha1, v1beta1" in result.stderr

@@ -116,12 +116,20 @@ def bad(change, path: Path = GPT_OSS):
 @pytest.mark.parametrize(
     "change, named",
     [
-        (lambda g: g["spec"]["services"].pop("TrtllmDecodeWorker") and g["spec"]["services"].pop("TrtllmPrefillWorker"),
-         "no worker"),
-        (lambda g: g["spec"]["services"]["TrtllmDecodeWorker"]["resources"]["limits"].update(gpu="2"),
-         "spec.services.TrtllmDecodeWorker.resources.limits.gpu is 2"),
-        (lambda g: g["spec"]["services"]["TrtllmDecodeWorker"].update(componentType="wroker"),
-         "spec.services.TrtllmDecodeWorker.componentType: unknown component type 'wroker'"),
+        (
+            lambda g: (
+                g["spec"]["services"].pop("TrtllmDecodeWorker") and g["spec"]["services"].pop("TrtllmPrefillWorker")
+            ),
+            "no worker",
+        ),
+        (
+            lambda g: g["spec"]["services"]["TrtllmDecodeWorker"]["resources"]["limits"].update(gpu="2"),
+            "spec.services.TrtllmDecodeWorker.resources.limits.gpu is 2",
+        ),
+        (
+            lambda g: g["spec"]["services"]["TrtllmDecodeWorker"].update(componentType="wroker"),
+            "spec.services.TrtllmDecodeWorker.componentType: unknown component type 'wroker'",
+        ),
         (lambda g: g["spec"]["services"]["Frontend"].update(replicas="one"), "spec.services.Frontend.replicas"),
         (lambda g: g.update(kind="Deployment", apiVersion="apps/v1"), "expected one DynamoGraphDeployment"),
     ],
@@ -136,8 +144,10 @@ def test_bad_manifests_exit_2_naming_the_path(tmp_path, change, named):
 
 
 def test_an_unknown_v1beta1_type_is_refused_by_the_schema_naming_the_component(tmp_path):
-    path = write_manifest(tmp_path, bad(lambda g: g["spec"]["components"][1].update(type="wroker"),
-                                        MANIFESTS / "trtllm-disagg-v1beta1.yaml"))
+    path = write_manifest(
+        tmp_path,
+        bad(lambda g: g["spec"]["components"][1].update(type="wroker"), MANIFESTS / "trtllm-disagg-v1beta1.yaml"),
+    )
     with pytest.raises(UserError, match=r"spec\.components\[1\]\.type"):
         imported_from(path)
 

@@ -10,7 +10,7 @@ import typer
 from ..config.recipe import load_recipe
 from ..errors import UserError
 from ..interop.exporter import export_recipe
-from ..interop.files import imported_from, write_imported
+from ..interop.files import imported_from, recipe_source, write_imported
 from ..interop.schema import api_versions
 from .exits import clean_errors
 from .options import RecipeOption
@@ -60,7 +60,7 @@ def export(
         raise UserError(f"--format {format_!r}: the one format is dgd")
     if api not in api_versions():
         raise UserError(f"--api {api!r}: one of {', '.join(api_versions())}")
-    exported = export_recipe(load_recipe(recipe), api, image, gpus_per_node)
+    exported = export_recipe(load_recipe(recipe_source(recipe)[0]), api, image, gpus_per_node)
     for warning in exported.warnings:
         stderr.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if out is None:

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..private import write_whole
 from ..runs.rundir import slurmserve_home
 from .importer import Imported, import_manifest
-from .manifest import read_manifest
+from .manifest import looks_like_manifest, read_manifest
 
 
 def imported_from(path: Path, secret_vars: dict[str, str] | None = None) -> Imported:
@@ -41,6 +41,16 @@ def write_imported(imported: Imported, out: Path, overwrite: bool = False) -> li
     header = f"# {imported.recipe.get('description', '')}; slurmserve import\n"
     write_whole(out, (header + yaml.safe_dump(imported.recipe, sort_keys=False, width=1000)).encode(), private=False)
     return targets
+
+
+def recipe_source(recipe: str) -> tuple[str, list[str]]:
+    """The recipe file `--recipe` names: `recipe` itself (a built-in name or a recipe file), or the recipe
+    imported from a DynamoGraphDeployment file, with the import's warnings."""
+    path = Path(recipe).expanduser()
+    if not (path.is_file() and looks_like_manifest(path)):
+        return recipe, []
+    imported, warnings = recipe_of_manifest(path)
+    return str(imported), warnings
 
 
 def recipe_of_manifest(path: Path) -> tuple[Path, list[str]]:

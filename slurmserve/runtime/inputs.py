@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from ..backends import traits_for
 from ..backends.preflight import flag_rejections
@@ -18,8 +17,7 @@ from ..config.hosts import Hosts, load_hosts
 from ..config.recipe import Recipe, load_recipe, recipe_path
 from ..errors import UserError
 from ..hardware.discovery import default_hosts, with_local_nodes
-from ..interop.files import recipe_of_manifest
-from ..interop.manifest import looks_like_manifest
+from ..interop.files import recipe_source
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..planning.ports import PORT_BLOCKS
@@ -48,15 +46,6 @@ def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str
     venvs = os.path.abspath(loaded.python or sys.executable) == os.path.abspath(sys.executable)
     proven = as_shipped(recipe, assignments) and venvs
     return Inputs(loaded_recipe, loaded, commands_proven=proven, import_warnings=tuple(warnings))
-
-
-def recipe_source(recipe: str) -> tuple[str, list[str]]:
-    """The recipe file to load: `recipe` itself, or the recipe imported from a DynamoGraphDeployment file."""
-    path = Path(recipe).expanduser()
-    if not (path.is_file() and looks_like_manifest(path)):
-        return recipe, []
-    imported, warnings = recipe_of_manifest(path)
-    return str(imported), warnings
 
 
 def as_shipped(recipe: str, assignments: Sequence[str]) -> bool:

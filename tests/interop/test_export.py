@@ -88,3 +88,14 @@ def test_export_cli_writes_a_file_and_refuses_an_unknown_api(tmp_path):
     assert result.returncode == 2 and "v1alpha1, v1beta1" in result.stderr
     with pytest.raises(UserError):
         write_imported(imported_from(MANIFESTS / "mocker-disagg-v1beta1.yaml"), out)  # never over a file
+
+
+def test_export_takes_a_manifest_as_its_recipe_too():
+    manifest = str(MANIFESTS / "trtllm-disagg-v1beta1.yaml")
+    result = slurmserve_in_process("export", "--recipe", manifest, "--api", "v1beta1", "--gpus-per-node", "4")
+    assert result.returncode == 0, result.stderr
+    components = list(yaml.safe_load_all(result.stdout))[-1]["spec"]["components"]
+    assert [c["replicas"] for c in components] == [1, 2, 1]
+    decode = components[2]
+    assert decode["multinode"] == {"nodeCount": 2}  # TP8 as 2 nodes of 4 GPUs, as the manifest had it
+    assert decode["podTemplate"]["spec"]["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "4"}}

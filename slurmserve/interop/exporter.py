@@ -19,6 +19,7 @@ from ..config.recipe import Recipe, WorkerGroup
 from ..errors import UserError
 from ..planning.processes.model import pinned
 from ..planning.processes.workers import engine_args
+from ..render.scripts import is_secret
 from .engines import ENGINES
 from .importer import DEFAULT_SECRET_VAR
 from .schema import API_GROUP, KIND, schema_problems
@@ -27,7 +28,6 @@ CONFIG_DIR = "/opt/dynamo/configs"
 MODEL_CACHE = "/opt/models"
 MODEL_CACHE_PVC = "model-cache"
 HF_SECRET = "hf-token-secret"
-SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ONLY_SLURMSERVE = ("bench", "restart", "observability", "discovery", "mocker.model_path", "mocker.replay_trace")
 
 
@@ -84,13 +84,12 @@ def split_env(env: dict[str, str]) -> tuple[dict[str, str], list[str], dict[str,
     """(plain env, envFrom Secrets, secretKeyRef VAR -> Secret): `${HF_TOKEN}` is the hf-token-secret Secret."""
     plain, secrets, keys = {}, [], {}
     for name, value in env.items():
-        reference = SECRET_REFERENCE.fullmatch(value)
-        if reference is None:
+        if not is_secret(value):
             plain[name] = value
-        elif reference[1] == DEFAULT_SECRET_VAR:
+        elif value[2:-1] == DEFAULT_SECRET_VAR:
             secrets.append(HF_SECRET)
         else:
-            keys[name] = dns_name(reference[1]) + "-secret"
+            keys[name] = dns_name(value[2:-1]) + "-secret"
     return plain, secrets, keys
 
 

@@ -18,6 +18,7 @@ import yaml
 from ..config.fields import FLAG_NAME
 from ..errors import UserError
 from ..planning.processes.workers import engine_args
+from ..render.scripts import is_secret
 from .engines import COMMON_PLANNED, ENGINES, EngineFlags, engine_of_module
 from .manifest import Manifest, Service
 from .shell import read_shell_command
@@ -27,6 +28,7 @@ SHELLS = ("/bin/sh", "sh", "/bin/bash", "bash")
 ROUTER_MODES = ("round-robin", "random", "kv")
 WORKER_ROLES = ("prefill", "decode", "agg")
 DEFAULT_SECRET_VAR = "HF_TOKEN"
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
 
 
 @dataclass
@@ -225,10 +227,23 @@ def worker_section(
             f"{service.path}: HF_HOME {command.env['HF_HOME']} (the model-cache volume) is "
             "the hosts file's model_cache on Slurm and SSH hosts"
         )
-    env = {key: value for key, value in command.env.items() if key != "HF_HOME"} | secret_env(service, secret_vars)
+    plain = {key: value for key, value in command.env.items() if key != "HF_HOME"}
+    env = without_secret_values(plain, service.path, imported.warnings) | secret_env(service, secret_vars)
     if env:
         section["env"] = env
     return {role: section}
+
+
+def without_secret_values(env: dict[str, str], where: str, warnings: list[str]) -> dict[str, str]:
+    """A token or password written into a manifest as a value becomes a `${NAME}` reference: no secret's value
+    reaches a recipe, a plan or a script."""
+    secret = [name for name, value in env.items() if SECRET_NAME.search(name) and not is_secret(value)]
+    if secret:
+        warnings.append(
+            f"{where}: the values of {', '.join(secret)} are not imported; each is a ${{NAME}} reference "
+            "the launching shell sets"
+        )
+    return env | {name: f"${{{name}}}" for name in secret}
 
 
 def settle(recipe: dict[str, Any], key: str, value: Any, where: str) -> None:
@@ -261,7 +276,7 @@ def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = Non
         imported.recipe["frontend"] = frontend
     imported.recipe |= sections
     if manifest.env:
-        imported.recipe["env"] = manifest.env
+        imported.recipe["env"] = without_secret_values(manifest.env, "spec", imported.warnings)
     imported.recipe |= image_of(workers, imported.warnings)
     imported.warnings += manifest_warnings(manifest)
     return imported

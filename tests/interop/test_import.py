@@ -191,3 +191,15 @@ def test_the_manifests_image_runs_where_the_hosts_file_asks_for_the_recipes_cont
     assert plan.container.source == "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:1.3.0"
     result = slurmserve_in_process("plan", "--recipe", "mocker-disagg", "--hosts", str(hosts))
     assert result.returncode == 2 and "names no container_image" in " ".join(result.stderr.split())
+
+
+def test_a_token_written_into_the_manifest_as_a_value_is_imported_as_a_reference(tmp_path):
+    def literal(graph):
+        graph["spec"]["services"]["TrtllmDecodeWorker"]["extraPodSpec"]["mainContainer"]["env"].append(
+            {"name": "HF_TOKEN", "value": "hf_planted_secret_value"}
+        )
+
+    imported = imported_from(write_manifest(tmp_path, bad(literal)))
+    assert "hf_planted_secret_value" not in str(imported.recipe)
+    assert imported.recipe["decode"]["env"]["HF_TOKEN"] == "${HF_TOKEN}"
+    assert any("values of HF_TOKEN are not imported" in warning for warning in imported.warnings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..planning.needs import NodeNeeds
 from ..planning.plan import Plan, Process
@@ -64,11 +65,17 @@ def flag_rejections(plan: Plan) -> list[str]:
         for process in plan.processes
         if process.module and not process.in_container and (argv := module_argv(process)) is not None
     ]
-    if not commands or not Path(plan.python).exists():
+    return command_rejections(plan.python, commands)
+
+
+def command_rejections(python: str, commands: list[dict[str, Any]]) -> list[str]:
+    """slurmserve.node.flagcheck under `python` on commands ({process, module, argv, env}): its lines, one per
+    rejected command line; nothing when every one is accepted or the check cannot run there."""
+    if not commands or not Path(python).exists():
         return []
     try:
         result = LocalRunner().run(
-            [plan.python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
+            [python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
         )
     except OSError:
         return []

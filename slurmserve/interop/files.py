@@ -15,13 +15,17 @@ from ..config.recipe import Recipe
 from ..errors import UserError
 from ..private import write_whole
 from ..runs.rundir import slurmserve_home
+from .flags import drop_rejected_flags
 from .importer import Imported, import_manifest
 from .manifest import looks_like_manifest, read_manifest
 
 
-def imported_from(path: Path, secret_vars: dict[str, str] | None = None) -> Imported:
-    """The manifest's recipe, validated as a recipe file is (errors name the manifest and the recipe field)."""
+def imported_from(path: Path, secret_vars: dict[str, str] | None = None, check_flags: bool = True) -> Imported:
+    """The manifest's recipe, validated as a recipe file is (errors name the manifest and the recipe field),
+    without the flags that this interpreter's Dynamo rejects (interop.flags)."""
     imported = import_manifest(read_manifest(path), secret_vars)
+    if check_flags:
+        drop_rejected_flags(imported)
     try:
         Recipe.model_validate(imported.recipe)
     except ValidationError as error:

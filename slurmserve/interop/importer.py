@@ -36,6 +36,8 @@ class Imported:
     recipe: dict[str, Any]
     engine_files: dict[str, str] = field(default_factory=dict)  # file name -> text
     warnings: list[str] = field(default_factory=list)
+    # What each service runs, for Dynamo's parsers: {process (its path), module, argv, env, field (of the recipe)}
+    commands: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +46,11 @@ class Command:
     flags: dict[str, str | bool]  # --flag value, or a bare --flag (True), in order
     extra: list[str]  # words that are no flag of one value (repeated flags, positionals)
     env: dict[str, str]  # the container's env and the shell's leading assignments
+    argv: list[str]  # what follows `python -m MODULE`, as written
+
+    def asked(self, service: Service, field: str) -> dict[str, Any]:
+        """The command as Dynamo's parsers are asked about it (slurmserve.node.flagcheck's input)."""
+        return {"process": service.path, "module": self.module, "argv": self.argv, "env": self.env, "field": field}
 
 
 def argv_of(service: Service) -> tuple[list[str], dict[str, str]]:
@@ -79,7 +86,7 @@ def command_of(service: Service) -> Command | None:
         else:
             flags[name] = True
         index += 1
-    return Command(argv[2], flags, extra, env)
+    return Command(argv[2], flags, extra, env, words)
 
 
 def model_fields(value: str, service: Service, mounts: list[str]) -> dict[str, Any]:
@@ -144,10 +151,12 @@ def worker_args(flags: dict[str, str | bool], extra: list[str]) -> dict[str, Any
     return ({"args": args} if args else {}) | ({"extra_args": extra} if extra else {})
 
 
-def frontend_fields(service: Service | None, warnings: list[str]) -> dict[str, Any]:
+def frontend_fields(service: Service | None, imported: Imported) -> dict[str, Any]:
     command = command_of(service) if service else None
     if service is None or command is None:
         return {}
+    imported.commands.append(command.asked(service, "frontend"))
+    warnings = imported.warnings
     if command.module != "dynamo.frontend":
         raise UserError(f"{service.path}: a frontend that runs {command.module}, not dynamo.frontend")
     mode = command.flags.pop("--router-mode", "round-robin")
@@ -193,6 +202,7 @@ def worker_section(
     role = str(flags.pop("--disaggregation-mode", None) or service.role or "agg")
     if role not in WORKER_ROLES:
         raise UserError(f"{service.path}: --disaggregation-mode {role!r} is none of {', '.join(WORKER_ROLES)}")
+    imported.commands.append(command.asked(service, role))
     if service.role and role != service.role:
         raise UserError(f"{service.path}: subComponentType/type {service.role} but --disaggregation-mode {role}")
     section: dict[str, Any] = {"replicas": service.replicas}
@@ -271,7 +281,7 @@ def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = Non
         sections |= section
     imported.recipe["mode"] = "disagg" if set(sections) & {"prefill", "decode"} else "agg"
     imported.recipe.setdefault("model", {"repo": manifest.name})
-    frontend = frontend_fields(frontends[0] if frontends else None, imported.warnings)
+    frontend = frontend_fields(frontends[0] if frontends else None, imported)
     if frontend:
         imported.recipe["frontend"] = frontend
     imported.recipe |= sections

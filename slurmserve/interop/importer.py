@@ -279,6 +279,9 @@ def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = Non
         if role in sections:
             raise UserError(f"{service.path}: a second {role} worker service; a recipe has one {role} section")
         sections |= section
+    engine = imported.recipe["engine"]
+    if manifest.backend and engine not in (manifest.backend, "mocker"):
+        raise UserError(f"{manifest.source}: spec.backendFramework is {manifest.backend}, but the workers run {engine}")
     imported.recipe["mode"] = "disagg" if set(sections) & {"prefill", "decode"} else "agg"
     imported.recipe.setdefault("model", {"repo": manifest.name})
     frontend = frontend_fields(frontends[0] if frontends else None, imported)

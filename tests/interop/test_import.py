@@ -212,3 +212,17 @@ def test_a_token_written_into_the_manifest_as_a_value_is_imported_as_a_reference
     assert "hf_planted_secret_value" not in str(imported.recipe)
     assert imported.recipe["decode"]["env"]["HF_TOKEN"] == "${HF_TOKEN}"
     assert any("values of HF_TOKEN are not imported" in warning for warning in imported.warnings)
+
+
+def test_a_snapshot_in_the_model_cache_keeps_its_revision_and_a_framework_must_match_the_workers(tmp_path):
+    snapshot = "/opt/models/hub/models--openai--gpt-oss-120b/snapshots/b5c939de8f754692c1647ca79fbf85e8c1e70f8a"
+
+    def pinned(graph):
+        for name in ("TrtllmPrefillWorker", "TrtllmDecodeWorker"):
+            env = graph["spec"]["services"][name]["extraPodSpec"]["mainContainer"]["env"]
+            next(item for item in env if item["name"] == "MODEL_PATH")["value"] = snapshot
+
+    model = imported_from(write_manifest(tmp_path, bad(pinned)), check_flags=False).recipe["model"]
+    assert (model["repo"], model["revision"]) == ("openai/gpt-oss-120b", "b5c939de8f754692c1647ca79fbf85e8c1e70f8a")
+    with pytest.raises(UserError, match="spec.backendFramework is vllm, but the workers run trtllm"):
+        imported_from(write_manifest(tmp_path, bad(lambda g: g["spec"].update(backendFramework="vllm"))))

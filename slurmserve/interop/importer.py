@@ -56,7 +56,10 @@ class Command:
 def argv_of(service: Service) -> tuple[list[str], dict[str, str]]:
     """The service's argv as the container runs it, and its env (a shell line's assignments added)."""
     if service.command[:2] and service.command[0] in SHELLS and service.command[1:2] == ["-c"]:
-        script = " ".join(service.command[2:] + service.args)
+        words = service.command[2:] + service.args  # sh -c SCRIPT [$0 $1 ...]
+        if len(words) != 1:
+            raise UserError(f"{service.path}: /bin/sh -c takes one command string here ({len(words)} given)")
+        script = words[0]
         parsed = read_shell_command(script, service.env, f"{service.path} (the /bin/sh -c command)")
         return parsed.argv, service.env | parsed.env
     return service.command + service.args, service.env
@@ -116,13 +119,18 @@ def engine_config(path: str, service: Service, manifest: Manifest) -> tuple[str,
     )
 
 
-def parallelism(flags: dict[str, str | bool], config: dict[str, Any], names: EngineFlags) -> dict[str, int]:
+def parallelism(flags: dict[str, str | bool], config: dict[str, Any], names: EngineFlags, where: str) -> dict[str, int]:
     """TP, PP and EP from the flags, else the engine config, else 1."""
     found = {}
     for field_name, (flag, key) in names.parallel.items():
         value = flags.pop(flag, None) if flag else None
         value = value if value is not None else config.get(key) if key else None
-        found[field_name] = int(str(value)) if value not in (None, True) else 1
+        try:
+            found[field_name] = int(str(value)) if value not in (None, True) else 1
+        except ValueError:
+            raise UserError(f"{where}: {flag or key} {value!r} is no whole number") from None
+        if not 1 <= found[field_name] <= 4096:
+            raise UserError(f"{where}: {flag or key} {found[field_name]} is out of range (1 to 4096)")
     return found
 
 
@@ -191,57 +199,93 @@ def worker_section(
     if command is None:
         raise UserError(f"{service.path}: a worker without a command (the image's default); name the engine's module")
     engine = engine_of_module(command.module, service.path)
-    names = ENGINES[engine]
-    recipe, flags = imported.recipe, command.flags
-    settle(recipe, "engine", engine, service.path)
+    names, flags = ENGINES[engine], command.flags
+    settle(imported.recipe, "engine", engine, service.path)
     model = next((flags.pop(flag) for flag in names.model if flag in flags), None)
     served = flags.pop(names.served_name, None)
     if isinstance(model, str):
         named = {"served_name": served} if isinstance(served, str) else {}
-        settle(recipe, "model", model_fields(model, service, service.volume_mounts) | named, service.path)
-    role = str(flags.pop("--disaggregation-mode", None) or service.role or "agg")
-    if role not in WORKER_ROLES:
-        raise UserError(f"{service.path}: --disaggregation-mode {role!r} is none of {', '.join(WORKER_ROLES)}")
+        settle(imported.recipe, "model", model_fields(model, service, service.volume_mounts) | named, service.path)
+    role = worker_role(service, flags)
     imported.commands.append(command.asked(service, role))
-    if service.role and role != service.role:
-        raise UserError(f"{service.path}: subComponentType/type {service.role} but --disaggregation-mode {role}")
     section: dict[str, Any] = {"replicas": service.replicas}
-    config: dict[str, Any] = {}
-    source = f"{service.path}'s flags"
-    if names.engine_config and isinstance(path := flags.pop(names.engine_config, None), str):
-        config_map, key = engine_config(path, service, manifest)
-        text = manifest.config_maps[config_map][key]
-        config = yaml.safe_load(text) or {}
-        file_name = f"{manifest.name}.{role}.yaml"
-        imported.engine_files[file_name] = text
-        section["engine_config"] = file_name
-        source = f"ConfigMap {config_map} {key} (with {service.path}'s flags)"
-    shape = parallelism(flags, config, names)
+    config, source = engine_config_of(service, manifest, imported, flags, role, section)
+    shape = parallelism(flags, config, names, service.path)
     if engine == "mocker" and service.gpus:  # the mock engine takes no parallelism: the shape it rehearses
         shape["tensor_parallel"] = service.gpus * service.node_count
     check_gpus(service, shape, source)
     section |= {key: value for key, value in shape.items() if value != 1}
-    for flag, parser in (("--dyn-reasoning-parser", "reasoning"), ("--dyn-tool-call-parser", "tool_call")):
-        if isinstance(value := flags.pop(flag, None), str):
-            recipe.setdefault("parsers", {})[parser] = value
-    if engine == "mocker" and isinstance(ratio := flags.pop("--speedup-ratio", None), str):
-        recipe.setdefault("mocker", {})["speedup_ratio"] = float(ratio)
+    recipe_wide_flags(imported.recipe, flags, engine, service.path)
     dropped = [flag for flag in names.planned if flags.pop(flag, None) is not None]
     if dropped:
         imported.warnings.append(f"{service.path}: {', '.join(dropped)} left to the plan")
     section |= worker_args(flags, command.extra) if engine != "mocker" else {}
     if engine == "mocker" and (flags or command.extra):
         imported.warnings.append(f"{service.path}: the mock engine's {', '.join(flags) or command.extra[0]} not taken")
-    if "HF_HOME" in command.env:
-        imported.warnings.append(
-            f"{service.path}: HF_HOME {command.env['HF_HOME']} (the model-cache volume) is "
+    env = worker_env(service, command.env, imported.warnings) | secret_env(service, secret_vars)
+    return {role: section | ({"env": env} if env else {})}
+
+
+def worker_role(service: Service, flags: dict[str, str | bool]) -> str:
+    """prefill, decode or agg: --disaggregation-mode, which must agree with subComponentType / type."""
+    role = str(flags.pop("--disaggregation-mode", None) or service.role or "agg")
+    if role not in WORKER_ROLES:
+        raise UserError(f"{service.path}: --disaggregation-mode {role!r} is none of {', '.join(WORKER_ROLES)}")
+    if service.role and role != service.role:
+        raise UserError(f"{service.path}: subComponentType/type {service.role} but --disaggregation-mode {role}")
+    return role
+
+
+def engine_config_of(
+    service: Service,
+    manifest: Manifest,
+    imported: Imported,
+    flags: dict[str, str | bool],
+    role: str,
+    section: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """The engine YAML the worker's flags name, as a file of the import (and the section's engine_config), and
+    where the parallelism comes from, for messages."""
+    option = ENGINES[imported.recipe["engine"]].engine_config
+    path = flags.pop(option, None) if option else None
+    if not isinstance(path, str):
+        return {}, f"{service.path}'s flags"
+    config_map, key = engine_config(path, service, manifest)
+    text = manifest.config_maps[config_map][key]
+    where = f"ConfigMap {config_map} {key}"
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{manifest.source}: {where} is not YAML ({' '.join(str(error).split())[:200]})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{manifest.source}: {where} is no mapping of engine settings")
+    file_name = f"{manifest.name}.{role}.yaml"
+    imported.engine_files[file_name] = text
+    section["engine_config"] = file_name
+    return config, f"{where} (with {service.path}'s flags)"
+
+
+def recipe_wide_flags(recipe: dict[str, Any], flags: dict[str, str | bool], engine: str, where: str) -> None:
+    """Flags whose recipe field is the whole recipe's: the parsers, the mock engine's speed-up."""
+    for flag, parser in (("--dyn-reasoning-parser", "reasoning"), ("--dyn-tool-call-parser", "tool_call")):
+        if isinstance(value := flags.pop(flag, None), str):
+            recipe.setdefault("parsers", {})[parser] = value
+    if engine == "mocker" and isinstance(ratio := flags.pop("--speedup-ratio", None), str):
+        try:
+            recipe.setdefault("mocker", {})["speedup_ratio"] = float(ratio)
+        except ValueError:
+            raise UserError(f"{where}: --speedup-ratio {ratio!r} is no number") from None
+
+
+def worker_env(service: Service, env: dict[str, str], warnings: list[str]) -> dict[str, str]:
+    """The container's env as the worker's, without HF_HOME (the hosts file's model_cache) or secret values."""
+    if "HF_HOME" in env:
+        warnings.append(
+            f"{service.path}: HF_HOME {env['HF_HOME']} (the model-cache volume) is "
             "the hosts file's model_cache on Slurm and SSH hosts"
         )
-    plain = {key: value for key, value in command.env.items() if key != "HF_HOME"}
-    env = without_secret_values(plain, service.path, imported.warnings) | secret_env(service, secret_vars)
-    if env:
-        section["env"] = env
-    return {role: section}
+    plain = {key: value for key, value in env.items() if key != "HF_HOME"}
+    return without_secret_values(plain, service.path, warnings)
 
 
 def without_secret_values(env: dict[str, str], where: str, warnings: list[str]) -> dict[str, str]:

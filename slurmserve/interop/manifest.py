@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError, did_you_mean
-from .schema import API_GROUP, KIND, schema_problems
+from .schema import API_GROUP, KIND, pruned, schema_problems
 
 SERVICE_KINDS = {"frontend": "frontend", "worker": "worker", "main": "worker", "planner": "planner"}
 BETA_TYPES = {"frontend": ("frontend", None), "worker": ("worker", None), "planner": ("planner", None)} | {
@@ -98,6 +98,7 @@ def read_manifest(path: Path) -> Manifest:
     problems = schema_problems(graph)
     if problems:
         raise UserError(f"{where} does not fit the CRD's schema: " + "; ".join(problems[:5]))
+    graph = pruned(graph)  # as the API server reads it: a null is no value
     config_maps = {
         str(doc["metadata"]["name"]): {str(key): str(value) for key, value in (doc.get("data") or {}).items()}
         for doc in documents

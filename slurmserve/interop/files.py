@@ -23,7 +23,10 @@ from .manifest import looks_like_manifest, read_manifest
 def imported_from(path: Path, secret_vars: dict[str, str] | None = None, check_flags: bool = True) -> Imported:
     """The manifest's recipe, validated as a recipe file is (errors name the manifest and the recipe field),
     without the flags that this interpreter's Dynamo rejects (interop.flags)."""
-    imported = import_manifest(read_manifest(path), secret_vars)
+    try:
+        imported = import_manifest(read_manifest(path), secret_vars)
+    except UserError as error:  # each names its place in the manifest; and the file, where it does not yet
+        raise error if str(error).startswith(str(path)) else UserError(f"{path}: {error}") from None
     if check_flags:
         drop_rejected_flags(imported)
     try:

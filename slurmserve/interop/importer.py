@@ -110,7 +110,7 @@ def engine_config(path: str, service: Service, manifest: Manifest) -> tuple[str,
             if key not in manifest.config_maps.get(config_map, {}):
                 raise UserError(
                     f"{service.path}: --extra-engine-args {path}: ConfigMap {config_map} (mounted at "
-                    f"{root}) has no key {key} in {manifest.source}"
+                    f"{root}) has no key {key}"
                 )
             return config_map, key
     raise UserError(

@@ -102,7 +102,10 @@ def read_manifest(path: Path) -> Manifest:
     config_maps = {
         str(doc["metadata"]["name"]): {str(key): str(value) for key, value in (doc.get("data") or {}).items()}
         for doc in documents
-        if doc.get("kind") == "ConfigMap" and isinstance(doc.get("metadata"), dict) and "name" in doc["metadata"]
+        if doc.get("kind") == "ConfigMap"
+        and isinstance(doc.get("metadata"), dict)
+        and "name" in doc["metadata"]
+        and isinstance(doc.get("data") or {}, dict)
     }
     spec = graph.get("spec") or {}
     version = graph["apiVersion"].removeprefix(f"{API_GROUP}/")

@@ -64,7 +64,7 @@ class Manifest:
 def read_documents(path: Path) -> list[dict[str, Any]]:
     try:
         documents = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: undecodable, or a number too long
         raise UserError(f"{path}: cannot be read as YAML ({' '.join(str(error).split())[:300]})") from None
     if not all(isinstance(doc, dict) for doc in documents):
         raise UserError(f"{path}: every YAML document must be a mapping (a Kubernetes object)")
@@ -79,7 +79,7 @@ def looks_like_manifest(path: Path) -> bool:
     """A file of Kubernetes objects (its first document names apiVersion and kind), not a recipe."""
     try:
         first = next(iter(yaml.safe_load_all(path.read_text(encoding="utf-8"))), None)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # unreadable: the recipe loader says why, in its words
         return False
     return isinstance(first, dict) and "apiVersion" in first and "kind" in first
 

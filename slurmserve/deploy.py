@@ -39,7 +39,7 @@ from .private import write_private
 from .render.files import link_served_model, rendered_files, write_files
 from .runs import HELPERS, RunDir, Verdict, create_run
 from .runs.events import Cancelled, CancelRequested, Failed, Ready, Submitted
-from .runtime.inputs import Inputs, flags_asked, load_inputs, pin_model, plan_for, stages_a_model
+from .runtime.inputs import Inputs, flags_asked, load_inputs, pin_model, plan_for, record_flags_accepted, stages_a_model
 from .runtime.launch import wait_for_deployment
 from .runtime.names import prune, remove, stopped, take_name
 from .runtime.status import RunStatus, status
@@ -84,7 +84,8 @@ class Prepared:
     inputs: Inputs
     plan: Plan
     files: dict[str, str]  # the run directory's files that come from the plan: relative path -> text
-    flags_checked: Callable[[], None] = lambda: None  # waits for Dynamo's parsers' answer (raises a refusal)
+    # Waits for Dynamo's parsers' answer (raises a refusal); True when the plan's interpreter accepted them.
+    flags_checked: Callable[[], bool] = lambda: False
 
     @property
     def script(self) -> str:
@@ -168,7 +169,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     backend = backend_for(plan.backend)
     take_name(plan)
     backend.preflight(plan)
-    prepared.flags_checked()
+    flags_accepted = prepared.flags_checked()
     if plan.model_stage and not backend.traits.stages_model_in_job:
         stage_model(inputs)
     run: RunDir | None = None
@@ -177,7 +178,7 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
         # everything started so far: a whole run directory, a launcher with its PID or a job with its handle.
         with signals_held():
             run = create_run(plan)
-            launch = launch_run(backend, prepared, run)
+            launch = launch_run(backend, prepared, run, flags_accepted)
         if not wait:
             return Deployment(run, plan)
         sample = wait_for_deployment(backend, launch, run, plan, timeout)
@@ -198,10 +199,12 @@ def submit(prepared: Prepared, *, wait: bool = True, timeout: float = DEFAULT_TI
     return Deployment(run, plan, sample)
 
 
-def launch_run(backend: Backend, prepared: Prepared, run: RunDir) -> Launch:
+def launch_run(backend: Backend, prepared: Prepared, run: RunDir, flags_accepted: bool = False) -> Launch:
     """The run directory's files, then the backend's launch."""
     save_inputs(run, prepared.inputs)
     write_files(prepared.files, run.path, overwrite=True)
+    if flags_accepted:
+        record_flags_accepted(run, prepared.plan)
     link_served_model(prepared.plan, run.path)
     run.record(Submitted())
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..planning.needs import NodeNeeds
-from ..planning.plan import Plan, Process
+from ..planning.plan import Plan
 from ..resources import node_check_source, node_program_source
 from ..transport.runner import LocalRunner, NodeRunner, Ran
 from ..transport.sockets import port_free
@@ -47,36 +47,29 @@ def check_here(needs: NodeNeeds) -> str | None:
     return f"{needs.node}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"
 
 
-def module_argv(process: Process) -> list[str] | None:
-    """What follows `python -m MODULE` in the process's command (launchers such as `env -C DIR` before it)."""
-    command = process.command
-    starts = [i for i in range(len(command) - 1) if command[i : i + 2] == ["-m", process.module]]
-    return command[starts[0] + 2 :] if starts else None
-
-
-def flag_rejections(plan: Plan) -> list[str]:
+def flag_rejections(plan: Plan) -> list[str] | None:
     """Dynamo's own argument parsers, in the interpreter the plan runs (one start for every process), on
     each Dynamo command line that runs outside a container: one line per rejected one, naming the process,
-    the flag, the parser's words and Dynamo's version. Nothing to say when that interpreter is not on this
-    machine (the job's node preflight is the place then), or when it cannot run the check at all (no
+    the flag, the parser's words and Dynamo's version. None when they could not be asked: that interpreter
+    is not on this machine (the job's node preflight asks it there), or it cannot run the check at all (no
     Dynamo there: the interpreter check before submit says so in its own words)."""
-    commands = [
-        {"process": process.name, "module": process.module, "argv": argv, "env": process.env}
-        for process in plan.processes
-        if process.module and not process.in_container and (argv := module_argv(process)) is not None
-    ]
+    commands = [asked for process in plan.processes if not process.in_container and (asked := process.parser_input())]
     return command_rejections(plan.python, commands)
 
 
-def command_rejections(python: str, commands: list[dict[str, Any]]) -> list[str]:
+def command_rejections(python: str, commands: list[dict[str, Any]]) -> list[str] | None:
     """slurmserve.node.flagcheck under `python` on commands ({process, module, argv, env}): its lines, one per
-    rejected command line; nothing when every one is accepted or the check cannot run there."""
-    if not commands or not Path(python).exists():
+    rejected command line ([] when every one is accepted); None when `python` could not be asked."""
+    if not commands:
         return []
+    if not Path(python).exists():
+        return None
     try:
         result = LocalRunner().run(
             [python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
         )
     except OSError:
-        return []
-    return result.stdout.splitlines() if result.exited == 1 else []
+        return None
+    if result.exited not in (0, 1):
+        return None
+    return result.stdout.splitlines()

@@ -34,7 +34,7 @@ def drop_rejected_flags(imported: Imported, python: str = sys.executable) -> Non
     """Ask this interpreter's Dynamo about each service's command; leave out what it rejects, and say so."""
     asked = [{key: value for key, value in command.items() if key != "field"} for command in imported.commands]
     fields = {command["process"]: command["field"] for command in imported.commands}
-    for line in command_rejections(python, asked):
+    for line in command_rejections(python, asked) or []:  # None: no Dynamo here to ask (plan asks the nodes')
         match = REJECTION.fullmatch(line)
         if match is None:
             imported.warnings.append(line)

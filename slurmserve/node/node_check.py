@@ -14,6 +14,7 @@ container's own interpreter runs as a plain script, and the SSH backend sends it
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -25,6 +26,9 @@ import tempfile
 from typing import Any
 
 GPU_LISTING_TIMEOUT_S = 10
+# Dynamo's TRT-LLM and vLLM parsers import their engine, which can take minutes on a busy node: still far
+# less than a model load that a rejected flag would end.
+FLAGCHECK_TIMEOUT_S = 600
 
 
 def module_problem(python: str, module: str, packages: list[str]) -> str | None:
@@ -86,14 +90,59 @@ def visible_gpus() -> int | None:
     return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
-def problems(needs: dict[str, Any]) -> list[str]:
-    """What the node lacks, in words: empty when it has everything."""
+def dynamo_version() -> str | None:
+    for distribution in ("ai-dynamo", "ai-dynamo-runtime"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def accepted_before(python: str, record: str | None) -> bool:
+    """Whether `python`, with the Dynamo it has now, accepted the command lines before submit (the record
+    submit wrote): asking its parsers again would give the same answer."""
+    if not record:
+        return False
+    try:
+        with open(record) as file:
+            accepted = json.load(file)
+    except (OSError, ValueError):
+        return False
+    if os.path.abspath(accepted.get("python") or "") != os.path.abspath(python):
+        return False
+    return accepted.get("dynamo") in (None, dynamo_version())
+
+
+def flag_problems(python: str, commands: list[dict[str, Any]], flagcheck: str) -> list[str]:
+    """Dynamo's own parsers, in `python`, on the command lines that start here (slurmserve.node.flagcheck):
+    each rejected one, naming its process, the flag and this Dynamo's version."""
+    try:
+        asked = subprocess.run(
+            [python, flagcheck], input=json.dumps(commands), capture_output=True, text=True, timeout=FLAGCHECK_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return [f"Dynamo's argument parsers did not answer within {FLAGCHECK_TIMEOUT_S} s"]
+    if asked.returncode == 1:
+        return asked.stdout.splitlines()
+    if asked.returncode != 0:
+        return [f"Dynamo's argument parsers could not be asked: {' '.join(asked.stderr.split())[-300:]}"]
+    return []
+
+
+def problems(needs: dict[str, Any], flagcheck: str | None = None, accepted: str | None = None) -> list[str]:
+    """What the node lacks, in words: empty when it has everything. With `flagcheck` (its script), a flag
+    the node's Dynamo rejects counts too, unless `accepted` records that this interpreter accepted them."""
     python = needs["python"]
     found = [
         problem
         for module, packages in needs.get("modules", {}).items()
         if (problem := module_problem(python, module, packages))
     ]
+    commands = needs.get("commands", [])
+    # Only where Dynamo imports: without it, the line above already says what is wrong.
+    if commands and flagcheck and not found and not accepted_before(python, accepted):
+        found += flag_problems(python, commands, flagcheck)
     found += [
         f"{program} not found ({why})"
         for program, why in needs.get("programs", {}).items()
@@ -123,9 +172,9 @@ def problems(needs: dict[str, Any]) -> list[str]:
     return found
 
 
-def report(needs: dict[str, Any]) -> str | None:
+def report(needs: dict[str, Any], flagcheck: str | None = None, accepted: str | None = None) -> str | None:
     """One line naming the node and all it lacks, or None."""
-    lacking = problems(needs)
+    lacking = problems(needs, flagcheck, accepted)
     if not lacking:
         return None
     place = f" ({needs['place']})" if needs.get("place") else ""
@@ -153,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         help="write the GPUs Slurm granted here (CUDA_VISIBLE_DEVICES) to DIR/HOSTNAME.gpus, for tasks in "
         "Slurm's OCI containers, which do not get the variable",
     )
+    parser.add_argument(
+        "--flagcheck",
+        metavar="SCRIPT",
+        help="slurmserve.node.flagcheck as a script: ask the node's Dynamo about the command lines that start here",
+    )
+    parser.add_argument(
+        "--accepted",
+        metavar="RECORD",
+        help="which interpreter and Dynamo accepted those command lines before submit: under the same, not asked again",
+    )
     args = parser.parse_args(argv)
     if args.save_gpus:
         with open(os.path.join(args.save_gpus, f"{socket.gethostname()}.gpus"), "w") as grants:
@@ -165,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         needs = part.get(args.node or this_node(part))
         if needs is None:
             return 0  # nothing of this part runs on this node
-    line = report(needs)
+    line = report(needs, args.flagcheck, args.accepted)
     if line:
         print(line, flush=True)
         return 1

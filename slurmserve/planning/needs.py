@@ -7,6 +7,8 @@ backend. With a container, what its processes need is checked inside it, with th
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from .plan import Plan
@@ -31,9 +33,14 @@ class NodeNeeds(BaseModel):
     writable: dict[str, str] = {}  # a folder the processes write to -> what it is
     ports: dict[str, int] = {}  # "process port-name" -> a port that must be free on `address`
     gpus: int = 0  # GPUs that must be visible (a real engine); 0: not checked
+    # The Dynamo command lines that start here, as Dynamo's own parsers are asked about them
+    # (slurmserve.node.flagcheck): the Dynamo of this node or image must accept every flag.
+    commands: list[dict[str, Any]] = []
 
     def is_empty(self) -> bool:
-        return not (self.modules or self.programs or self.paths or self.writable or self.ports or self.gpus)
+        return not (
+            self.modules or self.programs or self.paths or self.writable or self.ports or self.gpus or self.commands
+        )
 
 
 class Needs(BaseModel):
@@ -94,4 +101,9 @@ def _node_needs(plan: Plan, traits: BackendTraits, node: str, *, in_container: b
         else {f"{p.name} {label}": port for p in on_node if p.host == node for label, port in p.ports.items()},
         # GPUs are checked on the node (nvidia-smi lists what the container would get).
         gpus=0 if in_container or plan.engine == "mocker" else sum(len(p.gpus) for p in on_node),
+        # Asked in the job's own preflight: before submit only this machine's interpreter can be asked, and
+        # never an image's.
+        commands=[asked for p in here if p.host == node and (asked := p.parser_input())]
+        if traits.has_allocation
+        else [],
     )

@@ -66,6 +66,22 @@ class Process(BaseModel):
         """Where the process starts: its first node (a worker wider than a node is one MPI world led from there)."""
         return self.nodes[0]
 
+    @property
+    def module_argv(self) -> list[str] | None:
+        """What follows `python -m MODULE` in its command (launchers such as `env -C DIR` before it)."""
+        command = self.command
+        starts = [i for i in range(len(command) - 1) if command[i : i + 2] == ["-m", self.module]]
+        return command[starts[0] + 2 :] if starts else None
+
+    def parser_input(self) -> dict[str, Any] | None:
+        """The process as Dynamo's argument parsers are asked about it (slurmserve.node.flagcheck's input):
+        its module, what follows `-m MODULE`, and the environment its flags may default from. None when it
+        runs no Python module."""
+        argv = self.module_argv
+        if not self.module or argv is None:
+            return None
+        return {"process": self.name, "module": self.module, "argv": argv, "env": self.env}
+
 
 class ModelStage(BaseModel):
     """A model to fetch once into the shared cache (Hugging Face layout) before any worker starts."""

@@ -13,10 +13,10 @@ from ..planning.needs import needs_of
 from ..planning.plan import GLOBAL_ROUTER_CONFIG, PROMETHEUS_CONFIG, RUN_BUNDLE, Plan
 from ..planning.traits import BackendTraits
 from ..private import make_folder, make_out_dir, make_private_dir, write_whole
-from ..resources import node_check_source, resource_dir
+from ..resources import node_check_source, node_program_source, resource_dir
 from ..runs.layout import PLAN_FILE
 from .containers import run_bundle_config
-from .scripts import NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
+from .scripts import FLAGCHECK_SCRIPT, NEEDS_FILE, PREFLIGHT_SCRIPT, TASK_START, render_scripts
 
 
 def engine_yaml(source: str, overrides: dict[str, int]) -> str:
@@ -32,6 +32,7 @@ def rendered_files(plan: Plan, traits: BackendTraits) -> dict[str, str]:
     if traits.has_allocation:  # each step starts through task-start.sh, after the node preflight's step
         files[TASK_START] = (resource_dir("sbatch_templates") / TASK_START).read_text()
         files[PREFLIGHT_SCRIPT] = node_check_source()
+        files[FLAGCHECK_SCRIPT] = node_program_source("flagcheck")
         files[NEEDS_FILE] = needs_of(plan, traits).model_dump_json(indent=2) + "\n"
     if plan.container and plan.container.kind == "oci":
         files[f"{RUN_BUNDLE}/config.json"] = run_bundle_config(plan.container)

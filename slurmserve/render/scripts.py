@@ -13,7 +13,7 @@ from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process
 from ..planning.traits import BackendTraits
 from ..resources import resource_dir
-from ..runs.layout import LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR
+from ..runs.layout import FLAGS_ACCEPTED_FILE, LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR
 from ..transport.srun import SrunStep, shell_words
 from ..transport.words import ssh_words
 
@@ -24,6 +24,7 @@ SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 TASK_START = "task-start.sh"  # the per-task start of a Slurm step, shipped beside the templates
 PREFLIGHT_SCRIPT = "node-preflight.py"  # slurmserve.node.node_check, copied: an image's Python runs it too
 NEEDS_FILE = "preflight.json"  # what each node needs (planning.needs), the node preflight's input
+FLAGCHECK_SCRIPT = "flagcheck.py"  # slurmserve.node.flagcheck, copied: the node preflight runs it, in an image too
 # What each Slurm task picks for itself (task-start.sh) instead of taking it from the command line.
 PER_TASK_VARS = ("CUDA_VISIBLE_DEVICES",)
 PER_RANK_VARS = ("CUDA_VISIBLE_DEVICES", "UCX_NET_DEVICES", "NCCL_IB_HCA")
@@ -120,19 +121,23 @@ def preflight_steps(plan: Plan, traits: BackendTraits) -> tuple[list[str], list[
     slurmserve's interpreter, and (with a container) inside it, with the image's."""
     needs = needs_of(plan, traits)
     nodes = [node.name for node in plan.nodes]
-    script, needs_file = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"', f'"$RUN_DIR/{NEEDS_FILE}"'
+    script = f'"$RUN_DIR/{PREFLIGHT_SCRIPT}"'
+    # Dynamo's parsers are asked there too (in the image: its Dynamo), unless submit's check already
+    # asked the same interpreter.
+    flags = f'--flagcheck "$RUN_DIR/{FLAGCHECK_SCRIPT}" --accepted "$RUN_DIR/{FLAGS_ACCEPTED_FILE}"'
+    inputs = f'"$RUN_DIR/{NEEDS_FILE}" {flags}'
     gpus = plan.gpus_per_node_used()
     on_nodes = [*srun_words("preflight", nodes, len(nodes)), f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N.log"']
     on_nodes[1:1] = [f"--gres=gpu:{gpus}"] if gpus else []
     save_gpus = ' --save-gpus "$RUN_DIR/preflight"' if loses_task_env(plan) and gpus else ""
-    on_nodes.append(f'"$PYTHON" {script} {needs_file}{save_gpus}')
+    on_nodes.append(f'"$PYTHON" {script} {inputs}{save_gpus}')
     if not (needs.container and plan.container):
         return on_nodes, []
     inside = srun_words("preflight", list(needs.container), len(needs.container))
     inside += [
         " ".join(map(shlex.quote, plan.container.srun_flags(plan.run_dir))),
         f'--output="$RUN_DIR/{PREFLIGHT_DIR}/%N@container.log"',
-        f"{shlex.quote(plan.container.python)} {script} {needs_file} --part container",
+        f"{shlex.quote(plan.container.python)} {script} {inputs} --part container",
     ]
     return on_nodes, inside
 

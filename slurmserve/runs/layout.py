@@ -24,6 +24,9 @@ LOGS_DIR = "logs"
 PIDS_DIR = "pids"
 REQUESTS_DIR = "requests"  # restart-NAME: a restart asked of the supervisor
 PREFLIGHT_DIR = "preflight"  # the node preflight's output, NODE[@container].log
+# Which interpreter (and Dynamo) accepted the plan's command lines before submit: a node preflight running
+# under that same one need not ask Dynamo's parsers again (slurmserve.node.node_check --accepted).
+FLAGS_ACCEPTED_FILE = "flags-accepted.json"
 BENCH_DIR = "bench"  # a folder per benchmark
 LIVE_METRICS_FILE = "metrics/live.json"  # the scraper's latest live figures, for the supervisor's state
 MADE_WITH_THE_RUN = (LOGS_DIR, PIDS_DIR)
@@ -86,6 +89,10 @@ class RunPaths:
     @property
     def preflight(self) -> Path:
         return self.folder / PREFLIGHT_DIR
+
+    @property
+    def flags_accepted(self) -> Path:
+        return self.folder / FLAGS_ACCEPTED_FILE
 
     @property
     def bench(self) -> Path:

@@ -3,6 +3,7 @@ block that no live run on the same nodes holds."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -15,14 +16,16 @@ from ..backends.preflight import flag_rejections
 from ..config.fields import check_identifier
 from ..config.hosts import Hosts, load_hosts
 from ..config.recipe import Recipe, load_recipe, recipe_path
+from ..config.runtimes import venv_dynamo
 from ..errors import UserError
 from ..hardware.discovery import default_hosts, with_local_nodes
 from ..interop.files import recipe_source
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..planning.ports import PORT_BLOCKS
+from ..private import write_private
 from ..resources import builtin_recipes_dir, bundled_binary
-from ..runs import live_runs, new_run_name, run_dir_for
+from ..runs import RunDir, live_runs, new_run_name, run_dir_for
 
 
 @dataclass(frozen=True)
@@ -119,37 +122,50 @@ def in_a_free_port_block(plan: Plan, plan_in: Callable[[int], Plan]) -> Plan:
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
 
 
-def refuse_rejected_flags(plan: Plan) -> None:
+def refuse_rejected_flags(plan: Plan) -> bool:
     """Exit 2 when the Dynamo the plan runs would refuse a command line at start-up (a flag a recipe's
-    `args`/`extra_args` or a `--set` adds, which nothing else checks), before any GPU hour is spent."""
+    `args`/`extra_args` or a `--set` adds, which nothing else checks), before any GPU hour is spent.
+    False when that Dynamo could not be asked from here (the job's node preflight asks it)."""
     rejected = flag_rejections(plan)
+    if rejected is None:
+        return False
     if rejected:
         raise UserError(
             f"recipe {plan.recipe}: {'; '.join(rejected)} (asked with {plan.python}). Take the flag out of the "
             "recipe's frontend.extra_args or workers' args/extra_args (or the --set that adds it), or set "
             "python: in the hosts file to a Dynamo that takes it."
         )
+    return True
 
 
-def flags_asked(inputs: Inputs, plan: Plan) -> Callable[[], None]:
+def flags_asked(inputs: Inputs, plan: Plan) -> Callable[[], bool]:
     """`refuse_rejected_flags` in a thread of its own: its interpreter start (about 0.3 s) runs beside
     whatever the caller does next (submit: the backend's own preflight) instead of before it. The call
-    returned waits for the answer, and raises what the check raised."""
-    answer: Future[None] = Future()
+    returned waits for the answer, and raises what the check raised; True when the plan's interpreter
+    accepts every command line it runs outside a container (asked, or proven by the tests)."""
+    answer: Future[bool] = Future()
     if inputs.commands_proven:
-        answer.set_result(None)
+        answer.set_result(True)
         return answer.result
 
     def ask() -> None:
         try:
-            refuse_rejected_flags(plan)
+            answer.set_result(refuse_rejected_flags(plan))
         except BaseException as error:  # the caller's to raise, when it waits
             answer.set_exception(error)
-        else:
-            answer.set_result(None)
 
     threading.Thread(target=ask, daemon=True).start()
     return answer.result
+
+
+def record_flags_accepted(run: RunDir, plan: Plan) -> None:
+    """Which interpreter accepted the plan's command lines: the job's node preflight, run by that same
+    one, skips asking again (about 0.5 s before anything starts). Not for vLLM workers: where vLLM is not
+    installed here its engine flags were not asked of vLLM's own definitions, and the nodes hold it."""
+    if any(process.module == "dynamo.vllm" for process in plan.processes):
+        return
+    dynamo = venv_dynamo() if os.path.abspath(plan.python) == os.path.abspath(sys.executable) else None
+    write_private(run.paths.flags_accepted, json.dumps({"python": plan.python, "dynamo": dynamo}) + "\n")
 
 
 def stages_a_model(inputs: Inputs) -> bool:

@@ -5,7 +5,10 @@ host's venv. The frontend and the workers run in it; etcd and slurmserve's helpe
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +76,40 @@ def test_an_image_lacking_the_engine_fails_the_node_preflight_inside_it(slurm_la
         "node1 (in the container): dynamo.mocker cannot be imported by /usr/bin/python3 (No module named 'dynamo')"
         in result.stderr
     )
+
+
+def image_with_a_planted_flag(image: Path, into: Path) -> Path:
+    """A copy of the image (hard links: seconds, no space) whose Dynamo, versioned 1.6.1+planted, has no
+    `--speedup-ratio` (renamed `--speedup`): a Dynamo that rejects a flag the host's accepts. The files
+    changed are copied first, so the image itself stays as it was."""
+    subprocess.run(["cp", "-al", str(image / "rootfs"), str(into / "rootfs")], check=True)
+    shutil.copy(image / "config.json", into / "config.json")
+    (site,) = (into / "rootfs" / oci.VENV.lstrip("/") / "lib").glob("python3*/site-packages")
+    (metadata,) = site.glob("ai_dynamo-1.6.1.dist-info/METADATA")
+    for path, old, new in (
+        (site / "dynamo" / "mocker" / "args.py", '"--speedup-ratio"', '"--speedup"'),
+        (metadata, "Version: 1.6.1\n", "Version: 1.6.1+planted\n"),
+    ):
+        text = path.read_text()
+        assert old in text, f"{path} has no {old!r} to plant over"
+        path.unlink()  # the hard link, not the image's file
+        path.write_text(text.replace(old, new))
+    return into
+
+
+def test_an_image_whose_dynamo_rejects_a_flag_ends_the_job_before_anything_starts(slurm_lab, oci_image, tmp_path):
+    """Before submit only this machine's Dynamo can be asked; the job's node preflight asks the image's,
+    inside the container, and names the flag and that Dynamo's version."""
+    run = "lab-oci-planted"
+    planted = image_with_a_planted_flag(oci_image, tmp_path)
+
+    def in_the_planted_image(hosts: dict) -> None:
+        hosts["slurm"] |= {"container_bundle": str(planted), "container_tools": {"python": oci.PYTHON}}
+
+    hosts = lab_hosts_variant(slurm_lab, "slurm", tmp_path, in_the_planted_image)
+    result = slurmserve("submit", "--recipe", "mocker-agg", "--hosts", hosts, "--name", run, "--timeout", "120")
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = "node1 (in the container): agg-0: Dynamo 1.6.1+planted's dynamo.mocker rejects --speedup-ratio "
+    assert said in result.stderr and "unrecognized arguments: --speedup-ratio 100" in result.stderr, result.stderr
+    the_run = open_run(run)
+    assert not list(the_run.path.glob("pids/*.tasks")), "something started after the preflight failed"

@@ -7,13 +7,16 @@ import socket
 import subprocess
 import sys
 
-from slurmserve.backends import SLURM_TRAITS
+import pytest
+
+from slurmserve.backends import LOCAL_TRAITS, SLURM_TRAITS
 from slurmserve.backends.preflight import check_here
 from slurmserve.node import node_check
 from slurmserve.planning.needs import NodeNeeds, needs_of
 from slurmserve.runs import RunDir
 
 from ..conftest import plan_of
+from ..node.test_flagcheck import DYNAMO, FLAGCHECK
 
 
 def test_each_node_needs_what_its_processes_run():
@@ -107,6 +110,51 @@ def test_the_check_runs_as_a_plain_script_from_the_needs_file(tmp_path):
         text=True,
     )
     assert (container.returncode, container.stdout) == (0, "")  # nothing of that part runs there
+
+
+def test_each_place_asks_about_the_dynamo_command_lines_that_start_there():
+    needs = needs_of(plan_of("mocker-disagg", "pyxis-two-node.yaml"), SLURM_TRAITS)
+    asked = {node: [c["process"] for c in part.commands] for node, part in needs.container.items()}
+    assert asked == {"gpu01": ["prefill-0", "frontend"], "gpu02": ["decode-0"]}
+    assert all(not part.commands for part in needs.nodes.values())  # etcd and nats: no parser to ask
+    (decode,) = needs.container["gpu02"].commands
+    assert decode["module"] == "dynamo.mocker" and decode["argv"][0] == "--model-path"
+    # Where nothing runs in a job, only this machine's interpreter is asked, before submit.
+    assert not needs_of(plan_of("mocker-disagg", "local.yaml"), LOCAL_TRAITS).nodes["localhost"].commands
+
+
+def frontend_asked_with(flag: str) -> list[dict]:
+    return [{"process": "frontend", "module": "dynamo.frontend", "argv": ["--http-port", "8000", flag], "env": {}}]
+
+
+@pytest.mark.slow  # Dynamo's own parser, in a Python of its own: about 1 s
+def test_a_flag_the_nodes_dynamo_rejects_is_named_with_its_version(tmp_path):
+    needs = needs_here(tmp_path, modules={"dynamo.frontend": []}, commands=frontend_asked_with("--router-reset-states"))
+    line = node_check.report(needs.model_dump(), flagcheck=str(FLAGCHECK))
+    assert line is not None and line.startswith(
+        f"node2: frontend: Dynamo {DYNAMO}'s dynamo.frontend rejects --router-reset-states: "
+    )
+    accepted = needs_here(tmp_path, modules={"dynamo.frontend": []}, commands=frontend_asked_with("--no-kv-events"))
+    assert node_check.report(accepted.model_dump(), flagcheck=str(FLAGCHECK)) is None
+
+
+def test_what_this_interpreter_accepted_before_submit_is_not_asked_again(tmp_path):
+    record = tmp_path / "flags-accepted.json"
+    rejected = needs_here(tmp_path, commands=frontend_asked_with("--router-reset-states")).model_dump()
+    missing_script = str(tmp_path / "no-flagcheck.py")  # asking would fail loudly
+    record.write_text(json.dumps({"python": sys.executable, "dynamo": DYNAMO}))
+    assert node_check.problems(rejected, missing_script, str(record)) == []
+    record.write_text(json.dumps({"python": sys.executable, "dynamo": "1.5.0"}))  # another Dynamo since
+    assert "could not be asked" in node_check.problems(rejected, missing_script, str(record))[0]
+    record.write_text(json.dumps({"python": "/opt/dynamo/bin/python3", "dynamo": None}))  # an image's
+    assert node_check.problems(rejected, missing_script, str(record)) != []
+
+
+def test_without_dynamo_the_module_line_says_so_and_no_parser_is_asked(tmp_path):
+    needs = needs_here(tmp_path, modules={"no_dynamo_here": []}, commands=frontend_asked_with("--x"))
+    assert node_check.problems(needs.model_dump(), str(tmp_path / "no-flagcheck.py")) == [
+        f"no_dynamo_here cannot be imported by {sys.executable} (No module named 'no_dynamo_here')"
+    ]
 
 
 def test_an_interpreter_that_does_not_run_is_named(tmp_path):

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from slurmserve.backends.preflight import module_argv
 from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.resources import PACKAGE_DIR
 
@@ -49,14 +48,9 @@ def commands_of(recipe: str, hosts: str, sets: list[str]) -> list[dict]:
     label = f"{recipe}@{hosts.removesuffix('.yaml')}{''.join(f' --set {s}' for s in sets)}"
     plan = plan_of(recipe, hosts, *sets)
     return [
-        {
-            "process": f"{label}: {process.name}",
-            "module": process.module,
-            "argv": module_argv(process),
-            "env": process.env,
-        }
+        asked | {"process": f"{label}: {asked['process']}"}
         for process in plan.processes
-        if process.module
+        if (asked := process.parser_input())
     ]
 
 

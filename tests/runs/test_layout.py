@@ -17,7 +17,7 @@ OLD_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run-2a7c08e" / "ol
 # A string that names a file of a run directory, or a path in one of its folders; a folder's bare name
 # counts where a path is joined with it (`run.path / "pids"`): alone it is also a verb's or a step's name.
 RUN_DIR_FILE = re.compile(
-    r"^(plan\.json|events\.jsonl|state\.json|handle\.json|recipe\.yaml|hosts\.yaml|bench\.lock|aiperf\.bench"
+    r"^(plan\.json|events\.jsonl|state\.json|handle\.json|recipe\.yaml|hosts\.yaml|bench\.lock|aiperf\.bench|flags-accepted\.json"
     r"|(pids|logs|requests|preflight|prometheus)/.*)$"
 )
 RUN_DIR_FOLDER = re.compile(r"^(pids|logs|requests|preflight|prometheus|bench)$")

@@ -17,6 +17,10 @@ class EngineFlags(NamedTuple):
     parallel: dict[str, tuple[str | None, str | None]]
     # Flags slurmserve sets on every worker from the plan (import drops them, with a word in the warning).
     planned: tuple[str, ...]
+    # A bare flag that spreads the experts over the tensor-parallel GPUs (expert_parallel = tensor_parallel).
+    expert_switch: str | None = None
+    # What a disaggregated worker needs on Kubernetes that the plan adds on Slurm (export writes it).
+    disagg_args: tuple[str, ...] = ()
 
 
 COMMON_PLANNED = ("--request-plane", "--event-plane", "--discovery-backend", "--namespace", "--endpoint")
@@ -55,6 +59,8 @@ ENGINES: dict[str, EngineFlags] = {
             "expert_parallel": (None, None),
         },
         planned=(*COMMON_PLANNED, "--kv-transfer-config", "--kv-events-config"),
+        expert_switch="--enable-expert-parallel",
+        disagg_args=("--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'),
     ),
 }
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import yaml
 
-from ..config.recipe import Recipe, WorkerGroup
+from ..config.recipe import Recipe, WorkerGroup, WorkerSpec
 from ..errors import UserError
 from ..planning.processes.model import pinned
 from ..planning.processes.workers import engine_args
 from ..render.scripts import is_secret
-from .engines import ENGINES
+from .engines import ENGINES, EngineFlags
 from .importer import DEFAULT_SECRET_VAR
 from .schema import API_GROUP, KIND, schema_problems
 
@@ -103,6 +103,18 @@ def engine_config_text(group: WorkerGroup) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def parallel_args(names: EngineFlags, spec: WorkerSpec, in_engine_config: bool) -> list[str]:
+    """TP/PP/EP as flags where the engine takes them as flags and no engine config of the worker holds them."""
+    args = []
+    for field_name, (flag, key) in names.parallel.items():
+        value = getattr(spec, field_name)
+        if flag and value != 1 and not (key and in_engine_config):
+            args += [flag, str(value)]
+    if names.expert_switch and spec.expert_parallel > 1:
+        args.append(names.expert_switch)
+    return args
+
+
 def worker_container(recipe: Recipe, group: WorkerGroup, gpus_per_node: int) -> Container:
     names = ENGINES[recipe.engine]
     spec = group.spec
@@ -110,8 +122,9 @@ def worker_container(recipe: Recipe, group: WorkerGroup, gpus_per_node: int) -> 
     args = [names.model[0], model, names.served_name, recipe.model.name]
     if names.engine_config and spec.engine_config:
         args += [names.engine_config, f"{CONFIG_DIR}/{group.name}.yaml"]
+    args += parallel_args(names, spec, bool(names.engine_config and spec.engine_config))
     if group.role != "agg":
-        args += ["--disaggregation-mode", group.role]
+        args += ["--disaggregation-mode", group.role, *names.disagg_args]
     if recipe.engine == "mocker":
         args += ["--speedup-ratio", f"{recipe.mocker_of(group.pool).speedup_ratio:g}"]
     else:

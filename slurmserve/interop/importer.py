@@ -213,6 +213,8 @@ def worker_section(
     shape = parallelism(flags, config, names, service.path)
     if engine == "mocker" and service.gpus:  # the mock engine takes no parallelism: the shape it rehearses
         shape["tensor_parallel"] = service.gpus * service.node_count
+    if names.expert_switch and flags.pop(names.expert_switch, None):
+        shape["expert_parallel"] = shape["tensor_parallel"]
     check_gpus(service, shape, source)
     section |= {key: value for key, value in shape.items() if value != 1}
     recipe_wide_flags(imported.recipe, flags, engine, service.path)

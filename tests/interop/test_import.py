@@ -226,3 +226,14 @@ def test_a_snapshot_in_the_model_cache_keeps_its_revision_and_a_framework_must_m
     assert (model["repo"], model["revision"]) == ("openai/gpt-oss-120b", "b5c939de8f754692c1647ca79fbf85e8c1e70f8a")
     with pytest.raises(UserError, match="spec.backendFramework is vllm, but the workers run trtllm"):
         imported_from(write_manifest(tmp_path, bad(lambda g: g["spec"].update(backendFramework="vllm"))))
+
+
+def test_import_cli_names_secrets_as_asked_and_writes_over_nothing(tmp_path):
+    out = str(tmp_path / "m.yaml")
+    manifest = str(MANIFESTS / "mocker-disagg-v1beta1.yaml")
+    assert slurmserve_in_process("import", manifest, "-o", out, "--secret", "hf-token-secret=HF_READ").returncode == 0
+    assert yaml.safe_load(Path(out).read_text())["decode"]["env"] == {"HF_READ": "${HF_READ}"}
+    again = slurmserve_in_process("import", manifest, "-o", out)
+    assert again.returncode == 2 and "already exist" in again.stderr
+    bad_secret = slurmserve_in_process("import", manifest, "-o", str(tmp_path / "n.yaml"), "--secret", "x=1A")
+    assert bad_secret.returncode == 2 and "SECRET=VARIABLE" in bad_secret.stderr

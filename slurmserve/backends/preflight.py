@@ -15,6 +15,8 @@ from ..transport.runner import LocalRunner, NodeRunner, Ran
 from ..transport.sockets import port_free
 
 CHECK_TIMEOUT_S = 30
+# Asking the parsers of a vLLM worker imports vLLM (and torch): 10-35 s on a busy two-core machine.
+VLLM_FLAGCHECK_TIMEOUT_S = 120
 
 
 def busy_ports(plan: Plan, address: str) -> list[tuple[str, str, int]]:
@@ -64,9 +66,11 @@ def command_rejections(python: str, commands: list[dict[str, Any]]) -> list[str]
         return []
     if not Path(python).exists():
         return None
+    vllm = any(command["module"] == "dynamo.vllm" for command in commands)
     try:
         result = LocalRunner().run(
-            [python, "-c", node_program_source("flagcheck"), json.dumps(commands)], timeout=CHECK_TIMEOUT_S
+            [python, "-c", node_program_source("flagcheck"), json.dumps(commands)],
+            timeout=VLLM_FLAGCHECK_TIMEOUT_S if vllm else CHECK_TIMEOUT_S,
         )
     except OSError:
         return None

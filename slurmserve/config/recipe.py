@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, did_you_mean
 from ..resources import builtin_recipes_dir, resource_dir
@@ -32,6 +32,14 @@ from .fields import (
     WholeMilliseconds,
 )
 from .files import Strict, read_yaml_mapping
+from .kv_routing import (
+    BlockSize,
+    agreed_block_size,
+    mocker_block_size,
+    refuse_disabled_block_reuse,
+    trtllm_block_size,
+    vllm_block_size,
+)
 from .overrides import apply_overrides
 from .problems import describe_validation_error
 from .runtimes import Runtime, runtime_for
@@ -62,6 +70,8 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
+    # router_mode kv: the router's KV block size in tokens (None: the workers', which it must equal: kv_routing)
+    kv_cache_block_size: Tokens | None = None
     extra_args: list[Text] = []
 
 
@@ -97,9 +107,12 @@ class MockerSpec(Strict):
     # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
     # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
     replay_trace: AbsolutePath | None = None
+    block_size: Tokens | None = None  # tokens per KV block (None: the mock engine's default)
 
 
 WorkerRole = Literal["agg", "prefill", "decode"]
+Engine = Literal["trtllm", "vllm", "mocker"]
+RealEngine = Literal["trtllm", "vllm"]
 
 
 class PoolSpec(Strict):
@@ -250,27 +263,27 @@ class Recipe(Strict):
     name: Identifier
     description: str = ""
     model: ModelSpec
-    engine: Literal["trtllm", "mocker"] = "trtllm"
+    engine: Engine = "trtllm"
     mode: Literal["agg", "disagg"] = "disagg"
     frontend: FrontendSpec = FrontendSpec()
     prefill: WorkerSpec | None = None
     decode: WorkerSpec | None = None
     agg: WorkerSpec | None = None
     parsers: ParserSpec = ParserSpec()
-    # auto: a file store for a deployment on one host, etcd when it spans several.
-    discovery: Literal["auto", "etcd", "file"] = "auto"
+    discovery: Literal["auto", "etcd", "file"] = "auto"  # auto: a file store on one host, etcd across several
     request_plane: Literal["tcp", "nats"] = "tcp"
     event_plane: Literal["zmq", "nats"] = "zmq"
     env: dict[EnvKey, EnvValue] = {}
-    # The container image the deployment was published with (an imported manifest's); a hosts file with
-    # `slurm.container_image: recipe` runs it.
-    container_image: Text | None = None
+    container_image: Text | None = None  # an imported manifest's image; hosts' `container_image: recipe` runs it
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()
     observability: ObservabilitySpec = ObservabilitySpec()
     pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
     global_router: GlobalRouterSpec | None = None
+    # The real engine a rehearsal (`--set engine=mocker`) stands in for, whose ports and env its workers keep
+    # (set by load_recipe from the file's own engine, never written in a recipe).
+    _rehearses: RealEngine | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _sections_match_mode(self) -> Recipe:
@@ -287,7 +300,32 @@ class Recipe(Strict):
                 raise ValueError("mode agg needs an agg section")
             if self.prefill is not None or self.decode is not None:
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
+        self._check_engine_settings()
         return self
+
+    def _check_engine_settings(self) -> None:
+        """What only TensorRT-LLM reads, refused under vLLM: set, it would silently change nothing."""
+        if self.engine != "vllm":
+            return
+        for group in self.worker_groups():
+            if group.spec.engine_config is not None:
+                raise ValueError(
+                    f"{group.field}.engine_config: engine vllm takes no engine config (TensorRT-LLM's YAML): vLLM is "
+                    f"configured by command-line flags; put its settings in {group.field}.args "
+                    "(gpu_memory_utilization: 0.9 -> --gpu-memory-utilization 0.9)"
+                )
+            spec = group.spec
+            if spec.expert_parallel not in (1, spec.tensor_parallel):
+                raise ValueError(
+                    f"{group.field}.expert_parallel: vLLM's expert parallelism spans a worker's tensor-parallel GPUs "
+                    f"(--enable-expert-parallel takes no size): set it to 1 or to tensor_parallel "
+                    f"({spec.tensor_parallel}), not {spec.expert_parallel}"
+                )
+        if self.global_router and self.global_router.allow_unvalidated_trtllm_disagg:
+            raise ValueError(
+                "global_router.allow_unvalidated_trtllm_disagg: a TensorRT-LLM setting; Dynamo validates vLLM's "
+                "disagg pools, so engine vllm needs no such allowance"
+            )
 
     def _check_pools(self) -> None:
         router = self.global_router
@@ -331,12 +369,22 @@ class Recipe(Strict):
     @property
     def loads_recipe_model(self) -> bool:
         """Whether the workers load model.repo (a real engine, or a mocker told to), not the tiny model."""
-        return self.engine == "trtllm" or self.mocker.use_recipe_model
+        return self.engine != "mocker" or self.mocker.use_recipe_model
+
+    @property
+    def layout_engine(self) -> Engine:
+        """The engine whose ports and env the workers get: a rehearsal keeps those of the one it stands in for."""
+        return self._rehearses or self.engine
+
+    def rehearsing(self, written: object) -> None:
+        """Note the engine the recipe file names, when `--set engine=mocker` rehearses it."""
+        if self.engine == "mocker" and written in ("trtllm", "vllm"):
+            self._rehearses = "vllm" if written == "vllm" else "trtllm"
 
     def ignored_settings(self) -> list[str]:
-        """Settings the chosen engine cannot take (dotted paths): TensorRT-LLM's under the mock engine
-        (a rehearsal keeps placement, ports and env), the mock engine's under TensorRT-LLM."""
-        if self.engine == "trtllm":
+        """Settings the chosen engine cannot take (dotted paths): a real engine's under the mock engine
+        (a rehearsal keeps placement, ports and env), the mock engine's under a real engine."""
+        if self.engine != "mocker":
             return [f"mocker.{key}" for key in sorted(self.mocker.model_fields_set)]
         ignored = [f"parsers.{key}" for key in ("reasoning", "tool_call") if getattr(self.parsers, key)]
         for group in self.worker_groups():
@@ -375,17 +423,14 @@ def recipe_path(name_or_path: str) -> Path:
 
 
 def resolve_engine_config(value: str, field: str, runtime: Runtime, folder: Path | None = None) -> Path:
-    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs. A relative
-    path is the recipe's `folder`'s file where there is one (an imported recipe's), else one of engine_configs/."""
+    """The engine YAML's path (relative: beside the recipe, else in engine_configs/), checked against `runtime`."""
     path = Path(value).expanduser()
     if not path.is_absolute():
-        beside = folder / value if folder else None
-        path = beside if beside and beside.is_file() else resource_dir("engine_configs") / value
+        path = folder / value if folder and (folder / value).is_file() else resource_dir("engine_configs") / value
     if not path.is_file():
         raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
     try:
-        # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
-        # planned, not on the GPU node after the queue wait and the model load.
+        # A malformed engine YAML or a key TensorRT-LLM does not take fails here, not on the GPU node hours later.
         problems = engine_file_problems(path, schema_for(runtime))
     except UserError as error:
         raise UserError(f"{field}: {error}") from None
@@ -406,24 +451,50 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
         if hit:
             raise UserError(
                 f"--set {key}: engine {recipe.engine} does not use {hit}, so this setting would have no effect"
-                + (" (the mock engine takes no TensorRT-LLM settings)" if recipe.engine == "mocker" else "")
+                + (" (the mock engine takes no engine settings)" if recipe.engine == "mocker" else "")
             )
+
+
+def worker_block_size(recipe: Recipe, group: WorkerGroup) -> BlockSize:
+    """A worker group's KV block size, by engine."""
+    if recipe.engine == "trtllm":
+        return trtllm_block_size(group.spec.engine_config)
+    if recipe.engine == "vllm":
+        return vllm_block_size(group.spec.args, f"{group.field}.args.block_size")
+    pool = f"pools.{group.pool.name}." if group.pool and group.pool.mocker else ""
+    return mocker_block_size(recipe.mocker_of(group.pool).block_size, f"{pool}mocker.block_size")
+
+
+def settle_kv_routing(recipe: Recipe, recipe_file: Path) -> None:
+    """For router_mode kv: refuse what defeats KV routing (see config.kv_routing), and set the frontend's KV
+    block size to the workers'."""
+    if recipe.frontend.router_mode != "kv":
+        return
+    groups = recipe.worker_groups()
+    if recipe.engine == "trtllm":
+        for group in groups:
+            refuse_disabled_block_reuse(group.spec.engine_config, f"{group.field}.engine_config", recipe_file)
+    sizes = [(group.field, worker_block_size(recipe, group)) for group in groups]
+    recipe.frontend.kv_cache_block_size = agreed_block_size(sizes, recipe.frontend.kv_cache_block_size, recipe_file)
 
 
 def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str | None = None) -> Recipe:
     """Read, override and validate a recipe; engine config paths come back absolute and checked against
     the TensorRT-LLM of `dynamo` (the hosts file's `runtime.dynamo`; None: this venv's Dynamo)."""
     source = recipe_path(name_or_path)
-    data = apply_overrides(read_yaml_mapping(source), list(assignments))
+    data = read_yaml_mapping(source)
+    written_engine = data.get("engine", "trtllm")  # before the overrides, which change data in place
+    data = apply_overrides(data, list(assignments))
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise describe_validation_error(source, error, data, Recipe, assignments) from None
+    recipe.rehearsing(written_engine)
     refuse_ignored_overrides(recipe, assignments)
     for group in recipe.worker_groups():
-        worker = group.spec
-        if worker.engine_config is not None:
+        if group.spec.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
-            resolved = resolve_engine_config(worker.engine_config, field, runtime_for(dynamo), source.parent)
-            worker.engine_config = str(resolved)
+            path = resolve_engine_config(group.spec.engine_config, field, runtime_for(dynamo), source.parent)
+            group.spec.engine_config = str(path)
+    settle_kv_routing(recipe, source)
     return recipe

@@ -8,7 +8,8 @@ parsers check as they check flags). Each argv goes through the parser the module
 in this interpreter's Dynamo; modules without one (etcd, nats-server) are not asked. Prints one line per
 rejected command line, `PROCESS: Dynamo VERSION's MODULE rejects FLAG: the parser's own words`, and exits
 1; prints nothing and exits 0 when every one is accepted; exits 2 when it cannot ask (no Dynamo in this
-interpreter, unreadable input).
+interpreter, unreadable input). An engine that cannot be imported here is stood in for (see stub_vllm and
+stub_tensorrt_llm): Dynamo's flags are checked all the same, and stderr says which engine flags were not.
 
 Standard library and Dynamo only, no import of slurmserve: it runs as a plain script in the interpreter
 the nodes run (slurmserve sends its source with `python -c`), so slurmserve's own process never imports
@@ -38,6 +39,7 @@ from typing import Any
 # instead of taking argv).
 PARSERS: dict[str, tuple[str, str, bool]] = {
     "dynamo.trtllm": ("dynamo.trtllm.args", "parse_args", False),
+    "dynamo.vllm": ("dynamo.vllm.args", "parse_args", False),
     "dynamo.mocker": ("dynamo.mocker.args", "parse_args", False),
     "dynamo.router": ("dynamo.router.args", "parse_args", False),
     "dynamo.frontend": ("dynamo.frontend.main", "parse_args", True),
@@ -83,6 +85,38 @@ def stub_tensorrt_llm() -> None:
     )
 
 
+# Where vLLM is stubbed: Dynamo's own half of its vLLM parser (the split of Dynamo's flags from vLLM's,
+# which the whole parser runs first), since the rest builds vLLM's engine settings.
+VLLM_STUBBED_PARSER = "_parse_cli_args"
+
+
+def stub_vllm() -> bool:
+    """Dynamo's vLLM parser hands every flag it does not know to vLLM's own parser, built from vLLM's engine
+    settings. Where vLLM cannot be imported (slurmserve's own venv: vLLM runs on GPU machines), a stand-in
+    parser takes any such flag: Dynamo's own flags are checked all the same, vLLM's are not (the tests
+    check them with the real vLLM's definitions). True when the stand-in is in place."""
+    if "vllm" in sys.modules or importlib.util.find_spec("vllm") is not None:
+        return False
+
+    class AnyFlagParser(argparse.ArgumentParser):
+        def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+            return self.parse_known_args(args, namespace)[0]
+
+    class AsyncEngineArgs:
+        @staticmethod
+        def add_cli_args(parser: argparse.ArgumentParser, **_: Any) -> argparse.ArgumentParser:
+            parser.add_argument("--model")  # Dynamo reads the model's name back from vLLM's settings
+            return parser
+
+    names = ("vllm", "vllm.distributed", "vllm.distributed.kv_events", "vllm.engine", "vllm.engine.arg_utils")
+    modules = {name: types.ModuleType(name) for name in (*names, "vllm.utils")}
+    modules["vllm.distributed.kv_events"].KVEventsConfig = type("KVEventsConfig", (), {})  # type: ignore[attr-defined]
+    modules["vllm.engine.arg_utils"].AsyncEngineArgs = AsyncEngineArgs  # type: ignore[attr-defined]
+    modules["vllm.utils"].FlexibleArgumentParser = AnyFlagParser  # type: ignore[attr-defined]
+    sys.modules.update(modules)
+    return True
+
+
 class _Captured(logging.Handler):
     """What the parsers log (some report an unknown flag by logging it, then exit)."""
 
@@ -99,6 +133,13 @@ def parser_for(module: str) -> Callable[[list[str]], Any]:
     home, name, reads_sys_argv = PARSERS[module]
     if module == "dynamo.trtllm":
         stub_tensorrt_llm()
+    if module == "dynamo.vllm" and stub_vllm():
+        name = VLLM_STUBBED_PARSER
+        print(
+            "flagcheck: vLLM cannot be imported by this interpreter: dynamo.vllm's own flags are checked, "
+            "vLLM's engine flags are not",
+            file=sys.stderr,
+        )
     parse = getattr(importlib.import_module(home), name)
 
     def parse_as_started(argv: list[str]) -> Any:

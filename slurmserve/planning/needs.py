@@ -15,8 +15,9 @@ from .plan import Plan
 from .traits import BackendTraits
 
 # What an engine's Dynamo module imports that Dynamo's wheel does not bring: a node without it fails
-# minutes later, at the import, so the preflight looks for it (cheaply: no import of the engine).
-ENGINE_PACKAGES = {"dynamo.trtllm": ["tensorrt_llm"], "dynamo.vllm": ["vllm"], "dynamo.sglang": ["sglang"]}
+# minutes later, at the import, so the preflight looks for it (cheaply: no import of the engine). vLLM's
+# workers hand KV over through NIXL (Dynamo's `vllm` extra pins it beside vLLM).
+ENGINE_PACKAGES = {"dynamo.trtllm": ["tensorrt_llm"], "dynamo.vllm": ["vllm", "nixl"], "dynamo.sglang": ["sglang"]}
 HELPERS = "slurmserve"  # slurmserve's own programs on the nodes (readiness, supervisor, leftovers)
 
 

@@ -162,7 +162,7 @@ class Plan(BaseModel):
     backend: Literal["slurm", "ssh", "local"]
     run_name: str
     run_dir: str
-    engine: Literal["trtllm", "mocker"]
+    engine: Literal["trtllm", "vllm", "mocker"]
     mode: Literal["agg", "disagg"]
     model: str  # the served model name
     model_path: str  # what the workers load: a folder (the staged snapshot, a shipped model) or a hub id

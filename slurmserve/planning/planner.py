@@ -19,7 +19,7 @@ from .processes.control_plane import ControlPlane, choose_discovery, control_pla
 from .processes.frontend import frontend_process
 from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
-from .processes.routers import Pools, pool_processes
+from .processes.routers import Pools, held_stream_warning, pool_processes
 from .processes.workers import engine_files, worker_process
 from .topology import nic_fallbacks
 from .traits import BackendTraits
@@ -153,7 +153,7 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         served_link=pools.served_link if pools else None,
         engine_files=engine_files(ctx),
         model_stage=model_stage(recipe, hosts),
-        kv_preflight=recipe.engine == "trtllm" if kv_preflight is None else kv_preflight,
+        kv_preflight=recipe.needs_gpus if kv_preflight is None else kv_preflight,
         restart=recipe.restart,
         scrape_interval_s=recipe.observability.scrape_interval_s,
         slurm=hosts.slurm if ctx.traits.has_allocation else None,
@@ -161,7 +161,8 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         warnings=ignored_settings_warning(recipe)
         + simulated_gpus_warning(recipe, made.layout)
         + nic_fallback_warnings(made.layout)
-        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes})),
+        + download_warning(recipe, hosts, len({node for p in made.layout.placements for node in p.nodes}))
+        + (held_stream_warning(pools.routing) if pools else []),
     )
 
 
@@ -219,7 +220,5 @@ def ignored_settings_warning(recipe: Recipe) -> list[str]:
     ignored = recipe.ignored_settings()
     if not ignored:
         return []
-    why = (
-        "the mock engine takes no TensorRT-LLM settings" if recipe.engine == "mocker" else "they are the mock engine's"
-    )
+    why = "the mock engine takes no engine settings" if recipe.engine == "mocker" else "they are the mock engine's"
     return [f"engine {recipe.engine} ignores {', '.join(ignored)} ({why}; placement, ports and env are as planned)"]

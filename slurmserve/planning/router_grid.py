@@ -68,12 +68,14 @@ KINDS = {
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """What the planner needs: Dynamo's config, the defaults for requests without targets, and per pool
-    the targets of a request that the grid sends there (the canary's, with a short prompt)."""
+    """What the planner needs: Dynamo's config, the defaults for requests without targets, per pool
+    the targets of a request that the grid sends there (the canary's, with a short prompt), and the pools
+    meant for interactive traffic."""
 
     config: dict[str, Any]
     default_targets: dict[str, float]
     canary_targets: dict[str, dict[str, float]]
+    interactive_pools: list[str]
 
 
 def router_config(recipe: Recipe) -> RouterConfig:
@@ -89,6 +91,7 @@ def router_config(recipe: Recipe) -> RouterConfig:
     config: dict[str, Any] = {"mode": router.mode}
     defaults: dict[str, float] = {}
     canaries: dict[str, dict[str, float]] = {}
+    interactive: list[str] = []
     for name in kinds:
         kind = KINDS[name]
         pools = [pool for pool in recipe.pools if pool.mode == name]
@@ -104,8 +107,9 @@ def router_config(recipe: Recipe) -> RouterConfig:
             defaults |= {dim.target: strategy[dim.max_key] for dim in kind.dimensions if dim.target}
         config[kind.strategy_key] = strategy
         canaries |= canary_targets(kind, strategy, pools)
+        interactive += interactive_pool(kind, strategy, pools)
     config["enable_priority_retry"] = router.enable_priority_retry
-    return RouterConfig(config, defaults, canaries)
+    return RouterConfig(config, defaults, canaries, interactive)
 
 
 def pool_list(router: GlobalRouterSpec, kind: PoolKind, pools: list[PoolSpec]) -> dict[str, Any]:
@@ -272,3 +276,19 @@ def canary_targets(kind: PoolKind, strategy: dict[str, Any], pools: list[PoolSpe
                 if dim.target
             }
     return found
+
+
+def interactive_pool(kind: PoolKind, strategy: dict[str, Any], pools: list[PoolSpec]) -> list[str]:
+    """The pool meant for interactive traffic: the one the grid sends a short request with the tightest
+    SLA targets (the first bucket of every TTFT and ITL dimension), where the loosest targets (their last
+    buckets) go to another pool. None where the grid reads no target or sends both to one pool."""
+    dimensions = used_dimensions(kind, strategy)
+
+    def pool_at(loosest: bool) -> str:
+        entry: Any = strategy[kind.mapping_key]
+        for dim in dimensions:
+            entry = entry[strategy[dim.resolution_key] - 1 if loosest and dim.target else 0]
+        return pools[entry].name
+
+    tightest = pool_at(loosest=False)
+    return [] if tightest == pool_at(loosest=True) else [tightest]

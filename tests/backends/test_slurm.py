@@ -22,11 +22,15 @@ def lab_hosts(slurm_lab):
     return str(slurm_lab.hosts_file("slurm"))
 
 
-def worker_gpus(run: str, process: str = "agg-0") -> list[str]:
-    """CUDA_VISIBLE_DEVICES as the running worker sees it (the lab shares one PID space)."""
+def worker_environ(run: str, process: str) -> dict[str, str]:
+    """The running worker's environment (the lab shares one PID space)."""
     record = task_records(open_run(run).path / "pids" / f"{process}.tasks")[0]
-    environ = dict(item.split("=", 1) for item in open(f"/proc/{record.pid}/environ").read().split("\0") if "=" in item)
-    return environ["CUDA_VISIBLE_DEVICES"].split(",")
+    return dict(item.split("=", 1) for item in open(f"/proc/{record.pid}/environ").read().split("\0") if "=" in item)
+
+
+def worker_gpus(run: str, process: str = "agg-0") -> list[str]:
+    """CUDA_VISIBLE_DEVICES as the running worker sees it."""
+    return worker_environ(run, process)["CUDA_VISIBLE_DEVICES"].split(",")
 
 
 def jobs_in_queue() -> list[str]:
@@ -70,13 +74,18 @@ def test_mocker_disagg_prefill_and_decode_on_different_nodes(lab_hosts, cancel_l
     assert_cancel_leaves_nothing("lab-disagg")
 
 
-def test_gpt_oss_rehearsal_on_the_lab(lab_hosts, cancel_later):
-    cancel_later("lab-rehearsal")
-    status = submit_and_check_ready(
-        "lab-rehearsal", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--hosts", lab_hosts
-    )
+@pytest.mark.parametrize("recipe", ["gpt-oss-120b-disagg", "gpt-oss-120b-vllm-disagg"])
+def test_gpt_oss_rehearsal_on_the_lab(lab_hosts, cancel_later, recipe):
+    run = f"lab-rehearsal-{recipe.removeprefix('gpt-oss-120b-')}"
+    cancel_later(run)
+    status = submit_and_check_ready(run, "--recipe", recipe, "--set", "engine=mocker", "--hosts", lab_hosts)
     assert completion_tokens(status["endpoint"], "openai/gpt-oss-120b") > 0
-    assert_cancel_leaves_nothing("lab-rehearsal")
+    # The mock engine runs where and as the real one would: with vLLM's NIXL side channel in its env.
+    planned = open_run(run).plan().process("decode-0")
+    kept = {key: value for key, value in planned.env.items() if key.startswith(("VLLM_", "DYN_SYSTEM_"))}
+    assert ("VLLM_NIXL_SIDE_CHANNEL_PORT" in kept) == ("vllm" in recipe), kept
+    assert {key: worker_environ(run, "decode-0")[key] for key in kept} == kept
+    assert_cancel_leaves_nothing(run)
 
 
 def test_deployment_spanning_all_three_nodes_with_etcd(lab_hosts, cancel_later):

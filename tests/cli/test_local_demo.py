@@ -47,13 +47,13 @@ def test_two_deployments_side_by_side(cancel_later):
     assert {(r["run"], r["verdict"]) for r in listed} == {("left", "ready"), ("right", "ready")}
 
 
-def test_rehearsal_of_a_trtllm_recipe_runs_on_the_mock_engine(cancel_later):
-    result = slurmserve(
-        "submit", "--recipe", "gpt-oss-120b-disagg", "--set", "engine=mocker", "--name", "rehearsal", "--timeout", "120"
-    )
-    cancel_later("rehearsal")
+@pytest.mark.parametrize("recipe", ["gpt-oss-120b-disagg", "gpt-oss-120b-vllm-disagg"])
+def test_rehearsal_of_a_real_engines_recipe_runs_on_the_mock_engine(cancel_later, recipe):
+    name = f"rehearsal-{recipe.removeprefix('gpt-oss-120b-')}"
+    result = slurmserve("submit", "--recipe", recipe, "--set", "engine=mocker", "--name", name, "--timeout", "120")
+    cancel_later(name)
     assert result.returncode == 0, result.stderr
-    status = status_of("rehearsal")
+    status = status_of(name)
     assert completion_tokens(status["endpoint"], "openai/gpt-oss-120b") > 0
 
 

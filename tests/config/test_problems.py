@@ -53,7 +53,7 @@ def test_a_value_written_by_set_names_the_set_not_the_file():
 
 def test_a_literal_gets_its_choices_and_the_closest_one():
     said = message_of({"name": "r", "model": {"repo": "x"}, "mode": "agg", "agg": {}, "engine": "mocer"}, Recipe)
-    assert said == "f.yaml: engine: must be 'trtllm' or 'mocker' (got 'mocer') (did you mean 'mocker'?)"
+    assert said == "f.yaml: engine: must be 'trtllm', 'vllm' or 'mocker' (got 'mocer') (did you mean 'mocker'?)"
 
 
 def test_no_pydantic_wording_and_long_values_cut_short():

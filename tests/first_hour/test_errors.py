@@ -56,7 +56,8 @@ def test_a_mistyped_recipe_key_suggests_the_key_meant(tmp_path):
 def test_a_mistyped_value_suggests_the_value_meant():
     said = refused("plan", "--recipe", "mocker-agg", "--set", "engine=mocer")
     assert (
-        said == "error: --set engine=mocer: engine: must be 'trtllm' or 'mocker' (got 'mocer') (did you mean 'mocker'?)"
+        said
+        == "error: --set engine=mocer: engine: must be 'trtllm', 'vllm' or 'mocker' (got 'mocer') (did you mean 'mocker'?)"
     )
 
 

@@ -111,9 +111,12 @@ def test_wide_ep_workers_take_whole_nodes_as_one_mpi_world():
     }
 
 
-def test_rehearsal_keeps_placement_ports_and_env():
-    real = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml")
-    rehearsal = plan_of("gpt-oss-120b-disagg", "two-node-8gpu.yaml", "engine=mocker")
+@pytest.mark.parametrize("recipe", ["gpt-oss-120b-disagg", "gpt-oss-120b-vllm-disagg"])
+@pytest.mark.parametrize("router", ["round-robin", "kv"])
+def test_rehearsal_keeps_placement_ports_and_env(recipe, router):
+    sets = [f"frontend.router_mode={router}"]
+    real = plan_of(recipe, "two-node-8gpu.yaml", *sets)
+    rehearsal = plan_of(recipe, "two-node-8gpu.yaml", *sets, "engine=mocker")
     for a, b in zip(real.processes, rehearsal.processes, strict=True):
         assert (a.name, a.nodes, a.gpus, a.ports, a.after) == (b.name, b.nodes, b.gpus, b.ports, b.after)
         model_env = {"HF_HOME", "HF_HUB_OFFLINE"}

@@ -287,3 +287,42 @@ def test_two_pools_whose_workers_would_share_a_name_are_refused(tmp_path):
     result = slurmserve_in_process("plan", "--recipe", str(path))
     said = " ".join(result.stderr.split())
     assert result.returncode == 2 and "makes a process named fast-prefill-0" in said, said
+
+
+BY_PROMPT_LENGTH = [{"pool": "fast", "isl_tokens": 1000}, {"pool": "slow"}]
+
+
+@pytest.mark.parametrize(
+    "tiers, interactive",
+    [
+        ([{"pool": "fast", "ttft_ms": 500}, {"pool": "fast", "itl_ms": 50}, {"pool": "slow"}], ["fast"]),
+        ([{"pool": "slow", "itl_ms": 20}, {"pool": "fast"}], ["slow"]),  # the name says nothing, the grid does
+        (BY_PROMPT_LENGTH, []),  # no SLA target chooses
+        ([{"pool": "fast", "ttft_ms": 500}, {"pool": "fast"}], []),  # the targets change no pool
+    ],
+)
+def test_the_pool_meant_for_interactive_traffic_is_the_one_the_grid_gives_the_tightest_targets(
+    tmp_path, tiers, interactive
+):
+    recipe = load_recipe(str(with_router(tmp_path, {"mode": "agg", "tiers": tiers})))
+    assert router_config(recipe).interactive_pools == interactive
+
+
+def test_dynamos_grid_as_written_and_a_disagg_grid_name_their_interactive_pools(tmp_path):
+    grid = {"agg_pool_selection_strategy": {**AGG, "itl_resolution": 2, "agg_pool_mapping": [[1, 0], [0, 0]]}}
+    as_written = load_recipe(str(with_router(tmp_path, {"mode": "agg", **grid})))
+    assert router_config(as_written).interactive_pools == ["slow"]  # index 1: the tightest TTFT and ITL
+    assert router_config(load_recipe("mocker-two-pools-disagg")).interactive_pools == ["prefill-fast"]
+
+
+def test_an_interactive_pool_behind_the_global_router_is_warned_of_at_plan_time(tmp_path):
+    """Dynamo 1.6.1's frontend holds the first tokens of a stream through the global router about 40 ms
+    (benchmarks/global_router_stream.sh): the plan says so where a pool is meant for low TTFT/ITL."""
+    result = slurmserve_in_process("plan", "--recipe", "mocker-two-pools")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 0, result.stderr
+    assert "warning: pool fast takes the requests with the tightest TTFT/ITL targets" in said, said
+    assert "no TCP_NODELAY" in said and "docs/pools.md" in said
+    bulk_only = with_router(tmp_path, {"mode": "agg", "tiers": BY_PROMPT_LENGTH})
+    assert "tightest" not in slurmserve_in_process("plan", "--recipe", str(bulk_only)).stderr
+    assert "tightest" not in slurmserve_in_process("plan", "--recipe", "mocker-agg").stderr

@@ -62,6 +62,7 @@ def test_every_recipe_renders_valid_bash(recipe, hosts, tmp_path):
         ("deepseek-r1-wide-ep", "four-node-8gpu.yaml"),
         ("gpt-oss-120b-disagg", "pyxis-two-node.yaml"),
         ("gpt-oss-120b-disagg", "oci-two-node.yaml"),
+        ("gpt-oss-120b-vllm-disagg", "two-node-8gpu.yaml"),
     ],
 )
 def test_sbatch_matches_golden_file(recipe, hosts):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ..conftest import HOSTS
-from ..helpers import slurmserve_in_process
+from ..helpers import VLLM_PYTHON, slurmserve_in_process
 
 DYNAMO = importlib.metadata.version("ai-dynamo")
 LOCAL = str(HOSTS / "local.yaml")
@@ -90,3 +90,27 @@ def test_a_shipped_recipe_as_shipped_is_not_asked_again(monkeypatch):
         extra = ("--dry-run",) if verb == "submit" else ()
         result = slurmserve_in_process(verb, "--recipe", "mocker-agg", "--hosts", LOCAL, *extra)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow  # vLLM's import takes 10-20 s here
+def test_a_misspelt_vllm_flag_is_refused_by_the_nodes_vllm(tmp_path):
+    """vLLM's flags are vLLM's: where the nodes' interpreter has vLLM (here install.sh --test's $VENV/vllm), its
+    own definitions refuse a misspelling at plan time."""
+    hosts = yaml.safe_load((HOSTS / "local.yaml").read_text()) | {"python": str(VLLM_PYTHON)}
+    (tmp_path / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    result = slurmserve_in_process(
+        "plan", "--recipe", "gpt-oss-120b-vllm-agg", "--hosts", str(tmp_path / "hosts.yaml"), "--set",
+        "agg.args.gpu_memory_utilizatoin=0.9",
+    )  # fmt: skip
+    said = one_paragraph(result)
+    assert (
+        f"recipe gpt-oss-120b-vllm-agg: agg-0: Dynamo {DYNAMO}'s dynamo.vllm rejects --gpu-memory-utilizatoin "
+        "(closest: --gpu-memory-utilization)"
+    ) in said, said
+
+
+def test_without_vllm_a_vllm_workers_dynamo_flags_are_still_refused():
+    result = slurmserve_in_process(
+        "plan", "--recipe", "gpt-oss-120b-vllm-disagg", "--hosts", LOCAL, "--set", "decode.args.disaggregation_mode=pd2"
+    )
+    assert f"decode-0: Dynamo {DYNAMO}'s dynamo.vllm rejects --disaggregation-mode: " in one_paragraph(result)

@@ -71,7 +71,7 @@ def pool_env(pool: PoolSpec | None) -> dict[str, str]:
 
 
 class SystemPorts(NamedTuple):
-    ports: dict[str, int]  # the process's `system` (status) and `rpc` (request plane) ports
+    ports: dict[str, int]  # the process's `system` (status) and `rpc` (request plane) ports, and a worker's own
     env: dict[str, str]  # the env that fixes them
 
 

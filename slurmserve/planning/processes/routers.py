@@ -105,6 +105,22 @@ def global_router_process(ctx: PlanContext, routing: RouterConfig, model_path: s
     )
 
 
+def held_stream_warning(routing: RouterConfig) -> list[str]:
+    """Dynamo 1.6.1 holds the first tokens of a stream through its global router (docs/pools.md): said
+    where a pool meant for interactive traffic sits behind it."""
+    pools = routing.interactive_pools
+    if not pools:
+        return []
+    named = f"pool {pools[0]} takes" if len(pools) == 1 else f"pools {', '.join(pools)} take"
+    return [
+        f"{named} the requests with the tightest TTFT/ITL targets, but behind Dynamo 1.6.1's global router a "
+        "stream's first tokens wait up to 40 ms in the frontend: its HTTP connections have no TCP_NODELAY, so "
+        "the tokens that trickle in through the routers wait for the client's delayed ACK; serve traffic where "
+        "those milliseconds matter from a deployment without pools (docs/pools.md, 'Streaming through the "
+        "global router')"
+    ]
+
+
 class Pools(NamedTuple):
     """What pools add to a plan: their routers and the global router, and how it routes."""
 

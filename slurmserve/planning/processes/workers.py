@@ -1,17 +1,18 @@
-"""The workers (prefill, decode, agg): TRT-LLM or the mock engine, one process or one MPI world each."""
+"""The workers (prefill, decode, agg): TRT-LLM, vLLM or the mock engine, one process or one MPI world each."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ...config.hosts import Node
-from ...config.recipe import MockerSpec, Recipe, WorkerGroup
+from ...config.recipe import MockerSpec, Recipe, WorkerGroup, WorkerSpec
 from ...errors import UserError
 from ...resources import builtin_model_dir
 from ..placement import Placement
 from ..plan import EngineFile, Process
 from ..topology import nics_for_gpus, rank_rdma_env, rdma_env
-from .common import PlanContext, Tools, advertise_env, log_of, plane_flags, pool_env, system_ports
+from .common import PlanContext, SystemPorts, Tools, advertise_env, log_of, plane_flags, pool_env, system_ports
 from .model import ModelLocation
 
 MOCKER_READY_TIMEOUT_S = 120
@@ -19,6 +20,13 @@ MODEL_LOAD_TIMEOUT_S = 3600  # a 120B model from a shared filesystem can take ha
 # TRT-LLM's MoE workers keep expert state in shared-memory files that outlive a killed worker.
 TRTLLM_LEFTOVERS = ["/dev/shm/moe_*"]
 REPLAY_TRACE = "replay.jsonl"  # beside the tiny model (scripts/make_replay_trace.py)
+# How a disaggregated vLLM worker hands KV to its peer, as Dynamo's vLLM docs run it: NIXL, both ways
+# (Dynamo 1.6.1 requires it of a prefill worker; a decode worker takes the same connector).
+NIXL_KV_TRANSFER = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+
+
+def json_flag(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def flag(name: str) -> str:
@@ -45,7 +53,7 @@ def replay_trace(mocker: MockerSpec, model_path: str) -> str | None:
 
 
 def worker_module(recipe: Recipe) -> str:
-    return "dynamo.mocker" if recipe.engine == "mocker" else "dynamo.trtllm"
+    return f"dynamo.{recipe.engine}"  # dynamo.trtllm, dynamo.vllm, dynamo.mocker
 
 
 def served_name(recipe: Recipe, group: WorkerGroup) -> str:
@@ -70,11 +78,65 @@ def mocker_command(recipe: Recipe, group: WorkerGroup, tools: Tools, model_path:
         group.role,
         *plane_flags(recipe),
         *(["--response-replay-trace-path", trace] if (trace := replay_trace(mocker, model_path)) else []),
+        *mocker_block_size_flag(recipe, mocker),
     ]
 
 
+def vllm_parallel_flags(spec: WorkerSpec) -> list[str]:
+    """vLLM's parallelism flags. Its expert parallelism takes no size: with --enable-expert-parallel the
+    experts spread over the worker's tensor-parallel GPUs (the recipe checks expert_parallel is that many)."""
+    flags = ["--tensor-parallel-size", str(spec.tensor_parallel)]
+    if spec.pipeline_parallel > 1:
+        flags += ["--pipeline-parallel-size", str(spec.pipeline_parallel)]
+    return flags + (["--enable-expert-parallel"] if spec.expert_parallel > 1 else [])
+
+
+def vllm_flags(group: WorkerGroup, ports: dict[str, int], kv_block_size: int | None) -> list[str]:
+    """What a vLLM worker is told beyond the flags every worker gets: its parallelism, NIXL for a disagg
+    role, and where it publishes its KV events when the router routes by them (vLLM publishes none unless told)."""
+    flags = vllm_parallel_flags(group.spec)
+    if group.role != "agg":
+        flags += ["--kv-transfer-config", json_flag(NIXL_KV_TRANSFER)]
+    if "kv_events" in ports:
+        events = {
+            "publisher": "zmq",
+            "topic": "kv-events",
+            "endpoint": f"tcp://*:{ports['kv_events']}",
+            "enable_kv_cache_events": True,
+        }
+        flags += ["--kv-events-config", json_flag(events)]
+        # The block size the frontend hashes prompts by (config.kv_routing), unless the recipe's args set it.
+        if "block_size" not in group.spec.args:
+            flags += ["--block-size", str(kv_block_size)]
+    return flags
+
+
+def mocker_block_size_flag(recipe: Recipe, mocker: MockerSpec) -> list[str]:
+    """The recipe's block size; under KV routing always the one the frontend hashes by, given explicitly (the
+    mock engine publishes KV events by itself; its decode workers in disagg mode publish none)."""
+    kv = recipe.frontend.router_mode == "kv"
+    size = recipe.frontend.kv_cache_block_size if kv else mocker.block_size
+    return ["--block-size", str(size)] if size else []
+
+
+def kv_events_flag(recipe: Recipe, group: WorkerGroup) -> list[str]:
+    """TensorRT-LLM publishes no KV events unless told: the KV router would have nothing to route on."""
+    wanted = (
+        recipe.engine == "trtllm"
+        and recipe.frontend.router_mode == "kv"
+        and "--publish-kv-events" not in group.spec.extra_args
+    )
+    return ["--publish-kv-events"] if wanted else []
+
+
 def worker_command(
-    recipe: Recipe, group: WorkerGroup, tools: Tools, model_path: str, engine_file: str | None, mpi_world: bool
+    recipe: Recipe,
+    group: WorkerGroup,
+    tools: Tools,
+    model_path: str,
+    engine_file: str | None,
+    mpi_world: bool,
+    ports: dict[str, int],
 ) -> list[str]:
     if recipe.engine == "mocker":
         return mocker_command(recipe, group, tools, model_path)
@@ -90,13 +152,15 @@ def worker_command(
     ]
     if engine_file:
         command += ["--extra-engine-args", engine_file]
+    if recipe.engine == "vllm":
+        command += vllm_flags(group, ports, recipe.frontend.kv_cache_block_size)
     if group.role != "agg":
         command += ["--disaggregation-mode", group.role]
     if recipe.parsers.reasoning:
         command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
     if recipe.parsers.tool_call:
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
-    command += engine_args(group.spec.args) + group.spec.extra_args
+    command += kv_events_flag(recipe, group) + engine_args(group.spec.args) + group.spec.extra_args
     # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
     return [tools.llmapi_launch, *command] if mpi_world else command
 
@@ -140,6 +204,36 @@ def engine_files(ctx: PlanContext) -> list[EngineFile]:
     ]
 
 
+def worker_ports(ctx: PlanContext, group: WorkerGroup, leader: Node) -> SystemPorts:
+    """A worker's ports on its node, each from the deployment's block (so co-located workers never share
+    one), and the env that fixes them. A vLLM worker (or its rehearsal) adds its NIXL side channel when it
+    hands KV over (vLLM reads its port and host from the env: the node's address, as for Dynamo's own
+    ports), and its KV event publisher when the router routes by KV events."""
+    system = system_ports(ctx, leader)
+    ports, env = dict(system.ports), dict(system.env)
+    if ctx.recipe.layout_engine != "vllm":
+        return SystemPorts(ports, env)
+    if group.role != "agg":
+        ports["nixl"] = ctx.ports.take(leader.name)
+        env |= {"VLLM_NIXL_SIDE_CHANNEL_HOST": leader.address, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(ports["nixl"])}
+    if ctx.recipe.frontend.router_mode == "kv":
+        ports["kv_events"] = ctx.ports.take(leader.name)
+    return SystemPorts(ports, env)
+
+
+def refuse_multinode_vllm(ctx: PlanContext, group: WorkerGroup, name: str, nodes: list[Node]) -> None:
+    """Dynamo runs a vLLM worker wider than a node as a leader plus a `--headless` follower on each further
+    node (vLLM's --nnodes/--node-rank/--master-addr): a process per node with a command of its own, which
+    a plan's worker (one command, one MPI world at most) does not hold."""
+    if ctx.recipe.layout_engine == "vllm" and len(nodes) > 1:
+        raise UserError(
+            f"{group.field}.tensor_parallel: worker {name} needs {group.spec.gpus} GPUs (tensor_parallel x "
+            f"pipeline_parallel), more than a node has ({nodes[0].gpus}), so it would span {len(nodes)} nodes; "
+            "slurmserve does not plan a vLLM worker across nodes (Dynamo runs one as a leader plus a --headless "
+            "follower per node): keep tensor_parallel x pipeline_parallel within a node's GPUs, add replicas instead"
+        )
+
+
 def worker_process(
     ctx: PlanContext,
     group: WorkerGroup,
@@ -152,8 +246,9 @@ def worker_process(
     name = f"{group.name}-{placement.replica}"
     worker_nodes = [nodes[index] for index in placement.nodes]
     leader = worker_nodes[0]
+    refuse_multinode_vllm(ctx, group, name, worker_nodes)
     mpi_world = runs_as_mpi_world(ctx, name, len(worker_nodes))
-    system = system_ports(ctx, leader)
+    ports = worker_ports(ctx, group, leader)
     rank_env = rank_rdma_env(worker_nodes, list(placement.gpus)) if mpi_world else []
     # The HCAs of all its GPUs for the process (what a single process spawning its own ranks can get);
     # under srun each rank gets its own from rank_env. The recipe's env may override either.
@@ -166,7 +261,7 @@ def worker_process(
         | group.spec.env
         | advertise_env(leader.address)
         | {"CUDA_VISIBLE_DEVICES": ",".join(map(str, placement.gpus))}
-        | system.env
+        | ports.env
         | {"DYN_HEALTH_CHECK_ENABLED": "true"}
     )
     return Process(
@@ -175,14 +270,16 @@ def worker_process(
         replica=placement.replica,
         nodes=[node.name for node in worker_nodes],
         gpus=list(placement.gpus),
-        ports=system.ports,
+        ports=ports.ports,
         env=env,
-        command=worker_command(recipe, group, ctx.dynamo_tools, model.path, engine_file_path(ctx, group), mpi_world),
+        command=worker_command(
+            recipe, group, ctx.dynamo_tools, model.path, engine_file_path(ctx, group), mpi_world, ports.ports
+        ),
         pool=group.pool.name if group.pool else None,
         module=worker_module(recipe),
         rank_env=rank_env if any(rank_env) else [],
         after=after,
-        ready_url=f"http://{leader.address}:{system.ports['system']}/health",
+        ready_url=f"http://{leader.address}:{ports.ports['system']}/health",
         ready_timeout_s=MOCKER_READY_TIMEOUT_S if recipe.engine == "mocker" else MODEL_LOAD_TIMEOUT_S,
         tasks=group.spec.gpus if mpi_world else 1,
         leftovers=TRTLLM_LEFTOVERS if recipe.engine == "trtllm" else [],

@@ -148,12 +148,15 @@ def check_gpus(service: Service, shape: dict[str, int], source: str) -> None:
 
 
 def worker_args(flags: dict[str, str | bool], extra: list[str]) -> dict[str, Any]:
-    """The flags left: `args` (max_num_tokens: "20000") where a flag has one value, `extra_args` otherwise."""
+    """The flags left: `args` (max_num_tokens: 20000) where a flag has one value, `extra_args` otherwise. A whole
+    number written as one is a number (what the recipe's readers, such as KV routing's block size, compare);
+    other values stay text as written ("0.90", JSON)."""
     args: dict[str, Any] = {}
     for flag, value in flags.items():
         key = flag.removeprefix("--").replace("-", "_")
         if FLAG_NAME.fullmatch(key):
-            args[key] = value
+            whole = isinstance(value, str) and re.fullmatch(r"-?[1-9][0-9]{0,17}|0", value)
+            args[key] = int(value) if whole else value
         else:
             extra += [flag] if value is True else [flag, str(value)]
     return ({"args": args} if args else {}) | ({"extra_args": extra} if extra else {})

@@ -99,14 +99,19 @@ def test_v1beta1_mocker_imports_with_the_secret_as_a_reference_of_the_chosen_nam
     Recipe.model_validate(imported.recipe)
 
 
-def test_vllm_disagg_with_a_kv_router_imports_its_counts_and_flags():
-    if "vllm" not in str(Recipe.model_fields["engine"].annotation):
-        pytest.skip("this slurmserve's recipes take no engine: vllm yet")
+def test_vllm_disagg_with_a_kv_router_imports_its_counts_and_flags(tmp_path):
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(TWO_NODES)
     recipe = imported_from(MANIFESTS / "qwen3-32b-vllm-disagg-kv-router.yaml").recipe
     assert recipe["frontend"]["router_mode"] == "kv"
     assert (recipe["prefill"]["replicas"], recipe["decode"]["replicas"]) == (6, 2)
     assert recipe["prefill"]["tensor_parallel"] == recipe["decode"]["tensor_parallel"] == 2
-    assert recipe["decode"]["args"]["gpu_memory_utilization"] == "0.90"
+    assert recipe["decode"]["args"]["gpu_memory_utilization"] == "0.90"  # as written
+    assert recipe["decode"]["args"]["block_size"] == 64  # a number, which the KV router's block size must equal
+    plan = plan_for(load_inputs(str(MANIFESTS / "qwen3-32b-vllm-disagg-kv-router.yaml"), str(hosts)), check_flags=False)
+    frontend = plan.process("frontend").command
+    assert frontend[frontend.index("--kv-cache-block-size") + 1] == "64"
+    assert [p.role for p in plan.processes].count("prefill") == 6
 
 
 def bad(change, path: Path = GPT_OSS):

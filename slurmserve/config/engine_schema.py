@@ -278,16 +278,15 @@ def value_suggestion(value: Any, spec: TypeSpec) -> str:
     return did_you_mean(value, choices) or (f" (did you mean {same_but_case!r}?)" if same_but_case else "")
 
 
-def resolve_engine_config(value: str, field: str, runtime: Runtime) -> Path:
-    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs."""
+def resolve_engine_config(value: str, field: str, runtime: Runtime, folder: Path | None = None) -> Path:
+    """The engine YAML's path (relative: beside the recipe, else in engine_configs/), checked against `runtime`."""
     path = Path(value).expanduser()
     if not path.is_absolute():
-        path = resource_dir("engine_configs") / value
+        path = folder / value if folder and (folder / value).is_file() else resource_dir("engine_configs") / value
     if not path.is_file():
         raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
     try:
-        # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
-        # planned, not on the GPU node after the queue wait and the model load.
+        # A malformed engine YAML or a key TensorRT-LLM does not take fails here, not on the GPU node hours later.
         problems = engine_file_problems(path, schema_for(runtime))
     except UserError as error:
         raise UserError(f"{field}: {error}") from None

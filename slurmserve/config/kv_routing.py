@@ -55,6 +55,8 @@ def mocker_block_size(given: int | None, field: str) -> BlockSize:
 def vllm_block_size(args: Mapping[str, object], field: str) -> BlockSize:
     """`field`: where the recipe's args would give it (a worker group's args.block_size)."""
     given = args.get("block_size")
+    if isinstance(given, str) and given.isdigit():  # `--set ...args.block_size=64` and YAML "64" alike
+        given = int(given)
     if isinstance(given, int) and not isinstance(given, bool):
         return BlockSize(given, field)
     return BlockSize(

@@ -70,8 +70,7 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
-    # router_mode kv: the KV block size in tokens the router hashes prompts by (None: the workers', which
-    # it must equal; see config.kv_routing).
+    # router_mode kv: the router's KV block size in tokens (None: the workers', which it must equal: kv_routing)
     kv_cache_block_size: Tokens | None = None
     extra_args: list[Text] = []
 
@@ -271,19 +270,19 @@ class Recipe(Strict):
     decode: WorkerSpec | None = None
     agg: WorkerSpec | None = None
     parsers: ParserSpec = ParserSpec()
-    # auto: a file store for a deployment on one host, etcd when it spans several.
-    discovery: Literal["auto", "etcd", "file"] = "auto"
+    discovery: Literal["auto", "etcd", "file"] = "auto"  # auto: a file store on one host, etcd across several
     request_plane: Literal["tcp", "nats"] = "tcp"
     event_plane: Literal["zmq", "nats"] = "zmq"
     env: dict[EnvKey, EnvValue] = {}
+    container_image: Text | None = None  # an imported manifest's image; hosts' `container_image: recipe` runs it
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()
     observability: ObservabilitySpec = ObservabilitySpec()
     pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
     global_router: GlobalRouterSpec | None = None
-    # The real engine a rehearsal (`--set engine=mocker`) stands in for: its workers keep that engine's
-    # ports and env. Set by load_recipe from the file's own engine, never written in a recipe.
+    # The real engine a rehearsal (`--set engine=mocker`) stands in for, whose ports and env its workers keep
+    # (set by load_recipe from the file's own engine, never written in a recipe).
     _rehearses: RealEngine | None = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -473,9 +472,9 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
     recipe.rehearsing(written_engine)
     refuse_ignored_overrides(recipe, assignments)
     for group in recipe.worker_groups():
-        worker = group.spec
-        if worker.engine_config is not None:
+        if group.spec.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
-            worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
+            path = resolve_engine_config(group.spec.engine_config, field, runtime_for(dynamo), source.parent)
+            group.spec.engine_config = str(path)
     settle_kv_routing(recipe, source)
     return recipe

@@ -58,6 +58,8 @@ def test_vllm_workers_are_given_the_block_size_the_frontend_hashes_by_and_their_
     own = plan_of("gpt-oss-120b-vllm-agg", "single-node-8gpu.yaml", KV, "agg.args.block_size=32")
     assert flag_value(own.process("frontend").command, "--kv-cache-block-size") == "32"
     assert own.process("agg-0").command.count("--block-size") == 1
+    quoted = load_recipe("gpt-oss-120b-vllm-agg", [KV, 'agg.args.block_size="32"'])
+    assert quoted.frontend.kv_cache_block_size == 32
 
 
 def test_a_vllm_block_size_the_frontend_does_not_share_is_refused_naming_both():

@@ -92,6 +92,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("observability",),  # targets, live metrics, Prometheus, Grafana, the supervisor's own metrics
     ("health", "hardware", "kvpath", "modelcache", "render"),  # what backends compose
     ("backends",),  # local, SSH and Slurm: every backend difference
+    ("interop",),  # Kubernetes manifests (DynamoGraphDeployment) as recipes, and back
     ("runtime", "bench"),  # the deployment as it runs, and measuring it
     ("deploy",),  # the verbs
     ("cli", "node"),  # entry points: the user's and the nodes'

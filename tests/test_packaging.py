@@ -28,6 +28,7 @@ def test_wheel_works_from_any_directory(tmp_path):
         "slurmserve/engine_configs/gpt-oss-120b/prefill.yaml",
         "slurmserve/recipes/gpt-oss-120b-disagg.yaml",
         "slurmserve/models/tiny-mock/tokenizer.json",
+        "slurmserve/interop/dgd-crd-schema.json",
     ):
         assert expected in names
     site = tmp_path / "site"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..planning.needs import NodeNeeds
 from ..planning.plan import Plan
@@ -55,14 +56,20 @@ def flag_rejections(plan: Plan) -> list[str] | None:
     is not on this machine (the job's node preflight asks it there), or it cannot run the check at all (no
     Dynamo there: the interpreter check before submit says so in its own words)."""
     commands = [asked for process in plan.processes if not process.in_container and (asked := process.parser_input())]
+    return command_rejections(plan.python, commands)
+
+
+def command_rejections(python: str, commands: list[dict[str, Any]]) -> list[str] | None:
+    """slurmserve.node.flagcheck under `python` on commands ({process, module, argv, env}): its lines, one per
+    rejected command line ([] when every one is accepted); None when `python` could not be asked."""
     if not commands:
         return []
-    if not Path(plan.python).exists():
+    if not Path(python).exists():
         return None
     vllm = any(command["module"] == "dynamo.vllm" for command in commands)
     try:
         result = LocalRunner().run(
-            [plan.python, "-c", node_program_source("flagcheck"), json.dumps(commands)],
+            [python, "-c", node_program_source("flagcheck"), json.dumps(commands)],
             timeout=VLLM_FLAGCHECK_TIMEOUT_S if vllm else CHECK_TIMEOUT_S,
         )
     except OSError:

@@ -20,6 +20,7 @@ from ..backends import traits_for
 from ..config.hosts import Hosts
 from ..config.recipe import Recipe, load_recipe
 from ..errors import DeploymentFailed, UserError
+from ..interop.files import recipe_source
 from ..planning.plan import Plan
 from ..private import copy_as_new, make_out_dir, make_private_dir, write_whole
 from ..runs import RunDir, slurmserve_home
@@ -191,7 +192,7 @@ def point_keys(
     keys = {}
     for point in points:
         try:
-            loaded = load_recipe(recipe, [*sets, *point.assignments], hosts.runtime.dynamo)
+            loaded = load_recipe(recipe_source(recipe)[0], [*sets, *point.assignments], hosts.runtime.dynamo)
             keys[point] = results_key(loaded, hosts, request)
         except UserError as error:
             raise UserError(f"sweep point {point.name}: {error}") from None

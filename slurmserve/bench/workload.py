@@ -4,6 +4,7 @@ points, and aiperf's command line for one point."""
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,19 @@ def check_replay_covers(trace: str, osl: int) -> None:
             f"--osl {osl}: the mock engine's replay trace {trace} has no answer of that length "
             f"(nearest: {', '.join(map(str, sorted(nearest)))})"
         )
+
+
+# Words of the tiny model's vocabulary (scripts/tiny_mock_words.txt): each a token or a few.
+PROMPT_WORDS = ["health", "combine", "flower", "say", "praise", "tower", "note", "seven", "square", "rose", "run"]
+
+
+def shared_prefix_prompts(groups: int, per_group: int, prefix_words: int, seed: int) -> list[tuple[int, str]]:
+    """KV-aware routing's workload: (group, prompt), the prompts of a group sharing a long prefix of
+    `prefix_words` words and differing at the end; round after round, one prompt of every group a round."""
+    rng = random.Random(seed)
+    prefixes = [" ".join(rng.choice(PROMPT_WORDS) for _ in range(prefix_words)) for _ in range(groups)]
+    return [
+        (group, f"{prefixes[group]} question {n}: {rng.choice(PROMPT_WORDS)}?")
+        for n in range(per_group)
+        for group in range(groups)
+    ]

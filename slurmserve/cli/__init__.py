@@ -10,6 +10,7 @@ from importlib import metadata
 import typer
 
 from .bench_commands import bench, sweep
+from .interop_commands import export, import_manifest
 from .observe import metrics
 from .run_commands import cancel, logs, plan, prune, render, rm, scale, status, submit
 from .setup_commands import probe, recipes, stage_recipe_model
@@ -68,3 +69,5 @@ app.command()(metrics)
 app.command()(cancel)
 app.command()(rm)
 app.command()(prune)
+app.command("import")(import_manifest)
+app.command()(export)

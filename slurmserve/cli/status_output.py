@@ -190,6 +190,9 @@ def serving_lines(live: LiveMetrics, trend: bool, pools: bool) -> list[str]:
         f"{live.queued:g} queued, {live.output_tokens_per_s:.1f} output tok/s",
         f"  TTFT p50/p99 {pair(live.ttft_ms)}, ITL p50/p99 {pair(live.itl_ms)}",
     ]
+    if live.kv_hit_rate is not None:
+        # The whole formula is status --json's kv_hit_rate_from; 80 columns hold this much of it.
+        lines.append(f"  KV hit rate {live.kv_hit_rate:.0%} (dynamo_frontend_cached_tokens / prompt tokens)")
     lines += [
         f"  {name}: {worker.requests_per_s:.2f} req/s, KV cache {kv_cache(worker.kv_cache_usage)}"
         for name, worker in live.workers.items()

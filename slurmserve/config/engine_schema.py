@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import did_you_mean
+from ..errors import UserError, did_you_mean
 from ..resources import resource_dir
 from .files import read_yaml_mapping
 from .runtimes import Runtime, runtime_for
@@ -276,3 +276,23 @@ def value_suggestion(value: Any, spec: TypeSpec) -> str:
     choices = [choice for choice in spec["values"] if isinstance(choice, str)]
     same_but_case = next((choice for choice in choices if choice.lower() == value.lower()), None)
     return did_you_mean(value, choices) or (f" (did you mean {same_but_case!r}?)" if same_but_case else "")
+
+
+def resolve_engine_config(value: str, field: str, runtime: Runtime, folder: Path | None = None) -> Path:
+    """The engine YAML's path (relative: beside the recipe, else in engine_configs/), checked against `runtime`."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = folder / value if folder and (folder / value).is_file() else resource_dir("engine_configs") / value
+    if not path.is_file():
+        raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
+    try:
+        # A malformed engine YAML or a key TensorRT-LLM does not take fails here, not on the GPU node hours later.
+        problems = engine_file_problems(path, schema_for(runtime))
+    except UserError as error:
+        raise UserError(f"{field}: {error}") from None
+    if problems:
+        raise UserError(
+            f"{field}: engine config {path} does not fit the arguments of {runtime.checked_against()}: "
+            + "; ".join(problem.removeprefix(f"{path}: ") for problem in problems)
+        )
+    return path

@@ -74,7 +74,8 @@ class SlurmSpec(Strict):
     qos: Identifier | None = None
     reservation: Identifier | None = None
     # Where the Dynamo processes run: a Pyxis image (`srun --container-image`) or an OCI bundle folder
-    # (Slurm's own `srun --container`); etcd, NATS and slurmserve's helpers stay outside.
+    # (Slurm's own `srun --container`); etcd, NATS and slurmserve's helpers stay outside. `recipe`: the image
+    # the recipe names (its container_image, an imported manifest's).
     container_image: Text | None = None
     container_bundle: AbsolutePath | None = None
     container_mounts: list[ContainerMount] = []  # besides the run directory and model cache, mounted always

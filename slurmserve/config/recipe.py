@@ -9,9 +9,9 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, did_you_mean
-from ..resources import builtin_recipes_dir, resource_dir
+from ..resources import builtin_recipes_dir
 from .autoscale import AutoscaleSpec
-from .engine_schema import engine_file_problems, schema_for
+from .engine_schema import resolve_engine_config
 from .fields import (
     AbsolutePath,
     Count,
@@ -33,9 +33,17 @@ from .fields import (
     WholeMilliseconds,
 )
 from .files import Strict, read_yaml_mapping
+from .kv_routing import (
+    BlockSize,
+    agreed_block_size,
+    mocker_block_size,
+    refuse_disabled_block_reuse,
+    trtllm_block_size,
+    vllm_block_size,
+)
 from .overrides import apply_overrides
 from .problems import describe_validation_error
-from .runtimes import Runtime, runtime_for
+from .runtimes import runtime_for
 
 ArgValue = Text | Integer | float | bool
 
@@ -63,6 +71,8 @@ class FrontendSpec(Strict):
     router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
     # None: a port from the deployment's own block, so two deployments on one node never collide.
     http_port: int | None = Field(None, ge=1024, le=65535)
+    # router_mode kv: the router's KV block size in tokens (None: the workers', which it must equal: kv_routing)
+    kv_cache_block_size: Tokens | None = None
     extra_args: list[Text] = []
 
 
@@ -98,6 +108,7 @@ class MockerSpec(Strict):
     # What the mocker answers a request annotated `output_replay_id:osl-N` (rows of printable token ids,
     # so that a benchmark sees text); None: the trace shipped with the tiny model, when it is the model.
     replay_trace: AbsolutePath | None = None
+    block_size: Tokens | None = None  # tokens per KV block (None: the mock engine's default)
 
 
 WorkerRole = Literal["agg", "prefill", "decode"]
@@ -260,11 +271,11 @@ class Recipe(Strict):
     decode: WorkerSpec | None = None
     agg: WorkerSpec | None = None
     parsers: ParserSpec = ParserSpec()
-    # auto: a file store for a deployment on one host, etcd when it spans several.
-    discovery: Literal["auto", "etcd", "file"] = "auto"
+    discovery: Literal["auto", "etcd", "file"] = "auto"  # auto: a file store on one host, etcd across several
     request_plane: Literal["tcp", "nats"] = "tcp"
     event_plane: Literal["zmq", "nats"] = "zmq"
     env: dict[EnvKey, EnvValue] = {}
+    container_image: Text | None = None  # an imported manifest's image; hosts' `container_image: recipe` runs it
     mocker: MockerSpec = MockerSpec()
     restart: RestartPolicy = RestartPolicy()
     bench: BenchSpec = BenchSpec()
@@ -437,27 +448,6 @@ def recipe_path(name_or_path: str) -> Path:
     )
 
 
-def resolve_engine_config(value: str, field: str, runtime: Runtime) -> Path:
-    """The engine YAML's path, checked against the arguments of the TensorRT-LLM that `runtime` runs."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = resource_dir("engine_configs") / value
-    if not path.is_file():
-        raise UserError(f"{field}: engine config {value!r} not found (looked for {path})")
-    try:
-        # A malformed engine YAML, or a key TensorRT-LLM does not take, fails here: before anything is
-        # planned, not on the GPU node after the queue wait and the model load.
-        problems = engine_file_problems(path, schema_for(runtime))
-    except UserError as error:
-        raise UserError(f"{field}: {error}") from None
-    if problems:
-        raise UserError(
-            f"{field}: engine config {path} does not fit the arguments of {runtime.checked_against()}: "
-            + "; ".join(problem.removeprefix(f"{path}: ") for problem in problems)
-        )
-    return path
-
-
 def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None:
     """A `--set` the engine would ignore is refused: the user asked for it, and it would not happen."""
     ignored = recipe.ignored_settings()
@@ -469,6 +459,29 @@ def refuse_ignored_overrides(recipe: Recipe, assignments: Sequence[str]) -> None
                 f"--set {key}: engine {recipe.engine} does not use {hit}, so this setting would have no effect"
                 + (" (the mock engine takes no engine settings)" if recipe.engine == "mocker" else "")
             )
+
+
+def worker_block_size(recipe: Recipe, group: WorkerGroup) -> BlockSize:
+    """A worker group's KV block size, by engine."""
+    if recipe.engine == "trtllm":
+        return trtllm_block_size(group.spec.engine_config)
+    if recipe.engine == "vllm":
+        return vllm_block_size(group.spec.args, f"{group.field}.args.block_size")
+    pool = f"pools.{group.pool.name}." if group.pool and group.pool.mocker else ""
+    return mocker_block_size(recipe.mocker_of(group.pool).block_size, f"{pool}mocker.block_size")
+
+
+def settle_kv_routing(recipe: Recipe, recipe_file: Path) -> None:
+    """For router_mode kv: refuse what defeats KV routing (see config.kv_routing), and set the frontend's KV
+    block size to the workers'."""
+    if recipe.frontend.router_mode != "kv":
+        return
+    groups = recipe.worker_groups()
+    if recipe.engine == "trtllm":
+        for group in groups:
+            refuse_disabled_block_reuse(group.spec.engine_config, f"{group.field}.engine_config", recipe_file)
+    sizes = [(group.field, worker_block_size(recipe, group)) for group in groups]
+    recipe.frontend.kv_cache_block_size = agreed_block_size(sizes, recipe.frontend.kv_cache_block_size, recipe_file)
 
 
 def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str | None = None) -> Recipe:
@@ -485,8 +498,9 @@ def load_recipe(name_or_path: str, assignments: Sequence[str] = (), dynamo: str 
     recipe.rehearsing(written_engine)
     refuse_ignored_overrides(recipe, assignments)
     for group in recipe.worker_groups():
-        worker = group.spec
-        if worker.engine_config is not None:
+        if group.spec.engine_config is not None:
             field = f"{source}: {group.field}.engine_config"
-            worker.engine_config = str(resolve_engine_config(worker.engine_config, field, runtime_for(dynamo)))
+            path = resolve_engine_config(group.spec.engine_config, field, runtime_for(dynamo), source.parent)
+            group.spec.engine_config = str(path)
+    settle_kv_routing(recipe, source)
     return recipe

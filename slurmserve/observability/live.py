@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client.samples import Sample
 
 from ..runs import LiveMetrics, Quantiles, TrendPoint, WorkerLive
-from .metrics import total
+from .metrics import WORKER_REQUESTS, total
 
 WINDOW_S = 60.0
 TREND_POINTS = 24  # two minutes of scrapes
@@ -23,13 +23,18 @@ KV_USAGE_FRACTION = ("vllm:kv_cache_usage_perc", "trtllm:kv_cache_utilization", 
 KV_USAGE_PERCENT = ("dynamo_component_kvstats_gpu_cache_usage_percent",)
 TTFT = "dynamo_frontend_time_to_first_token_seconds"
 ITL = "dynamo_frontend_inter_token_latency_seconds"
-WORKER_REQUESTS = "dynamo_component_requests_total"
+# The KV hit rate: of the prompt tokens the frontend saw, the share the workers found in their KV cache
+# (each response's usage.prompt_tokens_details.cached_tokens), whatever the router mode.
+CACHED_TOKENS = "dynamo_frontend_cached_tokens_sum"
+INPUT_TOKENS = "dynamo_frontend_input_sequence_tokens_sum"
 # The families the readings below read: an exposition is cut down to these before it is parsed.
 FRONTEND_FAMILIES = (
     "dynamo_frontend_requests_total",
     "dynamo_frontend_inflight_requests",
     "dynamo_frontend_queued_requests",
     "dynamo_frontend_output_sequence_tokens_sum",
+    CACHED_TOKENS,
+    INPUT_TOKENS,
     f"{TTFT}_bucket",
     f"{ITL}_bucket",
 )
@@ -46,6 +51,8 @@ class FrontendReading:
     output_tokens: float
     ttft: Buckets
     itl: Buckets
+    cached_tokens: float = 0.0
+    input_tokens: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,15 @@ def frontend_reading(found: list[Sample]) -> FrontendReading:
         output_tokens=total(found, "dynamo_frontend_output_sequence_tokens_sum"),
         ttft=buckets(found, TTFT),
         itl=buckets(found, ITL),
+        cached_tokens=total(found, CACHED_TOKENS),
+        input_tokens=total(found, INPUT_TOKENS),
     )
+
+
+def kv_hit_rate(new: FrontendReading, old: FrontendReading) -> float | None:
+    """The share of the window's prompt tokens found in a worker's KV cache (None: no prompt in the window)."""
+    prompted = new.input_tokens - old.input_tokens
+    return round(min(max((new.cached_tokens - old.cached_tokens) / prompted, 0.0), 1.0), 4) if prompted > 0 else None
 
 
 def worker_reading(found: list[Sample]) -> WorkerReading:
@@ -148,6 +163,7 @@ def summarize(
         ttft_ms=as_ms(quantile(0.5, ttft), quantile(0.99, ttft)),
         itl_ms=as_ms(quantile(0.5, itl), quantile(0.99, itl)),
         output_tokens_per_s=rate(front.output_tokens, before.output_tokens, span),
+        kv_hit_rate=kv_hit_rate(front, before),
         workers=workers,
         trend=trend,
     )

@@ -9,7 +9,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from ..planning.plan import Plan
+
 SCRAPE_TIMEOUT_S = 2.0
+WORKER_REQUESTS = "dynamo_component_requests_total"  # a worker's, by endpoint: `generate` counts requests
 
 
 def samples(url: str, client: httpx.Client | None = None) -> list[Sample] | None:
@@ -73,3 +76,17 @@ def frontend_counters(endpoint: str, model: str) -> FrontendCounters | None:
         output_tokens=total(found, "dynamo_frontend_output_sequence_tokens_sum", model=model),
         unary_ok=total(found, "dynamo_frontend_requests_total", model=model, request_type="unary", status="success"),
     )
+
+
+def requests_served(plan: Plan, role: str) -> dict[str, float]:
+    """Each worker of `role`'s requests so far, by its own /metrics (its generate endpoint's
+    dynamo_component_requests_total): where the router sent them."""
+    return {
+        worker.name: total(
+            samples(f"http://{plan.host_node(worker).address}:{worker.ports['system']}/metrics") or [],
+            WORKER_REQUESTS,
+            dynamo_endpoint="generate",
+        )
+        for worker in plan.processes
+        if worker.role == role
+    }

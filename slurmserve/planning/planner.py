@@ -105,7 +105,7 @@ def make_plan(
         head=layout.head,
         ports=PortAllocator(block, {recipe.frontend.http_port} if recipe.frontend.http_port else set()),
         binaries=binaries or hosts.control_plane,
-        container=container_for(hosts, traits, run_dir, model.path),
+        container=container_for(hosts, recipe, traits, run_dir, model.path),
     )
     discovery = choose_discovery(recipe, traits, layout.used_nodes)
     control = control_plane(ctx, discovery)

@@ -48,9 +48,11 @@ def env_command(process: Process, leave_out: tuple[str, ...] = ()) -> str:
 
 
 def secret_assignments(process: Process) -> str:
-    """`KEY="${NAME}" ` for each secret of the process: assignments in front of the command that starts
-    it, which bash keeps in the environment (a process's argv is readable by anyone on the node)."""
-    return "".join(f'{key}="{value}" ' for key, value in process.env.items() if is_secret(value))
+    """`KEY="${NAME-}" ` for each secret of the process: assignments in front of the command that starts
+    it, which bash keeps in the environment (a process's argv is readable by anyone on the node). A secret the
+    launching shell does not set is empty, not an unbound-variable error of the script (`set -u`): an imported
+    manifest's token Secret is a reference a public model needs no value for (huggingface_hub reads "" as none)."""
+    return "".join(f'{key}="{value[:-1]}-}}" ' for key, value in process.env.items() if is_secret(value))
 
 
 def comment(value: str) -> str:

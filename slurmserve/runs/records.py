@@ -80,6 +80,9 @@ class LiveMetrics(BaseModel):
     ttft_ms: Quantiles | None = None  # None: no request finished its first token in the window
     itl_ms: Quantiles | None = None
     output_tokens_per_s: float
+    # Of the window's prompt tokens, the share the workers found in their KV cache; None: no prompt in it.
+    kv_hit_rate: float | None = None
+    kv_hit_rate_from: str = "dynamo_frontend_cached_tokens_sum / dynamo_frontend_input_sequence_tokens_sum"
     workers: dict[str, WorkerLive] = {}
     trend: list[TrendPoint] = []  # one per scrape, oldest first (status --watch draws them)
 

@@ -19,6 +19,7 @@ from ..config.recipe import Recipe, load_recipe, recipe_path
 from ..config.runtimes import venv_dynamo
 from ..errors import UserError
 from ..hardware.discovery import default_hosts, with_local_nodes
+from ..interop.files import recipe_source
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
 from ..planning.ports import PORT_BLOCKS
@@ -34,6 +35,8 @@ class Inputs:
     # A shipped recipe as shipped (no --set), run by this venv's Dynamo: every command line it plans is
     # proven against that Dynamo's parsers by tests/node/test_flagcheck.py, so planning need not ask again.
     commands_proven: bool = False
+    # What importing a DynamoGraphDeployment given as the recipe left out (added to the plan's warnings).
+    import_warnings: tuple[str, ...] = ()
 
 
 def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str] = ()) -> Inputs:
@@ -41,9 +44,11 @@ def load_inputs(recipe: str, hosts: str | None = None, assignments: Sequence[str
     cluster this machine submits to, else this machine)."""
     # The hosts file first: it says which Dynamo, so which TensorRT-LLM, the recipe's engine YAMLs must suit.
     loaded = hosts_of(hosts) if hosts else default_hosts()
-    loaded_recipe = load_recipe(recipe, assignments, loaded.runtime.dynamo)
+    source, warnings = recipe_source(recipe)
+    loaded_recipe = load_recipe(source, assignments, loaded.runtime.dynamo)
     venvs = os.path.abspath(loaded.python or sys.executable) == os.path.abspath(sys.executable)
-    return Inputs(loaded_recipe, loaded, commands_proven=as_shipped(recipe, assignments) and venvs)
+    proven = as_shipped(recipe, assignments) and venvs
+    return Inputs(loaded_recipe, loaded, commands_proven=proven, import_warnings=tuple(warnings))
 
 
 def as_shipped(recipe: str, assignments: Sequence[str]) -> bool:
@@ -82,7 +87,7 @@ def plan_for(
     )
 
     def plan_in(block: int | None) -> Plan:
-        return make_plan(
+        planned = make_plan(
             inputs.recipe,
             inputs.hosts,
             traits_for(inputs.hosts.backend),
@@ -93,6 +98,8 @@ def plan_for(
             kv_preflight=kv_preflight,
             binaries=binaries,
         )
+        planned.warnings += inputs.import_warnings
+        return planned
 
     plan = plan_in(None)
     if avoid_live_runs:

@@ -86,6 +86,7 @@ def test_live_figures_say_kv_cache_n_a_and_that_they_count_the_canaries():
         in_flight=0,
         queued=0,
         output_tokens_per_s=40,
+        kv_hit_rate=0.87,
         workers={
             "decode-0": WorkerLive(requests_per_s=1.5, kv_cache_usage=0.25),
             "prefill-fast-0": WorkerLive(requests_per_s=1),
@@ -93,6 +94,8 @@ def test_live_figures_say_kv_cache_n_a_and_that_they_count_the_canaries():
     )
     canary = CanaryResult(ok=True, at=time.time(), latency_s=0.1)
     text = "\n".join(rendered(status_view(report(metrics=live, pool_canaries={"prefill-fast": canary}))))
+    assert "KV hit rate 87% (dynamo_frontend_cached_tokens / prompt tokens)" in text
+    assert live.kv_hit_rate_from.startswith("dynamo_frontend_cached_tokens_sum / ")
     assert "decode-0: 1.50 req/s, KV cache 25%" in text and "prefill-fast-0: 1.00 req/s, KV cache n/a" in text
     assert "(counting the supervisor's canary completions: 1 every 10 s, and 1 a pool)" in text
     assert "its canary 0 s ago: served by its workers in 0.1 s" in text

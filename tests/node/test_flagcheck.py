@@ -28,6 +28,10 @@ from ..render.test_render import EXAMPLE_HOSTS, fits
 FLAGCHECK = PACKAGE_DIR / "node" / "flagcheck.py"
 DYNAMO = importlib.metadata.version("ai-dynamo")
 PLANTED = "planted"  # the recipe label of a planted fault's command
+KV = "frontend.router_mode=kv"
+# Shipped recipes whose engine config turns off TensorRT-LLM's block reuse: router_mode kv is refused for
+# them (tests/config/test_kv_routing.py), so only their rehearsal is asked under it.
+KV_REFUSED = {"gpt-oss-120b-agg", "gpt-oss-120b-sla-pools"}
 
 # (what is planted, into the first process of which module, the flag, the closest flag the parser offers)
 FAULTS = [
@@ -48,12 +52,15 @@ AUTOSCALED = ["decode.replicas=1", "autoscale.decode.min=1", "autoscale.decode.m
 
 
 def planned_cases() -> list[tuple[str, str, list[str]]]:
-    """(recipe, hosts, --set) for every shipped recipe on every example hosts file it fits, a rehearsal
-    (the mock engine in the same placement) of each TensorRT-LLM and vLLM one, and both engines autoscaled."""
+    """(recipe, hosts, --set) for every shipped recipe on every example hosts file it fits, and a rehearsal
+    (the mock engine in the same placement) of each TensorRT-LLM and vLLM one; each also under KV routing; and
+    both real engines autoscaled."""
     cases = []
     for recipe in builtin_recipe_names():
-        rehearsal = [[], ["engine=mocker"]] if load_recipe(recipe).engine != "mocker" else [[]]
-        cases += [(recipe, hosts, sets) for hosts in EXAMPLE_HOSTS if fits(recipe, hosts) for sets in rehearsal]
+        engines = [[], ["engine=mocker"]] if load_recipe(recipe).engine != "mocker" else [[]]
+        variants = [[*sets, *routing] for sets in engines for routing in ([], [KV])]
+        variants = [sets for sets in variants if not (recipe in KV_REFUSED and sets == [KV])]
+        cases += [(recipe, hosts, sets) for hosts in EXAMPLE_HOSTS if fits(recipe, hosts) for sets in variants]
     autoscaled = ("gpt-oss-120b-disagg", "gpt-oss-120b-vllm-disagg")
     return cases + [(recipe, "two-node-8gpu.yaml", AUTOSCALED) for recipe in autoscaled]
 

@@ -32,6 +32,13 @@ dynamo_frontend_time_to_first_token_seconds_bucket{{model="m",le="+Inf"}} {reque
 dynamo_frontend_time_to_first_token_seconds_sum{{model="m"}} 1
 dynamo_frontend_time_to_first_token_seconds_count{{model="m"}} {requests}
 """
+KV_HITS = """# TYPE dynamo_frontend_cached_tokens histogram
+dynamo_frontend_cached_tokens_sum{{model="m"}} {cached}
+dynamo_frontend_cached_tokens_count{{model="m"}} 1
+# TYPE dynamo_frontend_input_sequence_tokens histogram
+dynamo_frontend_input_sequence_tokens_sum{{model="m"}} {prompted}
+dynamo_frontend_input_sequence_tokens_count{{model="m"}} 1
+"""
 WORKER = """# TYPE dynamo_component_requests_total counter
 dynamo_component_requests_total{{dynamo_endpoint="generate"}} {requests}
 dynamo_component_requests_total{{dynamo_endpoint="worker_kv_query_source_1"}} 7
@@ -58,6 +65,17 @@ def test_rates_and_percentiles_come_from_the_window_between_two_scrapes():
     # 100 first tokens in the window: 50 under 10 ms, 50 between 10 and 100 ms.
     assert live.ttft_ms is not None and live.ttft_ms.p50 == 10.0 and live.ttft_ms.p99 == 98.2
     assert live.workers["decode-0"].requests_per_s == 5.0 and live.workers["decode-0"].kv_cache_usage == 0.25
+
+
+def test_the_kv_hit_rate_is_the_cached_share_of_the_windows_prompt_tokens():
+    def at(when: float, cached: int, prompted: int) -> Reading:
+        text = FRONTEND.format(requests=10, tokens=100, fast=10) + KV_HITS.format(cached=cached, prompted=prompted)
+        return Reading(when, frontend_reading(parsed(text)), {})
+
+    live = summarize(at(100.0, 1000, 4000), at(110.0, 8200, 13000), [], {})
+    assert live is not None and live.kv_hit_rate == 0.8  # 7,200 of 9,000 prompt tokens were cached
+    idle = summarize(at(100.0, 50, 500), at(110.0, 50, 500), [], {})
+    assert idle is not None and idle.kv_hit_rate is None  # no prompt in the window: no rate, not 0%
 
 
 def test_the_quantile_interpolates_within_its_bucket_as_prometheus_does():

@@ -109,7 +109,7 @@ def test_secret_references_stay_references_and_out_of_argv():
     worker = plan.process("agg-0").model_copy(update={"env": {"HF_TOKEN": "${HF_TOKEN}", "X": "a b"}})
     assert env_command(worker).split(" -m ")[0].endswith("X='a b' /usr/bin/python3")
     assert "HF_TOKEN" not in env_command(worker)
-    assert secret_assignments(worker) == 'HF_TOKEN="${HF_TOKEN}" '
+    assert secret_assignments(worker) == 'HF_TOKEN="${HF_TOKEN-}" '  # unset in the launching shell: empty
 
 
 def test_in_a_container_dynamo_runs_on_the_images_python_and_helpers_on_the_nodes():

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from ...config.recipe import FrontendSpec
 from ..plan import Process
 from .common import PlanContext, advertise_env, log_of, plane_flags
+
+
+def kv_block_size_flag(frontend: FrontendSpec) -> list[str]:
+    """The KV router hashes prompts in blocks of the workers' size (load_recipe settles it: config.kv_routing)."""
+    size = frontend.kv_cache_block_size
+    return ["--kv-cache-block-size", str(size)] if frontend.router_mode == "kv" and size else []
 
 
 def frontend_process(ctx: PlanContext, http_port: int, after: list[str]) -> Process:
@@ -25,6 +32,7 @@ def frontend_process(ctx: PlanContext, http_port: int, after: list[str]) -> Proc
             str(http_port),
             "--router-mode",
             ctx.recipe.frontend.router_mode,
+            *kv_block_size_flag(ctx.recipe.frontend),
             *plane_flags(ctx.recipe),
             # Scoped to the global router's namespace: it sees the public model there, never a pool's.
             *(["--namespace", ctx.recipe.global_router.namespace] if ctx.recipe.global_router else []),

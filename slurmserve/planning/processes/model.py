@@ -8,11 +8,13 @@ from typing import NamedTuple
 
 from ...config.hosts import Hosts
 from ...config.recipe import Recipe
+from ...errors import UserError
 from ...resources import builtin_model_dir
 from ..plan import Container, ModelStage
 from ..traits import BackendTraits
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+RECIPE_IMAGE = "recipe"  # slurm.container_image: the recipe's own image
 
 
 class ModelLocation(NamedTuple):
@@ -64,18 +66,35 @@ def model_stage(recipe: Recipe, hosts: Hosts) -> ModelStage | None:
     )
 
 
-def container_for(hosts: Hosts, traits: BackendTraits, run_dir: str, model_path: str) -> Container | None:
+def container_image(hosts: Hosts, recipe: Recipe) -> str | None:
+    """The Pyxis image: the hosts file's, or with `container_image: recipe` the one the recipe names (an
+    imported manifest's)."""
+    image = hosts.slurm.container_image
+    if image != RECIPE_IMAGE:
+        return image
+    if recipe.container_image is None:
+        raise UserError(
+            f"slurm.container_image: {RECIPE_IMAGE} runs the recipe's own image, but recipe {recipe.name} names no "
+            "container_image; name an image in the hosts file or the recipe"
+        )
+    return recipe.container_image
+
+
+def container_for(
+    hosts: Hosts, recipe: Recipe, traits: BackendTraits, run_dir: str, model_path: str
+) -> Container | None:
     """The hosts file's container, for the steps of a scheduler's job; it sees the run directory, the model
     cache (or the model's own folder) and the hosts file's mounts, each at its own path."""
     slurm = hosts.slurm
-    if not traits.has_allocation or not (slurm.container_image or slurm.container_bundle):
+    image = container_image(hosts, recipe)
+    if not traits.has_allocation or not (image or slurm.container_bundle):
         return None
     shared = [run_dir, hosts.model_cache or (model_path if model_path.startswith("/") else None)]
     mounts = [f"{path}:{path}" for path in shared if path] + slurm.container_mounts
     tools = slurm.container_tools
     return Container(
-        kind="pyxis" if slurm.container_image else "oci",
-        source=slurm.container_image or slurm.container_bundle or "",
+        kind="pyxis" if image else "oci",
+        source=image or slurm.container_bundle or "",
         mounts=mounts,
         python=tools.python,
         llmapi_launch=tools.llmapi_launch,

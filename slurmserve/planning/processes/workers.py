@@ -78,6 +78,7 @@ def mocker_command(recipe: Recipe, group: WorkerGroup, tools: Tools, model_path:
         group.role,
         *plane_flags(recipe),
         *(["--response-replay-trace-path", trace] if (trace := replay_trace(mocker, model_path)) else []),
+        *mocker_block_size_flag(recipe, mocker),
     ]
 
 
@@ -90,7 +91,7 @@ def vllm_parallel_flags(spec: WorkerSpec) -> list[str]:
     return flags + (["--enable-expert-parallel"] if spec.expert_parallel > 1 else [])
 
 
-def vllm_flags(group: WorkerGroup, ports: dict[str, int]) -> list[str]:
+def vllm_flags(group: WorkerGroup, ports: dict[str, int], kv_block_size: int | None) -> list[str]:
     """What a vLLM worker is told beyond the flags every worker gets: its parallelism, NIXL for a disagg
     role, and where it publishes its KV events when the router routes by them (vLLM publishes none unless told)."""
     flags = vllm_parallel_flags(group.spec)
@@ -104,7 +105,28 @@ def vllm_flags(group: WorkerGroup, ports: dict[str, int]) -> list[str]:
             "enable_kv_cache_events": True,
         }
         flags += ["--kv-events-config", json_flag(events)]
+        # The block size the frontend hashes prompts by (config.kv_routing), unless the recipe's args set it.
+        if "block_size" not in group.spec.args:
+            flags += ["--block-size", str(kv_block_size)]
     return flags
+
+
+def mocker_block_size_flag(recipe: Recipe, mocker: MockerSpec) -> list[str]:
+    """The recipe's block size; under KV routing always the one the frontend hashes by, given explicitly (the
+    mock engine publishes KV events by itself; its decode workers in disagg mode publish none)."""
+    kv = recipe.frontend.router_mode == "kv"
+    size = recipe.frontend.kv_cache_block_size if kv else mocker.block_size
+    return ["--block-size", str(size)] if size else []
+
+
+def kv_events_flag(recipe: Recipe, group: WorkerGroup) -> list[str]:
+    """TensorRT-LLM publishes no KV events unless told: the KV router would have nothing to route on."""
+    wanted = (
+        recipe.engine == "trtllm"
+        and recipe.frontend.router_mode == "kv"
+        and "--publish-kv-events" not in group.spec.extra_args
+    )
+    return ["--publish-kv-events"] if wanted else []
 
 
 def worker_command(
@@ -131,7 +153,7 @@ def worker_command(
     if engine_file:
         command += ["--extra-engine-args", engine_file]
     if recipe.engine == "vllm":
-        command += vllm_flags(group, ports)
+        command += vllm_flags(group, ports, recipe.frontend.kv_cache_block_size)
     if group.role != "agg":
         command += ["--disaggregation-mode", group.role]
     if recipe.parsers.reasoning:
@@ -140,7 +162,7 @@ def worker_command(
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
     if recipe.autoscale and recipe.engine == "trtllm":
         command.append("--publish-metrics")  # the forward-pass metrics the planner scales on (vLLM: an env)
-    command += engine_args(group.spec.args) + group.spec.extra_args
+    command += kv_events_flag(recipe, group) + engine_args(group.spec.args) + group.spec.extra_args
     # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
     return [tools.llmapi_launch, *command] if mpi_world else command
 

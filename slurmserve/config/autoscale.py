@@ -3,7 +3,7 @@ planner's own settings under Dynamo's names (checked against the PlannerConfig o
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -150,3 +150,24 @@ class AutoscaleSpec(Strict):
     def bounds(self) -> dict[str, RoleBounds]:
         """The autoscaled roles and their bounds."""
         return {role: bounds for role in ("prefill", "decode", "agg") if (bounds := getattr(self, role)) is not None}
+
+    def check_against(self, mode: str, pools: bool, discovery: str, sections: dict[str, Any]) -> None:
+        """Against the recipe: bounds for the mode's own roles only, each autoscaled role starting with its min
+        (not another `replicas`), etcd discovery, no pools. `sections`: the recipe's worker sections by role."""
+        if pools:
+            raise ValueError("autoscale: not with pools (the planner scales the one pool of a deployment)")
+        if discovery == "file":
+            raise ValueError("discovery: autoscaling needs etcd (the planner's decisions live there); use etcd or auto")
+        roles = ("prefill", "decode") if mode == "disagg" else ("agg",)
+        bounds = self.bounds()
+        if not bounds:
+            raise ValueError(f"autoscale: give the bounds of at least one of {' or '.join(roles)} ({{min: 1, max: 2}})")
+        for role, scale in bounds.items():
+            if role not in roles:
+                raise ValueError(f"autoscale.{role}: mode {mode} has no {role} workers (it has {', '.join(roles)})")
+            spec = sections[role]
+            if "replicas" in spec.model_fields_set and spec.replicas != scale.min:
+                raise ValueError(
+                    f"{role}.replicas: an autoscaled role starts with autoscale.{role}.min workers "
+                    f"({scale.min}), not {spec.replicas}; set that instead"
+                )

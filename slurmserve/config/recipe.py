@@ -304,30 +304,9 @@ class Recipe(Strict):
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
         self._check_engine_settings()
         if self.autoscale is not None:
-            self._check_autoscale(self.autoscale)
+            sections = {role: getattr(self, role) for role in ("prefill", "decode", "agg")}
+            self.autoscale.check_against(self.mode, bool(self.pools), self.discovery, sections)
         return self
-
-    def _check_autoscale(self, autoscale: AutoscaleSpec) -> None:
-        """Bounds for the mode's own roles only; each autoscaled role starts with its min (not `replicas`)."""
-        if self.pools:
-            raise ValueError("autoscale: not with pools (the planner scales the one pool of a deployment)")
-        if self.discovery == "file":
-            raise ValueError("discovery: autoscaling needs etcd (the planner's decisions live there); use etcd or auto")
-        roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
-        bounds = autoscale.bounds()
-        if not bounds:
-            raise ValueError(f"autoscale: give the bounds of at least one of {' or '.join(roles)} ({{min: 1, max: 2}})")
-        for role in bounds:
-            if role not in roles:
-                raise ValueError(
-                    f"autoscale.{role}: mode {self.mode} has no {role} workers (it has {', '.join(roles)})"
-                )
-            spec = getattr(self, role)
-            if "replicas" in spec.model_fields_set and spec.replicas != bounds[role].min:
-                raise ValueError(
-                    f"{role}.replicas: an autoscaled role starts with autoscale.{role}.min workers "
-                    f"({bounds[role].min}), not {spec.replicas}; set that instead"
-                )
 
     def _check_engine_settings(self) -> None:
         """What only TensorRT-LLM reads, refused under vLLM: set, it would silently change nothing."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install slurmserve with Dynamo's frontend and mock engine into a virtual environment (default .venv).
-#   ./install.sh          what the local demo needs
+# Install slurmserve with Dynamo's frontend, mock engine and planner into a virtual environment (default .venv).
+#   ./install.sh          what the local demo and autoscaling need
 #   ./install.sh --bench  plus aiperf (in $VENV/aiperf, a venv of its own) for `slurmserve bench`/`sweep`
 #   ./install.sh --test   plus the test tools (and aiperf: the suite benchmarks for real), and in $VENV/vllm
 #                         vLLM's CPU build, whose flag definitions the tests check vLLM command lines against
@@ -10,11 +10,11 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 AIPERF_VERSION=0.13.0
 VLLM_VERSION=0.31.0  # what ai-dynamo 1.6.1's `vllm` extra pins
-extras=dynamo
-adds="Dynamo's runtime, etcd, nats-server"  # what the extras bring, for the progress line
+extras=dynamo,planner
+adds="Dynamo's runtime, etcd, nats-server, the planner's libraries"  # what the extras bring, for the progress line
 case "${1:-}" in
-  --bench) extras=dynamo,bench adds="$adds, matplotlib" ;;
-  --test) extras=dynamo,bench,test adds="$adds, matplotlib, pytest, ruff, mypy, mkdocs" ;;
+  --bench) extras=dynamo,planner,bench adds="$adds, matplotlib" ;;
+  --test) extras=dynamo,planner,bench,test adds="$adds, matplotlib, pytest, ruff, mypy, mkdocs" ;;
 esac
 
 # One line per step, so that the minutes pip spends quietly are accounted for (time since the start).
@@ -36,6 +36,12 @@ step "ai-dynamo 1.6.1 (Dynamo's frontend and mock engine, without its declared d
 step "slurmserve (editable) and $adds into $VENV"
 # (--no-warn-conflicts: pip would otherwise list ai-dynamo's unmet declared dependencies as errors.)
 "${pip[@]}" --no-warn-conflicts --editable ".[$extras]"
+# Dynamo's planner imports two classes of NVIDIA's aisimulate (not installable here) at module load; its
+# load-based scaling never uses them. shims/ stands in with classes that raise when used. A .pth file puts it
+# after site-packages, so that a real aisimulate_core, where one is installed, wins.
+site_packages=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+step "the aisimulate_core import shim ($PWD/shims) into $VENV, behind site-packages"
+echo "$PWD/shims" > "$site_packages/zz-aisimulate-shim.pth"
 if [[ $extras == *bench* ]]; then
   # aiperf pins older huggingface_hub, rich and prometheus_client than slurmserve uses: its own venv,
   # inside slurmserve's (the same path on the nodes' shared filesystem), where `bench` looks for it.

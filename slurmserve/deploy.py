@@ -42,6 +42,7 @@ from .runs.events import Cancelled, CancelRequested, Failed, Ready, Submitted
 from .runtime.inputs import Inputs, flags_asked, load_inputs, pin_model, plan_for, record_flags_accepted, stages_a_model
 from .runtime.launch import wait_for_deployment
 from .runtime.names import prune, remove, stopped, take_name
+from .runtime.scaling import ask_scale
 from .runtime.status import RunStatus, status
 from .waiting import wait_until
 
@@ -52,6 +53,7 @@ __all__ = [
     "Prepared",
     "RunStatus",
     "SweepReport",
+    "ask_scale",
     "bench",
     "cancel",
     "compare",

@@ -105,6 +105,11 @@ class LocalBackend(Backend):
         if not result.ok:
             raise RuntimeError(result.stderr.strip() or f"launch script exited {result.exited}")
 
+    def stop_process(self, run: RunDir, process: Process, grace_s: float) -> None:
+        record = run.pid_record(process.name)
+        if record is not None:
+            stop_groups([record], grace_s=grace_s)
+
     def __init__(self) -> None:
         self.exits = ExitWatch()
 

@@ -12,7 +12,7 @@ import typer
 from .bench_commands import bench, sweep
 from .interop_commands import export, import_manifest
 from .observe import metrics
-from .run_commands import cancel, logs, plan, prune, render, rm, status, submit
+from .run_commands import cancel, logs, plan, prune, render, rm, scale, status, submit
 from .setup_commands import probe, recipes, stage_recipe_model
 
 # `-h` as well as `--help`, on every command: click passes help_option_names down to each subcommand's context.
@@ -62,6 +62,7 @@ app.command()(render)
 app.command()(submit)
 app.command()(status)
 app.command()(logs)
+app.command()(scale)
 app.command()(bench)
 app.command()(sweep)
 app.command()(metrics)

@@ -13,8 +13,10 @@ from .output import gpu_ranges
 
 def placement_table(plan: Plan) -> Table:
     """A row per process, in start order (`stage`: processes of one stage start together, once the stage
-    before serves). At 80 columns nothing is cut: GPUs as ranges, a port a line, names whole."""
+    before serves; `standby`: an autoscaled worker that scaling starts, last). At 80 columns nothing is cut:
+    GPUs as ranges, a port a line, names whole."""
     stage_of = {process.name: number for number, stage in enumerate(plan.stages(), 1) for process in stage}
+    standby = len(plan.stages()) + 1
     with_leaf = any(node.switch for node in plan.nodes)
     table = Table(
         Column("process", no_wrap=True),
@@ -30,7 +32,7 @@ def placement_table(plan: Plan) -> Table:
         title=f"{plan.recipe} ({plan.engine}, {plan.mode}) on {plan.backend}: run {plan.run_name}",
     )
     switch_of = {node.name: node.switch for node in plan.nodes}
-    for process in sorted(plan.processes, key=lambda process: stage_of[process.name]):
+    for process in sorted(plan.processes, key=lambda process: stage_of.get(process.name, standby)):
         leaf = [", ".join(switch_of[n] or "" for n in process.nodes)] if with_leaf else []
         table.add_row(
             process.name,
@@ -39,7 +41,7 @@ def placement_table(plan: Plan) -> Table:
             *leaf,
             gpu_ranges(process.gpus),
             "\n".join(f"{k}={v}" for k, v in process.ports.items()),
-            str(stage_of[process.name]),
+            "standby" if process.standby else str(stage_of[process.name]),
         )
     table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
     return table

@@ -195,6 +195,17 @@ def cancel(run: str) -> None:
 
 
 @clean_errors
+def scale(
+    run: str,
+    counts: list[str] = typer.Argument(..., metavar="ROLE=N...", help="e.g. decode=3, within autoscale min/max"),
+) -> None:
+    """Ask a run's supervisor for this many workers of an autoscaled role: it starts standby workers in place,
+    or removes the latest added ones (out of discovery, drained, stopped). `status` shows the counts."""
+    asked = deploy.ask_scale(open_run(run), counts)
+    console.print(f"run {run}: asked for {', '.join(f'{role} {count}' for role, count in asked.items())}")
+
+
+@clean_errors
 def rm(runs: list[str] = typer.Argument(..., metavar="RUN...")) -> None:
     """Delete stopped runs' folders (a live run is refused: cancel it first)."""
     deploy.remove([open_run(run) for run in runs])

@@ -122,6 +122,11 @@ def status_lines(report: deploy.RunStatus, trend: bool) -> list[str]:
     if report.frontend:
         seen = ", ".join(f"{role} {count}/{planned}" for role, (count, planned) in report.frontend.items())
         lines.append(f"frontend sees {seen}")
+    lines += [
+        f"autoscale {role}: {counts.actual} ready of {counts.desired} asked (min {counts.min}, max {counts.max})"
+        for role, counts in report.autoscale.items()
+        if counts.min < counts.max
+    ]
     if report.canary:
         canary = report.canary
         outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"

@@ -10,6 +10,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import UserError, did_you_mean
 from ..resources import builtin_recipes_dir
+from .autoscale import AutoscaleSpec
 from .engine_schema import resolve_engine_config
 from .fields import (
     AbsolutePath,
@@ -281,8 +282,9 @@ class Recipe(Strict):
     observability: ObservabilitySpec = ObservabilitySpec()
     pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
     global_router: GlobalRouterSpec | None = None
-    # The real engine a rehearsal (`--set engine=mocker`) stands in for, whose ports and env its workers keep
-    # (set by load_recipe from the file's own engine, never written in a recipe).
+    autoscale: AutoscaleSpec | None = None  # Dynamo's planner chooses the worker counts, between per-role bounds
+    # The real engine a rehearsal (`--set engine=mocker`) stands in for: its workers keep that engine's
+    # ports and env. Set by load_recipe from the file's own engine, never written in a recipe.
     _rehearses: RealEngine | None = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -301,7 +303,31 @@ class Recipe(Strict):
             if self.prefill is not None or self.decode is not None:
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
         self._check_engine_settings()
+        if self.autoscale is not None:
+            self._check_autoscale(self.autoscale)
         return self
+
+    def _check_autoscale(self, autoscale: AutoscaleSpec) -> None:
+        """Bounds for the mode's own roles only; each autoscaled role starts with its min (not `replicas`)."""
+        if self.pools:
+            raise ValueError("autoscale: not with pools (the planner scales the one pool of a deployment)")
+        if self.discovery == "file":
+            raise ValueError("discovery: autoscaling needs etcd (the planner's decisions live there); use etcd or auto")
+        roles = ("prefill", "decode") if self.mode == "disagg" else ("agg",)
+        bounds = autoscale.bounds()
+        if not bounds:
+            raise ValueError(f"autoscale: give the bounds of at least one of {' or '.join(roles)} ({{min: 1, max: 2}})")
+        for role in bounds:
+            if role not in roles:
+                raise ValueError(
+                    f"autoscale.{role}: mode {self.mode} has no {role} workers (it has {', '.join(roles)})"
+                )
+            spec = getattr(self, role)
+            if "replicas" in spec.model_fields_set and spec.replicas != bounds[role].min:
+                raise ValueError(
+                    f"{role}.replicas: an autoscaled role starts with autoscale.{role}.min workers "
+                    f"({bounds[role].min}), not {spec.replicas}; set that instead"
+                )
 
     def _check_engine_settings(self) -> None:
         """What only TensorRT-LLM reads, refused under vLLM: set, it would silently change nothing."""

@@ -45,6 +45,8 @@ PARSERS: dict[str, tuple[str, str, bool]] = {
     "dynamo.frontend": ("dynamo.frontend.main", "parse_args", True),
     # Its parser lives in its __main__, which starts nothing on import (main() runs under __name__ guard).
     "dynamo.global_router": ("dynamo.global_router.__main__", "parse_args", True),
+    # The planner's config (`--config JSON`) through its own PlannerConfig: option names and their values.
+    "dynamo.planner": ("dynamo.planner.__main__", "_parse_config", True),
 }
 FLAG = re.compile(r"--[A-Za-z0-9][\w.-]*")
 

@@ -28,7 +28,7 @@ def file_sd_targets(plan: Plan, supervisor: str | None = None) -> list[dict[str,
     """One target group per process with metrics, and the supervisor's own endpoint ("host:port") when it
     serves one: [{"targets": ["host:port"], "labels": {...}}]."""
     groups = []
-    for process in plan.processes:
+    for process in plan.launched:
         port = metrics_port(process)
         if port is None:
             continue

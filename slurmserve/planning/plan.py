@@ -12,7 +12,9 @@ from ..config.recipe import RestartPolicy
 from ..errors import UserError
 from .ports import block_ports
 
-Role = Literal["etcd", "nats", "frontend", "prefill", "decode", "agg", "router", "global_router", "prometheus"]
+Role = Literal[
+    "etcd", "nats", "frontend", "prefill", "decode", "agg", "router", "global_router", "prometheus", "planner"
+]
 WORKER_ROLES = ("prefill", "decode", "agg")
 # The Dynamo component a process of each role registers as, which the frontend counts: a disaggregated
 # prefill worker (and a prefill pool's router) is component "prefill"; decode and agg ones are "backend".
@@ -55,6 +57,8 @@ class Process(BaseModel):
     leftovers: list[str] = []
     in_container: bool = False  # runs in the plan's container (with the image's own interpreter and tools)
     pool: str | None = None  # the pool (behind Dynamo's global router) its workers or local router serve
+    # An autoscaled worker beyond its role's min: placed (GPUs, ports, NICs), started only when scaling adds it.
+    standby: bool = False
     log: str  # relative to the run directory
 
     @property
@@ -157,6 +161,20 @@ class EngineFile(BaseModel):
     overrides: dict[str, int] = {}
 
 
+class RoleScale(BaseModel):
+    """How many workers of a role the planner may run: the deployment starts with `min`."""
+
+    min: int
+    max: int
+
+
+class PlanAutoscale(BaseModel):
+    """The planner's bounds per worker role (a role the recipe does not autoscale has min = max)."""
+
+    capacity: Literal["reserved", "elastic"]
+    roles: dict[str, RoleScale]
+
+
 class Plan(BaseModel):
     recipe: str
     backend: Literal["slurm", "ssh", "local"]
@@ -187,16 +205,24 @@ class Plan(BaseModel):
     pools: list[PlanPool] = []  # several pools behind Dynamo's global router (none: one pool)
     global_router_config: dict[str, Any] | None = None  # written to GLOBAL_ROUTER_CONFIG
     served_link: str | None = None  # a link in the run directory to model_path, named as the model is served
+    autoscale: PlanAutoscale | None = None  # Dynamo's planner chooses the worker counts (`planner` process)
 
     # Name indexes, built once: the supervisor looks processes up every tick.
     _processes: dict[str, Process] = PrivateAttr(default_factory=dict)
     _nodes: dict[str, PlanNode] = PrivateAttr(default_factory=dict)
     _stages: list[list[Process]] = PrivateAttr(default_factory=list)
+    _launched: list[Process] = PrivateAttr(default_factory=list)
 
     def model_post_init(self, _context: object) -> None:
         self._processes = {process.name: process for process in self.processes}
         self._nodes = {node.name: node for node in self.nodes}
-        self._stages = _start_order(self.processes)
+        self._launched = [process for process in self.processes if not process.standby]
+        self._stages = _start_order(self._launched)
+
+    @property
+    def launched(self) -> list[Process]:
+        """The processes the deployment starts: all but the standby workers, which only scaling starts."""
+        return self._launched
 
     def node(self, name: str) -> PlanNode:
         return self._nodes[name]
@@ -245,7 +271,7 @@ class Plan(BaseModel):
         return max(used.values(), default=0)
 
     def stages(self) -> list[list[Process]]:
-        """Processes grouped so that each group depends only on earlier ones: the start order."""
+        """The launched processes grouped so that each group depends only on earlier ones: the start order."""
         return self._stages
 
     def kv_check_stage(self) -> int | None:

@@ -20,6 +20,15 @@ from .processes.frontend import frontend_process
 from .processes.model import ModelLocation, container_for, download_warning, model_location, model_stage
 from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, held_stream_warning, pool_processes
+from .processes.scaling import (
+    is_standby,
+    plan_autoscale,
+    planner_process,
+    refuse_elastic,
+    reserved_gpus_problem,
+    reserved_groups,
+    role_scales,
+)
 from .processes.workers import engine_files, worker_process
 from .topology import nic_fallbacks
 from .traits import BackendTraits
@@ -49,8 +58,11 @@ def lay_out(recipe: Recipe, hosts: Hosts, traits: BackendTraits) -> Layout:
     simulated = simulated_gpus(recipe, nodes, traits)
     if simulated:
         nodes = [replace(node, gpus=simulated) for node in nodes]
-    groups = {group.field: group for group in recipe.worker_groups()}
-    placements = place_workers([(field, group.spec) for field, group in groups.items()], nodes)
+    groups = {group.field: group for group in reserved_groups(recipe)}
+    try:
+        placements = place_workers([(field, group.spec) for field, group in groups.items()], nodes)
+    except UserError as problem:
+        raise reserved_gpus_problem(recipe, problem) from None
     used = sorted({index for placement in placements for index in placement.nodes})
     return Layout(groups, placements, nodes, [nodes[index] for index in used], simulated)
 
@@ -61,7 +73,7 @@ def simulated_gpus(recipe: Recipe, nodes: list[Node], traits: BackendTraits) -> 
     engine's plan is only shown (its submit is refused: the node preflight finds no GPU)."""
     if not traits.runs_on_this_machine or any(node.gpus for node in nodes):
         return 0
-    groups = recipe.worker_groups()
+    groups = reserved_groups(recipe)
     step = math.lcm(*(group.spec.gpus for group in groups))
     needed = max(SIMULATED_GPUS_AT_LEAST, sum(group.spec.replicas * group.spec.gpus for group in groups))
     return step * math.ceil(needed / step)
@@ -81,6 +93,7 @@ def make_plan(
 ) -> Plan:
     """The plan of a deployment, its processes made in the order it starts them. binaries: the etcd and
     nats-server to run (default: the hosts file's, else found on the nodes' PATH); kv_preflight: see `plan_of`."""
+    refuse_elastic(recipe, traits, hosts.backend)
     layout, model = lay_out(recipe, hosts, traits), model_location(recipe, hosts)
     block = default_port_block(run_name) if port_block is None else port_block
     ctx = PlanContext(
@@ -103,10 +116,14 @@ def make_plan(
         worker_process(ctx, layout.groups[placement.role], placement, layout.nodes, model, control.names)
         for placement in layout.placements
     ]
+    workers = [w.model_copy(update={"standby": is_standby(recipe, w.role, w.replica or 0)}) for w in workers]
     pools = pool_processes(ctx, workers, model.path) if recipe.pools else None
     http_port = recipe.frontend.http_port or ctx.ports.take(layout.head.name)
-    frontend = frontend_process(ctx, http_port, [pools.global_router.name] if pools else [w.name for w in workers])
-    processes = [*control.processes, *watchers, *workers, *(pools.processes if pools else []), frontend]
+    started = [w.name for w in workers if not w.standby]
+    frontend = frontend_process(ctx, http_port, [pools.global_router.name] if pools else started)
+    # The planner last: it decides from the serving workers' forward-pass metrics.
+    planner = [planner_process(ctx, [*started, frontend.name])] if recipe.autoscale else []
+    processes = [*control.processes, *watchers, *workers, *(pools.processes if pools else []), frontend, *planner]
     check_unique_names(processes)
     made = Planned(layout, model, discovery, control, pools, http_port, processes)
     return plan_of(ctx, hosts, made, port_block=block, kv_preflight=kv_preflight)
@@ -147,7 +164,8 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         # With pools the frontend routes to the global router only.
         workers_expected={"global_router": 1}
         if pools
-        else {g.role: g.spec.replicas for g in made.layout.groups.values()},
+        else {role: scale.min for role, scale in role_scales(recipe).items()},
+        autoscale=plan_autoscale(recipe),
         pools=pools.pools if pools else [],
         global_router_config=pools.routing.config if pools else None,
         served_link=pools.served_link if pools else None,

@@ -212,6 +212,7 @@ def render_scripts(plan: Plan, traits: BackendTraits) -> dict[str, str]:
     for host in hosts:
         host_stages = [(number, [p.name for p in by_host[number - 1][host]]) for number in range(1, len(stages) + 1)]
         processes = [process for number in range(len(stages)) for process in by_host[number][host]]
+        processes += [process for process in plan.processes if process.standby and process.host == host]
         scripts[host_script(host)] = templates.get_template("ssh_host.sh.j2").render(
             context, host=host, stages=host_stages, processes=processes
         )

@@ -67,6 +67,8 @@ class EventKind(str, Enum):
     RESTART_REQUESTED = "restart requested"
     BENCH_STARTED = "bench started"
     BENCH_DONE = "bench done"
+    SCALE_ASKED = "scale asked"
+    SCALED = "scaled"
 
 
 def utc_now() -> str:
@@ -231,6 +233,27 @@ class BenchDone(BaseEvent):
     valid: bool
 
 
+class ScaleAsked(BaseEvent):
+    """A worker count asked of an autoscaled role (`slurmserve scale`)."""
+
+    event: Literal[EventKind.SCALE_ASKED] = EventKind.SCALE_ASKED
+    role: str
+    count: int
+
+
+class Scaled(BaseEvent):
+    """What the supervisor did to meet a count, and how it went: a standby worker `added` (`started`, then
+    `serving` once ready and counted by the frontend, or `failed`), or the latest added one `removed`
+    (`leaving`: out of discovery and draining, then `stopped`)."""
+
+    event: Literal[EventKind.SCALED] = EventKind.SCALED
+    role: str
+    process: str
+    action: Literal["add", "remove"]
+    outcome: Literal["started", "serving", "failed", "leaving", "stopped"]
+    detail: str | None = None
+
+
 RunEvent = Annotated[
     Created
     | Submitted
@@ -256,7 +279,9 @@ RunEvent = Annotated[
     | CancelRequested
     | Cancelled
     | BenchStarted
-    | BenchDone,
+    | BenchDone
+    | ScaleAsked
+    | Scaled,
     Field(discriminator="event"),
 ]
 RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)

@@ -153,6 +153,11 @@ class RunPaths:
     def restart_request(self, process: str) -> Path:
         return self.requests / f"{RESTART_REQUEST_PREFIX}{process}"
 
+    @property
+    def scale_request(self) -> Path:
+        """requests/scale.json: the worker count asked of each autoscaled role (`slurmserve scale`)."""
+        return self.requests / "scale.json"
+
 
 def client_record_of(run_dir: str) -> str:
     """The client record's path as the plan's run directory spells it (on the head node, perhaps not here)."""

@@ -87,6 +87,15 @@ class LiveMetrics(BaseModel):
     trend: list[TrendPoint] = []  # one per scrape, oldest first (status --watch draws them)
 
 
+class RoleCounts(BaseModel):
+    """An autoscaled role: its bounds, the count asked (by hand, or its min), and its workers ready."""
+
+    min: int
+    max: int
+    desired: int
+    actual: int
+
+
 class SupervisorState(BaseModel):
     """state.json: the supervisor's latest picture of the deployment."""
 
@@ -111,6 +120,7 @@ class SupervisorState(BaseModel):
     metrics: LiveMetrics | None = None
     metrics_endpoint: str | None = None  # where the supervisor serves its own /metrics ("host:port")
     pool_canaries: dict[str, CanaryResult] = {}  # per pool behind the global router: its own canary
+    autoscale: dict[str, RoleCounts] = {}  # per worker role, when the recipe autoscales
 
 
 class StartedGroup(BaseModel):

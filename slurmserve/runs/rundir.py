@@ -141,6 +141,19 @@ class RunDir:
     def restart_done(self, process: str) -> None:
         self.paths.restart_request(process).unlink(missing_ok=True)
 
+    def request_scale(self, counts: dict[str, int]) -> None:
+        """Ask the supervisor for these worker counts (role -> count), over what was asked before."""
+        make_private_dir(self.paths.requests)
+        write_private(self.paths.scale_request, json.dumps(self.scale_request() | counts) + "\n")
+
+    def scale_request(self) -> dict[str, int]:
+        """The worker counts asked so far (none: each role at its min)."""
+        try:
+            asked = json.loads(self.paths.scale_request.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {role: count for role, count in asked.items() if isinstance(count, int)}
+
     def _read(self, path: Path, model: type[Model]) -> Model | None:
         try:
             return model.model_validate_json(path.read_bytes())

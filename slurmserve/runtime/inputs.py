@@ -132,7 +132,8 @@ def refuse_rejected_flags(plan: Plan) -> bool:
     if rejected:
         raise UserError(
             f"recipe {plan.recipe}: {'; '.join(rejected)} (asked with {plan.python}). Take the flag out of the "
-            "recipe's frontend.extra_args or workers' args/extra_args (or the --set that adds it), or set "
+            "recipe's frontend.extra_args or workers' args/extra_args, or fix the option in autoscale.planner (or "
+            "the --set that adds it), or set "
             "python: in the hosts file to a Dynamo that takes it."
         )
     return True

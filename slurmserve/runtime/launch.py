@@ -155,7 +155,7 @@ def any_started(state: SupervisorState) -> bool:
 def readiness(plan: Plan, state: SupervisorState) -> str:
     """Each role in start order, as ready of planned: `etcd ready, prefill 0/1, decode 1/1 ready`."""
     roles: dict[str, list[bool]] = {}
-    for process in plan.processes:
+    for process in plan.launched:
         watch = state.processes.get(process.name)
         roles.setdefault(process.role, []).append(watch is not None and watch.state is ProcessState.READY)
     return ", ".join(role_readiness(role, ready) for role, ready in roles.items())

@@ -15,7 +15,7 @@ from ..health.decisions import direct_state, direct_verdict
 from ..planning.plan import Plan, Process
 from ..runs import CanaryResult, EventKind, LiveMetrics, ProcessState, RunDir, SupervisorState, Verdict
 from ..runs.events import Failed
-from ..runs.records import ProcessWatch
+from ..runs.records import ProcessWatch, RoleCounts
 from ..transport.http import http_ok
 from ..waiting import wait_until
 
@@ -54,6 +54,7 @@ class RunStatus:
     metrics: LiveMetrics | None = None  # what it serves, over the last minute (while supervised)
     prometheus: str | None = None  # the in-job Prometheus's URL, when the recipe asked for one
     pool_canaries: dict[str, CanaryResult] = field(default_factory=dict)  # per pool behind the global router
+    autoscale: dict[str, RoleCounts] = field(default_factory=dict)  # per autoscaled role (while supervised)
 
 
 def supervisor_absence(run: RunDir, state: SupervisorState | None) -> str | None:
@@ -106,7 +107,10 @@ def status(run: RunDir) -> RunStatus:
 def supervised_status(plan: Plan, state: SupervisorState, report: Callable[..., RunStatus]) -> RunStatus:
     """The live supervisor's picture, as state.json has it."""
     processes = [
-        process_status(process, state.processes[process.name].state, state.processes) for process in plan.processes
+        # The launched processes, and the standby workers scaling started (those the supervisor watches).
+        process_status(process, state.processes[process.name].state, state.processes)
+        for process in plan.processes
+        if process.name in state.processes
     ]
     return report(
         verdict=state.verdict,
@@ -118,6 +122,7 @@ def supervised_status(plan: Plan, state: SupervisorState, report: Callable[..., 
         nodes=state.nodes,
         metrics=state.metrics,
         pool_canaries=state.pool_canaries,
+        autoscale=state.autoscale,
     )
 
 
@@ -132,7 +137,7 @@ def direct_status(
     changed = stopped_at(run, state)
     processes = [
         process_status(p, direct_state(alive_of[p.name], answers_now(p, alive_of[p.name]), stopped), watched, changed)
-        for p in run.plan().processes
+        for p in run.plan().launched
     ]
     verdict, reason = direct_verdict(
         {p.name: (p.role, p.state) for p in processes}, cancelled, ended, absence, start_failure=start_failure(run)

@@ -71,6 +71,7 @@ from ..transport.http import frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
 from .background import CANARY_INTERVAL_S, Periodic, exit_reason, send_canary
+from .scaling import ScalingSteps, wanted_counts
 from .scraper_child import ScraperChild
 
 TICK_S = 0.5
@@ -88,13 +89,16 @@ def stopped_by(signum: int) -> str:
     return f"{signal.Signals(signum).name}: the deployment is being stopped (cancel, scancel or time limit)"
 
 
-class Supervisor:
+class Supervisor(ScalingSteps):
     def __init__(self, run: RunDir):
         self.run = run
         self.plan = run.plan()
         self.backend = backend_for(self.plan.backend)
         now = time.time()
-        self.watch = {process.name: Watch(since=now) for process in self.plan.processes}
+        # What the supervisor watches: the launched processes, and the standby workers scaling started.
+        self.active: list[Process] = list(self.plan.launched)
+        self.watch = {process.name: Watch(since=now) for process in self.active}
+        self.added, self.leaving, self.unstartable, self.reported = [], {}, set(), set()
         self.verdict, self.reason = Verdict.STARTING, "starting the processes"
         self.served_once = False
         self.stopping: str | None = None
@@ -111,7 +115,7 @@ class Supervisor:
         self.metrics_endpoint: str | None = None
         self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
-        self.urls = sorted({p.ready_url for p in self.plan.processes if p.ready_url})
+        self.urls = sorted({p.ready_url for p in self.active if p.ready_url})
         self.identity = ProcessIdentity.of_this_process()
         self.parent = os.getppid()
         self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0
@@ -209,6 +213,7 @@ class Supervisor:
         instances = self.guarded(lambda: self.observe_processes(now))
         self.guarded(lambda: self.restart_due(now))
         self.guarded(lambda: self.restart_requested(now))
+        self.guarded(lambda: self.scale(now, instances))
         self.guarded(lambda: self.check_frontend(instances))
         self.guarded(lambda: self.check_canary(now))
         self.guarded(lambda: self.decide_verdict(now))
@@ -221,9 +226,9 @@ class Supervisor:
         when the frontend does not run, or does not answer)."""
         alive = self.backend.alive(self.run, in_job=True)
         answered = self.prober.probe(self.urls, PROBE_BUDGET_S)
-        answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.plan.processes}
+        answers = {p.name: answered.get(p.ready_url) if p.ready_url else True for p in self.active}
         instances = frontend_instances(self.plan.endpoint, READY_PROBE_TIMEOUT_S) if alive.get("frontend") else None
-        for process in self.plan.processes:
+        for process in self.active:
             self.observe(process, alive.get(process.name), answers[process.name], instances, now)
         return instances
 
@@ -283,7 +288,7 @@ class Supervisor:
     def learn_instance_ids(self) -> None:
         """Instances that name no address (a NATS request plane): each serving worker's instance id, from
         its own /metrics, once per start."""
-        for process in self.plan.processes:
+        for process in self.active:
             watch = self.watch[process.name]
             url = metrics_url(self.plan, process) if process.is_worker else None
             if url and watch.served and not watch.instance_known:
@@ -308,7 +313,7 @@ class Supervisor:
         self.record(RestartScheduled(process=process.name, in_s=decision.delay_s))
 
     def restart_due(self, now: float) -> None:
-        for process in self.plan.processes:
+        for process in self.active:
             watch = self.watch[process.name]
             if watch.restart_at is None or now < watch.restart_at or self.stopping:
                 continue
@@ -366,9 +371,10 @@ class Supervisor:
             self.learn_instance_ids()
             found = [self.owners.owner(instance) for instance in routed]
         owners = list(dict.fromkeys(owner for owner in found if owner))  # a disagg global router serves two
-        self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.plan.workers_expected)
+        expected = wanted_counts(self.plan, self.run.scale_request())
+        self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], expected)
         registered = set(owners)  # a set: thousands of workers are looked up every tick
-        for process in self.plan.processes:
+        for process in self.active:
             if process.is_worker:
                 self.watch[process.name].registered = process.name in registered
         if all(seen for seen, _ in self.frontend.values()):
@@ -408,7 +414,9 @@ class Supervisor:
             model=self.plan.model,
             endpoint=self.plan.endpoint,
         )
-        verdict, reason = decide_verdict(self.watch, view, self.served_once, now)
+        # A worker scaling adds counts once it serves (or failed to start): meanwhile the deployment serves on.
+        counted = {name: watch for name, watch in self.watch.items() if name not in self.added or name in self.reported}
+        verdict, reason = decide_verdict(counted, view, self.served_once, now)
         if verdict == Verdict.READY:
             self.served_once = True
         if verdict != self.verdict:
@@ -462,6 +470,7 @@ class Supervisor:
                 metrics=live,
                 metrics_endpoint=self.metrics_endpoint,
                 pool_canaries=self.pool_canaries,
+                autoscale=self.autoscale_view(),
             )
         )
 

@@ -42,6 +42,7 @@ FAULTS = [
     ("a misspelt mock worker flag", "dynamo.mocker", "--speedup-ratioo", "--speedup-ratio"),
     ("a misspelt local router flag", "dynamo.router", "--router-temprature", "--router-temperature"),
     ("a bogus global router flag", "dynamo.global_router", "--global-router-mode", None),
+    ("a misspelt planner flag", "dynamo.planner", "--conifg", "--config"),
 ]
 
 

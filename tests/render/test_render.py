@@ -16,6 +16,7 @@ from slurmserve.config.hosts import concrete_nodes, load_hosts
 from slurmserve.config.recipe import builtin_recipe_names, load_recipe
 from slurmserve.errors import UserError
 from slurmserve.planning.planner import make_plan
+from slurmserve.planning.processes.scaling import reserved_groups
 from slurmserve.render.files import rendered_files, write_files
 from slurmserve.render.scripts import env_command, render_script, render_scripts, secret_assignments
 
@@ -28,8 +29,9 @@ EXAMPLE_HOSTS = sorted(path.name for path in HOSTS.glob("*.yaml"))
 
 
 def fits(recipe: str, hosts: str) -> bool:
-    """Recipes whose workers need more GPUs than a hosts file has are expected to fail there."""
-    demand = sum(spec.replicas * spec.gpus for _, spec in load_recipe(recipe).worker_roles())
+    """Recipes whose workers need more GPUs than a hosts file has (an autoscaled role's max of them: reserved)
+    are expected to fail there."""
+    demand = sum(group.spec.replicas * group.spec.gpus for group in reserved_groups(load_recipe(recipe)))
     return demand <= sum(node.gpus for node in concrete_nodes(load_hosts(HOSTS / hosts)))
 
 

@@ -114,3 +114,13 @@ def test_without_vllm_a_vllm_workers_dynamo_flags_are_still_refused():
         "plan", "--recipe", "gpt-oss-120b-vllm-disagg", "--hosts", LOCAL, "--set", "decode.args.disaggregation_mode=pd2"
     )
     assert f"decode-0: Dynamo {DYNAMO}'s dynamo.vllm rejects --disaggregation-mode: " in one_paragraph(result)
+
+
+def test_a_planner_setting_dynamos_planner_config_refuses_is_exit_2_at_plan_time():
+    result = slurmserve_in_process(
+        "plan", "--recipe", "mocker-disagg-autoscale", "--set", "autoscale.planner.decode_scale_up_kv_rate=5"
+    )
+    said = one_paragraph(result)
+    assert f"planner: Dynamo {DYNAMO}'s dynamo.planner rejects" in said, said
+    assert "decode_scale_up_kv_rate must be greater than decode_scale_down_kv_rate" in said
+    assert "autoscale.planner" in said

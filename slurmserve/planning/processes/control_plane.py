@@ -26,7 +26,9 @@ def choose_discovery(recipe: Recipe, traits: BackendTraits, used_nodes: list[Nod
                 "use etcd"
             )
         return recipe.discovery
-    return "file" if traits.runs_on_this_machine and len(used_nodes) == 1 else "etcd"
+    # Dynamo's planner keeps its decisions in etcd (its virtual connector is proven there).
+    one_here = traits.runs_on_this_machine and len(used_nodes) == 1 and recipe.autoscale is None
+    return "file" if one_here else "etcd"
 
 
 def head_service(

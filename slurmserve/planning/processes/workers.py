@@ -160,6 +160,8 @@ def worker_command(
         command += ["--dyn-reasoning-parser", recipe.parsers.reasoning]
     if recipe.parsers.tool_call:
         command += ["--dyn-tool-call-parser", recipe.parsers.tool_call]
+    if recipe.autoscale and recipe.engine == "trtllm":
+        command.append("--publish-metrics")  # the forward-pass metrics the planner scales on (vLLM: an env)
     command += kv_events_flag(recipe, group) + engine_args(group.spec.args) + group.spec.extra_args
     # One MPI world per worker: TRT-LLM's launcher makes rank 0 the Dynamo worker, the rest its engine ranks.
     return [tools.llmapi_launch, *command] if mpi_world else command
@@ -213,6 +215,10 @@ def worker_ports(ctx: PlanContext, group: WorkerGroup, leader: Node) -> SystemPo
     ports, env = dict(system.ports), dict(system.env)
     if ctx.recipe.layout_engine != "vllm":
         return SystemPorts(ports, env)
+    if ctx.recipe.autoscale:
+        # vLLM publishes the forward-pass metrics the planner scales on only when given a port for them.
+        ports["fpm"] = ctx.ports.take(leader.name)
+        env["DYN_FORWARDPASS_METRIC_PORT"] = str(ports["fpm"])
     if group.role != "agg":
         ports["nixl"] = ctx.ports.take(leader.name)
         env |= {"VLLM_NIXL_SIDE_CHANNEL_HOST": leader.address, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(ports["nixl"])}

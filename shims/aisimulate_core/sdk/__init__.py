@@ -1,0 +1,3 @@
+from aisimulate_core import ForwardPassPerfModelConfig, RustForwardPassPerfModel
+
+__all__ = ["ForwardPassPerfModelConfig", "RustForwardPassPerfModel"]

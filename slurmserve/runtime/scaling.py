@@ -1,0 +1,194 @@
+"""Scaling a running deployment within its recipe's `autoscale:` bounds: the counts asked (`slurmserve scale`),
+and how the supervisor meets them (runtime.supervision): a standby worker started in place to add one, the
+most recently added one stopped to remove one, after it left discovery and drained."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..backends import traits_for
+from ..backends.base import Backend
+from ..errors import UserError
+from ..health.decisions import Watch
+from ..planning.plan import Plan, Process
+from ..runs import ProcessState, RunDir
+from ..runs.events import RunEvent, ScaleAsked, Scaled
+from ..runs.records import RoleCounts
+
+# Dynamo's own default for DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS, when neither the recipe nor the plan sets it.
+DYNAMO_SHUTDOWN_GRACE_S = 5.0
+DRAIN_MARGIN_S = 5.0  # beyond a worker's own grace period: its exit after its last stream
+
+
+def asked_counts(plan: Plan, assignments: list[str]) -> dict[str, int]:
+    """`decode=3` -> {"decode": 3}, each role autoscaled and each count within its min and max (else exit 2)."""
+    if plan.autoscale is None:
+        raise UserError(f"run {plan.run_name}: its recipe {plan.recipe} does not autoscale (no autoscale: section)")
+    if not traits_for(plan.backend).stops_one_process:
+        raise UserError(f"run {plan.run_name}: scale is not available yet on the {plan.backend} backend (local only)")
+    counts = {}
+    for assignment in assignments:
+        role, _, value = assignment.partition("=")
+        scale = plan.autoscale.roles.get(role)
+        if scale is None or scale.min == scale.max:
+            scaled = [name for name, each in plan.autoscale.roles.items() if each.min < each.max]
+            raise UserError(f"{assignment!r}: run {plan.run_name} autoscales {', '.join(scaled)}, not {role!r}")
+        if not value.isdigit() or not scale.min <= int(value) <= scale.max:
+            raise UserError(f"{assignment!r}: {role} takes a count from {scale.min} to {scale.max} (autoscale.{role})")
+        counts[role] = int(value)
+    return counts
+
+
+def ask_scale(run: RunDir, assignments: list[str]) -> dict[str, int]:
+    """Ask the run's supervisor for these counts; recorded as events. Returns them."""
+    counts = asked_counts(run.plan(), assignments)
+    if not counts:
+        raise UserError("scale: say which role and how many, e.g. slurmserve scale RUN decode=3")
+    run.request_scale(counts)
+    for role, count in counts.items():
+        run.record(ScaleAsked(role=role, count=count))
+    return counts
+
+
+def wanted_counts(plan: Plan, asked: dict[str, int]) -> dict[str, int]:
+    """Each role's count to meet: what was asked, else its min (every role: min = max = replicas if fixed)."""
+    if plan.autoscale is None:
+        return dict(plan.workers_expected)
+    return {role: asked.get(role, scale.min) for role, scale in plan.autoscale.roles.items()}
+
+
+def drain_bound_s(process: Process) -> float:
+    """How long a removed worker may take to finish its streams in flight: Dynamo's grace period (its own
+    SIGTERM handling deregisters it, then waits for them that long), and a margin for its exit."""
+    try:
+        grace = float(process.env["DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS"])
+    except (KeyError, ValueError):  # unset, or not a number Dynamo would read either
+        grace = DYNAMO_SHUTDOWN_GRACE_S
+    return grace + DRAIN_MARGIN_S
+
+
+class ScalingSteps:
+    """The supervisor's scaling (runtime.supervision.Supervisor): each tick, `scale` meets each autoscaled
+    role's asked count. What it uses of the supervisor is declared here."""
+
+    plan: Plan
+    run: RunDir
+    backend: Backend
+    threads: ThreadPoolExecutor
+    stopping: str | None
+    watch: dict[str, Watch]
+    urls: list[str]
+    active: list[Process]  # what the supervisor watches: the launched processes and the standby ones added
+    added: list[str]  # standby workers started by scaling, latest last
+    leaving: dict[str, Future[None]]  # removed workers draining, until they stopped
+    unstartable: set[str]  # standby workers that failed to start: never tried again
+    reported: set[str]  # added workers whose outcome (serving, failed) was recorded
+    record: Callable[[RunEvent], None]
+    forget_instances: Callable[[Process, list[dict[str, Any]] | None], None]
+
+    def scale(self, now: float, instances: list[dict[str, Any]] | None) -> None:
+        """Meet each autoscaled role's asked count, one worker per role and tick: add the next standby
+        worker, or remove the latest added one; and report what the earlier steps came to."""
+        if self.plan.autoscale is None or self.stopping:
+            return
+        self.report_added()
+        self.report_left()
+        for role, count in wanted_counts(self.plan, self.run.scale_request()).items():
+            serving = [process for process in self.active if process.role == role]
+            if len(serving) < count:
+                spare = next((p for p in self.standby_of(role) if p.name not in self.unstartable), None)
+                if spare is not None:
+                    self.add_worker(spare, now)
+            elif len(serving) > count:
+                latest = next((name for name in reversed(self.added) if self.plan.process(name).role == role), None)
+                if latest is not None:
+                    self.remove_worker(self.plan.process(latest), instances)
+
+    def standby_of(self, role: str) -> list[Process]:
+        """The role's standby workers neither serving nor leaving, in plan order."""
+        busy = {process.name for process in self.active} | set(self.leaving)
+        return [p for p in self.plan.processes if p.standby and p.role == role and p.name not in busy]
+
+    def add_worker(self, process: Process, now: float) -> None:
+        """Start a standby worker in place (its planned node, GPUs, ports), watched like any from now on."""
+        try:
+            self.backend.restart(self.run, process)
+        except Exception as error:  # the backend could not start it: reported, not tried again
+            self.unstartable.add(process.name)
+            self.record(
+                Scaled(role=process.role, process=process.name, action="add", outcome="failed", detail=str(error))
+            )
+            return
+        self.active.append(process)
+        self.added.append(process.name)
+        self.urls = sorted({*self.urls, *([process.ready_url] if process.ready_url else [])})
+        self.watch[process.name] = Watch(since=now, state=ProcessState.STARTING)
+        self.record(Scaled(role=process.role, process=process.name, action="add", outcome="started"))
+
+    def report_added(self) -> None:
+        """An added worker is serving once ready and counted by the frontend; one that never served and
+        will not be restarted failed to start (its GPUs stay reserved, it is not tried again)."""
+        for name in self.added:
+            watch = self.watch[name]
+            if name in self.reported:
+                continue
+            role = self.plan.process(name).role
+            if watch.state == ProcessState.READY and watch.registered:
+                self.reported.add(name)
+                self.record(Scaled(role=role, process=name, action="add", outcome="serving"))
+            elif watch.given_up and not watch.served:
+                self.reported.add(name)
+                self.unstartable.add(name)
+                self.record(Scaled(role=role, process=name, action="add", outcome="failed", detail=watch.last_error))
+
+    def remove_worker(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
+        """Out of the frontend's routing first, then SIGTERM: Dynamo's worker leaves discovery and finishes its
+        streams in flight within its grace period (drain_bound_s), then stops; SIGKILL after that bound."""
+        self.active.remove(process)
+        self.added.remove(process.name)
+        self.reported.discard(process.name)
+        self.forget_instances(process, instances)
+        del self.watch[process.name]
+        bound = drain_bound_s(process)
+        self.leaving[process.name] = self.threads.submit(self.backend.stop_process, self.run, process, bound)
+        self.record(
+            Scaled(
+                role=process.role,
+                process=process.name,
+                action="remove",
+                outcome="leaving",
+                detail=f"drains within {bound:g} s",
+            )
+        )
+
+    def report_left(self) -> None:
+        for name, stopping in list(self.leaving.items()):
+            if stopping.done():
+                del self.leaving[name]
+                error = stopping.exception()
+                self.record(
+                    Scaled(
+                        role=self.plan.process(name).role,
+                        process=name,
+                        action="remove",
+                        outcome="stopped",
+                        detail=f"{type(error).__name__}: {error}" if error else None,
+                    )
+                )
+
+    def autoscale_view(self) -> dict[str, RoleCounts]:
+        """Per role: its bounds, the count asked, and the workers serving it."""
+        if self.plan.autoscale is None:
+            return {}
+        wanted = wanted_counts(self.plan, self.run.scale_request())
+        return {
+            role: RoleCounts(
+                min=scale.min,
+                max=scale.max,
+                desired=wanted[role],
+                actual=sum(1 for p in self.active if p.role == role and self.watch[p.name].state == ProcessState.READY),
+            )
+            for role, scale in self.plan.autoscale.roles.items()
+        }

@@ -1,0 +1,115 @@
+"""`slurmserve scale` on the local backend, for real (mocker-disagg-autoscale: decode between 1 and 3, GPUs
+reserved for 3): standby decode workers start in place and serve, counted by the frontend and by their own
+metrics; scaling down removes the latest added one while it streams, and every stream it had finishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from slurmserve.runs import open_run
+from slurmserve.waiting import wait_until
+
+from ..helpers import event_time, events_of, slurmserve, status_of
+
+pytestmark = pytest.mark.slow
+
+RUN = "scale-by-hand"
+STREAMS = 9  # round-robin over 3 decode workers: 3 on the one removed
+TOKENS = 2048  # the replay trace's answer (`output_replay_id:osl-2048`): about 20 s at speedup 1 here
+
+
+def scale(*counts: str) -> None:
+    result = slurmserve("scale", RUN, *counts)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def wait_for_decode(count: int) -> dict:
+    """Until `count` decode workers are ready, asked, and counted by the frontend; the status then."""
+
+    seen: list[dict] = []
+
+    def settled() -> bool:
+        seen.append(status_of(RUN))
+        counts, frontend = seen[-1]["autoscale"]["decode"], seen[-1]["frontend"].get("decode")
+        return counts["actual"] == counts["desired"] == count and frontend == [count, count]
+
+    assert wait_until(settled, timeout=90, poll_s=1.0), seen[-1]
+    return seen[-1]
+
+
+def in_flight(endpoint: str) -> float:
+    """Requests a worker is serving now, from its own /metrics."""
+    text = httpx.get(endpoint, timeout=5).text
+    lines = [line for line in text.splitlines() if line.startswith("dynamo_component_inflight_requests{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def stream(endpoint: str, outcomes: list[tuple[int, int, str | None, float]]) -> None:
+    """One streamed chat completion: (HTTP status, data chunks, finish_reason of the last choice, when it ended)."""
+    body = {
+        "model": "tiny-mock",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "stream": True,
+        "max_tokens": TOKENS,
+        "nvext": {"annotations": [f"output_replay_id:osl-{TOKENS}"]},
+    }
+    chunks, finish = 0, None
+    with httpx.stream("POST", f"{endpoint}/v1/chat/completions", json=body, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunks += 1
+                if '"finish_reason":"' in line:
+                    finish = line.split('"finish_reason":"')[1].split('"')[0]
+        outcomes.append((response.status_code, chunks, finish, time.time()))
+
+
+def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(cancel_later):
+    cancel_later(RUN)
+    result = slurmserve(
+        "submit", "--recipe", "mocker-disagg-autoscale", "--name", RUN, "--set", "mocker.speedup_ratio=1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    plan = open_run(RUN).plan()
+    assert [p.name for p in plan.processes if p.standby] == ["decode-1", "decode-2"]
+
+    scale("decode=3")
+    status = wait_for_decode(3)
+    ready = {p["name"]: p["state"] for p in status["processes"]}
+    assert ready["decode-1"] == ready["decode-2"] == "ready"
+
+    # Streams spread over the three; the latest added (decode-2) is removed while it streams.
+    outcomes: list[tuple[int, int, str | None, float]] = []
+    clients = [threading.Thread(target=stream, args=(status["endpoint"], outcomes)) for _ in range(STREAMS)]
+    for client in clients:
+        client.start()
+    decode_2 = plan.process("decode-2")
+    metrics = f"http://{plan.host_node(decode_2).address}:{decode_2.ports['system']}/metrics"
+    assert wait_until(lambda: in_flight(metrics) >= 3, timeout=30, poll_s=0.2), in_flight(metrics)
+    scale("decode=2")
+    for client in clients:
+        client.join(timeout=150)
+    assert len(outcomes) == STREAMS
+    assert all(code == 200 and finish == "length" for code, _, finish, _ in outcomes), outcomes
+    assert all(chunks >= TOKENS for _, chunks, _, _ in outcomes), [chunks for _, chunks, _, _ in outcomes]
+    # decode-2 still streamed when it was taken out: at least its three streams ended after that.
+    leaving = next(e for e in events_of(RUN) if e["event"] == "scaled" and e["outcome"] == "leaving")
+    assert sum(ended > event_time(leaving) for *_, ended in outcomes) >= 3, (outcomes, leaving)
+    status = wait_for_decode(2)
+    assert "decode-2" not in {p["name"] for p in status["processes"]}
+
+    scale("decode=1")
+    wait_for_decode(1)
+    scaled = [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+    added = {("decode-1", "add", "started"), ("decode-2", "add", "started")}
+    added |= {("decode-1", "add", "serving"), ("decode-2", "add", "serving")}
+    assert set(scaled[:4]) == added, scaled
+    assert scaled[4:] == [
+        ("decode-2", "remove", "leaving"),
+        ("decode-2", "remove", "stopped"),
+        ("decode-1", "remove", "leaving"),
+        ("decode-1", "remove", "stopped"),
+    ], scaled

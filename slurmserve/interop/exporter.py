@@ -2,7 +2,8 @@
 
 What the workers run is written as Dynamo's recipes write it: an argv list (`python3 -m dynamo.trtllm` and its
 flags), engine YAMLs from a ConfigMap mounted at /opt/dynamo/configs, the model from a `model-cache` volume,
-the Hugging Face token from the `hf-token-secret` Secret. What a DGD cannot say (pools, and the settings only
+the Hugging Face token from the `hf-token-secret` Secret; `autoscale:` as Dynamo's planner service
+(interop.planner). What a DGD cannot say (pools, and the settings only
 slurmserve reads: bench, restart, observability) is refused or named in the warnings.
 """
 
@@ -18,10 +19,12 @@ import yaml
 from ..config.recipe import Recipe, WorkerGroup, WorkerSpec
 from ..errors import UserError
 from ..planning.processes.model import pinned
+from ..planning.processes.scaling import role_scales
 from ..planning.processes.workers import engine_args
 from ..render.scripts import is_secret
 from .engines import ENGINES, EngineFlags
 from .importer import DEFAULT_SECRET_VAR
+from .planner import PLANNER_FILE, PLANNER_MODULE, exported_planner
 from .schema import API_GROUP, KIND, schema_problems
 
 CONFIG_DIR = "/opt/dynamo/configs"
@@ -147,11 +150,15 @@ def worker_container(recipe: Recipe, group: WorkerGroup, gpus_per_node: int) -> 
         keys,
         gpus=spec.gpus // nodes,
         nodes=nodes,
-        replicas=spec.replicas,
+        replicas=role_scales(recipe)[group.role].min,  # an autoscaled role starts with its min
         role=None if group.role == "agg" else group.role,
         config=bool(spec.engine_config and names.engine_config),
         model_cache=in_cache,
     )
+
+
+def planner_container() -> Container:
+    return Container(["--config", f"{CONFIG_DIR}/{PLANNER_FILE}"], {}, [], {}, config=True)
 
 
 def frontend_container(recipe: Recipe) -> Container:
@@ -257,6 +264,9 @@ def export_recipe(recipe: Recipe, api: str = "v1alpha1", image: str | None = Non
         for g in recipe.worker_groups()
         if g.spec.engine_config and ENGINES[recipe.engine].engine_config
     }
+    if recipe.autoscale is not None:
+        services.append(("planner", "planner", planner_container(), ["python3", "-m", PLANNER_MODULE]))
+        configs |= exported_planner(recipe)
     spec: dict[str, Any] = {"backendFramework": recipe.engine} if recipe.engine != "mocker" else {}
     if api == "v1alpha1":
         spec["services"] = {n: alpha_service(k, c, cmd, config_map, image) for n, k, c, cmd in services}

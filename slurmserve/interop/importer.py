@@ -21,6 +21,7 @@ from ..planning.processes.workers import engine_args
 from ..render.scripts import is_secret
 from .engines import COMMON_PLANNED, ENGINES, EngineFlags, engine_of_module
 from .manifest import Manifest, Service
+from .planner import BOUNDS_FILE, PLANNER_MODULE, recipe_autoscale
 from .shell import read_shell_command
 
 SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})")
@@ -102,20 +103,21 @@ def model_fields(value: str, service: Service, mounts: list[str]) -> dict[str, A
     return {"repo": value}
 
 
-def engine_config(path: str, service: Service, manifest: Manifest) -> tuple[str, str]:
-    """(ConfigMap name, key) of the engine YAML that --extra-engine-args names, from its mounted folder."""
+def config_file(
+    path: str, service: Service, manifest: Manifest, option: str = "--extra-engine-args"
+) -> tuple[str, str]:
+    """(ConfigMap name, key) of the file that `option` names, from the folder a ConfigMap is mounted at."""
     for root, config_map in service.config_mounts.items():
         if path.startswith(root + "/"):
             key = path.removeprefix(root + "/")
             if key not in manifest.config_maps.get(config_map, {}):
                 raise UserError(
-                    f"{service.path}: --extra-engine-args {path}: ConfigMap {config_map} (mounted at "
-                    f"{root}) has no key {key}"
+                    f"{service.path}: {option} {path}: ConfigMap {config_map} (mounted at {root}) has no key {key}"
                 )
             return config_map, key
     raise UserError(
-        f"{service.path}: --extra-engine-args {path} is in no ConfigMap this file mounts (inside the image, it "
-        "cannot be read here); put the engine config in a ConfigMap of the same file"
+        f"{service.path}: {option} {path} is in no ConfigMap this file mounts (inside the image, it "
+        "cannot be read here); put the file in a ConfigMap of the same file"
     )
 
 
@@ -255,7 +257,7 @@ def engine_config_of(
     path = flags.pop(option, None) if option else None
     if not isinstance(path, str):
         return {}, f"{service.path}'s flags"
-    config_map, key = engine_config(path, service, manifest)
+    config_map, key = config_file(path, service, manifest)
     text = manifest.config_maps[config_map][key]
     where = f"ConfigMap {config_map} {key}"
     try:
@@ -340,8 +342,35 @@ def import_manifest(manifest: Manifest, secret_vars: dict[str, str] | None = Non
     if manifest.env:
         imported.recipe["env"] = without_secret_values(manifest.env, "spec", imported.warnings)
     imported.recipe |= image_of(workers, imported.warnings)
+    imported.recipe |= autoscale_of(manifest, sections, imported.warnings)
     imported.warnings += manifest_warnings(manifest)
     return imported
+
+
+def autoscale_of(manifest: Manifest, sections: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """A planner service run as `python3 -m dynamo.planner --config FILE` (FILE in a ConfigMap of the file) as
+    the recipe's `autoscale:`; any other planner is named in a warning, never dropped silently."""
+    planners = [service for service in manifest.services if service.kind == "planner"]
+    if len(planners) > 1:
+        raise UserError(f"{', '.join(s.path for s in planners)}: one planner scales a graph; this file has several")
+    for service in planners:
+        command = command_of(service)
+        path = command.flags.get("--config") if command and command.module == PLANNER_MODULE else None
+        if not isinstance(path, str):
+            warnings.append(
+                f"{service.path}: planner not imported (slurmserve reads `python3 -m {PLANNER_MODULE} --config FILE` "
+                "with FILE in a ConfigMap of this file)"
+            )
+            continue
+        config_map, key = config_file(path, service, manifest, "--config")
+        files = manifest.config_maps[config_map]
+        gpus = {
+            role: section.get("tensor_parallel", 1) * section.get("pipeline_parallel", 1)
+            for role, section in sections.items()
+        }
+        where = f"{service.path}: ConfigMap {config_map} {key}"
+        return {"autoscale": recipe_autoscale(files[key], files.get(BOUNDS_FILE), gpus, where)}
+    return {}
 
 
 def image_of(workers: list[Service], warnings: list[str]) -> dict[str, str]:
@@ -353,11 +382,7 @@ def image_of(workers: list[Service], warnings: list[str]) -> dict[str, str]:
 
 
 def manifest_warnings(manifest: Manifest) -> list[str]:
-    notes = [
-        f"{s.path}: planner not imported (slurmserve plans no planner from a manifest)"
-        for s in manifest.services
-        if s.kind == "planner"
-    ]
+    notes = []
     if manifest.ignored:
         notes.append(f"no meaning on Slurm or SSH hosts, not imported: {', '.join(manifest.ignored)}")
     return notes

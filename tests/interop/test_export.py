@@ -39,8 +39,10 @@ def planned(recipe, hosts) -> dict:
     plan = plan_for(Inputs(recipe, hosts), run_name="same", check_flags=False)
     return {
         "processes": [
-            p.model_dump(include={"name", "role", "nodes", "gpus", "command", "env", "tasks"}) for p in plan.processes
+            p.model_dump(include={"name", "role", "nodes", "gpus", "command", "env", "tasks", "standby"})
+            for p in plan.processes
         ],
+        "autoscale": plan.autoscale,
         "engine": {f.path: yaml.safe_load(engine_yaml(f.source, f.overrides)) for f in plan.engine_files},
     }
 

@@ -171,11 +171,6 @@ def refuse_without_dgd_form(recipe: Recipe) -> None:
             f"recipe {recipe.name}: pools behind a global router have no DynamoGraphDeployment form "
             "(one DGD is one pool); export each pool's recipe on its own"
         )
-    if recipe.autoscale:
-        raise UserError(
-            f"recipe {recipe.name}: autoscale is not exported yet (in a DGD, Dynamo's planner is a service of its "
-            "own with its Kubernetes connector, which slurmserve does not write)"
-        )
 
 
 def not_exported(recipe: Recipe) -> list[str]:

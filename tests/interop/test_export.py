@@ -20,7 +20,7 @@ from ..helpers import slurmserve_in_process
 from .test_import import MANIFESTS, TWO_NODES
 
 # Pools and autoscaling have no DGD export (refused, see below).
-ONE_POOL = [name for name in builtin_recipe_names() if not (load_recipe(name).pools or load_recipe(name).autoscale)]
+ONE_POOL = [name for name in builtin_recipe_names() if not load_recipe(name).pools]
 FOUR_NODES = TWO_NODES.replace(
     "hosts:\n", "hosts:\n  - {name: gpu03, address: 10.0.0.13}\n  - {name: gpu04, address: 10.0.0.14}\n"
 )
@@ -62,11 +62,6 @@ def test_every_one_pool_recipe_exports_valid_and_plans_identically_after_import(
 def test_pools_have_no_dgd_form_exit_2():
     result = slurmserve_in_process("export", "--recipe", "mocker-two-pools")
     assert result.returncode == 2 and "no DynamoGraphDeployment form" in result.stderr
-
-
-def test_autoscale_is_not_exported_yet_exit_2():
-    result = slurmserve_in_process("export", "--recipe", "mocker-disagg-autoscale")
-    assert result.returncode == 2 and "autoscale is not exported yet" in result.stderr
 
 
 def test_export_of_an_import_keeps_services_replicas_gpus_args_env_and_secrets(tmp_path):

@@ -124,6 +124,12 @@ class ScalingSteps:
     record: Callable[[RunEvent], None]
     forget_instances: Callable[[Process, list[dict[str, Any]] | None], None]
     planner_link: Detached | None = None
+    wanted: dict[str, int]  # each worker role's count to meet this tick (read_wanted)
+
+    def read_wanted(self) -> None:
+        """The counts to meet this tick, for every step that needs them: the counts asked (a file of the run)
+        are read once a tick, and only for a plan that autoscales."""
+        self.wanted = wanted_counts(self.plan, self.run.scale_request() if self.plan.autoscale else {})
 
     def start_planner_link(self) -> None:
         """The child that follows Dynamo's planner (slurmserve.node.planner_link), when the plan runs one."""
@@ -142,7 +148,7 @@ class ScalingSteps:
             return
         self.report_added()
         self.report_left()
-        for role, count in wanted_counts(self.plan, self.run.scale_request()).items():
+        for role, count in self.wanted.items():
             serving = [process for process in self.active if process.role == role]
             if len(serving) < count:
                 spare = next((p for p in self.standby_of(role) if p.name not in self.unstartable), None)
@@ -229,12 +235,11 @@ class ScalingSteps:
         """Per role: its bounds, the count asked, and the workers serving it."""
         if self.plan.autoscale is None:
             return {}
-        wanted = wanted_counts(self.plan, self.run.scale_request())
         return {
             role: RoleCounts(
                 min=scale.min,
                 max=scale.max,
-                desired=wanted[role],
+                desired=self.wanted[role],
                 actual=sum(1 for p in self.active if p.role == role and self.watch[p.name].state == ProcessState.READY),
             )
             for role, scale in self.plan.autoscale.roles.items()

@@ -71,7 +71,7 @@ from ..transport.http import frontend_instances, model_listed, serving, text_of
 from ..transport.prober import Prober
 from ..transport.procfs import pid_alive
 from .background import CANARY_INTERVAL_S, Periodic, exit_reason, send_canary
-from .scaling import ScalingSteps, wanted_counts
+from .scaling import ScalingSteps
 from .scraper_child import ScraperChild
 
 TICK_S = 0.5
@@ -99,6 +99,7 @@ class Supervisor(ScalingSteps):
         self.active: list[Process] = list(self.plan.launched)
         self.watch = {process.name: Watch(since=now) for process in self.active}
         self.added, self.leaving, self.unstartable, self.reported = [], {}, set(), set()
+        self.read_wanted()
         self.verdict, self.reason = Verdict.STARTING, "starting the processes"
         self.served_once = False
         self.stopping: str | None = None
@@ -211,6 +212,7 @@ class Supervisor(ScalingSteps):
         now = time.time()
         # Each check on its own: one that raises (a stray entry under requests/, an odd reply) is recorded
         # and the others still run; the verdict above all never freezes.
+        self.guarded(self.read_wanted)
         self.guarded(lambda: self.check_nodes(now))
         instances = self.guarded(lambda: self.observe_processes(now))
         self.guarded(lambda: self.restart_due(now))
@@ -373,8 +375,7 @@ class Supervisor(ScalingSteps):
             self.learn_instance_ids()
             found = [self.owners.owner(instance) for instance in routed]
         owners = list(dict.fromkeys(owner for owner in found if owner))  # a disagg global router serves two
-        expected = wanted_counts(self.plan, self.run.scale_request())
-        self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], expected)
+        self.frontend = frontend_counts([self.plan.process(owner).role for owner in owners], self.wanted)
         registered = set(owners)  # a set: thousands of workers are looked up every tick
         for process in self.active:
             if process.is_worker:

@@ -155,6 +155,13 @@ def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_l
         each.join(timeout=150)
     assert outcomes and all(code == 200 and finish == "length" for code, _, finish, _ in outcomes), outcomes
     assert wait_until(lambda: decode(1), timeout=90, poll_s=1.0), status_of(PLANNED)
+
+    def each_decision_acknowledged() -> bool:
+        events = [e["event"] for e in events_of(PLANNED)]
+        return events.count("planner acknowledged") == events.count("planner decided")
+
+    # planner-link acknowledges a decision at its first poll after the status shows it met: a moment after.
+    wait_until(each_decision_acknowledged, timeout=15, poll_s=0.5)
     events = events_of(PLANNED)
     decided = [e["counts"]["decode"] for e in events if e["event"] == "planner decided"]
     acknowledged = [e["decision_id"] for e in events if e["event"] == "planner acknowledged"]

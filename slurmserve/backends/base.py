@@ -73,10 +73,10 @@ class Backend(ABC):
         """Start one process again in place (same node, GPUs, ports) from the run's own launch script;
         raise an error saying why when it cannot."""
 
+    @abstractmethod
     def stop_process(self, run: RunDir, process: Process, grace_s: float) -> None:
-        """Stop one process (SIGTERM, SIGKILL after `grace_s`): a worker that scaling removes. Only the
-        local backend can yet (`slurmserve scale` refuses the others)."""
-        raise NotImplementedError(f"{type(self).__name__} does not stop one process yet")
+        """Stop one process and leave the rest serving (SIGTERM, SIGKILL after `grace_s`): a worker that
+        scaling removes."""
 
     @abstractmethod
     def stop(self, run: RunDir) -> list[str]:

@@ -197,6 +197,16 @@ class SlurmBackend(Backend):
         step = LocalRunner().start_detached(script, log=run.paths.launcher_log, umask=-1)  # the job's own umask
         step.write_record(run.paths.step_record(process.name))
 
+    def stop_process(self, run: RunDir, process: Process, grace_s: float) -> None:
+        """SIGTERM to its step's tasks (a Dynamo worker leaves discovery and drains on it); the step cancelled
+        when it outlives `grace_s`."""
+        job_id = self.job_id(run)
+        if job_id is None or not (steps := steps_named(job_id, process.name)):
+            return
+        scancel(*steps, signal="TERM")
+        if not wait_until(lambda: not steps_named(job_id, process.name), grace_s, poll_s=1.0):
+            scancel(*steps_named(job_id, process.name))
+
     def run_beside(self, run: RunDir, argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
         """A step of the deployment's own job on its head node (--overlap: beside the running steps)."""
         job_id = self.job_id(run)

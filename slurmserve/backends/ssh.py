@@ -277,6 +277,22 @@ class SSHBackend(Backend):
             raise RuntimeError(f"host {process.host}: {' '.join(result.stderr.split())}")
         self._remember_started(run, {process.host: Outcome(value=result, finished=True)})
 
+    def stop_process(self, run: RunDir, process: Process, grace_s: float) -> None:
+        """SIGTERM to its process group on its host (if still ours), SIGKILL when it outlives `grace_s`."""
+        plan = run.plan()
+        record = self._started(run).get(process.name)
+        if record is None:
+            return
+        spec = f"{process.name}={record.pgid}:{record.started or ''}"
+        runner = SshRunner(plan.host_node(process))
+
+        def running(signal: str | None = None) -> bool:
+            argv = [plan.python, "-m", LIVE_GROUPS_MODULE, *(["--signal", signal] if signal else []), spec]
+            return process.name in runner.run(argv, timeout=COMMAND_DEADLINE_S).stdout.split()
+
+        if running("TERM") and not wait_until(lambda: not running(), grace_s, poll_s=1.0):
+            running("KILL")
+
     def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
         """Each host over SSH (a container is the launch script's business there: the host's tools serve)."""
         return dict(runners_of({node.name: node for node in plan.nodes}))

@@ -7,9 +7,7 @@ from __future__ import annotations
 from ..planning.traits import BackendTraits
 
 # Each says only what holds for it (a fact left out is false).
-LOCAL_TRAITS = BackendTraits(
-    launch_script="launch.sh", runs_on_this_machine=True, head_reads_run_dir=True, stops_one_process=True
-)
+LOCAL_TRAITS = BackendTraits(launch_script="launch.sh", runs_on_this_machine=True, head_reads_run_dir=True)
 SLURM_TRAITS = BackendTraits(
     launch_script="slurmserve.sbatch",
     has_allocation=True,

@@ -131,6 +131,7 @@ def status_lines(report: deploy.RunStatus, trend: bool) -> list[str]:
         decided = report.planner
         counts = ", ".join(f"{role} {count}" for role, count in decided.counts.items())
         state = "acknowledged" if decided.acknowledged else "being met"
+        state = f"acknowledged as failed: {decided.failed}" if decided.failed else state
         lines.append(f"planner: decision {decided.decision_id} ({counts}) {ago(decided.at)}, {state}")
     if report.canary:
         canary = report.canary

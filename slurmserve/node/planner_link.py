@@ -1,7 +1,8 @@
 """`python -m slurmserve.node.planner_link RUN_DIR`: follows Dynamo's planner (virtual connector) for the
 supervisor, as its child. Level-triggered, once a second: the planner's current decision becomes the counts
 asked of the supervisor (requests/scale.json, as `slurmserve scale` asks), and once the supervisor has them
-(workers ready and counted by the frontend) the decision is acknowledged. A planner restart (its decision ids
+(workers ready and counted by the frontend) the decision is acknowledged; as failed when a worker it needs
+could not start (the supervisor never tries one again). A planner restart (its decision ids
 start again at 0) and a worker that died (the supervisor restarts it in place) need nothing more. Paused by
 `slurmserve scale RUN --pause`. It ends with the supervisor (it watches its parent)."""
 
@@ -18,7 +19,7 @@ from ..planning.plan import Plan
 from ..runs import RunDir
 from ..runs.events import PlannerAcknowledged, PlannerDecided
 from ..runs.records import PlannerDecision
-from ..runtime.scaling import counts_met, decision_counts
+from ..runtime.scaling import counts_met, decision_counts, unmeetable
 
 POLL_S = 1.0
 # The planner's own ports: the link's runtime takes ephemeral ones.
@@ -44,7 +45,9 @@ async def follow(run: RunDir, still_wanted: Callable[[], bool]) -> None:
         decision = await client.get()
         # Dynamo 1.6.1's type stub leaves decision_id out of PlannerDecision; the object has it.
         ident: int = decision.decision_id  # type: ignore[attr-defined]
-        if ident >= 0 and not run.planner_paused:
+        if run.planner_paused:
+            followed = None  # resumed, its current decision is asked again (counts by hand stood meanwhile)
+        elif ident >= 0:
             counts = decision_counts(plan, decision.num_prefill_workers, decision.num_decode_workers)
             if (ident, counts) != followed:
                 followed, acknowledged = (ident, counts), False
@@ -52,11 +55,14 @@ async def follow(run: RunDir, still_wanted: Callable[[], bool]) -> None:
                 run.request_scale(counts)
                 run.save_planner_decision(seen)
                 run.record(PlannerDecided(decision_id=ident, counts=counts))
-            if not acknowledged and counts_met(run.supervisor_state(), counts):
+            state = run.supervisor_state() if not acknowledged else None
+            failed = unmeetable(state, counts)
+            if not acknowledged and (failed or counts_met(state, counts)):
+                # Dynamo's connector has no "failed": the planner learns it from the counts it observes next.
                 await client.complete(decision)
                 acknowledged = True
-                run.save_planner_decision(seen.model_copy(update={"acknowledged": True}))
-                run.record(PlannerAcknowledged(decision_id=ident))
+                run.save_planner_decision(seen.model_copy(update={"acknowledged": True, "failed": failed}))
+                run.record(PlannerAcknowledged(decision_id=ident, failed=failed))
         await asyncio.sleep(POLL_S)
 
 

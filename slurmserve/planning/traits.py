@@ -31,5 +31,3 @@ class BackendTraits(BaseModel):
     # The head node reads the run directory the supervisor writes (it is this machine's, or on a shared
     # filesystem). Where it may not, what its processes read is copied there and lists what it would find.
     head_reads_run_dir: bool = False
-    # The supervisor can stop one process of the deployment and leave the rest serving (scaling removes a worker).
-    stops_one_process: bool = False

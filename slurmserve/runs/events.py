@@ -265,10 +265,12 @@ class PlannerDecided(BaseEvent):
 
 
 class PlannerAcknowledged(BaseEvent):
-    """The decision met (its workers ready and counted by the frontend) and acknowledged to the planner."""
+    """The decision met (its workers ready and counted by the frontend) and acknowledged to the planner; or
+    acknowledged as failed (`failed`: why), when a worker it needs could not start: never waited for forever."""
 
     event: Literal[EventKind.PLANNER_ACKNOWLEDGED] = EventKind.PLANNER_ACKNOWLEDGED
     decision_id: int
+    failed: str | None = None
 
 
 RunEvent = Annotated[

@@ -94,6 +94,9 @@ class RoleCounts(BaseModel):
     max: int
     desired: int
     actual: int
+    # The most workers the role can have: its max less the standby workers that failed to start (never tried
+    # again). A count beyond it cannot be met.
+    startable: int | None = None  # None: written by a slurmserve that did not say (its max, then)
 
 
 class PlannerDecision(BaseModel):
@@ -103,6 +106,7 @@ class PlannerDecision(BaseModel):
     counts: dict[str, int]  # per autoscaled role
     at: float  # when it was first seen
     acknowledged: bool = False  # met (ready and counted by the frontend) and acknowledged to the planner
+    failed: str | None = None  # acknowledged unmet: why it cannot be met
 
 
 class SupervisorState(BaseModel):

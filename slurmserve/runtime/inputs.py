@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 from ..backends import traits_for
-from ..backends.preflight import flag_rejections
+from ..backends.preflight import busy_ports, flag_rejections
 from ..config.fields import check_identifier
 from ..config.hosts import Hosts, load_hosts
 from ..config.recipe import Recipe, load_recipe, recipe_path
@@ -22,10 +22,14 @@ from ..hardware.discovery import default_hosts, with_local_nodes
 from ..interop.files import recipe_source
 from ..planning.plan import Plan
 from ..planning.planner import make_plan
-from ..planning.ports import PORT_BLOCKS
+from ..planning.ports import PORT_BLOCKS, block_ports
 from ..private import write_private
 from ..resources import builtin_recipes_dir, bundled_binary
 from ..runs import RunDir, live_runs, new_run_name, run_dir_for
+
+# A port of a run's block that another program took (an ephemeral port, say) moves the run on this many blocks
+# at most: a machine whose ports are all taken gets the preflight's message instead.
+BUSY_BLOCK_MOVES = 4
 
 
 @dataclass(frozen=True)
@@ -110,16 +114,29 @@ def plan_for(
 
 
 def in_a_free_port_block(plan: Plan, plan_in: Callable[[int], Plan]) -> Plan:
-    """The plan in the first port block from its own on that no live run on the same nodes holds."""
+    """The plan in the first port block from its own on that no live run on the same nodes holds and, on this
+    machine, where no other program listens on a port of the block (one that took a port of it for itself:
+    moved past, a few blocks at most; a port the recipe fixes stays, and the preflight names its holder)."""
     ours = {node.name for node in plan.nodes}
     taken = {
         other.port_block for other in (run.plan() for run in live_runs()) if ours & {node.name for node in other.nodes}
     }
+    moves_left = BUSY_BLOCK_MOVES if traits_for(plan.backend).runs_on_this_machine else 0
     for step in range(PORT_BLOCKS):
         block = (plan.port_block + step) % PORT_BLOCKS
-        if block not in taken:
-            return plan if step == 0 else plan_in(block)
+        if block in taken:
+            continue
+        candidate = plan if step == 0 else plan_in(block)
+        if moves_left == 0 or not held_in_block(candidate):
+            return candidate
+        moves_left -= 1
     raise UserError("every port block is held by a live run on these nodes; cancel some runs first")
+
+
+def held_in_block(plan: Plan) -> bool:
+    """Whether another program on this machine listens on a port of the plan's own block."""
+    block = set(block_ports(plan.port_block))
+    return any(port in block for _, _, port in busy_ports(plan, plan.nodes[0].address))
 
 
 def refuse_rejected_flags(plan: Plan) -> bool:

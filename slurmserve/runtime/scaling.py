@@ -9,7 +9,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..backends import traits_for
 from ..backends.base import Backend, start_detached
 from ..errors import UserError
 from ..health.decisions import Watch
@@ -28,8 +27,6 @@ def asked_counts(plan: Plan, assignments: list[str]) -> dict[str, int]:
     """`decode=3` -> {"decode": 3}, each role autoscaled and each count within its min and max (else exit 2)."""
     if plan.autoscale is None:
         raise UserError(f"run {plan.run_name}: its recipe {plan.recipe} does not autoscale (no autoscale: section)")
-    if not traits_for(plan.backend).stops_one_process:
-        raise UserError(f"run {plan.run_name}: scale is not available yet on the {plan.backend} backend (local only)")
     counts = {}
     for assignment in assignments:
         role, _, value = assignment.partition("=")
@@ -95,6 +92,18 @@ def counts_met(state: SupervisorState | None, counts: dict[str, int]) -> bool:
     )
 
 
+def unmeetable(state: SupervisorState | None, counts: dict[str, int]) -> str | None:
+    """Why these counts cannot be met (a role asked for more workers than it can still start: its standby
+    workers that failed to start are not tried again); None when they can."""
+    scaled = state.autoscale if state else {}
+    short = [
+        f"{role} {count} asked, at most {scaled[role].startable} can start"
+        for role, count in counts.items()
+        if role in scaled and scaled[role].startable is not None and count > (scaled[role].startable or 0)
+    ]
+    return "; ".join(short) or None
+
+
 def drain_bound_s(process: Process) -> float:
     """How long a removed worker may take to finish its streams in flight: Dynamo's grace period (its own
     SIGTERM handling deregisters it, then waits for them that long), and a margin for its exit."""
@@ -130,6 +139,21 @@ class ScalingSteps:
         """The counts to meet this tick, for every step that needs them: the counts asked (a file of the run)
         are read once a tick, and only for a plan that autoscales."""
         self.wanted = wanted_counts(self.plan, self.run.scale_request() if self.plan.autoscale else {})
+
+    def adopt_added(self, now: float) -> None:
+        """Standby workers that an earlier supervisor of the run added and that still run (it was killed, or
+        restarted): watched and counted again, removable as before, none started twice. Taken in plan order,
+        the order they were added in."""
+        if self.plan.autoscale is None or (earlier := self.run.supervisor_state()) is None:
+            return
+        alive = self.backend.alive(self.run, in_job=True)
+        for process in self.plan.processes:
+            if process.standby and process.name in earlier.processes and alive.get(process.name):
+                self.active.append(process)
+                self.added.append(process.name)
+                self.reported.add(process.name)  # its `serving` was recorded by the earlier supervisor
+                self.watch[process.name] = Watch(since=now, state=ProcessState.STARTING)
+        self.urls = sorted({*self.urls, *(p.ready_url for p in self.active if p.ready_url)})
 
     def start_planner_link(self) -> None:
         """The child that follows Dynamo's planner (slurmserve.node.planner_link), when the plan runs one."""
@@ -241,6 +265,7 @@ class ScalingSteps:
                 max=scale.max,
                 desired=self.wanted[role],
                 actual=sum(1 for p in self.active if p.role == role and self.watch[p.name].state == ProcessState.READY),
+                startable=scale.max - sum(1 for name in self.unstartable if self.plan.process(name).role == role),
             )
             for role, scale in self.plan.autoscale.roles.items()
         }

@@ -117,6 +117,7 @@ class Supervisor(ScalingSteps):
         self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
         self.urls = sorted({p.ready_url for p in self.active if p.ready_url})
+        self.adopt_added(now)
         self.identity = ProcessIdentity.of_this_process()
         self.parent = os.getppid()
         self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0

@@ -236,9 +236,10 @@ def sbatch(script: Path) -> str:
     return result.stdout.strip().split(";")[0]
 
 
-def scancel(*ids: str) -> None:
-    """Cancel jobs or steps (JOB or JOB.STEP); one already gone is no error."""
-    slurm("scancel", *ids, check=False)
+def scancel(*ids: str, signal: str | None = None) -> None:
+    """Cancel jobs or steps (JOB or JOB.STEP), or with `signal` only send it to their tasks; one already gone
+    is no error."""
+    slurm("scancel", *([f"--signal={signal}"] if signal else []), *ids, check=False)
 
 
 def show_topology() -> list[dict[str, str]]:

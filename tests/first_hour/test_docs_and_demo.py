@@ -47,7 +47,7 @@ def without_env_assignments(command: str) -> list[str]:
 def test_the_readme_has_the_two_setup_commands():
     assert readme_commands() == [
         "./install.sh && .venv/bin/slurmserve submit --recipe mocker-disagg",
-        "./install.sh --test && .venv/bin/python -m pytest",
+        "./install.sh --test && scripts/test.sh",
     ]
 
 

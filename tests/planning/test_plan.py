@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 
 import pytest
@@ -248,3 +249,20 @@ def test_a_live_run_holding_the_port_block_moves_the_new_run_to_the_next(tmp_pat
     assert not set(moved.process("frontend").ports.values()) & {
         p for proc in holder.processes for p in proc.ports.values()
     }
+
+
+def test_another_program_listening_on_a_port_of_the_block_moves_a_local_run_on():
+    """An ephemeral port some other program took inside the run's block (seen in CI: a run's four ports
+    held) moves the run to a block where it can listen, rather than stopping its submit."""
+    from slurmserve.deploy import load_inputs, plan_for
+    from slurmserve.planning.ports import PORT_BLOCKS, default_port_block
+
+    from ..conftest import HOSTS
+
+    inputs = load_inputs("mocker-agg", str(HOSTS / "local.yaml"), [])
+    first = plan_for(inputs, "newcomer", avoid_live_runs=True)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", first.process("frontend").ports["http"]))
+        listener.listen()
+        moved = plan_for(inputs, "newcomer", avoid_live_runs=True)
+    assert moved.port_block == (default_port_block("newcomer") + 1) % PORT_BLOCKS

@@ -10,7 +10,14 @@ import pytest
 from slurmserve.errors import UserError
 from slurmserve.runs import SupervisorState
 from slurmserve.runs.events import ScaleAsked
-from slurmserve.runtime.scaling import asked_counts, counts_met, decision_counts, drain_bound_s, wanted_counts
+from slurmserve.runtime.scaling import (
+    asked_counts,
+    counts_met,
+    decision_counts,
+    drain_bound_s,
+    unmeetable,
+    wanted_counts,
+)
 
 from ..conftest import local_run, plan_of
 from ..helpers import slurmserve_in_process
@@ -38,11 +45,10 @@ def test_a_count_outside_the_bounds_or_a_role_not_autoscaled_is_refused(assignme
         asked_counts(plan_of("mocker-disagg-autoscale", "local.yaml"), [assignment])
 
 
-def test_scale_is_refused_for_a_recipe_that_does_not_autoscale_and_off_the_local_backend():
+def test_scale_is_refused_for_a_recipe_that_does_not_autoscale_and_asked_on_every_backend():
     with pytest.raises(UserError, match="its recipe mocker-disagg does not autoscale"):
         asked_counts(plan_of("mocker-disagg", "local.yaml"), ["decode=2"])
-    with pytest.raises(UserError, match="scale is not available yet on the ssh backend"):
-        asked_counts(plan_of("mocker-disagg-autoscale", "ssh-two-hosts.yaml"), ["decode=2"])
+    assert asked_counts(plan_of("mocker-disagg-autoscale", "ssh-two-hosts.yaml"), ["decode=2"]) == {"decode": 2}
 
 
 def test_a_removed_worker_drains_within_its_grace_period_and_a_margin():
@@ -59,28 +65,38 @@ def test_a_planner_decision_becomes_counts_of_the_autoscaled_roles_within_their_
     assert decision_counts(agg, prefill=-1, decode=2) == {"agg": 2}
 
 
-def test_a_decision_is_met_once_its_workers_are_ready_and_counted_by_the_frontend():
-    def state(actual: int, seen: int) -> SupervisorState:
-        return SupervisorState.model_validate(
-            {
-                "updated": 0,
-                "final": False,
-                "pid": 1,
-                "host": "h",
-                "identity": {"pid": 1, "start_time": "1", "boot_id": "b", "pid_namespace": None},
-                "heartbeat": 1,
-                "verdict": "ready",
-                "reason": "",
-                "processes": {},
-                "frontend": {"decode": [seen, 2]},
-                "autoscale": {"decode": {"min": 1, "max": 3, "desired": 2, "actual": actual}},
-            }
-        )
+def supervisor_state(actual: int, seen: int, startable: int | None = None) -> SupervisorState:
+    """The state of a supervisor with `actual` decode workers ready, `seen` of them counted by the frontend."""
+    counts = {"min": 1, "max": 3, "desired": 2, "actual": actual, "startable": startable}
+    return SupervisorState.model_validate(
+        {
+            "updated": 0,
+            "final": False,
+            "pid": 1,
+            "host": "h",
+            "identity": {"pid": 1, "start_time": "1", "boot_id": "b", "pid_namespace": None},
+            "heartbeat": 1,
+            "verdict": "ready",
+            "reason": "",
+            "processes": {},
+            "frontend": {"decode": [seen, 2]},
+            "autoscale": {"decode": counts},
+        }
+    )
 
-    assert counts_met(state(2, 2), {"decode": 2})
-    assert not counts_met(state(2, 1), {"decode": 2})  # ready, not yet routed to
-    assert not counts_met(state(1, 2), {"decode": 2})
-    assert not counts_met(None, {"decode": 2})
+
+def test_a_decision_is_met_once_its_workers_are_ready_and_counted_by_the_frontend():
+    assert counts_met(supervisor_state(2, 2), {"decode": 2})
+    assert not counts_met(supervisor_state(2, 1), {"decode": 2})  # ready, not yet routed to
+
+
+def test_a_decision_beyond_the_workers_that_can_still_start_is_unmeetable():
+    """A standby worker that failed to start is never tried again: a decision that needs it is acknowledged
+    as failed rather than waited for forever."""
+    assert unmeetable(supervisor_state(1, 1, startable=2), {"decode": 3}) == "decode 3 asked, at most 2 can start"
+    assert unmeetable(supervisor_state(1, 1, startable=2), {"decode": 2}) is None
+    assert unmeetable(supervisor_state(1, 1), {"decode": 3}) is None  # an older state.json: not known
+    assert unmeetable(None, {"decode": 3}) is None
 
 
 def test_scale_asks_the_supervisor_through_the_run_directory_and_pauses_the_planner():

@@ -4,22 +4,25 @@ metrics; scaling down removes the latest added one while it streams, and every s
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
-import httpx
 import pytest
 
+from slurmserve.backends.base import start_supervisor
 from slurmserve.runs import open_run
+from slurmserve.transport.procfs import pid_alive
 from slurmserve.waiting import wait_until
 
 from ..helpers import event_time, events_of, slurmserve, status_of
+from .streams import TOKENS, Outcome, in_flight, stream
 
 pytestmark = pytest.mark.slow
 
 RUN = "scale-by-hand"
 STREAMS = 9  # round-robin over 3 decode workers: 3 on the one removed
-TOKENS = 2048  # the replay trace's answer (`output_replay_id:osl-2048`): about 20 s at speedup 1 here
 
 
 def scale(*counts: str) -> None:
@@ -41,32 +44,6 @@ def wait_for_decode(count: int) -> dict:
     return seen[-1]
 
 
-def in_flight(endpoint: str) -> float:
-    """Requests a worker is serving now, from its own /metrics."""
-    text = httpx.get(endpoint, timeout=5).text
-    lines = [line for line in text.splitlines() if line.startswith("dynamo_component_inflight_requests{")]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
-
-
-def stream(endpoint: str, outcomes: list[tuple[int, int, str | None, float]]) -> None:
-    """One streamed chat completion: (HTTP status, data chunks, finish_reason of the last choice, when it ended)."""
-    body = {
-        "model": "tiny-mock",
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "stream": True,
-        "max_tokens": TOKENS,
-        "nvext": {"annotations": [f"output_replay_id:osl-{TOKENS}"]},
-    }
-    chunks, finish = 0, None
-    with httpx.stream("POST", f"{endpoint}/v1/chat/completions", json=body, timeout=120) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                chunks += 1
-                if '"finish_reason":"' in line:
-                    finish = line.split('"finish_reason":"')[1].split('"')[0]
-        outcomes.append((response.status_code, chunks, finish, time.time()))
-
-
 def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(cancel_later):
     cancel_later(RUN)
     result = slurmserve(
@@ -83,7 +60,7 @@ def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(canc
     assert ready["decode-1"] == ready["decode-2"] == "ready"
 
     # Streams spread over the three; the latest added (decode-2) is removed while it streams.
-    outcomes: list[tuple[int, int, str | None, float]] = []
+    outcomes: list[Outcome] = []
     clients = [threading.Thread(target=stream, args=(status["endpoint"], outcomes)) for _ in range(STREAMS)]
     for client in clients:
         client.start()
@@ -102,9 +79,27 @@ def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(canc
     status = wait_for_decode(2)
     assert "decode-2" not in {p["name"] for p in status["processes"]}
 
+    # A supervisor killed and started again adopts decode-1, which the first one added: counted, not
+    # started twice, and still the one the next scale-down removes.
+    run = open_run(RUN)
+    supervisor = run.pid_record("supervisor")
+    assert supervisor is not None
+    os.kill(supervisor[0], signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(*supervisor), timeout=10)
+    start_supervisor(run)
+    status = wait_for_decode(2)
+    decode_1 = next(p for p in status["processes"] if p["name"] == "decode-1")
+    assert decode_1["state"] == "ready" and decode_1["restarts"] == 0, decode_1
+
     scale("decode=1")
     wait_for_decode(1)
-    scaled = [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+
+    def scaled_events() -> list[tuple[str, str, str]]:
+        return [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+
+    # Counted out once it leaves discovery; its stop is recorded after its (idle) drain.
+    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled_events(), timeout=60, poll_s=0.5)
+    scaled = scaled_events()
     added = {("decode-1", "add", "started"), ("decode-2", "add", "started")}
     added |= {("decode-1", "add", "serving"), ("decode-2", "add", "serving")}
     assert set(scaled[:4]) == added, scaled
@@ -122,7 +117,8 @@ PLANNED = "scale-by-planner"
 def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_later):
     """Dynamo's planner (load-based) decides from the mock workers' forward-pass metrics; its thresholds set
     low enough for the tiny model's KV cache (1 % of 1M tokens up, 0.5 % down) that 9 streams of 2048
-    tokens cross them. Its decisions are followed and acknowledged; every stream finishes whole."""
+    tokens cross them. Its decisions are followed and acknowledged; every stream finishes whole. Killed
+    once before the load, the planner is restarted in place by the supervisor."""
     cancel_later(PLANNED)
     sets = ["mocker.speedup_ratio=1", "autoscale.planner.decode_scale_up_kv_rate=1"]
     sets += ["autoscale.planner.decode_scale_down_kv_rate=0.5"]
@@ -134,8 +130,17 @@ def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_l
         return any(p["name"] == "planner" and p["state"] == "ready" for p in status_of(PLANNED)["processes"])
 
     assert wait_until(planner_ready, timeout=120, poll_s=1.0), status_of(PLANNED)
+    # The planner crashes: the supervisor restarts it in place, and goes on following it.
+    planner = open_run(PLANNED).pid_record("planner")
+    assert planner is not None
+    os.killpg(planner[0], signal.SIGKILL)
+
+    def planner_restarted() -> bool:
+        return any(p["name"] == "planner" and p["restarts"] == 1 for p in status_of(PLANNED)["processes"])
+
+    assert wait_until(lambda: planner_restarted() and planner_ready(), timeout=60, poll_s=1.0), status_of(PLANNED)
     endpoint = status_of(PLANNED)["endpoint"]
-    outcomes: list[tuple[int, int, str | None, float]] = []
+    outcomes: list[Outcome] = []
     load_until = time.time() + 40
 
     def client() -> None:

@@ -1,0 +1,91 @@
+"""Autoscaling on the real test cluster (mocker-disagg-autoscale, `reserved`: the job holds GPUs for 3 decode
+workers): Dynamo's planner, inside the job, scales decode up under a client load; its standby workers start
+as srun steps of the allocation and serve. Then, by hand, all three, and the latest added one removed while
+it streams (SIGTERM to its step: it leaves discovery and drains); followed again with the load gone, the
+planner takes decode back to its min. No stream fails; cancel leaves nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from slurmserve.runs import open_run
+from slurmserve.transport.slurm import steps_named
+from slurmserve.waiting import wait_until
+
+from ..backends.test_slurm import assert_cancel_leaves_nothing
+from ..helpers import events_of, slurmserve, status_of
+from .streams import Outcome, all_whole, in_flight, stream
+
+pytestmark = pytest.mark.slow
+
+RUN = "lab-autoscale"
+STREAMS = 9
+# As in test_scaling_local: thresholds low enough for the tiny model's KV cache that 9 long streams cross them.
+SETS = ["mocker.speedup_ratio=1", "autoscale.planner.decode_scale_up_kv_rate=1"]
+SETS += ["autoscale.planner.decode_scale_down_kv_rate=0.5"]
+
+
+def decode_at(count: int) -> bool:
+    scaled = status_of(RUN)["autoscale"]["decode"]
+    return scaled["actual"] == scaled["desired"] == count
+
+
+def test_the_planner_scales_decode_in_the_allocation_and_a_removed_worker_drains(slurm_lab, cancel_later):
+    cancel_later(RUN)
+    hosts = str(slurm_lab.hosts_file("slurm"))
+    sets = [word for assignment in SETS for word in ("--set", assignment)]
+    submitted = slurmserve("submit", "--recipe", "mocker-disagg-autoscale", "--hosts", hosts, *sets, "--name", RUN)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    # Ready once the planner, started last, answers too.
+    assert wait_until(lambda: status_of(RUN)["verdict"] == "ready", timeout=60, poll_s=1.0), status_of(RUN)
+    status = status_of(RUN)
+    plan = open_run(RUN).plan()
+    job_id = open_run(RUN).handle().job_id
+    assert not steps_named(job_id, "decode-1") and not steps_named(job_id, "decode-2")  # standby: not started
+
+    outcomes: list[Outcome] = []
+    load_until = time.time() + 600  # until the by-hand removal below is over
+
+    def client() -> None:
+        while time.time() < load_until:
+            stream(status["endpoint"], outcomes)
+
+    clients = [threading.Thread(target=client) for _ in range(STREAMS)]
+    for each in clients:
+        each.start()
+    try:
+        assert wait_until(lambda: decode_at(2) or decode_at(3), timeout=90, poll_s=1.0), status_of(RUN)
+        # By hand from here: all three, then the latest added (decode-2) removed while it streams.
+        for args in (["--pause"], ["decode=3"]):
+            scale = slurmserve("scale", RUN, *args)
+            assert scale.returncode == 0, scale.stderr
+        assert wait_until(lambda: decode_at(3), timeout=60, poll_s=1.0), status_of(RUN)
+        latest = plan.process("decode-2")
+        assert steps_named(job_id, latest.name)  # an srun step of the allocation
+        metrics = f"http://{plan.host_node(latest).address}:{latest.ports['system']}/metrics"
+        assert wait_until(lambda: in_flight(metrics) >= 3, timeout=40, poll_s=0.2), in_flight(metrics)
+        scale = slurmserve("scale", RUN, "decode=2")
+        assert scale.returncode == 0, scale.stderr
+        assert wait_until(lambda: not steps_named(job_id, latest.name), timeout=60, poll_s=1.0)
+    finally:
+        load_until = 0
+        for each in clients:
+            each.join(timeout=150)
+    assert all_whole(outcomes), outcomes
+
+    # Followed again, the planner takes the idle deployment back to its min.
+    assert slurmserve("scale", RUN, "--resume").returncode == 0
+    assert wait_until(lambda: decode_at(1), timeout=120, poll_s=1.0), status_of(RUN)
+
+    def scaled() -> list[tuple[str, str, str]]:
+        return [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+
+    # Counted out when it leaves discovery; its stop is recorded once it drained.
+    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled(), timeout=60, poll_s=1.0), scaled()
+    assert ("decode-2", "remove", "stopped") in scaled() and not steps_named(job_id, "decode-1"), scaled()
+    decided = [e["counts"]["decode"] for e in events_of(RUN) if e["event"] == "planner decided"]
+    assert max(decided) >= 2 and decided[-1] == 1, decided
+    assert_cancel_leaves_nothing(RUN)

@@ -17,6 +17,12 @@ client times each stream. Prints per deployment:
                  of them serving (ready and counted by the frontend), min/max over the decisions
 
     .venv/bin/python benchmarks/autoscale.py [--quiet-s 20] [--burst-s 60] [--burst-streams 9] [--tokens 2048]
+
+With --lab (root: the Slurm test cluster, borrowed as benchmarks/lab_session.py does), it prints instead what
+a worker added by scaling costs there, `reserved` against `elastic`: --repeats times, `scale decode=2` then
+back to 1 (the path a planner decision takes), the seconds from the count asked to the worker serving.
+
+    sudo .venv/bin/python benchmarks/autoscale.py --lab [--repeats 3]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from datetime import datetime
 
 import httpx
 
+from slurmserve.bench.workload import replayed_chat
 from slurmserve.runs import open_run
 
 RECIPE = "mocker-disagg-autoscale"
@@ -51,13 +58,7 @@ class Load:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stream(self, endpoint: str, tokens: int) -> None:
-        body = {
-            "model": "tiny-mock",
-            "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "stream": True,
-            "max_tokens": tokens,
-            "nvext": {"annotations": [f"output_replay_id:osl-{tokens}"]},
-        }
+        body = replayed_chat("tiny-mock", tokens)
         started, arrivals, finish = time.perf_counter(), [], None
         try:
             with httpx.stream("POST", f"{endpoint}/v1/chat/completions", json=body, timeout=180) as response:
@@ -185,6 +186,45 @@ def deployed(kind: str, args: argparse.Namespace) -> dict[str, float]:
         slurmserve("cancel", run)
 
 
+def scale_to_serving(run: str) -> list[float]:
+    """Per `scale asked` of more workers: seconds until the next worker added by scaling served."""
+    events = [e.model_dump(mode="json") for e in open_run(run).events()]
+    delays, asked = [], None
+    for event in events:
+        if event["event"] == "scale asked":
+            asked = event_time(event)
+        elif event["event"] == "scaled" and event["outcome"] == "serving" and asked is not None:
+            delays.append(event_time(event) - asked)
+            asked = None
+    return delays
+
+
+def lab_costs(repeats: int) -> dict[str, list[float]]:
+    """On the test cluster: per capacity, the seconds from `scale decode=2` to decode-1 serving."""
+    from lab_session import lab_session
+
+    costs = {}
+    with lab_session() as cluster:
+        hosts = str(cluster.hosts_file("slurm"))
+        for capacity in ("reserved", "elastic"):
+            run = f"autoscale-lab-{capacity}"
+            sets = ["--set", f"autoscale.capacity={capacity}"]
+            submitted = slurmserve("submit", "--recipe", RECIPE, "--hosts", hosts, "--name", run, *sets)
+            if submitted.returncode != 0:
+                raise RuntimeError(submitted.stdout + submitted.stderr)
+            try:
+                slurmserve("scale", run, "--pause")
+                for _ in range(repeats):
+                    for count in (2, 1):
+                        slurmserve("scale", run, f"decode={count}")
+                        wait_for_decode(run, count)
+                    time.sleep(5)  # decode-1's drain over (idle: its grace period is not waited for)
+                costs[capacity] = scale_to_serving(run)
+            finally:
+                slurmserve("cancel", run)
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quiet-s", type=float, default=20.0)
@@ -192,7 +232,14 @@ def main() -> None:
     parser.add_argument("--burst-streams", type=int, default=9)
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--speedup-ratio", type=float, default=1.0)
+    parser.add_argument("--lab", action="store_true", help="reserved against elastic on the Slurm test cluster")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.lab:
+        for capacity, delays in lab_costs(args.repeats).items():
+            shown = ", ".join(f"{delay:.1f}" for delay in delays)
+            print(f"{capacity:<9} scale decode=2 to decode-1 serving on the test cluster: {shown} s")
+        return
     results = {kind: deployed(kind, args) for kind in ("max", "min", "autoscaled")}
     print(
         f"{RECIPE} on the local backend (mocker, speedup {args.speedup_ratio:g}): {args.quiet_s:g} s of 1 stream, "

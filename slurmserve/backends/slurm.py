@@ -7,6 +7,7 @@ directory, so later `status` calls need not ask Slurm again.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from ..transport.slurm import (
 from ..transport.srun import SrunRunner, SrunStep, in_allocation, scheduling_flags
 from ..waiting import fan_out, wait_until
 from .base import Backend, Launch, SchedulerView, client_groups_argv, unanswering_daemons
+from .elastic import ElasticJobs
 from .preflight import check_here
 from .traits import SLURM_TRAITS
 
@@ -113,6 +115,9 @@ class JobLaunch(Launch):
 class SlurmBackend(Backend):
     traits = SLURM_TRAITS
 
+    def __init__(self) -> None:
+        self.elastic = ElasticJobs()
+
     def preflight(self, plan: Plan) -> None:
         if not sbatch_installed():
             raise UserError("hosts: backend slurm, but sbatch is not installed on this machine")
@@ -177,18 +182,31 @@ class SlurmBackend(Backend):
         (pids/NAME.srun) that ends when the step does: no question to slurmctld per tick. Elsewhere:
         the job's running steps, and the task records of steps that ran."""
         names = run.process_names()
+        elastic = self.elastic_alive(run)
         if in_job:
-            return {name: pid_file_alive(run.paths.step_record(name)) for name in names}
+            return {name: pid_file_alive(run.paths.step_record(name)) for name in names} | elastic
         state = self.job_state(run)
         started = {name for name in names if task_records(run.paths.task_records(name))}
         job_id = self.job_id(run)
         steps = (running_steps(job_id) or set()) if state is JobState.RUNNING and job_id else set()
-        return {name: True if name in steps else (False if name in started else None) for name in names}
+        return {name: True if name in steps else (False if name in started else None) for name in names} | elastic
+
+    def elastic_alive(self, run: RunDir) -> dict[str, bool | None]:
+        """The elastic workers, from their own jobs (none when the plan cannot be read: nothing to ask)."""
+        try:
+            plan = run.plan()
+        except UserError:
+            return {}
+        return self.elastic.alive(run, plan) if plan.autoscale and plan.autoscale.capacity == "elastic" else {}
 
     def restart(self, run: RunDir, process: Process) -> None:
         """A new srun step in the allocation, from the job's own script (`--restart NAME`), once any step
-        of that name still running is cancelled (SIGTERM first: a Dynamo worker deregisters on it)."""
+        of that name still running is cancelled (SIGTERM first: a Dynamo worker deregisters on it). An
+        elastic worker: a job of its own (backends.elastic)."""
         job_id = self.job_id(run)
+        if process.elastic:
+            self.elastic.start(run, process, job_id)
+            return
         old_steps = steps_named(job_id, process.name) if job_id else []
         if old_steps:
             scancel(*old_steps)
@@ -201,6 +219,9 @@ class SlurmBackend(Backend):
         """SIGTERM to its step's tasks (a Dynamo worker leaves discovery and drains on it); the step cancelled
         when it outlives `grace_s`."""
         job_id = self.job_id(run)
+        if process.elastic:
+            self.elastic.stop(run, process, grace_s)
+            return
         if job_id is None or not (steps := steps_named(job_id, process.name)):
             return
         scancel(*steps, signal="TERM")
@@ -281,6 +302,8 @@ class SlurmBackend(Backend):
 
     def stop(self, run: RunDir) -> list[str]:
         job_id = self.job_id(run)
+        with contextlib.suppress(UserError):  # plan.json unreadable: the elastic jobs end with their time limit
+            ElasticJobs.cancel_all(run, run.plan())
         if job_id is None:
             return []
         self.stop_beside(run)  # a benchmark's aiperf first: the job's end might not reach all of it

@@ -22,6 +22,18 @@ MIN_REQUESTS = 200
 MIN_MEASURING_S = 30.0
 
 
+def replayed_chat(model: str, tokens: int) -> dict[str, object]:
+    """A streamed chat completion the mock engine answers with its replay trace's row of `tokens` tokens:
+    exactly that long, however it would end on its own (the streams the scaling tests and benchmark send)."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "stream": True,
+        "max_tokens": tokens,
+        "nvext": {"annotations": [REPLAY_ANNOTATION.format(osl=tokens)]},
+    }
+
+
 @dataclass(frozen=True)
 class Point:
     """One aiperf run: a concurrency, and the requests it sends (after its warm-up)."""

@@ -13,7 +13,8 @@ from .output import gpu_ranges
 
 def placement_table(plan: Plan) -> Table:
     """A row per process, in start order (`stage`: processes of one stage start together, once the stage
-    before serves; `standby`: an autoscaled worker that scaling starts, last). At 80 columns nothing is cut:
+    before serves; `standby`: an autoscaled worker that scaling starts, last; `elastic`: one started as a
+    Slurm job of its own, its GPUs that job's). At 80 columns nothing is cut:
     GPUs as ranges, a port a line, names whole."""
     stage_of = {process.name: number for number, stage in enumerate(plan.stages(), 1) for process in stage}
     standby = len(plan.stages()) + 1
@@ -39,9 +40,9 @@ def placement_table(plan: Plan) -> Table:
             process.role,
             ", ".join(process.nodes),
             *leaf,
-            gpu_ranges(process.gpus),
+            f"{len(process.gpus)}, own job" if process.elastic else gpu_ranges(process.gpus),
             "\n".join(f"{k}={v}" for k, v in process.ports.items()),
-            "standby" if process.standby else str(stage_of[process.name]),
+            ("elastic" if process.elastic else "standby") if process.standby else str(stage_of[process.name]),
         )
     table.caption = f"endpoint {plan.endpoint} · discovery {plan.discovery} · model {plan.model}"
     return table
@@ -91,7 +92,9 @@ def plan_summary(plan: Plan, hosts_nodes: list[Node]) -> str:
     its nodes hang from. GPUs planned on hosts that have none are simulated (this machine, mock engine)."""
     simulated = not any(node.gpus for node in hosts_nodes)
     used = {node.name for node in plan.nodes}
-    gpus_used = sum(len(process.gpus) * len(process.nodes) for process in plan.processes if process.is_worker)
+    workers = [process for process in plan.processes if process.is_worker]
+    gpus_used = sum(len(process.gpus) * len(process.nodes) for process in workers if not process.elastic)
+    elastic = sum(len(process.gpus) * len(process.nodes) for process in workers if process.elastic)
     on_used = sum(node.gpus for node in plan.nodes)
     everywhere = on_used + sum(node.gpus for node in hosts_nodes if node.name not in used)
     total_nodes = max(len(hosts_nodes), len(plan.nodes))
@@ -101,6 +104,7 @@ def plan_summary(plan: Plan, hosts_nodes: list[Node]) -> str:
         f"uses {len(plan.nodes)} of {total_nodes} node{'s' if total_nodes > 1 else ''} and {gpus_used} of "
         f"{'their' if len(plan.nodes) > 1 else 'its'} {on_used} GPUs"
         + (" (simulated)" if simulated else "")
+        + (f" (elastic workers: up to {elastic} more, in jobs of their own)" if elastic else "")
         + (f", of {everywhere} in the hosts file" if everywhere != on_used else "")
         + (f"; {under}" if under else "; no leaf switches declared (topology.switches)")
     )

@@ -59,6 +59,9 @@ class Process(BaseModel):
     pool: str | None = None  # the pool (behind Dynamo's global router) its workers or local router serve
     # An autoscaled worker beyond its role's min: placed (GPUs, ports, NICs), started only when scaling adds it.
     standby: bool = False
+    # A standby worker of `capacity: elastic`: started as a Slurm job of its own on its planned node, which
+    # holds only its GPUs (Slurm chooses which: `gpus` counts within that job) and gives them back when it leaves.
+    elastic: bool = False
     log: str  # relative to the run directory
 
     @property
@@ -263,9 +266,10 @@ class Plan(BaseModel):
         return len({node.switch for node in self.nodes}) == 1 and self.nodes[0].switch is not None
 
     def gpus_per_node_used(self) -> int:
-        """The most GPUs the deployment uses on any one node: what a Slurm job asks for per node."""
+        """The most GPUs the deployment's job uses on any one node: what it asks Slurm for per node (an
+        elastic worker's are its own job's)."""
         used: dict[str, int] = {}
-        for process in self.processes:
+        for process in (process for process in self.processes if not process.elastic):
             for node in process.nodes:
                 used[node] = used.get(node, 0) + len(process.gpus)
         return max(used.values(), default=0)

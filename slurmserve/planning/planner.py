@@ -21,13 +21,13 @@ from .processes.model import ModelLocation, container_for, download_warning, mod
 from .processes.monitoring import prometheus_process
 from .processes.routers import Pools, held_stream_warning, pool_processes
 from .processes.scaling import (
-    is_standby,
     plan_autoscale,
     planner_process,
     refuse_elastic,
     reserved_gpus_problem,
     reserved_groups,
     role_scales,
+    with_standby,
 )
 from .processes.workers import engine_files, worker_process
 from .topology import nic_fallbacks
@@ -116,7 +116,7 @@ def make_plan(
         worker_process(ctx, layout.groups[placement.role], placement, layout.nodes, model, control.names)
         for placement in layout.placements
     ]
-    workers = [w.model_copy(update={"standby": is_standby(recipe, w.role, w.replica or 0)}) for w in workers]
+    workers = with_standby(recipe, workers)
     pools = pool_processes(ctx, workers, model.path) if recipe.pools else None
     http_port = recipe.frontend.http_port or ctx.ports.take(layout.head.name)
     started = [w.name for w in workers if not w.standby]

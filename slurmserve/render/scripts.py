@@ -13,7 +13,7 @@ from ..planning.needs import needs_of
 from ..planning.plan import Plan, Process
 from ..planning.traits import BackendTraits
 from ..resources import resource_dir
-from ..runs.layout import FLAGS_ACCEPTED_FILE, LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR
+from ..runs.layout import FLAGS_ACCEPTED_FILE, LAUNCHER_LOG, PIDS_DIR, PREFLIGHT_DIR, elastic_job_log
 from ..transport.srun import SrunStep, shell_words
 from ..transport.words import ssh_words
 
@@ -73,8 +73,8 @@ def srun_step(plan: Plan, process: Process) -> list[str]:
     nodes = process.nodes
     lines = srun_words(process.name, nodes, process.tasks)
     lines.append(f"--output={quote(plan.run_dir + '/' + process.log)} --open-mode=append")
-    if process.gpus:
-        lines.insert(1, f"--gres=gpu:{plan.gpus_per_node_used()}")
+    if process.gpus:  # the job's GPUs on the node: the deployment's, or an elastic worker's own job's
+        lines.insert(1, f"--gres=gpu:{len(process.gpus) if process.elastic else plan.gpus_per_node_used()}")
     if process.tasks > 1:
         lines.insert(1, f"--mpi=pmix --ntasks-per-node={process.tasks // len(nodes)}")
     if process.in_container and plan.container:
@@ -171,6 +171,16 @@ def template_environment() -> jinja2.Environment:
     return environment
 
 
+def elastic_script(process: str) -> str:
+    """The Slurm batch script of an elastic worker's own job, in the run directory."""
+    return f"elastic-{process}.sbatch"
+
+
+def elastic_job_name(run_name: str, process: str) -> str:
+    """An elastic worker's job: found by this name when its id was never recorded."""
+    return f"slurmserve-{run_name}-{process}"
+
+
 def host_script(host: str) -> str:
     """The SSH launch script of one host, in the run directory."""
     return f"launch-{host}.sh"
@@ -188,7 +198,17 @@ def render_scripts(plan: Plan, traits: BackendTraits) -> dict[str, str]:
         sbatch = templates.get_template("slurm.sbatch.j2").render(
             context, steps=steps, preflight=preflight, container_preflight=container_preflight
         )
-        return {traits.launch_script: sbatch}
+        elastic = templates.get_template("elastic_worker.sbatch.j2")
+        return {traits.launch_script: sbatch} | {
+            elastic_script(process.name): elastic.render(
+                context,
+                process=process,
+                job_name=elastic_job_name(plan.run_name, process.name),
+                log=elastic_job_log(process.name),
+            )
+            for process in plan.processes
+            if process.elastic
+        }
     if traits.runs_on_this_machine:
         return {traits.launch_script: templates.get_template("launch.sh.j2").render(context)}
     stages = plan.stages()

@@ -174,6 +174,11 @@ def client_record_of(run_dir: str) -> str:
     return f"{run_dir}/{PIDS_DIR}/{CLIENT_RECORD}"
 
 
+def elastic_job_log(process: str) -> str:
+    """An elastic worker's job's own output (relative to the run directory); its worker logs to its own log."""
+    return f"{LOGS_DIR}/elastic-{process}.log"
+
+
 def pid_record_of(run_dir: str, process: str) -> str:
     """A process's pids/NAME.pid as the plan's run directory spells it (on its node, perhaps not here)."""
     return f"{run_dir}/{PIDS_DIR}/{process}.pid"

@@ -141,18 +141,25 @@ class ScalingSteps:
         self.wanted = wanted_counts(self.plan, self.run.scale_request() if self.plan.autoscale else {})
 
     def adopt_added(self, now: float) -> None:
-        """Standby workers that an earlier supervisor of the run added and that still run (it was killed, or
-        restarted): watched and counted again, removable as before, none started twice. Taken in plan order,
-        the order they were added in."""
+        """Standby workers that an earlier supervisor of the run started and that still run (it was killed,
+        or restarted): one it watched is watched and counted again, removable as before, never started
+        twice (taken in plan order, the order they were added in); one it had stopped watching was being
+        removed, and its stop is finished here."""
         if self.plan.autoscale is None or (earlier := self.run.supervisor_state()) is None:
             return
         alive = self.backend.alive(self.run, in_job=True)
         for process in self.plan.processes:
-            if process.standby and process.name in earlier.processes and alive.get(process.name):
-                self.active.append(process)
-                self.added.append(process.name)
-                self.reported.add(process.name)  # its `serving` was recorded by the earlier supervisor
-                self.watch[process.name] = Watch(since=now, state=ProcessState.STARTING)
+            if not (process.standby and alive.get(process.name)):
+                continue
+            if process.name not in earlier.processes:
+                self.leaving[process.name] = self.threads.submit(
+                    self.backend.stop_process, self.run, process, drain_bound_s(process)
+                )
+                continue
+            self.active.append(process)
+            self.added.append(process.name)
+            self.reported.add(process.name)  # its `serving` was recorded by the earlier supervisor
+            self.watch[process.name] = Watch(since=now, state=ProcessState.STARTING)
         self.urls = sorted({*self.urls, *(p.ready_url for p in self.active if p.ready_url)})
 
     def start_planner_link(self) -> None:

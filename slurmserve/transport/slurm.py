@@ -203,6 +203,30 @@ def job_state(job_id: str) -> JobState:
     return JobState.GONE
 
 
+def states_of(job_ids: list[str]) -> dict[str, JobState] | None:
+    """The states of these jobs in one squeue (a job it no longer lists is left out); None when squeue could
+    not say."""
+    if not job_ids:
+        return {}
+    result = slurm("squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T", check=False)
+    if result.returncode != 0 and "Invalid job id" not in result.stderr:
+        return None
+    return {
+        job: parse_job_state(state) for job, _, state in (line.partition(" ") for line in result.stdout.splitlines())
+    }
+
+
+def minutes_left(job_id: str) -> int | None:
+    """Whole minutes the running job has left before its time limit (squeue's %L: [D-]HH:MM:SS, MM:SS);
+    None when squeue does not say (the job is not running, or has no limit)."""
+    result = slurm("squeue", "-h", "-j", job_id, "-o", "%L", check=False)
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", result.stdout.strip())
+    if result.returncode != 0 or match is None:
+        return None
+    days, hours, minutes, _ = (int(part or 0) for part in match.groups())
+    return (days * 24 + hours) * 60 + minutes
+
+
 def running_steps(job_id: str) -> set[str] | None:
     """The names of the job's running steps; None when squeue could not say."""
     result = slurm("squeue", "-h", "--steps", "-j", job_id, "-o", "%j", check=False)
@@ -227,10 +251,10 @@ def sbatch_objection(script: Path) -> str | None:
     return " ".join(result.stderr.split()) if result.returncode != 0 else None
 
 
-def sbatch(script: Path) -> str:
-    """Submit the script; its job id. Under umask 077: the files Slurm makes for the job (its output, each
-    step's log) are the user's alone."""
-    result = slurm("sbatch", "--parsable", str(script), check=False, umask=0o077)
+def sbatch(script: Path, *options: str) -> str:
+    """Submit the script (with these options over its own); its job id. Under umask 077: the files Slurm makes
+    for the job (its output, each step's log) are the user's alone."""
+    result = slurm("sbatch", "--parsable", *options, str(script), check=False, umask=0o077)
     if result.returncode != 0:
         raise DeploymentFailed(f"sbatch failed: {' '.join(result.stderr.split())}")
     return result.stdout.strip().split(";")[0]

@@ -86,16 +86,24 @@ def test_autoscale_with_pools_is_refused():
     assert "autoscale: not with pools" in message
 
 
-@pytest.mark.parametrize(
-    "hosts, expected",
-    [
-        (
-            "local.yaml",
-            "autoscale.capacity: elastic submits a Slurm job per added worker, so it needs the slurm backend",
-        ),
-        ("single-node-8gpu.yaml", "autoscale.capacity: elastic is not available yet"),
-    ],
-)
-def test_elastic_capacity_is_slurms_and_not_available_yet(hosts, expected):
-    with pytest.raises(UserError, match=expected):
-        plan_of("mocker-disagg", hosts, *DECODE_1_TO_3, "autoscale.capacity=elastic")
+def test_elastic_capacity_is_slurms():
+    with pytest.raises(UserError, match="elastic submits a Slurm job per added worker, so it needs the slurm backend"):
+        plan_of("mocker-disagg", "local.yaml", *DECODE_1_TO_3, "autoscale.capacity=elastic")
+
+
+def test_elastic_workers_are_standby_in_jobs_of_their_own_on_the_deployments_nodes():
+    """The deployment's job asks for the GPUs of the workers it starts with; each elastic worker's own job
+    for its own (Slurm chooses which: its GPUs count within that job), on a node of the deployment's job."""
+    plan = plan_of("mocker-disagg-autoscale", "two-node-8gpu.yaml", "autoscale.capacity=elastic")
+    elastic = [p for p in plan.processes if p.elastic]
+    assert [p.name for p in elastic] == ["decode-1", "decode-2"] and all(p.standby for p in elastic)
+    assert all(p.gpus == [0, 1] for p in elastic)
+    assert plan.gpus_per_node_used() == 2  # prefill-0 on one node, decode-0 on the other
+    reserved = plan_of("mocker-disagg-autoscale", "two-node-8gpu.yaml")
+    assert reserved.gpus_per_node_used() == 6 and not any(p.elastic for p in reserved.processes)
+
+
+def test_an_elastic_worker_placed_where_the_deployment_has_no_worker_is_refused():
+    sets = ("autoscale.capacity=elastic", "decode.tensor_parallel=8", "decode.expert_parallel=8")
+    with pytest.raises(UserError, match="autoscale.decode.max: elastic worker decode-1 would be placed on gpu03"):
+        plan_of("mocker-disagg-autoscale", "four-node-8gpu.yaml", *sets)

@@ -206,3 +206,30 @@ def test_writing_never_overwrites_a_users_file(tmp_path):
     with pytest.raises(UserError, match="would overwrite"):
         write_files({"plan.json": "{}", "launch.sh": ""}, tmp_path)
     assert (tmp_path / "plan.json").read_text() == "mine" and not (tmp_path / "launch.sh").exists()
+
+
+def test_an_elastic_worker_has_a_job_script_of_its_own_that_starts_its_step_in_place(tmp_path):
+    """Its job asks for its node and its own GPUs only, and runs the deployment's script's `--restart NAME`:
+    the same step (node, ports, env) as a reserved worker, its GPUs within its own job."""
+    plan = plan_of("mocker-disagg-autoscale", "two-node-8gpu.yaml", "autoscale.capacity=elastic")
+    scripts = render_scripts(plan, SLURM_TRAITS)
+    assert sorted(scripts) == ["elastic-decode-1.sbatch", "elastic-decode-2.sbatch", "slurmserve.sbatch"]
+    job = scripts["elastic-decode-1.sbatch"]
+    node = plan.process("decode-1").host
+    assert f"#SBATCH --nodelist={node}\n#SBATCH --gres=gpu:2\n" in job
+    assert f"#SBATCH --job-name=slurmserve-{plan.run_name}-decode-1\n" in job
+    assert job.rstrip().endswith(f"exec bash {plan.run_dir}/slurmserve.sbatch --restart decode-1")
+    assert "#SBATCH --gres=gpu:2\n" in scripts["slurmserve.sbatch"]  # the deployment's job: its own workers'
+    step = scripts["slurmserve.sbatch"].split("    decode-1)\n")[1].split(";;")[0]
+    assert "--gres=gpu:2" in step and "SLURMSERVE_GPUS=0,1" in step
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    for name, text in scripts.items():
+        (folder / name).write_text(text)
+    if SHELLCHECK:
+        checked = subprocess.run(
+            [SHELLCHECK, "--shell=bash", "--severity=warning", *map(str, folder.iterdir())],
+            capture_output=True,
+            text=True,
+        )
+        assert checked.returncode == 0, checked.stdout

@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from slurmserve.bench.workload import replayed_chat
+
 TOKENS = 2048  # the replay trace's answer (`output_replay_id:osl-2048`): about 20 s at speedup 1 here
 
 Outcome = tuple[int, int, str | None, float]  # HTTP status, data chunks, the last finish_reason, when it ended
@@ -21,13 +23,7 @@ def in_flight(endpoint: str) -> float:
 
 def stream(endpoint: str, outcomes: list[Outcome]) -> None:
     """One streamed chat completion of TOKENS tokens; its outcome appended."""
-    body = {
-        "model": "tiny-mock",
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "stream": True,
-        "max_tokens": TOKENS,
-        "nvext": {"annotations": [f"output_replay_id:osl-{TOKENS}"]},
-    }
+    body = replayed_chat("tiny-mock", TOKENS)
     chunks, finish = 0, None
     with httpx.stream("POST", f"{endpoint}/v1/chat/completions", json=body, timeout=120) as response:
         for line in response.iter_lines():

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from slurmserve.runs import open_run
-from slurmserve.transport.slurm import steps_named
+from slurmserve.transport.slurm import jobs_named, steps_named
 from slurmserve.waiting import wait_until
 
 from ..backends.test_slurm import assert_cancel_leaves_nothing
-from ..helpers import events_of, slurmserve, status_of
+from ..helpers import completion_tokens, events_of, slurmserve, status_of
 from .streams import Outcome, all_whole, in_flight, stream
 
 pytestmark = pytest.mark.slow
@@ -89,3 +89,44 @@ def test_the_planner_scales_decode_in_the_allocation_and_a_removed_worker_drains
     decided = [e["counts"]["decode"] for e in events_of(RUN) if e["event"] == "planner decided"]
     assert max(decided) >= 2 and decided[-1] == 1, decided
     assert_cancel_leaves_nothing(RUN)
+
+
+ELASTIC = "lab-elastic"
+
+
+def test_an_elastic_worker_is_a_slurm_job_of_its_own_while_it_serves(slurm_lab, cancel_later):
+    """`capacity: elastic`: the deployment's job holds its min; `scale decode=2` submits decode-1's own job
+    (a second job in squeue) whose worker joins the running deployment and serves; `scale decode=1` drains
+    it and its job ends, its GPUs back to the cluster."""
+    cancel_later(ELASTIC)
+    hosts = str(slurm_lab.hosts_file("slurm"))
+    sets = ["--set", "autoscale.capacity=elastic"]
+    submitted = slurmserve("submit", "--recipe", "mocker-disagg-autoscale", "--hosts", hosts, *sets, "--name", ELASTIC)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    main_job = open_run(ELASTIC).handle().job_id
+    worker_job = f"slurmserve-{ELASTIC}-decode-1"
+    assert not jobs_named(worker_job)
+    for args in (["--pause"], ["decode=2"]):
+        scale = slurmserve("scale", ELASTIC, *args)
+        assert scale.returncode == 0, scale.stderr
+
+    def decode_serving(count: int) -> bool:
+        scaled = status_of(ELASTIC)["autoscale"]["decode"]
+        return scaled["actual"] == scaled["desired"] == count
+
+    assert wait_until(lambda: jobs_named(worker_job), timeout=30, poll_s=0.5)
+    (job,) = jobs_named(worker_job)
+    assert job != main_job
+    assert wait_until(lambda: decode_serving(2), timeout=90, poll_s=1.0), status_of(ELASTIC)
+    assert completion_tokens(status_of(ELASTIC)["endpoint"], "tiny-mock") > 0
+
+    assert slurmserve("scale", ELASTIC, "decode=1").returncode == 0
+    assert wait_until(lambda: not jobs_named(worker_job), timeout=60, poll_s=1.0)
+    assert wait_until(lambda: decode_serving(1), timeout=30, poll_s=1.0), status_of(ELASTIC)
+
+    def scaled() -> list[tuple[str, str, str]]:
+        return [(e["process"], e["action"], e["outcome"]) for e in events_of(ELASTIC) if e["event"] == "scaled"]
+
+    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled(), timeout=30, poll_s=1.0), scaled()
+    assert ("decode-1", "add", "serving") in scaled(), scaled()
+    assert_cancel_leaves_nothing(ELASTIC)

@@ -270,3 +270,27 @@ def test_older_handle_files_keep_their_state(tmp_path, written, kept):
     old = {"version": 1, "backend": "slurm", "job_id": "7", "final_state": written, "processes": {}}
     (tmp_path / "handle.json").write_text(json.dumps(old))
     assert RunDir(tmp_path).handle() == Handle(backend="slurm", job_id="7", final_state=kept)
+
+
+@pytest.mark.parametrize(
+    ("printed", "minutes"),
+    [("1:58:31", 118), ("59:30", 59), ("2-03:04:05", 3064), ("0:30", 0), ("UNLIMITED", None), ("", None)],
+)
+def test_a_jobs_time_left_in_whole_minutes(monkeypatch, printed, minutes):
+    """squeue's %L as it prints it: [D-]HH:MM:SS, MM:SS, UNLIMITED (no limit), nothing (no such job)."""
+    answer = subprocess.CompletedProcess([], 0, printed + "\n", "")
+    monkeypatch.setattr(slurm, "slurm", lambda *args, check=True, umask=-1: answer)
+    assert slurm.minutes_left("42") == minutes
+
+
+def test_the_states_of_several_jobs_in_one_squeue(monkeypatch):
+    asked = []
+
+    def squeue(*args: str, check: bool = True, umask: int = -1) -> subprocess.CompletedProcess[str]:
+        asked.append(args)
+        return subprocess.CompletedProcess(args, 0, "41 RUNNING\n43 PENDING\n", "")
+
+    monkeypatch.setattr(slurm, "slurm", squeue)
+    assert slurm.states_of(["41", "42", "43"]) == {"41": JobState.RUNNING, "43": JobState.PENDING}  # 42: gone
+    assert asked == [("squeue", "-h", "-j", "41,42,43", "-o", "%i %T")]
+    assert slurm.states_of([]) == {}

@@ -27,18 +27,35 @@ LOAD_THRESHOLDS = {
 
 
 def refuse_elastic(recipe: Recipe, traits: BackendTraits, backend: str) -> None:
-    """`capacity: elastic` (extra scheduler jobs joining and leaving) needs Slurm's, and is not built yet."""
-    if recipe.autoscale is None or recipe.autoscale.capacity != "elastic":
-        return
-    if not traits.has_allocation:
+    """`capacity: elastic` (a scheduler job per added worker) needs Slurm's."""
+    if recipe.autoscale is not None and recipe.autoscale.capacity == "elastic" and not traits.has_allocation:
         raise UserError(
             f"autoscale.capacity: elastic submits a Slurm job per added worker, so it needs the slurm backend "
             f"(this plan is for {backend}); use reserved, which holds GPUs for every role's max"
         )
-    raise UserError(
-        "autoscale.capacity: elastic is not available yet (a Slurm job per added worker); use reserved, which "
-        "holds the GPUs of every role's max in the deployment's own job"
-    )
+
+
+def with_standby(recipe: Recipe, workers: list[Process]) -> list[Process]:
+    """Each worker beyond its role's min marked standby; with `capacity: elastic` also elastic, its GPUs
+    counted within a job of its own. An elastic worker runs on a node of the deployment's job (its address
+    and ports are planned there; its GPUs are not held by that job)."""
+    elastic = recipe.autoscale is not None and recipe.autoscale.capacity == "elastic"
+    marked = []
+    for worker in workers:
+        standby = is_standby(recipe, worker.role, worker.replica or 0)
+        update: dict[str, object] = {"standby": standby}
+        if standby and elastic:
+            update |= {"elastic": True, "gpus": list(range(len(worker.gpus)))}
+        marked.append(worker.model_copy(update=update))
+    job_nodes = {node for worker in marked if not worker.standby for node in worker.nodes}
+    for worker in marked:
+        if worker.elastic and not set(worker.nodes) <= job_nodes:
+            raise UserError(
+                f"autoscale.{worker.role}.max: elastic worker {worker.name} would be placed on "
+                f"{', '.join(sorted(set(worker.nodes) - job_nodes))}, where no worker the deployment starts "
+                "with runs; an elastic worker joins a node of the deployment's job (lower the max, or raise the min)"
+            )
+    return marked
 
 
 def role_scales(recipe: Recipe) -> dict[str, RoleScale]:

@@ -133,6 +133,7 @@ def status_lines(report: deploy.RunStatus, trend: bool) -> list[str]:
         state = "acknowledged" if decided.acknowledged else "being met"
         state = f"acknowledged as failed: {decided.failed}" if decided.failed else state
         lines.append(f"planner: decision {decided.decision_id} ({counts}) {ago(decided.at)}, {state}")
+        lines += [f"planner's reason: {decided.reason}"] if decided.reason else []
     if report.canary:
         canary = report.canary
         outcome = f"ok in {canary.latency_s} s" if canary.ok else f"FAILED ({canary.error})"

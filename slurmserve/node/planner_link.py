@@ -19,11 +19,22 @@ from ..planning.plan import Plan
 from ..runs import RunDir
 from ..runs.events import PlannerAcknowledged, PlannerDecided
 from ..runs.records import PlannerDecision
-from ..runtime.scaling import counts_met, decision_counts, unmeetable
+from ..runtime.scaling import counts_met, decision_counts, decision_reason, unmeetable
 
 POLL_S = 1.0
+LOG_TAIL_BYTES = 65536  # the planner's log lines since its decision (a few per engine and interval)
 # The planner's own ports: the link's runtime takes ephemeral ones.
 PLANNER_OWN = ("DYN_SYSTEM_PORT", "DYN_TCP_RPC_PORT", "DYN_HEALTH_CHECK_ENABLED")
+
+
+def log_tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
+    """The end of a log, if this machine can read it (over SSH the planner's log is on its host)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - size))
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def link_env(plan: Plan) -> dict[str, str]:
@@ -51,10 +62,11 @@ async def follow(run: RunDir, still_wanted: Callable[[], bool]) -> None:
             counts = decision_counts(plan, decision.num_prefill_workers, decision.num_decode_workers)
             if (ident, counts) != followed:
                 followed, acknowledged = (ident, counts), False
-                seen = PlannerDecision(decision_id=ident, counts=counts, at=time.time())
+                reason = decision_reason(log_tail(run.path / plan.process("planner").log), ident)
+                seen = PlannerDecision(decision_id=ident, counts=counts, at=time.time(), reason=reason)
                 run.request_scale(counts)
                 run.save_planner_decision(seen)
-                run.record(PlannerDecided(decision_id=ident, counts=counts))
+                run.record(PlannerDecided(decision_id=ident, counts=counts, reason=reason))
             state = run.supervisor_state() if not acknowledged else None
             failed = unmeetable(state, counts)
             if not acknowledged and (failed or counts_met(state, counts)):

@@ -262,6 +262,7 @@ class PlannerDecided(BaseEvent):
     event: Literal[EventKind.PLANNER_DECIDED] = EventKind.PLANNER_DECIDED
     decision_id: int
     counts: dict[str, int]
+    reason: str | None = None  # from the planner's log, where this machine can read it
 
 
 class PlannerAcknowledged(BaseEvent):

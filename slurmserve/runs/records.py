@@ -107,6 +107,7 @@ class PlannerDecision(BaseModel):
     at: float  # when it was first seen
     acknowledged: bool = False  # met (ready and counted by the frontend) and acknowledged to the planner
     failed: str | None = None  # acknowledged unmet: why it cannot be met
+    reason: str | None = None  # why the planner decided it, from its log (where this machine can read it)
 
 
 class SupervisorState(BaseModel):

@@ -21,6 +21,7 @@ from ..transport.runner import Detached
 # Dynamo's own default for DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS, when neither the recipe nor the plan sets it.
 DYNAMO_SHUTDOWN_GRACE_S = 5.0
 DRAIN_MARGIN_S = 5.0  # beyond a worker's own grace period: its exit after its last stream
+REASON_LINES_BEFORE = 16  # how far before a planner's decision its log says why (a line per engine between)
 
 
 def asked_counts(plan: Plan, assignments: list[str]) -> dict[str, int]:
@@ -90,6 +91,22 @@ def counts_met(state: SupervisorState | None, counts: dict[str, int]) -> bool:
         role in scaled and scaled[role].desired == scaled[role].actual == seen.get(role, (0, 0))[0] == count
         for role, count in counts.items()
     )
+
+
+def decision_reason(log: str, decision_id: int) -> str | None:
+    """Why Dynamo's planner made a decision, as its log says it (its virtual connector carries no reason):
+    the load-based scaling's line about the threshold crossed, logged just before the decision ("Easy decode:
+    engine(s) above scale-up threshold (0.01), scaling up to 2"). The latest decision of that id (a restarted
+    planner counts from 0 again); None where the log does not say (another Dynamo version or mode)."""
+    lines = log.splitlines()
+    marker = f"Updated scaling decision decision_id={decision_id} "
+    decided = next((index for index in range(len(lines) - 1, -1, -1) if marker in lines[index]), None)
+    if decided is None:
+        return None
+    for line in reversed(lines[max(0, decided - REASON_LINES_BEFORE) : decided]):
+        if "load_scaling." in line and "threshold" in line and ": " in line:
+            return line.split(": ", 1)[1].strip()  # after "TIME LEVEL logger: "
+    return None
 
 
 def unmeetable(state: SupervisorState | None, counts: dict[str, int]) -> str | None:

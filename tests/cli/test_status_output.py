@@ -120,6 +120,8 @@ def test_autoscaling_shows_each_roles_counts_and_the_planners_last_decision():
     text = "\n".join(rendered(status_view(autoscaled)))
     assert "autoscale decode: 2 ready of 3 asked (min 1, max 3)" in text
     assert "planner: decision 4 (decode 3) 2 s ago, being met" in text
+    reasoned = PlannerDecision(decision_id=4, counts={"decode": 3}, at=time.time(), reason="scaling up to 3")
+    assert "planner's reason: scaling up to 3" in "\n".join(rendered(status_view(report(planner=reasoned))))
     unmet = PlannerDecision(decision_id=5, counts={"decode": 3}, at=time.time() - 2, acknowledged=True)
     unmet.failed = "decode 3 asked, at most 2 can start"
     text = "\n".join(rendered(status_view(report(planner=unmet))))

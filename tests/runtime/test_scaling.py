@@ -14,6 +14,7 @@ from slurmserve.runtime.scaling import (
     asked_counts,
     counts_met,
     decision_counts,
+    decision_reason,
     drain_bound_s,
     unmeetable,
     wanted_counts,
@@ -114,3 +115,19 @@ def test_scale_asks_the_supervisor_through_the_run_directory_and_pauses_the_plan
     beyond = slurmserve_in_process("scale", "scale-asks", "decode=4")
     assert beyond.returncode == 2 and "decode takes a count from 1 to 3" in beyond.stderr
     assert run.scale_request() == {"decode": 2}
+
+
+PLANNER_LOG = """\
+2026-12-07T21:37:45.135179Z  INFO load_scaling._decode_easy_decision: Easy decode 18925:dp0: sched_kv=14890, util=0.014
+2026-12-07T21:37:45.135210Z  INFO load_scaling._decode_easy_decision: Easy decode: engine(s) above scale-up threshold (0.01), scaling up to 2
+2026-12-07T21:37:45.137342Z  INFO _core::planner: Updated scaling decision decision_id=4 num_prefill=None num_decode=Some(2)
+2026-12-07T21:37:50.136008Z  INFO load_scaling._decode_easy_decision: Easy decode: all engines below scale-down threshold (0.005), -> 1
+2026-12-07T21:37:50.137685Z  INFO _core::planner: Updated scaling decision decision_id=5 num_prefill=None num_decode=Some(1)
+"""  # Dynamo 1.6.1's planner log, as a mock run wrote it
+
+
+def test_a_decisions_reason_is_read_from_the_planners_log():
+    assert decision_reason(PLANNER_LOG, 4) == "Easy decode: engine(s) above scale-up threshold (0.01), scaling up to 2"
+    assert decision_reason(PLANNER_LOG, 5) == "Easy decode: all engines below scale-down threshold (0.005), -> 1"
+    assert decision_reason(PLANNER_LOG, 6) is None  # not logged (yet)
+    assert decision_reason("", 4) is None

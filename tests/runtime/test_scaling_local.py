@@ -173,6 +173,8 @@ def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_l
     decided = [e["counts"]["decode"] for e in events if e["event"] == "planner decided"]
     acknowledged = [e["decision_id"] for e in events if e["event"] == "planner acknowledged"]
     assert max(decided) >= 2 and decided[-1] == 1, decided
+    reasons = [e["reason"] for e in events if e["event"] == "planner decided"]
+    assert all(reason and "threshold" in reason for reason in reasons), reasons  # from the planner's own log
     assert len(acknowledged) == len(decided), (decided, acknowledged)
     last = status_of(PLANNED)["planner"]
     assert last["counts"] == {"decode": 1} and last["acknowledged"], last

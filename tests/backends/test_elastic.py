@@ -1,0 +1,35 @@
+"""Elastic workers' jobs as the supervisor sees them (backends.elastic), squeue and scancel stood in for (a
+fast unit test): the jobs themselves are proven on the test cluster (tests/runtime/test_scaling_slurm.py)."""
+
+from __future__ import annotations
+
+import time
+
+from slurmserve.backends import elastic
+from slurmserve.backends.elastic import QUEUE_BOUND_S, ElasticJobs
+from slurmserve.runs import create_run
+from slurmserve.transport.slurm import JobState
+
+from ..conftest import plan_of
+
+
+def test_a_worker_job_running_queued_gone_or_queued_too_long(monkeypatch, tmp_path):
+    plan = plan_of("mocker-disagg-autoscale", "two-node-8gpu.yaml", "autoscale.capacity=elastic")
+    plan = plan.model_copy(update={"run_dir": str(tmp_path / "run")})
+    run = create_run(plan)
+    now = time.time()
+    run.paths.pid_record("decode-1", "job").write_text(f"41 {now}\n")
+    run.paths.pid_record("decode-2", "job").write_text(f"42 {now - QUEUE_BOUND_S - 1}\n")
+    states = {"41": JobState.RUNNING, "42": JobState.PENDING}
+    cancelled: list[tuple[str, ...]] = []
+    monkeypatch.setattr(elastic, "states_of", lambda jobs: {job: states[job] for job in jobs if job in states})
+    monkeypatch.setattr(elastic, "scancel", lambda *jobs, signal=None: cancelled.append(jobs))
+    jobs = ElasticJobs()
+    assert jobs.alive(run, plan) == {"decode-1": True, "decode-2": False}  # queued past the bound: cancelled
+    assert cancelled == [("42",)]
+
+    states.pop("41")  # its job ended (squeue lists it no more): asked again at once, a job new to the cache aside
+    jobs.asked_at = 0.0
+    assert jobs.alive(run, plan)["decode-1"] is False
+    run.paths.pid_record("decode-1", "job").unlink()
+    assert jobs.alive(run, plan)["decode-1"] is None  # never submitted

@@ -114,6 +114,11 @@ def prepare(
     `submit` waits for their answer beside the backend's preflight."""
     inputs, unverified = pin_model(load_inputs(recipe, hosts, assignments), dry_run)
     plan = plan_for(inputs, name, run_dir, avoid_live_runs=True, kv_preflight=kv_preflight, check_flags=False)
+    if plan.chain is not None:
+        raise UserError(
+            "lifetime: serving through a chain of jobs is not available yet (`slurmserve plan` shows the chain's "
+            "schedule); leave lifetime (or --lifetime) out to serve one job until cancel or its time limit"
+        )
     flags_checked = flags_asked(inputs, plan)
     if not submitting:
         flags_checked()

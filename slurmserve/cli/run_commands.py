@@ -49,6 +49,8 @@ def plan(
     if ranks:
         console.print(rank_table(the_plan))
     console.print(plan_summary(the_plan, concrete_nodes(inputs.hosts)), highlight=False)
+    if the_plan.chain:
+        console.print(f"lifetime: {the_plan.chain.summary()}", highlight=False)
 
 
 @clean_errors
@@ -85,10 +87,14 @@ def submit(
         "--preflight/--no-preflight",
         help="UCX transfer test of every prefill->decode path before the model loads (default: on for TRT-LLM)",
     ),
+    lifetime: Optional[str] = typer.Option(
+        None, "--lifetime", help="Serve this long (14d, 12h) as a chain of Slurm jobs: the recipe's lifetime.total"
+    ),
 ) -> None:
     """Start a deployment and wait until it serves (exit 0 ready, 1 failed, 2 bad input). Ctrl-C or SIGTERM
     before then cancels it (exit 130 or 143)."""
     timeout = timeout_s(timeout)
+    set_ = [*set_, f"lifetime.total={lifetime}"] if lifetime is not None else set_
     with stopped_on_interrupt("submit"):
         prepared = deploy.prepare(
             recipe, hosts, set_, name=name, kv_preflight=preflight, dry_run=dry_run, submitting=not dry_run

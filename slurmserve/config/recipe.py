@@ -41,6 +41,7 @@ from .kv_routing import (
     trtllm_block_size,
     vllm_block_size,
 )
+from .lifetime import LifetimeSpec
 from .overrides import apply_overrides
 from .problems import describe_validation_error
 from .runtimes import runtime_for
@@ -283,6 +284,7 @@ class Recipe(Strict):
     pools: list[PoolSpec] = []  # several pools behind Dynamo's global router (none: one pool, as ever)
     global_router: GlobalRouterSpec | None = None
     autoscale: AutoscaleSpec | None = None  # Dynamo's planner chooses the worker counts, between per-role bounds
+    lifetime: LifetimeSpec | None = None  # served as a chain of Slurm jobs behind one gateway (`submit --lifetime`)
     # The real engine a rehearsal (`--set engine=mocker`) stands in for: its workers keep that engine's
     # ports and env. Set by load_recipe from the file's own engine, never written in a recipe.
     _rehearses: RealEngine | None = PrivateAttr(None)
@@ -303,6 +305,8 @@ class Recipe(Strict):
             if self.prefill is not None or self.decode is not None:
                 raise ValueError("mode agg takes an agg section, not prefill/decode")
         self._check_engine_settings()
+        if self.lifetime is not None and (self.autoscale is not None or self.pools):
+            raise ValueError(f"lifetime: not with {'autoscale' if self.autoscale else 'pools'} for now")
         if self.autoscale is not None:
             sections = {role: getattr(self, role) for role in ("prefill", "decode", "agg")}
             self.autoscale.check_against(self.mode, bool(self.pools), self.discovery, sections)

@@ -171,6 +171,11 @@ def refuse_without_dgd_form(recipe: Recipe) -> None:
             f"recipe {recipe.name}: pools behind a global router have no DynamoGraphDeployment form "
             "(one DGD is one pool); export each pool's recipe on its own"
         )
+    if recipe.lifetime is not None:
+        raise UserError(
+            f"recipe {recipe.name}: lifetime (a chain of Slurm jobs) has no DynamoGraphDeployment form: Kubernetes "
+            "keeps a deployment running without one; export the recipe without its lifetime section"
+        )
 
 
 def not_exported(recipe: Recipe) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from ..config.hosts import SlurmSpec, SshTarget
+from ..config.lifetime import shown
 from ..config.recipe import RestartPolicy
 from ..errors import UserError
 from .ports import block_ports
@@ -178,6 +179,24 @@ class PlanAutoscale(BaseModel):
     roles: dict[str, RoleScale]
 
 
+class PlanChain(BaseModel):
+    """The chain's schedule: `jobs` jobs of `job_s` each, each successor ready `handover_s` before its
+    predecessor's end, for `total_s` in all; the gateway on `gateway_host` (None: the submitting machine)."""
+
+    total_s: int
+    job_s: int
+    handover_s: int
+    jobs: int
+    gateway_host: str | None = None
+
+    def summary(self) -> str:
+        gateway = f"host {self.gateway_host}" if self.gateway_host else "the machine that submits"
+        return (
+            f"a chain of {self.jobs} jobs of {shown(self.job_s)} for {shown(self.total_s)}, each successor ready "
+            f"{shown(self.handover_s)} before its predecessor ends; gateway on {gateway}"
+        )
+
+
 class Plan(BaseModel):
     recipe: str
     backend: Literal["slurm", "ssh", "local"]
@@ -209,6 +228,7 @@ class Plan(BaseModel):
     global_router_config: dict[str, Any] | None = None  # written to GLOBAL_ROUTER_CONFIG
     served_link: str | None = None  # a link in the run directory to model_path, named as the model is served
     autoscale: PlanAutoscale | None = None  # Dynamo's planner chooses the worker counts (`planner` process)
+    chain: PlanChain | None = None  # served as a chain of Slurm jobs (`lifetime:`)
 
     # Name indexes, built once: the supervisor looks processes up every tick.
     _processes: dict[str, Process] = PrivateAttr(default_factory=dict)

@@ -11,6 +11,7 @@ from typing import Literal, NamedTuple
 from ..config.hosts import ControlPlaneSpec, Hosts, Node, concrete_nodes
 from ..config.recipe import Recipe, WorkerGroup
 from ..errors import UserError
+from .chain import plan_chain
 from .placement import Placement, place_workers
 from .plan import Plan, PlanNode, Process
 from .ports import PortAllocator, default_port_block
@@ -166,6 +167,7 @@ def plan_of(ctx: PlanContext, hosts: Hosts, made: Planned, *, port_block: int, k
         if pools
         else {role: scale.min for role, scale in role_scales(recipe).items()},
         autoscale=plan_autoscale(recipe),
+        chain=plan_chain(recipe, hosts, ctx.traits, [p for p in made.processes if p.is_worker]),
         pools=pools.pools if pools else [],
         global_router_config=pools.routing.config if pools else None,
         served_link=pools.served_link if pools else None,

@@ -64,6 +64,19 @@ def test_pools_have_no_dgd_form_exit_2():
     assert result.returncode == 2 and "no DynamoGraphDeployment form" in result.stderr
 
 
+def test_a_lifetime_has_no_dgd_form_exit_2(tmp_path):
+    recipe = tmp_path / "chained.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            load_recipe("mocker-agg").model_dump(mode="json", exclude_unset=True) | {"lifetime": {"total": "14d"}}
+        )
+    )
+    result = slurmserve_in_process("export", "--recipe", str(recipe))
+    assert (
+        result.returncode == 2 and "lifetime (a chain of Slurm jobs) has no DynamoGraphDeployment form" in result.stderr
+    )
+
+
 def test_export_of_an_import_keeps_services_replicas_gpus_args_env_and_secrets(tmp_path):
     write_imported(imported_from(MANIFESTS / "gpt-oss-120b-trtllm-disagg.yaml"), tmp_path / "r.yaml")
     graph = export_recipe(load_recipe(str(tmp_path / "r.yaml")), "v1alpha1").documents[-1]

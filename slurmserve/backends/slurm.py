@@ -182,7 +182,7 @@ class SlurmBackend(Backend):
         (pids/NAME.srun) that ends when the step does: no question to slurmctld per tick. Elsewhere:
         the job's running steps, and the task records of steps that ran."""
         names = run.process_names()
-        elastic = self.elastic_alive(run)
+        elastic = self.elastic_alive(run, in_job)
         if in_job:
             return {name: pid_file_alive(run.paths.step_record(name)) for name in names} | elastic
         state = self.job_state(run)
@@ -191,13 +191,15 @@ class SlurmBackend(Backend):
         steps = (running_steps(job_id) or set()) if state is JobState.RUNNING and job_id else set()
         return {name: True if name in steps else (False if name in started else None) for name in names} | elastic
 
-    def elastic_alive(self, run: RunDir) -> dict[str, bool | None]:
+    def elastic_alive(self, run: RunDir, in_job: bool) -> dict[str, bool | None]:
         """The elastic workers, from their own jobs (none when the plan cannot be read: nothing to ask)."""
         try:
             plan = run.plan()
         except UserError:
             return {}
-        return self.elastic.alive(run, plan) if plan.autoscale and plan.autoscale.capacity == "elastic" else {}
+        if plan.autoscale is None or plan.autoscale.capacity != "elastic":
+            return {}
+        return self.elastic.alive(run, plan, supervising=in_job)
 
     def restart(self, run: RunDir, process: Process) -> None:
         """A new srun step in the allocation, from the job's own script (`--restart NAME`), once any step
@@ -302,15 +304,19 @@ class SlurmBackend(Backend):
 
     def stop(self, run: RunDir) -> list[str]:
         job_id = self.job_id(run)
-        with contextlib.suppress(UserError):  # plan.json unreadable: the elastic jobs end with their time limit
-            ElasticJobs.cancel_all(run, run.plan())
+        self.cancel_elastic(run)
         if job_id is None:
             return []
         self.stop_beside(run)  # a benchmark's aiperf first: the job's end might not reach all of it
         scancel(job_id)
         if not wait_until(lambda: self.job_state(run).over, CANCEL_WAIT_S):
             return [f"Slurm job {job_id} (still {self.job_state(run).value} after scancel)"]
+        self.cancel_elastic(run)  # one its supervisor submitted meanwhile (a worker it restarted)
         return survivors(run)
+
+    def cancel_elastic(self, run: RunDir) -> None:
+        with contextlib.suppress(UserError):  # plan.json unreadable: the elastic jobs end with their time limit
+            ElasticJobs.cancel_all(run, run.plan())
 
 
 def survivors(run: RunDir) -> list[str]:

@@ -38,7 +38,8 @@ Duration = Annotated[str, AfterValidator(_duration)]
 
 
 def slurm_time_s(text: str) -> int | None:
-    """A Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds; None for UNLIMITED."""
+    """A Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds; None for none (UNLIMITED,
+    INFINITE, or 0, which Slurm reads as no limit)."""
     match = SLURM_TIME.fullmatch(text)
     if match is None:
         return None
@@ -49,7 +50,7 @@ def slurm_time_s(text: str) -> int | None:
         hours, minutes, seconds = int(first), int(second), int(third)
     else:  # MM[:SS]
         hours, minutes, seconds = 0, int(first), int(second or 0)
-    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds or None
 
 
 def shown(seconds: int) -> str:

@@ -94,7 +94,7 @@ def make_plan(
 ) -> Plan:
     """The plan of a deployment, its processes made in the order it starts them. binaries: the etcd and
     nats-server to run (default: the hosts file's, else found on the nodes' PATH); kv_preflight: see `plan_of`."""
-    refuse_elastic(recipe, traits, hosts.backend)
+    refuse_elastic(recipe, traits, hosts)
     layout, model = lay_out(recipe, hosts, traits), model_location(recipe, hosts)
     block = default_port_block(run_name) if port_block is None else port_block
     ctx = PlanContext(

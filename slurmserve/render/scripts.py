@@ -177,8 +177,9 @@ def elastic_script(process: str) -> str:
 
 
 def elastic_job_name(run_name: str, process: str) -> str:
-    """An elastic worker's job: found by this name when its id was never recorded."""
-    return f"slurmserve-{run_name}-{process}"
+    """An elastic worker's job: found by this name when its id was never recorded. The `+` no run name holds:
+    no other run's job (`slurmserve-RUN`) is ever taken for it."""
+    return f"slurmserve-{run_name}+{process}"
 
 
 def host_script(host: str) -> str:

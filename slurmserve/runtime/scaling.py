@@ -166,6 +166,9 @@ class ScalingSteps:
             return
         alive = self.backend.alive(self.run, in_job=True)
         for process in self.plan.processes:
+            if process.elastic and alive.get(process.name) is None:
+                # A worker job still queued (or never started): this supervisor did not ask for it.
+                self.threads.submit(self.backend.stop_process, self.run, process, 0.0)
             if not (process.standby and alive.get(process.name)):
                 continue
             if process.name not in earlier.processes:
@@ -231,7 +234,7 @@ class ScalingSteps:
     def report_added(self) -> None:
         """An added worker is serving once ready and counted by the frontend; one that never served and
         will not be restarted failed to start (its GPUs stay reserved, it is not tried again)."""
-        for name in self.added:
+        for name in list(self.added):  # one that failed to start leaves it
             watch = self.watch[name]
             if name in self.reported:
                 continue
@@ -240,9 +243,24 @@ class ScalingSteps:
                 self.reported.add(name)
                 self.record(Scaled(role=role, process=name, action="add", outcome="serving"))
             elif watch.given_up and not watch.served:
-                self.reported.add(name)
-                self.unstartable.add(name)
+                self.give_up_on(self.plan.process(name))
                 self.record(Scaled(role=role, process=name, action="add", outcome="failed", detail=watch.last_error))
+
+    def give_up_on(self, process: Process) -> None:
+        """An added worker that never served: no longer counted or watched (the deployment's verdict does not
+        wait for it), whatever is left of it stopped, never started again (its GPUs stay reserved)."""
+        self.unstartable.add(process.name)
+        self.active.remove(process)
+        self.added.remove(process.name)
+        del self.watch[process.name]
+        self.threads.submit(self.backend.stop_process, self.run, process, 0.0)
+
+    def release_elastic(self) -> None:
+        """When the supervisor stops: the elastic workers' own jobs end with it (the deployment's job is ending:
+        their GPUs go back to the cluster rather than serving nobody until their own time limit)."""
+        for name in self.added:
+            if (process := self.plan.process(name)).elastic:
+                self.backend.stop_process(self.run, process, 0.0)
 
     def remove_worker(self, process: Process, instances: list[dict[str, Any]] | None) -> None:
         """Out of the frontend's routing first, then SIGTERM: Dynamo's worker leaves discovery and finishes its

@@ -117,7 +117,6 @@ class Supervisor(ScalingSteps):
         self.said_stopped = False
         self.owners = InstanceOwners(self.plan)
         self.urls = sorted({p.ready_url for p in self.active if p.ready_url})
-        self.adopt_added(now)
         self.identity = ProcessIdentity.of_this_process()
         self.parent = os.getppid()
         self.heartbeat, self.errors, self.tick_s = 0, 0, 0.0
@@ -135,6 +134,7 @@ class Supervisor(ScalingSteps):
     def run_until_stopped(self) -> None:
         self.record(SupervisorStarted(pid=os.getpid(), host=socket.gethostname()))
         if not self.stopping:  # stopped while it started: it watches nothing, it only records its stop
+            self.guarded(lambda: self.adopt_added(time.time()))
             self.serve_own_metrics()
             self.run.save_targets(file_sd_targets(self.plan, self.metrics_endpoint))
             self.guarded(self.metrics.start)
@@ -151,6 +151,7 @@ class Supervisor(ScalingSteps):
             self.wake.wait(max(0.0, TICK_S - self.tick_s))
         self.metrics.stop()
         self.stop_planner_link()
+        self.guarded(self.release_elastic)
         self.verdict = Verdict.FAILED if self.verdict == Verdict.FAILED else Verdict.STOPPED
         self.reason = self.stopping
         self.write_state(final=True)

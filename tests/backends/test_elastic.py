@@ -22,14 +22,23 @@ def test_a_worker_job_running_queued_gone_or_queued_too_long(monkeypatch, tmp_pa
     run.paths.pid_record("decode-2", "job").write_text(f"42 {now - QUEUE_BOUND_S - 1}\n")
     states = {"41": JobState.RUNNING, "42": JobState.PENDING}
     cancelled: list[tuple[str, ...]] = []
-    monkeypatch.setattr(elastic, "states_of", lambda jobs: {job: states[job] for job in jobs if job in states})
+    asked: list[list[str]] = []
+
+    def squeue(jobs: list[str]) -> dict[str, JobState]:
+        asked.append(jobs)
+        return {job: states[job] for job in jobs if job in states}
+
+    monkeypatch.setattr(elastic, "states_of", squeue)
     monkeypatch.setattr(elastic, "scancel", lambda *jobs, signal=None: cancelled.append(jobs))
     jobs = ElasticJobs()
-    assert jobs.alive(run, plan) == {"decode-1": True, "decode-2": False}  # queued past the bound: cancelled
+    assert jobs.alive(run, plan) == {"decode-1": True, "decode-2": None} and not cancelled  # status only asks
+    assert jobs.alive(run, plan, supervising=True) == {"decode-1": True, "decode-2": False}  # past the bound
     assert cancelled == [("42",)]
 
-    states.pop("41")  # its job ended (squeue lists it no more): asked again at once, a job new to the cache aside
+    states.clear()  # both jobs ended: squeue lists them no more
+    assert jobs.alive(run, plan)["decode-1"] is True and len(asked) == 1  # the last answer, for 2 s
     jobs.asked_at = 0.0
-    assert jobs.alive(run, plan)["decode-1"] is False
-    run.paths.pid_record("decode-1", "job").unlink()
-    assert jobs.alive(run, plan)["decode-1"] is None  # never submitted
+    assert jobs.alive(run, plan)["decode-1"] is False and len(asked) == 2
+    assert jobs.alive(run, plan)["decode-1"] is False and len(asked) == 2  # an ended job is not asked every tick
+    jobs.stop(run, plan.process("decode-1"), grace_s=0.0)  # what scaling does to remove it: its record goes
+    assert jobs.alive(run, plan)["decode-1"] is None

@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from slurmserve.backends import SLURM_TRAITS
 from slurmserve.config.autoscale import PLANNER_OPTIONS
 from slurmserve.config.recipe import load_recipe
 from slurmserve.errors import UserError
+from slurmserve.render.scripts import render_scripts
 
-from ..conftest import plan_of
+from ..conftest import HOSTS, plan_of
 
 SHIMS = Path(__file__).resolve().parents[2] / "shims"
 DECODE_1_TO_3 = ("autoscale.decode.min=1", "autoscale.decode.max=3")
@@ -107,3 +110,15 @@ def test_an_elastic_worker_placed_where_the_deployment_has_no_worker_is_refused(
     sets = ("autoscale.capacity=elastic", "decode.tensor_parallel=8", "decode.expert_parallel=8")
     with pytest.raises(UserError, match="autoscale.decode.max: elastic worker decode-1 would be placed on gpu03"):
         plan_of("mocker-disagg-autoscale", "four-node-8gpu.yaml", *sets)
+
+
+def test_elastic_workers_jobs_carry_the_hosts_sbatch_options_and_exclusive_nodes_are_refused(tmp_path):
+    hosts = yaml.safe_load((HOSTS / "two-node-8gpu.yaml").read_text())
+    hosts["slurm"]["extra_sbatch"] = ["--mem=0"]
+    (tmp_path / "mem.yaml").write_text(yaml.safe_dump(hosts))
+    plan = plan_of("mocker-disagg-autoscale", str(tmp_path / "mem.yaml"), "autoscale.capacity=elastic")
+    assert "#SBATCH --mem=0\n" in render_scripts(plan, SLURM_TRAITS)["elastic-decode-1.sbatch"]
+    hosts["slurm"]["extra_sbatch"] = ["--exclusive"]
+    (tmp_path / "exclusive.yaml").write_text(yaml.safe_dump(hosts))
+    with pytest.raises(UserError, match="slurm.extra_sbatch --exclusive keeps to itself"):
+        plan_of("mocker-disagg-autoscale", str(tmp_path / "exclusive.yaml"), "autoscale.capacity=elastic")

@@ -30,7 +30,15 @@ def test_a_duration_that_is_not_one_or_beyond_a_year_is_refused(text):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("04:00:00", 14400), ("30", 1800), ("30:15", 1815), ("2-00:00:00", 172800), ("1-12", 129600), ("UNLIMITED", None)],
+    [
+        ("04:00:00", 14400),
+        ("30", 1800),
+        ("30:15", 1815),
+        ("2-00:00:00", 172800),
+        ("1-12", 129600),
+        ("UNLIMITED", None),
+        ("0", None),
+    ],
 )
 def test_slurm_time_limits_in_seconds(text, seconds):
     assert slurm_time_s(text) == seconds

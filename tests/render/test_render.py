@@ -217,7 +217,7 @@ def test_an_elastic_worker_has_a_job_script_of_its_own_that_starts_its_step_in_p
     job = scripts["elastic-decode-1.sbatch"]
     node = plan.process("decode-1").host
     assert f"#SBATCH --nodelist={node}\n#SBATCH --gres=gpu:2\n" in job
-    assert f"#SBATCH --job-name=slurmserve-{plan.run_name}-decode-1\n" in job
+    assert f"#SBATCH --job-name=slurmserve-{plan.run_name}+decode-1\n" in job
     assert job.rstrip().endswith(f"exec bash {plan.run_dir}/slurmserve.sbatch --restart decode-1")
     assert "#SBATCH --gres=gpu:2\n" in scripts["slurmserve.sbatch"]  # the deployment's job: its own workers'
     step = scripts["slurmserve.sbatch"].split("    decode-1)\n")[1].split(";;")[0]

@@ -97,14 +97,14 @@ ELASTIC = "lab-elastic"
 def test_an_elastic_worker_is_a_slurm_job_of_its_own_while_it_serves(slurm_lab, cancel_later):
     """`capacity: elastic`: the deployment's job holds its min; `scale decode=2` submits decode-1's own job
     (a second job in squeue) whose worker joins the running deployment and serves; `scale decode=1` drains
-    it and its job ends, its GPUs back to the cluster."""
+    it and its job ends, its GPUs back to the cluster; cancel ends a worker's job with the deployment."""
     cancel_later(ELASTIC)
     hosts = str(slurm_lab.hosts_file("slurm"))
     sets = ["--set", "autoscale.capacity=elastic"]
     submitted = slurmserve("submit", "--recipe", "mocker-disagg-autoscale", "--hosts", hosts, *sets, "--name", ELASTIC)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     main_job = open_run(ELASTIC).handle().job_id
-    worker_job = f"slurmserve-{ELASTIC}-decode-1"
+    worker_job = f"slurmserve-{ELASTIC}+decode-1"
     assert not jobs_named(worker_job)
     for args in (["--pause"], ["decode=2"]):
         scale = slurmserve("scale", ELASTIC, *args)
@@ -129,4 +129,9 @@ def test_an_elastic_worker_is_a_slurm_job_of_its_own_while_it_serves(slurm_lab, 
 
     assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled(), timeout=30, poll_s=1.0), scaled()
     assert ("decode-1", "add", "serving") in scaled(), scaled()
+
+    # Added again, then the whole deployment cancelled: its worker's job ends with it.
+    assert slurmserve("scale", ELASTIC, "decode=2").returncode == 0
+    assert wait_until(lambda: decode_serving(2), timeout=90, poll_s=1.0), status_of(ELASTIC)
     assert_cancel_leaves_nothing(ELASTIC)
+    assert not jobs_named(worker_job)

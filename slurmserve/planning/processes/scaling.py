@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ...config.hosts import Hosts
 from ...config.recipe import Recipe, WorkerGroup
 from ...errors import UserError
 from ..plan import PlanAutoscale, Process, RoleScale
@@ -26,12 +27,20 @@ LOAD_THRESHOLDS = {
 }
 
 
-def refuse_elastic(recipe: Recipe, traits: BackendTraits, backend: str) -> None:
-    """`capacity: elastic` (a scheduler job per added worker) needs Slurm's."""
-    if recipe.autoscale is not None and recipe.autoscale.capacity == "elastic" and not traits.has_allocation:
+def refuse_elastic(recipe: Recipe, traits: BackendTraits, hosts: Hosts) -> None:
+    """`capacity: elastic` (a scheduler job per added worker) needs Slurm's, and jobs that can share a node:
+    an elastic worker's job joins a node of the deployment's job."""
+    if recipe.autoscale is None or recipe.autoscale.capacity != "elastic":
+        return
+    if not traits.has_allocation:
         raise UserError(
             f"autoscale.capacity: elastic submits a Slurm job per added worker, so it needs the slurm backend "
-            f"(this plan is for {backend}); use reserved, which holds GPUs for every role's max"
+            f"(this plan is for {hosts.backend}); use reserved, which holds GPUs for every role's max"
+        )
+    if any(option.split("=")[0].split()[0] == "--exclusive" for option in hosts.slurm.extra_sbatch):
+        raise UserError(
+            "autoscale.capacity: elastic workers' jobs join the nodes of the deployment's job, which the hosts "
+            "file's slurm.extra_sbatch --exclusive keeps to itself; use reserved, or drop --exclusive"
         )
 
 

@@ -38,6 +38,7 @@ from ..transport.slurm import (
     scancel,
     slurmd_port,
     steps_named,
+    steps_named_or_unknown,
 )
 from ..transport.srun import SrunRunner, SrunStep, in_allocation, scheduling_flags
 from ..waiting import fan_out, wait_until
@@ -224,7 +225,10 @@ class SlurmBackend(Backend):
         if process.elastic:
             self.elastic.stop(run, process, grace_s)
             return
-        if job_id is None or not (steps := steps_named(job_id, process.name)):
+        steps = steps_named_or_unknown(job_id, process.name) if job_id else []
+        if steps is None:  # said in the `scaled ... stopped` event: the worker may still run
+            raise RuntimeError(f"squeue did not answer: the step of {process.name} was not signalled")
+        if not steps or job_id is None:
             return
         scancel(*steps, signal="TERM")
         if not wait_until(lambda: not steps_named(job_id, process.name), grace_s, poll_s=1.0):

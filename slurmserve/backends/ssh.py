@@ -287,8 +287,10 @@ class SSHBackend(Backend):
         runner = SshRunner(plan.host_node(process))
 
         def running(signal: str | None = None) -> bool:
+            """Whether its group still runs there (signalled first); a host that did not answer: it may."""
             argv = [plan.python, "-m", LIVE_GROUPS_MODULE, *(["--signal", signal] if signal else []), spec]
-            return process.name in runner.run(argv, timeout=COMMAND_DEADLINE_S).stdout.split()
+            result = runner.run(argv, timeout=COMMAND_DEADLINE_S)
+            return result.exited != 0 or process.name in result.stdout.split()
 
         if running("TERM") and not wait_until(lambda: not running(), grace_s, poll_s=1.0):
             running("KILL")

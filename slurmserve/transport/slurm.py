@@ -234,8 +234,15 @@ def running_steps(job_id: str) -> set[str] | None:
 
 
 def steps_named(job_id: str, name: str) -> list[str]:
-    """The ids (JOB.STEP) of the job's running steps of that name."""
+    """The ids (JOB.STEP) of the job's running steps of that name (none when squeue could not say)."""
+    return steps_named_or_unknown(job_id, name) or []
+
+
+def steps_named_or_unknown(job_id: str, name: str) -> list[str] | None:
+    """The ids (JOB.STEP) of the job's running steps of that name; None when squeue could not say."""
     result = slurm("squeue", "-h", "--steps", "-j", job_id, "-o", "%i %j", check=False)
+    if result.returncode != 0:
+        return None
     return [step for step, _, found in (line.partition(" ") for line in result.stdout.splitlines()) if found == name]
 
 

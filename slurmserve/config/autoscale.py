@@ -95,6 +95,7 @@ PLANNER_DERIVED = (
     "live_dashboard_port",
     "metric_reporting_prometheus_port",
     "global_planner_namespace",
+    "report_output_dir",  # its diagnostics reports: in the run directory, never the folder it was started from
 )
 SLA_REFUSAL = (
     "optimization_target sla needs the engine's performance model (NVIDIA's aisimulate, or a pre-deployment "

@@ -65,6 +65,7 @@ def test_bounds_of_the_modes_roles_are_taken():
         ((*DECODE_1_TO_3, "autoscale.planner.optimization_target=sla"), "optimization_target sla needs the engine's"),
         ((*DECODE_1_TO_3, "autoscale.planner.optimization_target=throughput"), "with optimization_target load"),
         ((*DECODE_1_TO_3, "autoscale.planner.model_name=x"), "model_name: slurmserve sets this"),
+        ((*DECODE_1_TO_3, "autoscale.planner.report_output_dir=x"), "report_output_dir: slurmserve sets this"),
         (("autoscale.agg.min=1", "autoscale.agg.max=2"), "autoscale.agg: mode disagg has no agg workers"),
         (("autoscale.capacity=reserved",), "autoscale: give the bounds of at least one of prefill or decode"),
         ((*DECODE_1_TO_3, "decode.replicas=2"), "decode.replicas: an autoscaled role starts with autoscale.decode.min"),

@@ -58,6 +58,8 @@ def test_the_planner_config_derives_its_bounds_from_min_and_max():
     assert config["mode"] == "decode" and config["decode_min_endpoint"] == 1
     assert config["decode_engine_num_gpu"] == 2 and config["max_gpu_budget"] == 6
     assert config["model_name"] == "tiny-mock"
+    # Its diagnostics reports go into the run directory, not ./planner_reports of wherever it was started.
+    assert config["report_output_dir"] == "/runs/test-run/logs/planner-reports"
     assert config["control_api_port"] == config["live_dashboard_port"] == 0
     both = planner_config(
         plan_of("mocker-disagg-autoscale", "two-node-8gpu.yaml", "autoscale.prefill.min=1", "autoscale.prefill.max=2")

@@ -5,6 +5,7 @@ each role's max (GPUs, ports, NICs); those beyond min are standby, started in pl
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 
 from ...config.hosts import Hosts
 from ...config.recipe import Recipe, WorkerGroup
@@ -173,7 +174,9 @@ def planner_process(ctx: PlanContext, after: list[str]) -> Process:
     """Dynamo's planner on the head node, its config inline (`--config JSON`: what the node check's parser
     sees is what runs). It registers an endpoint of its own, so it gets a system and a request-plane port."""
     ports = system_ports(ctx, ctx.head)
-    config = json.dumps(planner_config(ctx.recipe), separators=(",", ":"))
+    # Dynamo's default, ./planner_reports, is relative to wherever the planner was started (the user's folder).
+    reports = {"report_output_dir": f"{ctx.run_dir}/{PurePosixPath(log_of('planner')).parent}/planner-reports"}
+    config = json.dumps(planner_config(ctx.recipe) | reports, separators=(",", ":"))
     return Process(
         name="planner",
         role="planner",

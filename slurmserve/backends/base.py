@@ -149,12 +149,17 @@ class Backend(ABC):
         return follow_file(run.log_path(process), follow, missing, tail)
 
 
+def groups_argv(python: str, specs: list[str], signal: str | None = None) -> list[str]:
+    """Run on a node: signal the process groups of these specs (those still ours), and print the name of each
+    that has a live member."""
+    return [python, "-m", LIVE_GROUPS_MODULE, *(["--signal", signal] if signal else []), *specs]
+
+
 def client_groups_argv(plan: Plan, signal: str | None = None) -> list[str]:
     """Run on the head node: signal the client's process group (while it is still ours), and print its name
     while it has a live member. From its record, by group: the client's processes whose parent died are
     still members (and escape a Slurm step's process tracking by parentage)."""
-    flags = ["--signal", signal] if signal else []
-    return [plan.python, "-m", LIVE_GROUPS_MODULE, *flags, client_spec(plan)]
+    return groups_argv(plan.python, [client_spec(plan)], signal)
 
 
 def client_spec(plan: Plan) -> str:

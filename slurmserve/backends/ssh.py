@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,15 @@ from ..runs.layout import pid_record_of
 from ..transport.http import wait_ready
 from ..transport.runner import TIMED_OUT, NodeRunner, Ran, fan_out_runs, unreachable
 from ..transport.ssh import COMMAND_DEADLINE_S, SshRunner
-from ..waiting import Outcome, throttled, wait_until
+from ..waiting import POLL_INTERVAL_S, Outcome, throttled, wait_until
 from .base import (
-    LIVE_GROUPS_MODULE,
     Backend,
     Launch,
     ProcessLaunch,
     SchedulerView,
     client_groups_argv,
     client_spec,
+    groups_argv,
     start_supervisor,
     stop_helpers,
     unanswering_daemons,
@@ -46,6 +47,7 @@ from .traits import SSH_TRAITS
 
 PREFLIGHT_DEADLINE_S = 20.0
 STOP_GRACE_S = 5.0
+GROUP_POLL_S = 1.0  # a removed worker's group asked after over SSH, through its drain: a round trip each
 LIVENESS_CHECK_INTERVAL_S = 2.0
 STARTED_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9]+) ?([0-9]*)")
 
@@ -76,6 +78,20 @@ def unfit(plan: Plan, node: PlanNode, result: Ran) -> list[str]:
     if result.exited not in (0, 1):
         return [f"host {node.name}: the preflight check failed: {' '.join(result.stderr.split())[-300:]}"]
     return [f"host {line}" for line in result.stdout.splitlines() if line.strip()]
+
+
+def stop_group(
+    runner: SshRunner, argv: Callable[[str | None], list[str]], grace_s: float, poll_s: float = POLL_INTERVAL_S
+) -> None:
+    """SIGTERM to a process group on the runner's host (`argv(signal)`: the groups module for it), SIGKILL
+    when it outlives `grace_s`. A host that does not answer may still run it: its SIGKILL is still sent."""
+
+    def running(signal: str | None = None) -> bool:
+        result = runner.run(argv(signal), timeout=COMMAND_DEADLINE_S)
+        return result.exited != 0 or bool(result.stdout.split())
+
+    if running("TERM") and not wait_until(lambda: not running(), grace_s, poll_s=poll_s):
+        running("KILL")
 
 
 def host_script_path(plan: Plan, host: str) -> str:
@@ -134,13 +150,7 @@ class SSHBackend(Backend):
     def stop_beside(self, run: RunDir) -> None:
         """The client's process group on the head host, from the record it left there: TERM, then KILL."""
         plan = run.plan()
-        head = SshRunner(plan.nodes[0])
-
-        def running(signal: str | None = None) -> bool:
-            return bool(head.run(client_groups_argv(plan, signal), timeout=COMMAND_DEADLINE_S).stdout.split())
-
-        if running("TERM") and not wait_until(lambda: not running(), STOP_GRACE_S):
-            running("KILL")
+        stop_group(SshRunner(plan.nodes[0]), lambda signal: client_groups_argv(plan, signal), STOP_GRACE_S)
 
     def submit(self, plan: Plan, run: RunDir) -> Launch:
         """The stages need someone to wait on their probes: a launcher of their own, detached."""
@@ -250,10 +260,9 @@ class SSHBackend(Backend):
         """Per host, the names of the run's processes whose groups are still ours and alive there (None:
         the host did not answer); with `signal`, those are signalled first."""
         specs = reach.specs
-        flags = ["--signal", signal] if signal else []
 
         def ask(runner: SshRunner) -> Ran:
-            argv = [reach.python, "-m", LIVE_GROUPS_MODULE, *flags, *specs[runner.node.name]]
+            argv = groups_argv(reach.python, specs[runner.node.name], signal)
             return runner.run(argv, timeout=COMMAND_DEADLINE_S)
 
         outcomes = fan_out_runs(runners_of({host: reach.nodes[host] for host in specs}), ask, COMMAND_DEADLINE_S)
@@ -270,7 +279,7 @@ class SSHBackend(Backend):
         plan = run.plan()
         old = self._started(run).get(process.name)
         spec = f"{process.name}={old.pgid}:{old.started or ''}" if old else f"{process.name}=@/dev/null"
-        kill = shlex.join([plan.python, "-m", LIVE_GROUPS_MODULE, "--signal", "KILL", spec]) + " >/dev/null; "
+        kill = shlex.join(groups_argv(plan.python, [spec], "KILL")) + " >/dev/null; "
         command = f"bash {shlex.quote(host_script_path(plan, process.host))} --restart {shlex.quote(process.name)}"
         result = SshRunner(plan.host_node(process)).shell(kill + command)
         if result.exited != 0:
@@ -284,16 +293,8 @@ class SSHBackend(Backend):
         if record is None:
             return
         spec = f"{process.name}={record.pgid}:{record.started or ''}"
-        runner = SshRunner(plan.host_node(process))
-
-        def running(signal: str | None = None) -> bool:
-            """Whether its group still runs there (signalled first); a host that did not answer: it may."""
-            argv = [plan.python, "-m", LIVE_GROUPS_MODULE, *(["--signal", signal] if signal else []), spec]
-            result = runner.run(argv, timeout=COMMAND_DEADLINE_S)
-            return result.exited != 0 or process.name in result.stdout.split()
-
-        if running("TERM") and not wait_until(lambda: not running(), grace_s, poll_s=1.0):
-            running("KILL")
+        argv = partial(groups_argv, plan.python, [spec])
+        stop_group(SshRunner(plan.host_node(process)), argv, grace_s, poll_s=GROUP_POLL_S)
 
     def runners(self, plan: Plan, *, job_name: str, container: bool = False) -> dict[str, NodeRunner]:
         """Each host over SSH (a container is the launch script's business there: the host's tools serve)."""

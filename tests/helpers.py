@@ -217,6 +217,17 @@ def events_of(run: str) -> list[dict]:
     return [event.model_dump(mode="json") for event in open_run(run).events()]
 
 
+def scaled_events(run: str) -> list[tuple[str, str, str]]:
+    """The run's `scaled` events (what its supervisor did to meet a count) as (process, action, outcome)."""
+    return [(e["process"], e["action"], e["outcome"]) for e in events_of(run) if e["event"] == "scaled"]
+
+
+def decode_at(run: str, count: int) -> bool:
+    """The run's supervisor has `count` decode workers ready, as many as asked."""
+    scaled = status_of(run)["autoscale"]["decode"]
+    return scaled["actual"] == scaled["desired"] == count
+
+
 def event_time(event: dict) -> float:
     return datetime.fromisoformat(event["time"]).timestamp()
 

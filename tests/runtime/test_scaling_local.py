@@ -16,7 +16,7 @@ from slurmserve.runs import open_run
 from slurmserve.transport.procfs import pid_alive
 from slurmserve.waiting import wait_until
 
-from ..helpers import event_time, events_of, slurmserve, status_of
+from ..helpers import decode_at, event_time, events_of, scaled_events, slurmserve, status_of
 from .streams import TOKENS, Outcome, in_flight, stream
 
 pytestmark = pytest.mark.slow
@@ -95,15 +95,12 @@ def test_scaling_by_hand_starts_standby_workers_and_drains_the_latest_added(canc
     scale("decode=1")
     wait_for_decode(1)
 
-    def scaled_events() -> list[tuple[str, str, str]]:
-        return [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
-
     # Counted out once it leaves discovery; its stop is recorded after its drain. decode-2's may come from
     # either supervisor (killed while decode-2 still drained, the second finishes its stop), so after
     # decode-1's removal began: each stop follows its own leaving, the latest added leaves first.
     removals = [(name, "remove", outcome) for name in ("decode-2", "decode-1") for outcome in ("leaving", "stopped")]
-    assert wait_until(lambda: set(removals) <= set(scaled_events()), timeout=60, poll_s=0.5), scaled_events()
-    scaled = scaled_events()
+    assert wait_until(lambda: set(removals) <= set(scaled_events(RUN)), timeout=60, poll_s=0.5), scaled_events(RUN)
+    scaled = scaled_events(RUN)
     added = {("decode-1", "add", "started"), ("decode-2", "add", "started")}
     added |= {("decode-1", "add", "serving"), ("decode-2", "add", "serving")}
     assert set(scaled[:4]) == added, scaled
@@ -153,15 +150,13 @@ def test_the_planner_scales_decode_up_under_load_and_back_down_after_it(cancel_l
     for each in clients:
         each.start()
 
-    def decode(count: int) -> bool:
-        scaled = status_of(PLANNED)["autoscale"]["decode"]
-        return scaled["actual"] == scaled["desired"] == count
-
-    assert wait_until(lambda: decode(2) or decode(3), timeout=60, poll_s=1.0), status_of(PLANNED)
+    assert wait_until(lambda: decode_at(PLANNED, 2) or decode_at(PLANNED, 3), timeout=60, poll_s=1.0), status_of(
+        PLANNED
+    )
     for each in clients:
         each.join(timeout=150)
     assert outcomes and all(code == 200 and finish == "length" for code, _, finish, _ in outcomes), outcomes
-    assert wait_until(lambda: decode(1), timeout=90, poll_s=1.0), status_of(PLANNED)
+    assert wait_until(lambda: decode_at(PLANNED, 1), timeout=90, poll_s=1.0), status_of(PLANNED)
 
     def each_decision_acknowledged() -> bool:
         events = [e["event"] for e in events_of(PLANNED)]

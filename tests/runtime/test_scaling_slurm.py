@@ -16,7 +16,7 @@ from slurmserve.transport.slurm import jobs_named, steps_named
 from slurmserve.waiting import wait_until
 
 from ..backends.test_slurm import assert_cancel_leaves_nothing
-from ..helpers import completion_tokens, events_of, slurmserve, status_of
+from ..helpers import completion_tokens, decode_at, events_of, scaled_events, slurmserve, status_of
 from .streams import Outcome, all_whole, in_flight, stream
 
 pytestmark = pytest.mark.slow
@@ -26,11 +26,6 @@ STREAMS = 9
 # As in test_scaling_local: thresholds low enough for the tiny model's KV cache that 9 long streams cross them.
 SETS = ["mocker.speedup_ratio=1", "autoscale.planner.decode_scale_up_kv_rate=1"]
 SETS += ["autoscale.planner.decode_scale_down_kv_rate=0.5"]
-
-
-def decode_at(count: int) -> bool:
-    scaled = status_of(RUN)["autoscale"]["decode"]
-    return scaled["actual"] == scaled["desired"] == count
 
 
 def test_the_planner_scales_decode_in_the_allocation_and_a_removed_worker_drains(slurm_lab, cancel_later):
@@ -57,12 +52,12 @@ def test_the_planner_scales_decode_in_the_allocation_and_a_removed_worker_drains
     for each in clients:
         each.start()
     try:
-        assert wait_until(lambda: decode_at(2) or decode_at(3), timeout=90, poll_s=1.0), status_of(RUN)
+        assert wait_until(lambda: decode_at(RUN, 2) or decode_at(RUN, 3), timeout=90, poll_s=1.0), status_of(RUN)
         # By hand from here: all three, then the latest added (decode-2) removed while it streams.
         for args in (["--pause"], ["decode=3"]):
             scale = slurmserve("scale", RUN, *args)
             assert scale.returncode == 0, scale.stderr
-        assert wait_until(lambda: decode_at(3), timeout=60, poll_s=1.0), status_of(RUN)
+        assert wait_until(lambda: decode_at(RUN, 3), timeout=60, poll_s=1.0), status_of(RUN)
         latest = plan.process("decode-2")
         assert steps_named(job_id, latest.name)  # an srun step of the allocation
         metrics = f"http://{plan.host_node(latest).address}:{latest.ports['system']}/metrics"
@@ -78,14 +73,15 @@ def test_the_planner_scales_decode_in_the_allocation_and_a_removed_worker_drains
 
     # Followed again, the planner takes the idle deployment back to its min.
     assert slurmserve("scale", RUN, "--resume").returncode == 0
-    assert wait_until(lambda: decode_at(1), timeout=120, poll_s=1.0), status_of(RUN)
-
-    def scaled() -> list[tuple[str, str, str]]:
-        return [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+    assert wait_until(lambda: decode_at(RUN, 1), timeout=120, poll_s=1.0), status_of(RUN)
 
     # Counted out when it leaves discovery; its stop is recorded once it drained.
-    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled(), timeout=60, poll_s=1.0), scaled()
-    assert ("decode-2", "remove", "stopped") in scaled() and not steps_named(job_id, "decode-1"), scaled()
+    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled_events(RUN), timeout=60, poll_s=1.0), (
+        scaled_events(RUN)
+    )
+    assert ("decode-2", "remove", "stopped") in scaled_events(RUN) and not steps_named(job_id, "decode-1"), (
+        scaled_events(RUN)
+    )
     decided = [e["counts"]["decode"] for e in events_of(RUN) if e["event"] == "planner decided"]
     assert max(decided) >= 2 and decided[-1] == 1, decided
     assert_cancel_leaves_nothing(RUN)
@@ -110,28 +106,23 @@ def test_an_elastic_worker_is_a_slurm_job_of_its_own_while_it_serves(slurm_lab, 
         scale = slurmserve("scale", ELASTIC, *args)
         assert scale.returncode == 0, scale.stderr
 
-    def decode_serving(count: int) -> bool:
-        scaled = status_of(ELASTIC)["autoscale"]["decode"]
-        return scaled["actual"] == scaled["desired"] == count
-
     assert wait_until(lambda: jobs_named(worker_job), timeout=30, poll_s=0.5)
     (job,) = jobs_named(worker_job)
     assert job != main_job
-    assert wait_until(lambda: decode_serving(2), timeout=90, poll_s=1.0), status_of(ELASTIC)
+    assert wait_until(lambda: decode_at(ELASTIC, 2), timeout=90, poll_s=1.0), status_of(ELASTIC)
     assert completion_tokens(status_of(ELASTIC)["endpoint"], "tiny-mock") > 0
 
     assert slurmserve("scale", ELASTIC, "decode=1").returncode == 0
     assert wait_until(lambda: not jobs_named(worker_job), timeout=60, poll_s=1.0)
-    assert wait_until(lambda: decode_serving(1), timeout=30, poll_s=1.0), status_of(ELASTIC)
+    assert wait_until(lambda: decode_at(ELASTIC, 1), timeout=30, poll_s=1.0), status_of(ELASTIC)
 
-    def scaled() -> list[tuple[str, str, str]]:
-        return [(e["process"], e["action"], e["outcome"]) for e in events_of(ELASTIC) if e["event"] == "scaled"]
-
-    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled(), timeout=30, poll_s=1.0), scaled()
-    assert ("decode-1", "add", "serving") in scaled(), scaled()
+    assert wait_until(lambda: ("decode-1", "remove", "stopped") in scaled_events(ELASTIC), timeout=30, poll_s=1.0), (
+        scaled_events(ELASTIC)
+    )
+    assert ("decode-1", "add", "serving") in scaled_events(ELASTIC), scaled_events(ELASTIC)
 
     # Added again, then the whole deployment cancelled: its worker's job ends with it.
     assert slurmserve("scale", ELASTIC, "decode=2").returncode == 0
-    assert wait_until(lambda: decode_serving(2), timeout=90, poll_s=1.0), status_of(ELASTIC)
+    assert wait_until(lambda: decode_at(ELASTIC, 2), timeout=90, poll_s=1.0), status_of(ELASTIC)
     assert_cancel_leaves_nothing(ELASTIC)
     assert not jobs_named(worker_job)

@@ -10,16 +10,11 @@ from slurmserve.runs import open_run
 from slurmserve.transport.procfs import group_members
 from slurmserve.waiting import wait_until
 
-from ..helpers import events_of, slurmserve, status_of
+from ..helpers import decode_at, scaled_events, slurmserve, status_of
 
 pytestmark = pytest.mark.slow
 
 RUN = "ssh-autoscale"
-
-
-def decode_at(count: int) -> bool:
-    scaled = status_of(RUN)["autoscale"]["decode"]
-    return scaled["actual"] == scaled["desired"] == count
 
 
 def test_a_standby_worker_starts_on_its_host_serves_and_is_stopped_again(slurm_lab, cancel_later):
@@ -30,17 +25,18 @@ def test_a_standby_worker_starts_on_its_host_serves_and_is_stopped_again(slurm_l
     for args in (["--pause"], ["decode=2"]):
         scale = slurmserve("scale", RUN, *args)
         assert scale.returncode == 0, scale.stderr
-    assert wait_until(lambda: decode_at(2), timeout=60, poll_s=1.0), status_of(RUN)
+    assert wait_until(lambda: decode_at(RUN, 2), timeout=60, poll_s=1.0), status_of(RUN)
     added = open_run(RUN).handle().processes["decode-1"]
     assert added.host == open_run(RUN).plan().process("decode-1").host and group_members(added.pgid)
 
     assert slurmserve("scale", RUN, "decode=1").returncode == 0
     assert wait_until(lambda: not group_members(added.pgid), timeout=60, poll_s=1.0)  # the lab shares our PIDs
-    assert wait_until(lambda: decode_at(1), timeout=30, poll_s=1.0), status_of(RUN)
-
-    def scaled() -> list[tuple[str, str, str]]:
-        return [(e["process"], e["action"], e["outcome"]) for e in events_of(RUN) if e["event"] == "scaled"]
+    assert wait_until(lambda: decode_at(RUN, 1), timeout=30, poll_s=1.0), status_of(RUN)
 
     # Its stop is recorded a moment after its group is gone (the stop's next poll, then the supervisor's tick).
-    assert wait_until(lambda: scaled()[-1] == ("decode-1", "remove", "stopped"), timeout=15, poll_s=0.5), scaled()
-    assert scaled()[-2] == ("decode-1", "remove", "leaving") and all(o != "failed" for *_, o in scaled()), scaled()
+    assert wait_until(lambda: scaled_events(RUN)[-1] == ("decode-1", "remove", "stopped"), timeout=15, poll_s=0.5), (
+        scaled_events(RUN)
+    )
+    assert scaled_events(RUN)[-2] == ("decode-1", "remove", "leaving") and all(
+        o != "failed" for *_, o in scaled_events(RUN)
+    ), scaled_events(RUN)
